@@ -1,0 +1,417 @@
+// N-API glue only: converts JS values to the op contract (backend.h), runs
+// the shared checks (checks.h), and turns every C++ failure into a JS
+// exception with a `code`. Nothing here aborts the process.
+#include <napi.h>
+
+#include <cstring>
+#include <memory>
+#include <string>
+#include <vector>
+
+#include "backend.h"
+#include "checks.h"
+#include "cpu/cpu_backend.h"
+
+namespace greta {
+namespace {
+
+[[noreturn]] void throw_js(Napi::Env env, const std::string& code, const std::string& msg) {
+  Napi::Error e = Napi::Error::New(env, msg);
+  e.Set("code", Napi::String::New(env, code));
+  throw e;
+}
+
+// Runs fn, converting C++ exceptions into JS exceptions with a code.
+template <typename F>
+auto guarded(Napi::Env env, F fn) -> decltype(fn()) {
+  try {
+    return fn();
+  } catch (const Napi::Error&) {
+    throw;
+  } catch (const GretaError& e) {
+    throw_js(env, e.code, e.what());
+  } catch (const std::bad_alloc&) {
+    throw_js(env, "ENOMEM", "out of host memory");
+  } catch (const std::exception& e) {
+    throw_js(env, "EINTERNAL", e.what());
+  }
+}
+
+DType parse_dtype(Napi::Env env, const std::string& s) {
+  if (s == "f32") return DType::F32;
+  if (s == "f64") return DType::F64;
+  if (s == "f16") return DType::F16;
+  if (s == "bf16") return DType::BF16;
+  if (s == "i32") return DType::I32;
+  throw_js(env, "EINVAL", "unknown dtype '" + s + "' (allowed: f32, f64, f16, bf16, i32)");
+}
+
+class TensorWrap : public Napi::ObjectWrap<TensorWrap> {
+ public:
+  static Napi::FunctionReference ctor;
+
+  static Napi::Function Init(Napi::Env env) {
+    Napi::Function f = DefineClass(env, "Tensor",
+                                   {
+                                       InstanceAccessor<&TensorWrap::GetDtype>("dtype"),
+                                       InstanceAccessor<&TensorWrap::GetShape>("shape"),
+                                       InstanceAccessor<&TensorWrap::GetBackend>("backend"),
+                                       InstanceMethod<&TensorWrap::Rows>("rows"),
+                                       InstanceMethod<&TensorWrap::Free>("free"),
+                                   });
+    ctor = Napi::Persistent(f);
+    ctor.SuppressDestruct();
+    return f;
+  }
+
+  explicit TensorWrap(const Napi::CallbackInfo& info) : Napi::ObjectWrap<TensorWrap>(info) {}
+
+  ~TensorWrap() override { release(); }
+
+  static Napi::Object Wrap(Napi::Env env, Tensor t, const std::string& backend) {
+    Napi::Object o = ctor.New({});
+    TensorWrap* w = Unwrap(o);
+    w->tensor_ = std::move(t);
+    w->backend_ = backend;
+    w->env_ = env;
+    // A view shares its parent's storage; only the owner reports the bytes.
+    if (w->tensor_.offset_bytes == 0 && w->tensor_.storage && w->tensor_.storage.use_count() == 1) {
+      w->accounted_ = static_cast<int64_t>(w->tensor_.storage->bytes);
+      Napi::MemoryManagement::AdjustExternalMemory(env, w->accounted_);
+    }
+    return o;
+  }
+
+  const Tensor& tensor(Napi::Env env) const {
+    if (!tensor_.storage) throw_js(env, "EFREED", "tensor was already freed");
+    return tensor_;
+  }
+
+ private:
+  Tensor tensor_;
+  std::string backend_;
+  Napi::Env env_ = nullptr;
+  int64_t accounted_ = 0;
+
+  void release() {
+    if (accounted_ && env_) Napi::MemoryManagement::AdjustExternalMemory(env_, -accounted_);
+    accounted_ = 0;
+    tensor_.storage.reset();
+  }
+
+  Napi::Value GetDtype(const Napi::CallbackInfo& info) { return Napi::String::New(info.Env(), dtype_name(tensor_.dtype)); }
+  Napi::Value GetBackend(const Napi::CallbackInfo& info) { return Napi::String::New(info.Env(), backend_); }
+  Napi::Value GetShape(const Napi::CallbackInfo& info) {
+    Napi::Array a = Napi::Array::New(info.Env(), tensor_.shape.size());
+    for (size_t i = 0; i < tensor_.shape.size(); i++) a.Set(i, Napi::Number::New(info.Env(), static_cast<double>(tensor_.shape[i])));
+    return a;
+  }
+  // rows(start, count): a view of `count` rows of a 2-D tensor, sharing storage.
+  Napi::Value Rows(const Napi::CallbackInfo& info) {
+    return guarded(info.Env(), [&]() -> Napi::Value {
+      const Tensor& t = tensor(info.Env());
+      int64_t start = info[0].As<Napi::Number>().Int64Value();
+      int64_t count = info[1].As<Napi::Number>().Int64Value();
+      expect(t.shape.size() == 2, "rows", "tensor " + t.describe() + " is not 2-D");
+      expect(start >= 0 && count >= 1 && start + count <= t.shape[0], "rows",
+             "rows [" + std::to_string(start) + ", " + std::to_string(start + count) + ") are outside " + t.describe());
+      Tensor v = t;
+      v.offset_bytes += static_cast<size_t>(start * t.shape[1]) * dtype_size(t.dtype);
+      v.shape[0] = count;
+      return Wrap(info.Env(), std::move(v), backend_);
+    });
+  }
+  Napi::Value Free(const Napi::CallbackInfo& info) {
+    release();
+    return info.Env().Undefined();
+  }
+};
+
+Napi::FunctionReference TensorWrap::ctor;
+
+const Tensor& T(const Napi::CallbackInfo& info, size_t i) {
+  if (!info[i].IsObject() || !info[i].As<Napi::Object>().InstanceOf(TensorWrap::ctor.Value()))
+    throw_js(info.Env(), "EINVAL", "argument " + std::to_string(i) + " must be a Tensor");
+  return TensorWrap::Unwrap(info[i].As<Napi::Object>())->tensor(info.Env());
+}
+
+std::vector<int32_t> I32s(const Napi::CallbackInfo& info, size_t i) {
+  if (!info[i].IsTypedArray() || info[i].As<Napi::TypedArray>().TypedArrayType() != napi_int32_array)
+    throw_js(info.Env(), "EINVAL", "argument " + std::to_string(i) + " must be an Int32Array");
+  Napi::Int32Array a = info[i].As<Napi::Int32Array>();
+  return std::vector<int32_t>(a.Data(), a.Data() + a.ElementLength());
+}
+
+int Int(const Napi::CallbackInfo& info, size_t i) { return info[i].As<Napi::Number>().Int32Value(); }
+double Num(const Napi::CallbackInfo& info, size_t i) { return info[i].As<Napi::Number>().DoubleValue(); }
+
+std::string hex64(uint64_t h) {
+  char buf[17];
+  std::snprintf(buf, sizeof buf, "%016llx", static_cast<unsigned long long>(h));
+  return buf;
+}
+
+class BackendWrap : public Napi::ObjectWrap<BackendWrap> {
+ public:
+  static Napi::FunctionReference ctor;
+
+  static Napi::Function Init(Napi::Env env) {
+    Napi::Function f = DefineClass(
+        env, "Backend",
+        {
+            InstanceAccessor<&BackendWrap::GetName>("name"),
+            InstanceAccessor<&BackendWrap::GetDevice>("device"),
+            InstanceAccessor<&BackendWrap::GetActDtype>("actDtype"),
+            InstanceMethod<&BackendWrap::Alloc>("alloc"),
+            InstanceMethod<&BackendWrap::Upload>("upload"),
+            InstanceMethod<&BackendWrap::Download>("download"),
+            InstanceMethod<&BackendWrap::FillUniform>("fillUniform"),
+            InstanceMethod<&BackendWrap::Embedding>("embedding"),
+            InstanceMethod<&BackendWrap::Rmsnorm>("rmsnorm"),
+            InstanceMethod<&BackendWrap::Matmul>("matmul"),
+            InstanceMethod<&BackendWrap::Rope>("rope"),
+            InstanceMethod<&BackendWrap::KvWrite>("kvWrite"),
+            InstanceMethod<&BackendWrap::Attention>("attention"),
+            InstanceMethod<&BackendWrap::SiluMul>("siluMul"),
+            InstanceMethod<&BackendWrap::Add>("add"),
+            InstanceMethod<&BackendWrap::Topk>("topk"),
+            InstanceMethod<&BackendWrap::Summarize>("summarize"),
+        });
+    ctor = Napi::Persistent(f);
+    ctor.SuppressDestruct();
+    return f;
+  }
+
+  explicit BackendWrap(const Napi::CallbackInfo& info) : Napi::ObjectWrap<BackendWrap>(info) {
+    guarded(info.Env(), [&] {
+      std::string kind = info[0].IsString() ? info[0].As<Napi::String>().Utf8Value() : "";
+      if (kind == "cpu") {
+        b_ = make_cpu_backend(false);
+      } else if (kind == "cpu-fp64") {
+        b_ = make_cpu_backend(true);
+      } else {
+        throw_js(info.Env(), "EINVAL", "unknown backend '" + kind + "' (this build has: cpu, cpu-fp64)");
+      }
+      return 0;
+    });
+  }
+
+ private:
+  std::shared_ptr<Backend> b_;
+
+  Napi::Value Wrap(Napi::Env env, Tensor t) { return TensorWrap::Wrap(env, std::move(t), b_->name()); }
+
+  Napi::Value GetName(const Napi::CallbackInfo& info) { return Napi::String::New(info.Env(), b_->name()); }
+  Napi::Value GetDevice(const Napi::CallbackInfo& info) { return Napi::String::New(info.Env(), b_->device()); }
+  Napi::Value GetActDtype(const Napi::CallbackInfo& info) { return Napi::String::New(info.Env(), dtype_name(b_->act_dtype())); }
+
+  // alloc(dtype, shape)
+  Napi::Value Alloc(const Napi::CallbackInfo& info) {
+    return guarded(info.Env(), [&]() -> Napi::Value {
+      DType dt = parse_dtype(info.Env(), info[0].As<Napi::String>().Utf8Value());
+      Napi::Array a = info[1].As<Napi::Array>();
+      std::vector<int64_t> shape;
+      int64_t n = 1;
+      for (uint32_t i = 0; i < a.Length(); i++) {
+        double d = a.Get(i).As<Napi::Number>().DoubleValue();
+        expect(d >= 1 && d <= 4e9 && d == static_cast<double>(static_cast<int64_t>(d)), "alloc",
+               "dimension " + std::to_string(d) + " must be an integer in [1, 4e9]");
+        shape.push_back(static_cast<int64_t>(d));
+        expect(n <= (int64_t(1) << 40) / shape.back(), "alloc", "tensor of more than 2^40 elements");
+        n *= shape.back();
+      }
+      expect(!shape.empty(), "alloc", "shape must have at least one dimension");
+      return Wrap(info.Env(), b_->alloc(dt, shape));
+    });
+  }
+
+  // upload(tensor, typedArray): the array's bytes must equal the tensor's.
+  Napi::Value Upload(const Napi::CallbackInfo& info) {
+    return guarded(info.Env(), [&]() -> Napi::Value {
+      const Tensor& t = T(info, 0);
+      expect(info[1].IsTypedArray(), "upload", "data must be a typed array");
+      Napi::TypedArray a = info[1].As<Napi::TypedArray>();
+      expect(a.ByteLength() == t.bytes(), "upload",
+             "data has " + std::to_string(a.ByteLength()) + " bytes, tensor " + t.describe() + " has " + std::to_string(t.bytes()));
+      const uint8_t* src = static_cast<const uint8_t*>(a.ArrayBuffer().Data()) + a.ByteOffset();
+      b_->upload(t, src);
+      return info.Env().Undefined();
+    });
+  }
+
+  // download(tensor): a typed array matching the dtype (f16/bf16 as Uint16Array).
+  Napi::Value Download(const Napi::CallbackInfo& info) {
+    return guarded(info.Env(), [&]() -> Napi::Value {
+      const Tensor& t = T(info, 0);
+      Napi::Env env = info.Env();
+      Napi::ArrayBuffer buf = Napi::ArrayBuffer::New(env, t.bytes());
+      b_->download(t, buf.Data());
+      size_t n = static_cast<size_t>(t.numel());
+      switch (t.dtype) {
+        case DType::F32: return Napi::Float32Array::New(env, n, buf, 0);
+        case DType::F64: return Napi::Float64Array::New(env, n, buf, 0);
+        case DType::I32: return Napi::Int32Array::New(env, n, buf, 0);
+        default: return Napi::Uint16Array::New(env, n, buf, 0);
+      }
+    });
+  }
+
+  // fillUniform(tensor, seed: bigint, scale, offset)
+  Napi::Value FillUniform(const Napi::CallbackInfo& info) {
+    return guarded(info.Env(), [&]() -> Napi::Value {
+      const Tensor& t = T(info, 0);
+      bool lossless = true;
+      uint64_t seed = info[1].As<Napi::BigInt>().Uint64Value(&lossless);
+      expect(lossless, "fillUniform", "seed must fit in 64 bits");
+      b_->fill_uniform(t, seed, Num(info, 2), Num(info, 3));
+      return info.Env().Undefined();
+    });
+  }
+
+  Napi::Value Embedding(const Napi::CallbackInfo& info) {
+    return guarded(info.Env(), [&]() -> Napi::Value {
+      const Tensor &out = T(info, 0), &table = T(info, 1);
+      auto ids = I32s(info, 2);
+      check_embedding(*b_, out, table, ids.data(), static_cast<int64_t>(ids.size()));
+      b_->embedding(out, table, ids.data());
+      return info.Env().Undefined();
+    });
+  }
+
+  Napi::Value Rmsnorm(const Napi::CallbackInfo& info) {
+    return guarded(info.Env(), [&]() -> Napi::Value {
+      const Tensor &out = T(info, 0), &x = T(info, 1), &w = T(info, 2);
+      double eps = Num(info, 3);
+      check_rmsnorm(*b_, out, x, w, eps);
+      b_->rmsnorm(out, x, w, eps);
+      return info.Env().Undefined();
+    });
+  }
+
+  Napi::Value Matmul(const Napi::CallbackInfo& info) {
+    return guarded(info.Env(), [&]() -> Napi::Value {
+      const Tensor &out = T(info, 0), &x = T(info, 1), &w = T(info, 2);
+      check_matmul(*b_, out, x, w);
+      b_->matmul(out, x, w);
+      return info.Env().Undefined();
+    });
+  }
+
+  // rope(x, positions, invFreq, nHeads, headDim)
+  Napi::Value Rope(const Napi::CallbackInfo& info) {
+    return guarded(info.Env(), [&]() -> Napi::Value {
+      const Tensor& x = T(info, 0);
+      auto pos = I32s(info, 1);
+      const Tensor& f = T(info, 2);
+      int nh = Int(info, 3), hd = Int(info, 4);
+      check_rope(*b_, x, static_cast<int64_t>(pos.size()), f, nh, hd);
+      b_->rope(x, pos.data(), f, nh, hd);
+      return info.Env().Undefined();
+    });
+  }
+
+  // kvWrite(cache, src, positions)
+  Napi::Value KvWrite(const Napi::CallbackInfo& info) {
+    return guarded(info.Env(), [&]() -> Napi::Value {
+      const Tensor &cache = T(info, 0), &src = T(info, 1);
+      auto pos = I32s(info, 2);
+      check_kv_write(*b_, cache, src, pos.data(), static_cast<int64_t>(pos.size()));
+      b_->kv_write(cache, src, pos.data());
+      return info.Env().Undefined();
+    });
+  }
+
+  // attention(out, q, kCache, vCache, positions, nHeads, nKvHeads, headDim)
+  Napi::Value Attention(const Napi::CallbackInfo& info) {
+    return guarded(info.Env(), [&]() -> Napi::Value {
+      const Tensor &out = T(info, 0), &q = T(info, 1), &k = T(info, 2), &v = T(info, 3);
+      auto pos = I32s(info, 4);
+      int nh = Int(info, 5), nkv = Int(info, 6), hd = Int(info, 7);
+      check_attention(*b_, out, q, k, v, pos.data(), static_cast<int64_t>(pos.size()), nh, nkv, hd);
+      b_->attention(out, q, k, v, pos.data(), nh, nkv, hd);
+      return info.Env().Undefined();
+    });
+  }
+
+  Napi::Value SiluMul(const Napi::CallbackInfo& info) {
+    return guarded(info.Env(), [&]() -> Napi::Value {
+      const Tensor &out = T(info, 0), &g = T(info, 1), &u = T(info, 2);
+      check_elementwise(*b_, out, g, u, "siluMul");
+      b_->silu_mul(out, g, u);
+      return info.Env().Undefined();
+    });
+  }
+
+  Napi::Value Add(const Napi::CallbackInfo& info) {
+    return guarded(info.Env(), [&]() -> Napi::Value {
+      const Tensor &out = T(info, 0), &a = T(info, 1), &b = T(info, 2);
+      check_elementwise(*b_, out, a, b, "add");
+      b_->add(out, a, b);
+      return info.Env().Undefined();
+    });
+  }
+
+  // topk(x, k) -> { ids: Int32Array(rows*k), values: Float64Array(rows*k) }
+  Napi::Value Topk(const Napi::CallbackInfo& info) {
+    return guarded(info.Env(), [&]() -> Napi::Value {
+      const Tensor& x = T(info, 0);
+      int k = Int(info, 1);
+      check_topk(*b_, x, k);
+      Napi::Env env = info.Env();
+      size_t n = static_cast<size_t>(x.rows()) * k;
+      Napi::Int32Array ids = Napi::Int32Array::New(env, n);
+      Napi::Float64Array values = Napi::Float64Array::New(env, n);
+      b_->topk(x, k, ids.Data(), values.Data());
+      Napi::Object r = Napi::Object::New(env);
+      r.Set("ids", ids);
+      r.Set("values", values);
+      return r;
+    });
+  }
+
+  // summarize(x, row, sampleIndices: number[]) -> stats, hash (hex), sample
+  Napi::Value Summarize(const Napi::CallbackInfo& info) {
+    return guarded(info.Env(), [&]() -> Napi::Value {
+      const Tensor& x = T(info, 0);
+      int64_t row = info[1].As<Napi::Number>().Int64Value();
+      Napi::Array a = info[2].As<Napi::Array>();
+      std::vector<int64_t> sample;
+      for (uint32_t i = 0; i < a.Length(); i++) sample.push_back(a.Get(i).As<Napi::Number>().Int64Value());
+      check_summarize(*b_, x, row, sample);
+      RowSummary s = b_->summarize(x, row, sample);
+      Napi::Env env = info.Env();
+      Napi::Object r = Napi::Object::New(env);
+      r.Set("mean", s.mean);
+      r.Set("abs_mean", s.abs_mean);
+      r.Set("rms", s.rms);
+      r.Set("min", s.min);
+      r.Set("max", s.max);
+      r.Set("nan", static_cast<double>(s.nan));
+      r.Set("inf", static_cast<double>(s.inf));
+      r.Set("hash", hex64(s.hash));
+      Napi::Float64Array sv = Napi::Float64Array::New(env, s.sample.size());
+      std::memcpy(sv.Data(), s.sample.data(), s.sample.size() * sizeof(double));
+      r.Set("sample", sv);
+      return r;
+    });
+  }
+};
+
+Napi::FunctionReference BackendWrap::ctor;
+
+Napi::Object Init(Napi::Env env, Napi::Object exports) {
+  exports.Set("Tensor", TensorWrap::Init(env));
+  exports.Set("Backend", BackendWrap::Init(env));
+  Napi::Array kinds = Napi::Array::New(env);
+  kinds.Set(0u, "cpu");
+  kinds.Set(1u, "cpu-fp64");
+  exports.Set("backendKinds", kinds);
+  return exports;
+}
+
+}  // namespace
+}  // namespace greta
+
+static Napi::Object InitModule(Napi::Env env, Napi::Object exports) { return greta::Init(env, exports); }
+
+NODE_API_MODULE(greta, InitModule)

@@ -1,0 +1,91 @@
+// The op contract. Every backend (CPU fp32, CPU fp64 oracle, HIP) implements
+// exactly these ops with these shapes; checks.h validates arguments before any
+// backend sees them, so backends may trust shapes and index ranges.
+//
+// Layout: row-major. Activations are [rows, cols] in the backend's activation
+// dtype (f32, or f64 for the oracle). Weights are [out, in] (HF layout) in
+// f32/f16/bf16. Token ids and positions are host int32 arrays: they are tiny,
+// and keeping them on the host lets the range checks run before any device
+// work.
+//
+// Batch invariance is the rule for every reduction: the value of one output
+// element depends only on the inputs of its own row, reduced in one fixed
+// order that never depends on how many rows are in the call.
+#pragma once
+
+#include <cstdint>
+#include <string>
+#include <vector>
+
+#include "tensor.h"
+
+namespace greta {
+
+struct RowSummary {
+  double mean = 0, abs_mean = 0, rms = 0, min = 0, max = 0;
+  int64_t nan = 0, inf = 0;
+  uint64_t hash = 0;           // see summary rule in backend implementations
+  std::vector<double> sample;  // values at the requested indices
+};
+
+class Backend {
+ public:
+  virtual ~Backend() = default;
+  virtual std::string name() const = 0;    // "cpu", "cpu-fp64", "hip"
+  virtual std::string device() const = 0;  // human-readable device description
+  virtual DType act_dtype() const = 0;     // F32, or F64 for the oracle
+
+  virtual Tensor alloc(DType dtype, const std::vector<int64_t>& shape) = 0;
+  virtual void upload(const Tensor& dst, const void* src) = 0;  // dst.bytes() bytes
+  virtual void download(const Tensor& src, void* dst) = 0;      // src.bytes() bytes
+
+  // t[i] = offset + scale * u_i, u_i uniform in [-1, 1) from a counter-based
+  // hash of (seed, i): the same values on every backend, in any launch shape.
+  virtual void fill_uniform(const Tensor& t, uint64_t seed, double scale, double offset) = 0;
+  // out[m, :] = table[ids[m], :]
+  virtual void embedding(const Tensor& out, const Tensor& table, const int32_t* ids) = 0;
+  // out[m, :] = x[m, :] / sqrt(mean(x[m, :]^2) + eps) * w
+  virtual void rmsnorm(const Tensor& out, const Tensor& x, const Tensor& w, double eps) = 0;
+  // out[m, n] = sum_k x[m, k] * w[n, k]
+  virtual void matmul(const Tensor& out, const Tensor& x, const Tensor& w) = 0;
+  // In place, rotate-half convention (HF Llama): pairs (i, i + head_dim/2) of
+  // every head of row m rotate by pos[m] * inv_freq[i].
+  virtual void rope(const Tensor& x, const int32_t* pos, const Tensor& inv_freq, int n_heads,
+                    int head_dim) = 0;
+  // cache[pos[m], :] = src[m, :]
+  virtual void kv_write(const Tensor& cache, const Tensor& src, const int32_t* pos) = 0;
+  // Query row m, head h attends to cache rows 0..pos[m] of kv head
+  // h / (n_heads / n_kv_heads), scaled by 1/sqrt(head_dim). Prefill (causal)
+  // and decode (one row over the cache) are the same op.
+  virtual void attention(const Tensor& out, const Tensor& q, const Tensor& k_cache,
+                         const Tensor& v_cache, const int32_t* pos, int n_heads, int n_kv_heads,
+                         int head_dim) = 0;
+  // out = silu(gate) * up
+  virtual void silu_mul(const Tensor& out, const Tensor& gate, const Tensor& up) = 0;
+  // out = a + b
+  virtual void add(const Tensor& out, const Tensor& a, const Tensor& b) = 0;
+  // Per row: the k largest values, descending; ties go to the lower index.
+  virtual void topk(const Tensor& x, int k, int32_t* ids, double* values) = 0;
+  // Stats, bit hash and sample of row `row` of x.
+  virtual RowSummary summarize(const Tensor& x, int64_t row, const std::vector<int64_t>& sample) = 0;
+};
+
+// SplitMix64 finaliser: the one mixing function for fill_uniform and hashes.
+inline uint64_t mix64(uint64_t z) {
+  z += 0x9e3779b97f4a7c15ull;
+  z = (z ^ (z >> 30)) * 0xbf58476d1ce4e5b9ull;
+  z = (z ^ (z >> 27)) * 0x94d049bb133111ebull;
+  return z ^ (z >> 31);
+}
+
+// u in [-1, 1) with 24 significant bits, so it is exact in f32.
+inline double uniform_pm1(uint64_t seed, uint64_t i) {
+  uint64_t r = mix64(seed ^ mix64(i));
+  return static_cast<double>(r >> 40) * (1.0 / 8388608.0) - 1.0;
+}
+
+// Row hash: sum over i of mix64(bits_i + mix64(i)) mod 2^64. Order-free, so
+// a device can compute it in parallel and get the same 64 bits as the host.
+inline uint64_t hash_element(uint64_t bits, uint64_t i) { return mix64(bits + mix64(i)); }
+
+}  // namespace greta

@@ -1,0 +1,149 @@
+// Argument checks shared by every backend: run once at the addon boundary so
+// kernels can trust shapes, dtypes and index ranges. Each failure names the
+// op, the argument and what was expected.
+#pragma once
+
+#include <string>
+
+#include "backend.h"
+
+namespace greta {
+
+inline void expect(bool ok, const std::string& op, const std::string& what) {
+  if (!ok) throw GretaError("EINVAL", op + ": " + what);
+}
+
+inline void expect_2d(const Tensor& t, const std::string& op, const char* arg) {
+  expect(t.shape.size() == 2, op, std::string(arg) + " must be 2-D, got " + t.describe());
+}
+
+inline void expect_act(const Backend& b, const Tensor& t, const std::string& op, const char* arg) {
+  expect(t.dtype == b.act_dtype(), op,
+         std::string(arg) + " must be " + dtype_name(b.act_dtype()) + " (activation dtype of backend " +
+             b.name() + "), got " + t.describe());
+}
+
+inline void expect_weight(const Tensor& t, const std::string& op, const char* arg) {
+  expect(t.dtype == DType::F32 || t.dtype == DType::F16 || t.dtype == DType::BF16 || t.dtype == DType::F64, op,
+         std::string(arg) + " must be f32, f16 or bf16, got " + t.describe());
+}
+
+inline void expect_same_shape(const Tensor& a, const Tensor& b, const std::string& op, const char* an,
+                              const char* bn) {
+  expect(a.shape == b.shape, op,
+         std::string(an) + " " + a.describe() + " and " + bn + " " + b.describe() + " differ in shape");
+}
+
+inline void check_embedding(const Backend& b, const Tensor& out, const Tensor& table, const int32_t* ids,
+                            int64_t n_ids) {
+  const std::string op = "embedding";
+  expect_2d(out, op, "out");
+  expect_2d(table, op, "table");
+  expect_act(b, out, op, "out");
+  expect_weight(table, op, "table");
+  expect(out.cols() == table.cols(), op, "out " + out.describe() + " and table " + table.describe() + " differ in width");
+  expect(n_ids == out.rows(), op, "got " + std::to_string(n_ids) + " ids for " + std::to_string(out.rows()) + " rows");
+  for (int64_t m = 0; m < n_ids; m++)
+    expect(ids[m] >= 0 && ids[m] < table.rows(), op,
+           "token id " + std::to_string(ids[m]) + " at row " + std::to_string(m) + " is outside the vocabulary [0, " +
+               std::to_string(table.rows()) + ")");
+}
+
+inline void check_rmsnorm(const Backend& b, const Tensor& out, const Tensor& x, const Tensor& w, double eps) {
+  const std::string op = "rmsnorm";
+  expect_2d(x, op, "x");
+  expect_act(b, x, op, "x");
+  expect_act(b, out, op, "out");
+  expect_same_shape(out, x, op, "out", "x");
+  expect_weight(w, op, "w");
+  expect(w.numel() == x.cols(), op, "w " + w.describe() + " must have " + std::to_string(x.cols()) + " elements");
+  expect(eps > 0, op, "eps must be > 0, got " + std::to_string(eps));
+}
+
+inline void check_matmul(const Backend& b, const Tensor& out, const Tensor& x, const Tensor& w) {
+  const std::string op = "matmul";
+  expect_2d(out, op, "out");
+  expect_2d(x, op, "x");
+  expect_2d(w, op, "w");
+  expect_act(b, out, op, "out");
+  expect_act(b, x, op, "x");
+  expect_weight(w, op, "w");
+  expect(x.cols() == w.cols(), op, "x " + x.describe() + " and w " + w.describe() + " differ in K");
+  expect(out.rows() == x.rows() && out.cols() == w.rows(), op,
+         "out " + out.describe() + " must be [" + std::to_string(x.rows()) + "," + std::to_string(w.rows()) + "]");
+}
+
+inline void check_rope(const Backend& b, const Tensor& x, int64_t n_pos, const Tensor& inv_freq, int n_heads,
+                       int head_dim) {
+  const std::string op = "rope";
+  expect_2d(x, op, "x");
+  expect_act(b, x, op, "x");
+  expect(head_dim > 0 && head_dim % 2 == 0, op, "head_dim must be even and > 0, got " + std::to_string(head_dim));
+  expect(n_heads > 0 && static_cast<int64_t>(n_heads) * head_dim == x.cols(), op,
+         "x " + x.describe() + " is not " + std::to_string(n_heads) + " heads of " + std::to_string(head_dim));
+  expect(n_pos == x.rows(), op, "got " + std::to_string(n_pos) + " positions for " + std::to_string(x.rows()) + " rows");
+  expect(inv_freq.dtype == b.act_dtype() && inv_freq.numel() == head_dim / 2, op,
+         "inv_freq must be " + std::string(dtype_name(b.act_dtype())) + "[" + std::to_string(head_dim / 2) + "], got " +
+             inv_freq.describe());
+}
+
+inline void check_positions(const int32_t* pos, int64_t n, int64_t capacity, const std::string& op) {
+  for (int64_t m = 0; m < n; m++)
+    expect(pos[m] >= 0 && pos[m] < capacity, op,
+           "position " + std::to_string(pos[m]) + " at row " + std::to_string(m) + " is outside the KV cache [0, " +
+               std::to_string(capacity) + ")");
+}
+
+inline void check_kv_write(const Backend& b, const Tensor& cache, const Tensor& src, const int32_t* pos, int64_t n) {
+  const std::string op = "kv_write";
+  expect_2d(cache, op, "cache");
+  expect_2d(src, op, "src");
+  expect_act(b, cache, op, "cache");
+  expect_act(b, src, op, "src");
+  expect(cache.cols() == src.cols(), op, "cache " + cache.describe() + " and src " + src.describe() + " differ in width");
+  expect(n == src.rows(), op, "got " + std::to_string(n) + " positions for " + std::to_string(src.rows()) + " rows");
+  check_positions(pos, n, cache.rows(), op);
+}
+
+inline void check_attention(const Backend& b, const Tensor& out, const Tensor& q, const Tensor& k, const Tensor& v,
+                            const int32_t* pos, int64_t n, int n_heads, int n_kv_heads, int head_dim) {
+  const std::string op = "attention";
+  for (const Tensor* t : {&out, &q, &k, &v}) {
+    expect_2d(*t, op, "tensors");
+    expect_act(b, *t, op, "tensors");
+  }
+  expect(n_heads > 0 && n_kv_heads > 0 && head_dim > 0 && n_heads % n_kv_heads == 0, op,
+         "n_heads " + std::to_string(n_heads) + " must be a positive multiple of n_kv_heads " + std::to_string(n_kv_heads));
+  expect(q.cols() == static_cast<int64_t>(n_heads) * head_dim, op, "q " + q.describe() + " is not n_heads x head_dim");
+  expect_same_shape(out, q, op, "out", "q");
+  expect(k.cols() == static_cast<int64_t>(n_kv_heads) * head_dim, op, "k_cache " + k.describe() + " is not n_kv_heads x head_dim");
+  expect_same_shape(k, v, op, "k_cache", "v_cache");
+  expect(n == q.rows(), op, "got " + std::to_string(n) + " positions for " + std::to_string(q.rows()) + " rows");
+  check_positions(pos, n, k.rows(), op);
+}
+
+inline void check_elementwise(const Backend& b, const Tensor& out, const Tensor& a, const Tensor& c, const std::string& op) {
+  expect_act(b, out, op, "out");
+  expect_act(b, a, op, "a");
+  expect_act(b, c, op, "b");
+  expect_same_shape(out, a, op, "out", "a");
+  expect_same_shape(a, c, op, "a", "b");
+}
+
+inline void check_topk(const Backend& b, const Tensor& x, int k) {
+  const std::string op = "topk";
+  expect_2d(x, op, "x");
+  expect_act(b, x, op, "x");
+  expect(k >= 1 && k <= x.cols(), op, "k must be in [1, " + std::to_string(x.cols()) + "], got " + std::to_string(k));
+}
+
+inline void check_summarize(const Backend& b, const Tensor& x, int64_t row, const std::vector<int64_t>& sample) {
+  const std::string op = "summarize";
+  expect_2d(x, op, "x");
+  expect_act(b, x, op, "x");
+  expect(row >= 0 && row < x.rows(), op, "row " + std::to_string(row) + " is outside [0, " + std::to_string(x.rows()) + ")");
+  for (int64_t i : sample)
+    expect(i >= 0 && i < x.cols(), op, "sample index " + std::to_string(i) + " is outside [0, " + std::to_string(x.cols()) + ")");
+}
+
+}  // namespace greta

@@ -1,0 +1,310 @@
+// CPU backend: the op contract in plain C++, templated on the accumulation
+// type A. A = float is the "cpu" backend (fp32 activations and accumulation),
+// A = double is "cpu-fp64", the oracle that tests and users compare against.
+//
+// Reduction-order rule (batch invariance): every dot product over K, and the
+// RMSNorm sum of squares, accumulates into LANES = 8 partial sums, lane
+// (k mod 8) taking element k in increasing k, then combines the lanes in the
+// fixed tree ((0+4)+(2+6))+((1+5)+(3+7)). Attention reduces over keys in
+// increasing key order. Nothing depends on the number of rows in the call, and
+// work is only ever split across threads by output element, never inside one.
+#include "cpu_backend.h"
+
+#include <algorithm>
+#include <cmath>
+#include <cstring>
+#include <thread>
+#include <vector>
+
+namespace greta {
+namespace {
+
+struct bf16_t {
+  uint16_t v;
+};
+struct f16_t {
+  uint16_t v;
+};
+
+// f16 -> f32 by table: exact, and branch-free in the GEMV inner loop.
+const float* f16_table() {
+  static const std::vector<float> table = [] {
+    std::vector<float> t(65536);
+    for (uint32_t i = 0; i < 65536; i++) t[i] = f16_to_f32(static_cast<uint16_t>(i));
+    return t;
+  }();
+  return table.data();
+}
+
+template <typename A> inline A load(float w, const float*) { return static_cast<A>(w); }
+template <typename A> inline A load(double w, const float*) { return static_cast<A>(w); }
+template <typename A> inline A load(bf16_t w, const float*) { return static_cast<A>(bf16_to_f32(w.v)); }
+template <typename A> inline A load(f16_t w, const float* t) { return static_cast<A>(t[w.v]); }
+
+constexpr int LANES = 8;
+
+template <typename A, typename W>
+inline A dot(const A* x, const W* w, int64_t k_len, const float* f16) {
+  A acc[LANES] = {};
+  int64_t k = 0;
+  for (; k + LANES <= k_len; k += LANES)
+    for (int l = 0; l < LANES; l++) acc[l] += x[k + l] * load<A>(w[k + l], f16);
+  for (; k < k_len; k++) acc[k % LANES] += x[k] * load<A>(w[k], f16);
+  return ((acc[0] + acc[4]) + (acc[2] + acc[6])) + ((acc[1] + acc[5]) + (acc[3] + acc[7]));
+}
+
+// Splits [0, n) into contiguous chunks over threads. Each output element is
+// computed whole by one thread, so results do not depend on the thread count.
+template <typename F>
+void parallel_for(int64_t n, int64_t work_per_item, F fn) {
+  unsigned hw = std::max(1u, std::thread::hardware_concurrency());
+  int64_t threads = std::min<int64_t>(hw, std::max<int64_t>(1, n * work_per_item / (1 << 18)));
+  threads = std::min<int64_t>(threads, n);
+  if (threads <= 1) {
+    fn(0, n);
+    return;
+  }
+  std::vector<std::thread> pool;
+  int64_t chunk = (n + threads - 1) / threads;
+  for (int64_t t = 0; t < threads; t++) {
+    int64_t lo = t * chunk, hi = std::min(n, lo + chunk);
+    if (lo >= hi) break;
+    pool.emplace_back([=] { fn(lo, hi); });
+  }
+  for (auto& th : pool) th.join();
+}
+
+template <typename A, typename F>
+void with_weight(const Tensor& w, F fn) {
+  switch (w.dtype) {
+    case DType::F32: fn(w.as<float>()); break;
+    case DType::F64: fn(w.as<double>()); break;
+    case DType::BF16: fn(reinterpret_cast<const bf16_t*>(w.ptr())); break;
+    case DType::F16: fn(reinterpret_cast<const f16_t*>(w.ptr())); break;
+    default: throw GretaError("EINVAL", std::string("weight dtype ") + dtype_name(w.dtype) + " is not supported");
+  }
+}
+
+template <typename A>
+class CpuBackend final : public Backend {
+ public:
+  std::string name() const override { return sizeof(A) == 8 ? "cpu-fp64" : "cpu"; }
+  std::string device() const override {
+    return std::string("host CPU, ") + std::to_string(std::max(1u, std::thread::hardware_concurrency())) +
+           " threads, " + (sizeof(A) == 8 ? "fp64" : "fp32") + " accumulation";
+  }
+  DType act_dtype() const override { return sizeof(A) == 8 ? DType::F64 : DType::F32; }
+
+  Tensor alloc(DType dtype, const std::vector<int64_t>& shape) override {
+    Tensor t;
+    t.dtype = dtype;
+    t.shape = shape;
+    t.storage = std::make_shared<HostStorage>(t.bytes());
+    return t;
+  }
+  void upload(const Tensor& dst, const void* src) override { std::memcpy(dst.ptr(), src, dst.bytes()); }
+  void download(const Tensor& src, void* dst) override { std::memcpy(dst, src.ptr(), src.bytes()); }
+
+  void fill_uniform(const Tensor& t, uint64_t seed, double scale, double offset) override {
+    int64_t n = t.numel();
+    parallel_for(n, 8, [&](int64_t lo, int64_t hi) {
+      for (int64_t i = lo; i < hi; i++) {
+        double v = offset + scale * uniform_pm1(seed, static_cast<uint64_t>(i));
+        switch (t.dtype) {
+          case DType::F32: t.as<float>()[i] = static_cast<float>(v); break;
+          case DType::F64: t.as<double>()[i] = v; break;
+          case DType::BF16: t.as<uint16_t>()[i] = f32_to_bf16(static_cast<float>(v)); break;
+          case DType::F16: t.as<uint16_t>()[i] = f32_to_f16(static_cast<float>(v)); break;
+          case DType::I32: t.as<int32_t>()[i] = static_cast<int32_t>(v); break;
+        }
+      }
+    });
+  }
+
+  void embedding(const Tensor& out, const Tensor& table, const int32_t* ids) override {
+    const int64_t d = out.cols();
+    A* o = out.as<A>();
+    const float* f16 = f16_table();
+    with_weight<A>(table, [&](auto* w) {
+      for (int64_t m = 0; m < out.rows(); m++) {
+        auto* row = w + static_cast<int64_t>(ids[m]) * d;
+        for (int64_t i = 0; i < d; i++) o[m * d + i] = load<A>(row[i], f16);
+      }
+    });
+  }
+
+  void rmsnorm(const Tensor& out, const Tensor& x, const Tensor& w, double eps) override {
+    const int64_t d = x.cols();
+    const A* xp = x.as<A>();
+    A* o = out.as<A>();
+    const float* f16 = f16_table();
+    with_weight<A>(w, [&](auto* wp) {
+      for (int64_t m = 0; m < x.rows(); m++) {
+        const A* r = xp + m * d;
+        A ss = dot<A>(r, r, d, f16);
+        A inv = A(1) / std::sqrt(ss / static_cast<A>(d) + static_cast<A>(eps));
+        for (int64_t i = 0; i < d; i++) o[m * d + i] = r[i] * inv * load<A>(wp[i], f16);
+      }
+    });
+  }
+
+  void matmul(const Tensor& out, const Tensor& x, const Tensor& w) override {
+    const int64_t m_len = x.rows(), k_len = x.cols(), n_len = w.rows();
+    const A* xp = x.as<A>();
+    A* o = out.as<A>();
+    const float* f16 = f16_table();
+    with_weight<A>(w, [&](auto* wp) {
+      // Weight rows outer so each is read once per call, whatever M is.
+      parallel_for(n_len, m_len * k_len, [&](int64_t lo, int64_t hi) {
+        for (int64_t n = lo; n < hi; n++)
+          for (int64_t m = 0; m < m_len; m++) o[m * n_len + n] = dot<A>(xp + m * k_len, wp + n * k_len, k_len, f16);
+      });
+    });
+  }
+
+  void rope(const Tensor& x, const int32_t* pos, const Tensor& inv_freq, int n_heads, int head_dim) override {
+    const int half = head_dim / 2;
+    const A* f = inv_freq.as<A>();
+    A* xp = x.as<A>();
+    for (int64_t m = 0; m < x.rows(); m++) {
+      for (int i = 0; i < half; i++) {
+        A angle = static_cast<A>(pos[m]) * f[i];
+        A c = std::cos(angle), s = std::sin(angle);
+        for (int h = 0; h < n_heads; h++) {
+          A* hp = xp + m * x.cols() + static_cast<int64_t>(h) * head_dim;
+          A x1 = hp[i], x2 = hp[i + half];
+          hp[i] = x1 * c - x2 * s;
+          hp[i + half] = x2 * c + x1 * s;
+        }
+      }
+    }
+  }
+
+  void kv_write(const Tensor& cache, const Tensor& src, const int32_t* pos) override {
+    const int64_t d = src.cols();
+    for (int64_t m = 0; m < src.rows(); m++)
+      std::memcpy(cache.as<A>() + static_cast<int64_t>(pos[m]) * d, src.as<A>() + m * d, d * sizeof(A));
+  }
+
+  void attention(const Tensor& out, const Tensor& q, const Tensor& k_cache, const Tensor& v_cache, const int32_t* pos,
+                 int n_heads, int n_kv_heads, int head_dim) override {
+    const int group = n_heads / n_kv_heads;
+    const A scale = A(1) / std::sqrt(static_cast<A>(head_dim));
+    const int64_t qd = q.cols(), kd = k_cache.cols();
+    const float* f16 = f16_table();
+    const int64_t rows = q.rows();
+    parallel_for(rows * n_heads, static_cast<int64_t>(head_dim) * (pos[rows - 1] + 1) * 2, [&](int64_t lo, int64_t hi) {
+      std::vector<A> p;
+      for (int64_t task = lo; task < hi; task++) {
+        const int64_t m = task / n_heads;
+        const int h = static_cast<int>(task % n_heads);
+        const A* qh = q.as<A>() + m * qd + static_cast<int64_t>(h) * head_dim;
+        const int64_t kv_off = static_cast<int64_t>(h / group) * head_dim;
+        const int64_t n_keys = static_cast<int64_t>(pos[m]) + 1;
+        p.resize(n_keys);
+        A mx = -INFINITY;
+        for (int64_t j = 0; j < n_keys; j++) {
+          p[j] = dot<A>(qh, k_cache.as<A>() + j * kd + kv_off, head_dim, f16) * scale;
+          mx = std::max(mx, p[j]);
+        }
+        A sum = 0;
+        for (int64_t j = 0; j < n_keys; j++) {
+          p[j] = std::exp(p[j] - mx);
+          sum += p[j];
+        }
+        A* o = out.as<A>() + m * qd + static_cast<int64_t>(h) * head_dim;
+        for (int d = 0; d < head_dim; d++) o[d] = 0;
+        for (int64_t j = 0; j < n_keys; j++) {
+          const A* vj = v_cache.as<A>() + j * kd + kv_off;
+          for (int d = 0; d < head_dim; d++) o[d] += p[j] * vj[d];
+        }
+        const A inv = A(1) / sum;
+        for (int d = 0; d < head_dim; d++) o[d] *= inv;
+      }
+    });
+  }
+
+  void silu_mul(const Tensor& out, const Tensor& gate, const Tensor& up) override {
+    const int64_t n = out.numel();
+    const A *g = gate.as<A>(), *u = up.as<A>();
+    A* o = out.as<A>();
+    for (int64_t i = 0; i < n; i++) o[i] = g[i] / (A(1) + std::exp(-g[i])) * u[i];
+  }
+
+  void add(const Tensor& out, const Tensor& a, const Tensor& b) override {
+    const int64_t n = out.numel();
+    const A *ap = a.as<A>(), *bp = b.as<A>();
+    A* o = out.as<A>();
+    for (int64_t i = 0; i < n; i++) o[i] = ap[i] + bp[i];
+  }
+
+  void topk(const Tensor& x, int k, int32_t* ids, double* values) override {
+    const int64_t n = x.cols();
+    std::vector<int32_t> idx(n);
+    for (int64_t m = 0; m < x.rows(); m++) {
+      const A* r = x.as<A>() + m * n;
+      for (int64_t i = 0; i < n; i++) idx[i] = static_cast<int32_t>(i);
+      // NaN ranks below every number so a poisoned row cannot win top-1.
+      auto before = [r](int32_t a, int32_t b) {
+        A va = r[a], vb = r[b];
+        bool na = std::isnan(va), nb = std::isnan(vb);
+        if (na != nb) return nb;
+        if (!na && va != vb) return va > vb;
+        return a < b;
+      };
+      std::partial_sort(idx.begin(), idx.begin() + k, idx.end(), before);
+      for (int i = 0; i < k; i++) {
+        ids[m * k + i] = idx[i];
+        values[m * k + i] = static_cast<double>(r[idx[i]]);
+      }
+    }
+  }
+
+  RowSummary summarize(const Tensor& x, int64_t row, const std::vector<int64_t>& sample) override {
+    RowSummary s;
+    const int64_t n = x.cols();
+    const A* r = x.as<A>() + row * n;
+    double sum = 0, abs_sum = 0, sq = 0;
+    double mn = INFINITY, mx = -INFINITY;
+    int64_t finite = 0;
+    for (int64_t i = 0; i < n; i++) {
+      A v = r[i];
+      uint64_t bits = 0;
+      std::memcpy(&bits, &v, sizeof(A));
+      s.hash += hash_element(bits, static_cast<uint64_t>(i));
+      if (std::isnan(v)) {
+        s.nan++;
+        continue;
+      }
+      if (std::isinf(v)) {
+        s.inf++;
+        continue;
+      }
+      double d = static_cast<double>(v);
+      sum += d;
+      abs_sum += std::fabs(d);
+      sq += d * d;
+      mn = std::min(mn, d);
+      mx = std::max(mx, d);
+      finite++;
+    }
+    if (finite > 0) {
+      s.mean = sum / finite;
+      s.abs_mean = abs_sum / finite;
+      s.rms = std::sqrt(sq / finite);
+      s.min = mn;
+      s.max = mx;
+    }
+    for (int64_t i : sample) s.sample.push_back(static_cast<double>(r[i]));
+    return s;
+  }
+};
+
+}  // namespace
+
+std::shared_ptr<Backend> make_cpu_backend(bool fp64) {
+  if (fp64) return std::make_shared<CpuBackend<double>>();
+  return std::make_shared<CpuBackend<float>>();
+}
+
+}  // namespace greta

@@ -1,0 +1,110 @@
+#!/usr/bin/env node
+// greta trace | analyze. Bad input: one line on stderr, exit 2.
+import { parseArgs, type ParseArgsConfig } from 'node:util';
+import { analyzeRuns, formatTable, toJson } from '../analyze/analyze.js';
+import { loadTraceFile } from '../analyze/load.js';
+import { UsageError } from '../errors.js';
+import { resolveTraceOptions, TRACE_OPTIONS, type OptionSpec } from '../options.js';
+import { planTrace, runTrace } from '../run.js';
+
+const TRACE_HELP = (() => {
+  const lines = Object.values(TRACE_OPTIONS as Record<string, OptionSpec>).map((o) => {
+    const flag = `--${o.flag}${o.type === 'string' ? ' <v>' : ''}`;
+    const env = o.env ? ` [${o.env}]` : '';
+    const def = o.def !== undefined && o.type === 'string' ? ` (default ${o.def})` : '';
+    return `  ${flag.padEnd(22)} ${o.help}${def}${env}`;
+  });
+  return [
+    'usage: npm run trace -- [options]',
+    '',
+    'Runs prefill and decode on our kernels, records every stage of the chosen layers',
+    'to JSONL, and prints where decode0 first departs from prefill_last.',
+    '',
+    'options (flag beats the environment variable in brackets):',
+    ...lines,
+    '  --help                 this text',
+    '',
+    'GRETA_TRACE_STAGE=1 is accepted for compatibility; the trace command always traces.',
+    'Exit codes: 0 ok, 1 run failed, 2 bad input.',
+  ].join('\n');
+})();
+
+const ANALYZE_HELP = [
+  'usage: npm run analyze -- [--json] [--tol X] <trace.jsonl ...>',
+  '',
+  'Pairs prefill_last with decode0 per (layer, point) in each run of the files,',
+  'finds the first mismatch in forward order and prints the table.',
+  '',
+  '  --json      print the analysis as JSON on stdout',
+  '  --tol <x>   count a pair as a mismatch only when its MAE exceeds x (default 0: any bit)',
+  '  --help      this text',
+].join('\n');
+
+function parse(argv: string[], options: NonNullable<ParseArgsConfig['options']>) {
+  try {
+    return parseArgs({ args: argv, options, allowPositionals: true, strict: true });
+  } catch (e) {
+    throw new UsageError((e as Error).message.split('\n')[0]!.replace(/\. To specify.*$/, ''));
+  }
+}
+
+function traceCommand(argv: string[]): void {
+  const options: Record<string, { type: 'string' | 'boolean' }> = { help: { type: 'boolean' } };
+  for (const o of Object.values(TRACE_OPTIONS as Record<string, OptionSpec>)) options[o.flag] = { type: o.type };
+  const { values, positionals } = parse(argv, options);
+  if (values.help) {
+    console.log(TRACE_HELP);
+    return;
+  }
+  if (positionals.length) throw new UsageError(`unexpected argument '${positionals[0]}' (see --help)`);
+  const opts = resolveTraceOptions(values as Record<string, string | boolean | undefined>, process.env);
+  const plan = planTrace(opts, { prompt: values.prompt !== undefined });
+  const log = (l: string) => console.error(l);
+  log(`run ${plan.runId}: ${plan.prompts.map((p) => `${p.name} (${p.ids.length} tokens)`).join(', ')} x ${opts.exp.join(',')}`);
+  const t0 = performance.now();
+  const out = runTrace(plan, log);
+  log(`trace: ${out.out} (${(performance.now() - t0).toFixed(0)} ms)`);
+  for (const r of out.results) log(`${r.prompt} ${r.exp} generated: ${JSON.stringify(r.generated_text)}`);
+  const rows = analyzeRuns(loadTraceFile(out.out).filter((r) => r.header.run_id === out.runId));
+  console.log(opts.json ? JSON.stringify(toJson(rows), null, 2) : formatTable(rows));
+}
+
+function analyzeCommand(argv: string[]): void {
+  const { values, positionals } = parse(argv, {
+    json: { type: 'boolean' },
+    tol: { type: 'string' },
+    help: { type: 'boolean' },
+  });
+  if (values.help) {
+    console.log(ANALYZE_HELP);
+    return;
+  }
+  if (positionals.length === 0) throw new UsageError('analyze: give at least one trace .jsonl file (see --help)');
+  const tol = values.tol === undefined ? 0 : Number(values.tol);
+  if (!Number.isFinite(tol) || tol < 0) throw new UsageError(`--tol: '${values.tol}' is not a number >= 0`);
+  const runs = positionals.flatMap((p) => loadTraceFile(String(p)));
+  const rows = analyzeRuns(runs, { tol });
+  if (rows.length === 0) throw new UsageError(`analyze: no stage records in ${positionals.join(', ')}`);
+  console.log(values.json ? JSON.stringify(toJson(rows), null, 2) : formatTable(rows));
+}
+
+function main(argv: string[]): number {
+  const [cmd, ...rest] = argv;
+  try {
+    if (cmd === 'trace') traceCommand(rest);
+    else if (cmd === 'analyze') analyzeCommand(rest);
+    else if (cmd === undefined || cmd === '--help' || cmd === 'help') console.log('usage: greta <trace|analyze> [options]; --help on each');
+    else throw new UsageError(`unknown command '${cmd}' (allowed: trace, analyze)`);
+    return 0;
+  } catch (e) {
+    if (e instanceof UsageError) {
+      console.error(`gretacore: ${e.message}`);
+      return 2;
+    }
+    const err = e as Error & { code?: string };
+    console.error(`gretacore: ${err.code ? `[${err.code}] ` : ''}${err.stack ?? err.message}`);
+    return 1;
+  }
+}
+
+process.exitCode = main(process.argv.slice(2));

@@ -1,0 +1,154 @@
+// The Llama forward pass on a backend. It reads top to bottom like the model:
+// embed, then per layer rmsnorm -> qkv -> rope -> attention -> wo -> residual
+// -> rmsnorm -> swiglu -> residual, then final norm and classifier. Each
+// `tap` call is a trace point; prefill and decode run this same code.
+import type { Backend, Tensor } from '../native.js';
+import type { Point } from '../trace/points.js';
+import type { LlamaConfig } from './config.js';
+import { ropeInvFreq } from './rope.js';
+import type { ModelWeights } from './weights.js';
+
+/** Per-layer K and V rows, [capacity, n_kv_heads * head_dim] each. */
+export interface KVCache {
+  capacity: number;
+  k: Tensor[];
+  v: Tensor[];
+  /** Number of positions written so far. */
+  length: number;
+}
+
+/** Where a traced row sits in the call. */
+export interface TapInfo {
+  tokenIndex: number; // row within this forward call
+  posId: number; // its position in the sequence
+  seqLen: number; // keys it attends to (pos_id + 1)
+  tokenId: number;
+}
+
+/** Receives activations at trace points. `row` selects the traced row of `t`. */
+export interface Tap {
+  wants(layer: number | null, point: Point): boolean;
+  record(layer: number | null, point: Point, t: Tensor, row: number, info: TapInfo): void;
+  input?(embeddingRow: Tensor, info: TapInfo): void;
+}
+
+export interface ForwardResult {
+  /** Logits of the last row, [1, vocab] on the backend. */
+  logits: Tensor;
+  top1: number;
+}
+
+export class Engine {
+  readonly invFreq: Tensor;
+
+  constructor(
+    readonly backend: Backend,
+    readonly cfg: LlamaConfig,
+    readonly weights: ModelWeights,
+  ) {
+    const f = ropeInvFreq(cfg);
+    this.invFreq = backend.alloc(backend.actDtype, [f.length]);
+    backend.upload(this.invFreq, backend.actDtype === 'f64' ? f : Float32Array.from(f));
+  }
+
+  newCache(capacity: number): KVCache {
+    const kvDim = this.cfg.num_key_value_heads * this.cfg.head_dim;
+    const b = this.backend;
+    const k: Tensor[] = [];
+    const v: Tensor[] = [];
+    for (let l = 0; l < this.cfg.num_hidden_layers; l++) {
+      k.push(b.alloc(b.actDtype, [capacity, kvDim]));
+      v.push(b.alloc(b.actDtype, [capacity, kvDim]));
+    }
+    return { capacity, k, v, length: 0 };
+  }
+
+  /**
+   * Runs `ids` at positions startPos.. through the model, appending their K/V
+   * to the cache, and returns the logits of the last row. Prefill is a call
+   * with the whole prompt; decode is a call with one token.
+   */
+  forward(ids: readonly number[], startPos: number, cache: KVCache, tap?: Tap): ForwardResult {
+    const { backend: b, cfg, weights: w } = this;
+    const m = ids.length;
+    if (m < 1) throw new Error('forward: no tokens');
+    if (startPos !== cache.length) {
+      throw new Error(`forward: start position ${startPos} does not follow the cache's ${cache.length} positions`);
+    }
+    if (startPos + m > cache.capacity) {
+      throw new Error(`forward: positions up to ${startPos + m - 1} exceed the KV cache capacity ${cache.capacity}`);
+    }
+    const D = cfg.hidden_size;
+    const qDim = cfg.num_attention_heads * cfg.head_dim;
+    const kvDim = cfg.num_key_value_heads * cfg.head_dim;
+    const act = b.actDtype;
+    const pos = Int32Array.from(ids, (_, i) => startPos + i);
+    const last = m - 1;
+    const info: TapInfo = { tokenIndex: last, posId: startPos + last, seqLen: startPos + last + 1, tokenId: ids[last]! };
+    const at = (layer: number | null, point: Point, t: Tensor, row = last) => {
+      if (tap?.wants(layer, point)) tap.record(layer, point, t, row, info);
+    };
+
+    // Activations, [m, width] each.
+    const x = b.alloc(act, [m, D]); // residual stream
+    const x2 = b.alloc(act, [m, D]); // residual after attention
+    const xb = b.alloc(act, [m, D]); // normed input of a block
+    const q = b.alloc(act, [m, qDim]);
+    const k = b.alloc(act, [m, kvDim]);
+    const v = b.alloc(act, [m, kvDim]);
+    const att = b.alloc(act, [m, qDim]); // attention output, before WO
+    const wo = b.alloc(act, [m, D]);
+    const gate = b.alloc(act, [m, cfg.intermediate_size]);
+    const up = b.alloc(act, [m, cfg.intermediate_size]);
+    const mlp = b.alloc(act, [m, D]);
+
+    b.embedding(x, w.embed, Int32Array.from(ids));
+    tap?.input?.(x.rows(last, 1), info);
+
+    for (let l = 0; l < cfg.num_hidden_layers; l++) {
+      const lw = w.layers[l]!;
+      at(l, 'x_in', x);
+
+      b.rmsnorm(xb, x, lw.attnNorm, cfg.rms_norm_eps);
+      b.matmul(q, xb, lw.wq);
+      b.matmul(k, xb, lw.wk);
+      b.matmul(v, xb, lw.wv);
+      b.rope(q, pos, this.invFreq, cfg.num_attention_heads, cfg.head_dim);
+      b.rope(k, pos, this.invFreq, cfg.num_key_value_heads, cfg.head_dim);
+      b.kvWrite(cache.k[l]!, k, pos);
+      b.kvWrite(cache.v[l]!, v, pos);
+      b.attention(att, q, cache.k[l]!, cache.v[l]!, pos, cfg.num_attention_heads, cfg.num_key_value_heads, cfg.head_dim);
+      at(l, 'attn_out', att);
+
+      b.matmul(wo, att, lw.wo);
+      at(l, 'wo_out', wo);
+      b.add(x2, x, wo);
+      at(l, 'x_after_attn', x2);
+
+      b.rmsnorm(xb, x2, lw.ffnNorm, cfg.rms_norm_eps);
+      at(l, 'ffn_norm', xb);
+      b.matmul(gate, xb, lw.wGate);
+      b.matmul(up, xb, lw.wUp);
+      b.siluMul(gate, gate, up);
+      b.matmul(mlp, gate, lw.wDown);
+      at(l, 'mlp_out', mlp);
+      b.add(x, x2, mlp);
+      at(l, 'x_out', x);
+    }
+    cache.length = startPos + m;
+
+    // Only the last row goes on to the classifier.
+    const xl = x.rows(last, 1);
+    const fin = b.alloc(act, [1, D]);
+    b.rmsnorm(fin, xl, w.finalNorm, cfg.rms_norm_eps);
+    at(null, 'final_norm', fin, 0);
+    at(null, 'lm_head_in', fin, 0);
+    const logits = b.alloc(act, [1, cfg.vocab_size]);
+    b.matmul(logits, fin, w.lmHead);
+    at(null, 'logits', logits, 0);
+
+    for (const t of [x, x2, xb, q, k, v, att, wo, gate, up, mlp, fin]) t.free();
+    const top1 = b.topk(logits, 1).ids[0]!;
+    return { logits, top1 };
+  }
+}

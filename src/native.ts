@@ -1,0 +1,105 @@
+// The only module that touches the native addon. Everything it exports is
+// typed here; the addon itself validates again and throws errors with a code.
+import { createRequire } from 'node:module';
+import { existsSync } from 'node:fs';
+import { dirname, join } from 'node:path';
+import { fileURLToPath } from 'node:url';
+
+export type DType = 'f32' | 'f64' | 'f16' | 'bf16' | 'i32';
+export type WeightDType = 'f32' | 'f16' | 'bf16';
+export type BackendKind = 'cpu' | 'cpu-fp64';
+export const BACKEND_KINDS: readonly BackendKind[] = ['cpu', 'cpu-fp64'];
+
+export interface Tensor {
+  readonly dtype: DType;
+  readonly shape: number[];
+  readonly backend: string;
+  /** A view of `count` rows starting at `start`, sharing storage. */
+  rows(start: number, count: number): Tensor;
+  /** Releases the storage now instead of at garbage collection. */
+  free(): void;
+}
+
+export interface RowSummary {
+  mean: number;
+  abs_mean: number;
+  rms: number;
+  min: number;
+  max: number;
+  nan: number;
+  inf: number;
+  /** 64-bit hash of the exact bits of the row, 16 hex digits. */
+  hash: string;
+  sample: Float64Array;
+}
+
+export interface TopK {
+  ids: Int32Array;
+  values: Float64Array;
+}
+
+/** The op contract (native/backend.h). Activations are f32, or f64 on cpu-fp64. */
+export interface Backend {
+  readonly name: BackendKind;
+  readonly device: string;
+  readonly actDtype: 'f32' | 'f64';
+  alloc(dtype: DType, shape: number[]): Tensor;
+  upload(t: Tensor, data: Float32Array | Float64Array | Int32Array | Uint16Array): void;
+  download(t: Tensor): Float32Array | Float64Array | Int32Array | Uint16Array;
+  fillUniform(t: Tensor, seed: bigint, scale: number, offset: number): void;
+  embedding(out: Tensor, table: Tensor, ids: Int32Array): void;
+  rmsnorm(out: Tensor, x: Tensor, w: Tensor, eps: number): void;
+  matmul(out: Tensor, x: Tensor, w: Tensor): void;
+  rope(x: Tensor, positions: Int32Array, invFreq: Tensor, nHeads: number, headDim: number): void;
+  kvWrite(cache: Tensor, src: Tensor, positions: Int32Array): void;
+  attention(
+    out: Tensor,
+    q: Tensor,
+    kCache: Tensor,
+    vCache: Tensor,
+    positions: Int32Array,
+    nHeads: number,
+    nKvHeads: number,
+    headDim: number,
+  ): void;
+  siluMul(out: Tensor, gate: Tensor, up: Tensor): void;
+  add(out: Tensor, a: Tensor, b: Tensor): void;
+  topk(x: Tensor, k: number): TopK;
+  summarize(x: Tensor, row: number, sample: number[]): RowSummary;
+}
+
+interface Addon {
+  Backend: new (kind: string) => Backend;
+  backendKinds: string[];
+}
+
+/** Repository root: the nearest parent holding package.json (works from src/ and dist/). */
+export function packageRoot(): string {
+  let dir = dirname(fileURLToPath(import.meta.url));
+  while (!existsSync(join(dir, 'package.json'))) {
+    const up = dirname(dir);
+    if (up === dir) throw new Error('gretacore: package.json not found above ' + fileURLToPath(import.meta.url));
+    dir = up;
+  }
+  return dir;
+}
+
+let addon: Addon | undefined;
+
+function load(): Addon {
+  if (!addon) {
+    const require = createRequire(import.meta.url);
+    const nodeGypBuild = require('node-gyp-build') as (dir: string) => unknown;
+    addon = nodeGypBuild(packageRoot()) as Addon;
+  }
+  return addon;
+}
+
+export function availableBackends(): string[] {
+  return [...load().backendKinds];
+}
+
+export function createBackend(kind: BackendKind): Backend {
+  const A = load();
+  return new A.Backend(kind);
+}

@@ -1,0 +1,187 @@
+// Options of `trace`: CLI flags, then GRETA_TRACE_* / GRETA_* environment
+// variables, then defaults (a flag beats its variable). Each raw string goes
+// through one zod schema; the first problem becomes a UsageError naming the
+// flag or variable, the bad value and what is allowed.
+import { z } from 'zod';
+import { allowed, UsageError } from './errors.js';
+import { BACKEND_KINDS } from './native.js';
+import { MODEL_NAMES } from './model/models.js';
+import { DEFAULT_PHASES, PHASE_RE, POINT_ALIASES, POINTS, type Point } from './trace/points.js';
+import { PROMPT_NAMES } from './prompts.js';
+import { ExpSchema } from './trace/schema.js';
+
+/** One option: its flag, its environment variable, its default and its help line. */
+export interface OptionSpec {
+  flag: string;
+  env?: string;
+  type: 'string' | 'boolean';
+  def?: string;
+  help: string;
+}
+
+export const TRACE_OPTIONS = {
+  prompt: { flag: 'prompt', type: 'string', def: 'p4_sys', help: `built-in prompt(s), comma-separated (${PROMPT_NAMES.join(', ')})` },
+  promptText: { flag: 'prompt-text', type: 'string', help: 'trace this text instead (Llama 3 special tokens allowed)' },
+  promptFile: { flag: 'prompt-file', type: 'string', help: 'trace the text of this file instead' },
+  exp: { flag: 'exp', env: 'GRETA_TRACE_EXP', type: 'string', def: 'E1', help: 'experiments, comma-separated: E1 aligned, E0 natural' },
+  model: { flag: 'model', env: 'GRETA_MODEL', type: 'string', def: 'synthetic:tiny', help: `model (${MODEL_NAMES.join(', ')})` },
+  backend: { flag: 'backend', env: 'GRETA_BACKEND', type: 'string', def: 'cpu', help: `backend (${BACKEND_KINDS.join(', ')})` },
+  steps: { flag: 'steps', env: 'GRETA_TRACE_STEPS', type: 'string', def: '1', help: 'decode steps after prefill (phases decode0..decodeK-1)' },
+  out: { flag: 'out', env: 'GRETA_TRACE_STAGE_OUT', type: 'string', help: 'JSONL path, appended to (default artifacts/alignment/<date>/trace_<run_id>.jsonl)' },
+  layers: { flag: 'layers', env: 'GRETA_TRACE_STAGE_LAYERS', type: 'string', def: 'all', help: 'layers to trace: all, or a list like 0,1,2,15,31 or 0-3,31' },
+  points: { flag: 'points', env: 'GRETA_TRACE_STAGE_POINTS', type: 'string', def: POINTS.join(','), help: `points to trace (${POINTS.join(', ')}; aliases x_after_mlp, final_rms)` },
+  phases: { flag: 'phases', env: 'GRETA_TRACE_STAGE_PHASES', type: 'string', def: DEFAULT_PHASES.join(','), help: 'phases to trace: prefill_last, decode0, decode1, ...' },
+  debugInput: { flag: 'debug-input', env: 'GRETA_TRACE_STAGE_DEBUG_INPUT', type: 'boolean', def: '0', help: 'also record token id, positions and embedding-row hash per phase' },
+  topk: { flag: 'topk', env: 'GRETA_TRACE_TOPK', type: 'string', def: '5', help: 'top-k ids and values recorded with logits' },
+  json: { flag: 'json', type: 'boolean', def: '0', help: 'print the analysis as JSON instead of a table' },
+} as const satisfies Record<string, OptionSpec>;
+
+export type OptionKey = keyof typeof TRACE_OPTIONS;
+
+const list = (s: string) =>
+  s
+    .split(',')
+    .map((x) => x.trim())
+    .filter((x) => x.length > 0);
+
+const boolFlag = z
+  .string()
+  .transform((s, ctx) => {
+    const v = s.trim().toLowerCase();
+    if (['1', 'true', 'yes', 'on', ''].includes(v)) return true;
+    if (['0', 'false', 'no', 'off'].includes(v)) return false;
+    ctx.addIssue({ code: 'custom', message: `'${s}' is not a boolean (allowed: 1, 0, true, false)` });
+    return z.NEVER;
+  });
+
+const nonEmptyList = (what: string, check: (x: string) => string | undefined) =>
+  z.string().transform((s, ctx) => {
+    const items = list(s);
+    if (items.length === 0) {
+      ctx.addIssue({ code: 'custom', message: `empty ${what} list` });
+      return z.NEVER;
+    }
+    for (const x of items) {
+      const err = check(x);
+      if (err) {
+        ctx.addIssue({ code: 'custom', message: err });
+        return z.NEVER;
+      }
+    }
+    return [...new Set(items)];
+  });
+
+const intIn = (lo: number, hi: number) =>
+  z.string().transform((s, ctx) => {
+    const v = Number(s);
+    if (!/^\s*\d+\s*$/.test(s) || v < lo || v > hi) {
+      ctx.addIssue({ code: 'custom', message: `'${s}' is not an integer in [${lo}, ${hi}]` });
+      return z.NEVER;
+    }
+    return v;
+  });
+
+/** Layer list syntax: "all", or integers and ranges "a-b"; checked against the model later. */
+export type LayerSpec = 'all' | number[];
+
+const layerSpec = z.string().transform((s, ctx): LayerSpec => {
+  if (s.trim() === 'all') return 'all';
+  const out: number[] = [];
+  for (const item of list(s)) {
+    const m = /^(\d+)(?:-(\d+))?$/.exec(item);
+    if (!m) {
+      ctx.addIssue({ code: 'custom', message: `'${item}' is not a layer number or range (allowed: all, or e.g. 0,1,2,15,31 or 0-3)` });
+      return z.NEVER;
+    }
+    const a = Number(m[1]);
+    const b = m[2] === undefined ? a : Number(m[2]);
+    if (b < a) {
+      ctx.addIssue({ code: 'custom', message: `layer range '${item}' runs backwards` });
+      return z.NEVER;
+    }
+    for (let l = a; l <= b; l++) out.push(l);
+  }
+  if (out.length === 0) {
+    ctx.addIssue({ code: 'custom', message: 'empty layer list (allowed: all, or e.g. 0,1,2,15,31)' });
+    return z.NEVER;
+  }
+  return [...new Set(out)].sort((x, y) => x - y);
+});
+
+const resolvePoint = (x: string): Point | undefined =>
+  (POINTS as readonly string[]).includes(x) ? (x as Point) : POINT_ALIASES[x];
+
+export const TraceOptionsSchema = z.object({
+  prompt: nonEmptyList('prompt', (x) =>
+    PROMPT_NAMES.includes(x) ? undefined : `unknown prompt '${x}' (${allowed(PROMPT_NAMES)})`,
+  ),
+  promptText: z.string().min(1, 'prompt text is empty').optional(),
+  promptFile: z.string().min(1).optional(),
+  exp: nonEmptyList('experiment', (x) =>
+    ExpSchema.safeParse(x).success ? undefined : `unknown experiment '${x}' (${allowed(ExpSchema.options)})`,
+  ).transform((xs) => xs as ('E0' | 'E1')[]),
+  model: z.string().refine((m) => MODEL_NAMES.includes(m), {
+    error: (iss) => `unknown model '${String(iss.input)}' (${allowed(MODEL_NAMES)})`,
+  }),
+  backend: z.string().refine((b) => (BACKEND_KINDS as readonly string[]).includes(b), {
+    error: (iss) => `unknown backend '${String(iss.input)}' (${allowed(BACKEND_KINDS)})`,
+  }),
+  steps: intIn(1, 4096),
+  out: z.string().min(1).optional(),
+  layers: layerSpec,
+  points: nonEmptyList('point', (x) =>
+    resolvePoint(x) ? undefined : `unknown point '${x}' (${allowed([...POINTS, ...Object.keys(POINT_ALIASES)])})`,
+  ).transform((xs) => [...new Set(xs.map((x) => resolvePoint(x)!))]),
+  phases: nonEmptyList('phase', (x) =>
+    PHASE_RE.test(x) ? undefined : `unknown phase '${x}' (allowed: prefill_last, decode0, decode1, ...)`,
+  ),
+  debugInput: boolFlag,
+  topk: intIn(1, 1000),
+  json: boolFlag,
+});
+
+export type TraceOptions = z.infer<typeof TraceOptionsSchema> & { backend: (typeof BACKEND_KINDS)[number] };
+
+/** Where each raw value came from, for error messages. */
+function sourceOf(key: OptionKey, fromFlag: boolean): string {
+  const spec: OptionSpec = TRACE_OPTIONS[key];
+  return fromFlag ? `--${spec.flag}` : (spec.env ?? `--${spec.flag}`);
+}
+
+/**
+ * Merges flags (already parsed by node:util parseArgs) with the environment
+ * and defaults, then validates. Throws UsageError on the first bad value.
+ */
+export function resolveTraceOptions(
+  flags: Record<string, string | boolean | undefined>,
+  env: NodeJS.ProcessEnv,
+): TraceOptions {
+  const raw: Record<string, string> = {};
+  const fromFlag: Record<string, boolean> = {};
+  for (const [key, spec] of Object.entries(TRACE_OPTIONS) as [OptionKey, OptionSpec][]) {
+    const f = flags[spec.flag];
+    if (f !== undefined) {
+      raw[key] = typeof f === 'boolean' ? (f ? '1' : '0') : f;
+      fromFlag[key] = true;
+    } else if (spec.env && env[spec.env] !== undefined) {
+      raw[key] = env[spec.env]!;
+    } else if (spec.def !== undefined) {
+      raw[key] = spec.def;
+    }
+  }
+  if (env.GRETA_TRACE_STAGE !== undefined && !['1', 'true', 'on', 'yes'].includes(env.GRETA_TRACE_STAGE.toLowerCase())) {
+    throw new UsageError(
+      `GRETA_TRACE_STAGE: '${env.GRETA_TRACE_STAGE}' would turn tracing off, but the trace command always traces (allowed: 1, or unset)`,
+    );
+  }
+  if (fromFlag.promptText && fromFlag.promptFile) {
+    throw new UsageError('--prompt-text and --prompt-file: give one of them, not both');
+  }
+  const parsed = TraceOptionsSchema.safeParse(raw);
+  if (!parsed.success) {
+    const issue = parsed.error.issues[0]!;
+    const key = String(issue.path[0]) as OptionKey;
+    throw new UsageError(`${sourceOf(key, fromFlag[key] ?? false)}: ${issue.message}`);
+  }
+  return parsed.data as TraceOptions;
+}

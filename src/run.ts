@@ -1,0 +1,245 @@
+// The trace run: validate everything, build the model, then for each prompt
+// and experiment run prefill and decode with the StageTracer attached.
+//
+// E1 (aligned): prefill_last is row N-1 of a prefill over all N prompt
+// tokens; decode0 replays token N-1 at position N-1 on a KV cache built by a
+// prefill over the first N-1. A correct engine gives identical bits.
+// E0 (natural): decode0 feeds prefill's top-1 at position N.
+import { execFileSync } from 'node:child_process';
+import { randomBytes } from 'node:crypto';
+import { accessSync, constants, existsSync, mkdirSync, readFileSync, statSync } from 'node:fs';
+import { basename, dirname, join, resolve } from 'node:path';
+import { UsageError } from './errors.js';
+import { Engine } from './model/engine.js';
+import { SYNTHETIC_MODELS, type SyntheticModelSpec } from './model/models.js';
+import { syntheticWeights } from './model/weights.js';
+import { createBackend, packageRoot } from './native.js';
+import type { TraceOptions } from './options.js';
+import { detokenize, PROMPTS, tokenize } from './prompts.js';
+import { TRACE_FORMAT_VERSION, type RunResult } from './trace/schema.js';
+import { StageTracer } from './trace/tracer.js';
+import { sidecarPath, TraceWriter } from './trace/writer.js';
+
+export interface PromptInput {
+  name: string;
+  ids: number[];
+}
+
+export interface TracePlan {
+  opts: TraceOptions;
+  model: SyntheticModelSpec;
+  layers: number[];
+  prompts: PromptInput[];
+  out: string;
+  runId: string;
+}
+
+function toolVersion(): string {
+  const pkg = JSON.parse(readFileSync(join(packageRoot(), 'package.json'), 'utf8')) as { version: string };
+  return pkg.version;
+}
+
+function gitCommit(): string | null {
+  try {
+    return execFileSync('git', ['rev-parse', 'HEAD'], { cwd: packageRoot(), stdio: ['ignore', 'pipe', 'ignore'] })
+      .toString()
+      .trim();
+  } catch {
+    return null;
+  }
+}
+
+export function newRunId(now = new Date()): string {
+  const stamp = now.toISOString().replace(/[-:]/g, '').replace(/\.\d+Z$/, 'Z');
+  return `${stamp}-${randomBytes(3).toString('hex')}`;
+}
+
+/** Checks that `path` can be appended to, creating its directory; touches no file. */
+function checkWritable(path: string, what: string): void {
+  const dir = dirname(path);
+  try {
+    mkdirSync(dir, { recursive: true });
+    accessSync(dir, constants.W_OK);
+  } catch (e) {
+    throw new UsageError(`${what}: cannot write to directory '${dir}' (${(e as NodeJS.ErrnoException).code ?? e})`);
+  }
+  for (const p of [path, sidecarPath(path)]) {
+    if (!existsSync(p)) continue;
+    if (!statSync(p).isFile()) throw new UsageError(`${what}: '${p}' exists and is not a regular file`);
+    try {
+      accessSync(p, constants.W_OK);
+    } catch {
+      throw new UsageError(`${what}: '${p}' exists and is not writable`);
+    }
+  }
+}
+
+/** Resolves and validates everything a run needs before any output is created. */
+export function planTrace(opts: TraceOptions, flagsGiven: { prompt: boolean }): TracePlan {
+  const model = SYNTHETIC_MODELS[opts.model]!;
+  const nLayers = model.config.num_hidden_layers;
+  let layers: number[];
+  if (opts.layers === 'all') {
+    layers = Array.from({ length: nLayers }, (_, i) => i);
+  } else {
+    const bad = opts.layers.find((l) => l >= nLayers);
+    if (bad !== undefined) {
+      throw new UsageError(`--layers: layer ${bad} is out of range for ${model.name} (allowed: 0-${nLayers - 1})`);
+    }
+    layers = opts.layers;
+  }
+
+  let prompts: PromptInput[];
+  if (opts.promptText !== undefined || opts.promptFile !== undefined) {
+    if (flagsGiven.prompt) throw new UsageError('--prompt and --prompt-text/--prompt-file: give one of them, not both');
+    let text: string;
+    let name: string;
+    if (opts.promptFile !== undefined) {
+      try {
+        text = readFileSync(opts.promptFile, 'utf8');
+      } catch (e) {
+        throw new UsageError(`--prompt-file: cannot read '${opts.promptFile}' (${(e as NodeJS.ErrnoException).code ?? e})`);
+      }
+      if (text.trim().length === 0) throw new UsageError(`--prompt-file: '${opts.promptFile}' is empty`);
+      name = basename(opts.promptFile).replace(/\.[^.]*$/, '') || 'file';
+    } else {
+      text = opts.promptText!;
+      name = 'text';
+    }
+    prompts = [{ name, ids: tokenize(text) }];
+  } else {
+    prompts = opts.prompt.map((name) => ({ name, ids: tokenize(PROMPTS[name]!) }));
+  }
+  for (const p of prompts) {
+    if (p.ids.length < 2) {
+      throw new UsageError(`prompt '${p.name}': ${p.ids.length} token(s); E1 needs at least 2 (BOS and one more)`);
+    }
+    const need = p.ids.length + opts.steps;
+    if (need > model.config.max_position_embeddings) {
+      throw new UsageError(
+        `prompt '${p.name}': ${p.ids.length} tokens + ${opts.steps} steps exceed ${model.name}'s ${model.config.max_position_embeddings} positions`,
+      );
+    }
+  }
+
+  const runId = newRunId();
+  const day = new Date().toISOString().slice(0, 10);
+  const out = resolve(opts.out ?? join('artifacts', 'alignment', day, `trace_${runId}.jsonl`));
+  checkWritable(out, opts.out !== undefined ? '--out' : 'output');
+  return { opts, model, layers, prompts, out, runId };
+}
+
+export interface TraceRunOutput {
+  out: string;
+  runId: string;
+  results: RunResult[];
+}
+
+/** Runs the plan, writing header, stage records and an end record to plan.out. */
+export function runTrace(plan: TracePlan, log: (line: string) => void = () => {}): TraceRunOutput {
+  const { opts, model, prompts } = plan;
+  const t0 = performance.now();
+  const backend = createBackend(opts.backend);
+  const weights = syntheticWeights(backend, model.config, model.weightDtype, model.seed);
+  const engine = new Engine(backend, model.config, weights);
+  log(`model ${model.name} on ${backend.name} (${backend.device}) ready in ${(performance.now() - t0).toFixed(0)} ms`);
+
+  const writer = new TraceWriter(plan.out);
+  const results: RunResult[] = [];
+  try {
+    writer.write({
+      type: 'header',
+      format: TRACE_FORMAT_VERSION,
+      run_id: plan.runId,
+      created_at: new Date().toISOString(),
+      tool: { name: 'gretacore', version: toolVersion() },
+      model: { name: model.name, weight_dtype: model.weightDtype, seed: '0x' + model.seed.toString(16) },
+      config: model.config as Record<string, unknown>,
+      backend: backend.name,
+      device: backend.device,
+      git_commit: gitCommit(),
+      options: { ...opts, layers: plan.layers, out: plan.out },
+      prompts: prompts.map((p) => ({ name: p.name, n_tokens: p.ids.length })),
+    });
+    const tracer = new StageTracer(backend, writer, plan.runId, {
+      layers: new Set(plan.layers),
+      points: new Set(opts.points),
+      phases: new Set(opts.phases),
+      debugInput: opts.debugInput,
+      topk: opts.topk,
+    });
+
+    for (const p of prompts) {
+      for (const exp of opts.exp) {
+        const r = runExperiment(engine, tracer, p, exp, opts.steps);
+        results.push(r);
+        log(
+          `${p.name} ${exp}: ${p.ids.length} tokens, prefill ${r.prefill_ms.toFixed(1)} ms, ` +
+            `decode ${r.decode_ms.map((d) => d.toFixed(1)).join('/')} ms, top-1 ${r.prefill_last_top1} -> ${r.decode_top1[0]}`,
+        );
+      }
+    }
+    writer.write({ type: 'end', run_id: plan.runId, status: 'ok', elapsed_ms: performance.now() - t0, results });
+  } finally {
+    writer.close();
+  }
+  return { out: plan.out, runId: plan.runId, results };
+}
+
+function runExperiment(
+  engine: Engine,
+  tracer: StageTracer,
+  p: PromptInput,
+  exp: 'E0' | 'E1',
+  steps: number,
+): RunResult {
+  const n = p.ids.length;
+  const capacity = n + steps;
+  const time = <T>(f: () => T): [T, number] => {
+    const s = performance.now();
+    const r = f();
+    return [r, performance.now() - s];
+  };
+
+  // prefill_last: the last row of a prefill over the whole prompt.
+  const full = engine.newCache(capacity);
+  const [pre, prefillMs] = time(() => engine.forward(p.ids, 0, full, tracer.phase(p.name, exp, 'prefill_last')));
+
+  let cache = full;
+  let token: number;
+  let pos: number;
+  if (exp === 'E1') {
+    cache = engine.newCache(capacity);
+    engine.forward(p.ids.slice(0, n - 1), 0, cache);
+    token = p.ids[n - 1]!;
+    pos = n - 1;
+  } else {
+    token = pre.top1;
+    pos = n;
+  }
+
+  const decodeTop1: number[] = [];
+  const decodeMs: number[] = [];
+  for (let k = 0; k < steps; k++) {
+    const [r, ms] = time(() => engine.forward([token], pos, cache, tracer.phase(p.name, exp, `decode${k}`)));
+    decodeTop1.push(r.top1);
+    decodeMs.push(ms);
+    r.logits.free();
+    token = r.top1;
+    pos++;
+  }
+  pre.logits.free();
+
+  // E1's decode0 predicts the same next token as prefill; E0's continues after it.
+  const generated = exp === 'E1' ? decodeTop1 : [pre.top1, ...decodeTop1];
+  return {
+    prompt: p.name,
+    exp,
+    n_tokens: n,
+    prefill_last_top1: pre.top1,
+    decode_top1: decodeTop1,
+    generated_text: detokenize(generated),
+    prefill_ms: prefillMs,
+    decode_ms: decodeMs,
+  };
+}
