@@ -1,0 +1,169 @@
+// The CLI as users run it: the compiled entry point in a child process.
+import { spawn, spawnSync } from 'node:child_process';
+import { existsSync, readdirSync, readFileSync, statSync, writeFileSync } from 'node:fs';
+import { join } from 'node:path';
+import { describe, expect, it } from 'vitest';
+import { loadTraceFile } from '../src/analyze/load.js';
+import { packageRoot } from '../src/native.js';
+import { TraceRecordSchema } from '../src/trace/schema.js';
+import { sidecarPath } from '../src/trace/writer.js';
+import { tempDir } from './helpers.js';
+
+const CLI = join(packageRoot(), 'dist', 'cli', 'main.js');
+
+function greta(args: string[], env: NodeJS.ProcessEnv = {}) {
+  const r = spawnSync(process.execPath, [CLI, ...args], {
+    encoding: 'utf8',
+    env: { PATH: process.env.PATH, ...env },
+    cwd: tempDir(),
+  });
+  return { code: r.status, stdout: r.stdout, stderr: r.stderr };
+}
+
+describe('greta trace', () => {
+  it('prints the analysis table and writes the trace where --out says', () => {
+    const out = join(tempDir(), 'p4.jsonl');
+    const r = greta(['trace', '--prompt', 'p4_sys', '--layers', '0,1,2,15,31', '--out', out]);
+    expect(r.stderr).not.toMatch(/Error/);
+    expect(r.code).toBe(0);
+    expect(r.stdout).toMatch(/^\| prompt \| exp \| first_mismatch_stage \| first_mismatch_layer \| x_in_mae/);
+    expect(r.stdout).toMatch(/\| p4_sys \| E1 \| NONE \| - \| 0 \|/);
+    expect(r.stdout).toContain('all bit-identical');
+    expect(existsSync(out) && existsSync(sidecarPath(out))).toBe(true);
+  });
+
+  it('--json prints the same analysis as JSON with the table field names', () => {
+    const r = greta(['trace', '--prompt', 'p0_short', '--layers', '0', '--json', '--out', join(tempDir(), 't.jsonl')]);
+    expect(r.code).toBe(0);
+    const j = JSON.parse(r.stdout) as { rows: Record<string, unknown>[] };
+    expect(j.rows[0]).toMatchObject({ prompt: 'p0_short', exp: 'E1', first_mismatch_stage: 'NONE', x_in_mae: 0, collapse: false });
+  });
+
+  it('takes the GRETA_TRACE_STAGE_* variables, and a flag beats its variable', () => {
+    const out = join(tempDir(), 'env.jsonl');
+    const env = {
+      GRETA_TRACE_STAGE: '1',
+      GRETA_TRACE_STAGE_OUT: out,
+      GRETA_TRACE_STAGE_LAYERS: '0,1,2,15,31',
+      GRETA_TRACE_STAGE_POINTS: 'attn_out,x_after_attn,mlp_out,x_after_mlp,final_rms,lm_head_in,logits,x_in',
+      GRETA_TRACE_STAGE_PHASES: 'prefill_last,decode0',
+      GRETA_TRACE_STAGE_DEBUG_INPUT: '1',
+    };
+    const r = greta(['trace', '--prompt', 'p5_ba', '--layers', '2'], env);
+    expect(r.code).toBe(0);
+    const [run] = loadTraceFile(out);
+    expect(new Set(run!.stages.map((s) => s.layer))).toEqual(new Set([2, null]));
+    expect(new Set(run!.stages.map((s) => s.point))).toEqual(
+      new Set(['attn_out', 'x_after_attn', 'mlp_out', 'x_out', 'final_norm', 'lm_head_in', 'logits', 'x_in']),
+    );
+    expect(run!.inputs).toHaveLength(2);
+  });
+
+  it('--prompt-file and --prompt-text trace the given text', () => {
+    const dir = tempDir();
+    const file = join(dir, 'mine.txt');
+    writeFileSync(file, 'Once upon a time');
+    const r = greta(['trace', '--prompt-file', file, '--layers', '0', '--out', join(dir, 'f.jsonl')]);
+    expect(r.code).toBe(0);
+    expect(r.stdout).toContain('| mine | E1 | NONE |');
+    const t = greta(['trace', '--prompt-text', 'Hola mundo', '--layers', '0', '--out', join(dir, 't.jsonl')]);
+    expect(t.code).toBe(0);
+    expect(t.stdout).toContain('| text | E1 | NONE |');
+  });
+
+  it('--help documents every option', () => {
+    const r = greta(['trace', '--help']);
+    expect(r.code).toBe(0);
+    for (const f of ['--prompt', '--prompt-text', '--prompt-file', '--exp', '--model', '--backend', '--steps', '--out', '--layers', '--points', '--phases', '--debug-input', '--topk', '--json']) {
+      expect(r.stdout).toContain(f + ' ');
+    }
+    expect(r.stdout).toContain('GRETA_TRACE_STAGE_LAYERS');
+  });
+});
+
+describe('bad input: one line naming the value, exit 2, no output file', () => {
+  const cases: [string, string[], RegExp, NodeJS.ProcessEnv?][] = [
+    ['unknown prompt', ['--prompt', 'p9_nope'], /--prompt: unknown prompt 'p9_nope' \(allowed: p0_short, p4_sys, p5_ba, p6_long\)/],
+    ['unknown point', ['--points', 'x_in,qkv'], /--points: unknown point 'qkv' \(allowed: x_in, .*logits/],
+    ['unknown phase', ['--phases', 'prefill_last,decode'], /--phases: unknown phase 'decode' \(allowed: prefill_last, decode0/],
+    ['layer out of range', ['--layers', '0,32'], /--layers: layer 32 is out of range for synthetic:tiny \(allowed: 0-31\)/],
+    ['non-numeric layers', ['--layers', '0,one'], /--layers: 'one' is not a layer number or range/],
+    ['unknown model', ['--model', 'llama-9000'], /--model: unknown model 'llama-9000' \(allowed: synthetic:tiny\)/],
+    ['unknown experiment', ['--exp', 'E2'], /--exp: unknown experiment 'E2' \(allowed: E0, E1\)/],
+    ['unknown backend', ['--backend', 'tpu'], /--backend: unknown backend 'tpu' \(allowed: cpu, cpu-fp64\)/],
+    ['bad steps', ['--steps', '0'], /--steps: '0' is not an integer in \[1, 4096\]/],
+    ['unknown flag', ['--prompts', 'p4_sys'], /Unknown option '--prompts'/],
+    ['bad variable', [], /GRETA_TRACE_STAGE_LAYERS: 'x' is not a layer number/, { GRETA_TRACE_STAGE_LAYERS: 'x' }],
+  ];
+  for (const [name, args, re, env] of cases) {
+    it(name, () => {
+      const dir = tempDir();
+      const out = join(dir, 'out.jsonl');
+      const r = greta(['trace', '--out', out, ...args], env);
+      expect(r.code).toBe(2);
+      expect(r.stdout).toBe('');
+      const lines = r.stderr.trim().split('\n');
+      expect(lines).toHaveLength(1);
+      expect(lines[0]).toMatch(re);
+      expect(readdirSync(dir)).toEqual([]);
+    });
+  }
+
+  it('unwritable output path', () => {
+    const dir = tempDir();
+    const blocker = join(dir, 'file');
+    writeFileSync(blocker, 'not a directory');
+    const r = greta(['trace', '--out', join(blocker, 'out.jsonl')]);
+    expect(r.code).toBe(2);
+    expect(r.stderr.trim().split('\n')).toHaveLength(1);
+    expect(r.stderr).toMatch(/--out: cannot write to directory '.*file' \(E(NOTDIR|EXIST)\)/);
+    expect(readdirSync(dir)).toEqual(['file']);
+  });
+
+  it('analyze: a missing file and a corrupt line are named', () => {
+    const dir = tempDir();
+    const r = greta(['analyze', join(dir, 'none.jsonl')]);
+    expect(r.code).toBe(2);
+    expect(r.stderr).toMatch(/cannot read trace '.*none.jsonl' \(ENOENT\)/);
+    const bad = join(dir, 'bad.jsonl');
+    writeFileSync(bad, '{"type":"stage"}\n');
+    const b = greta(['analyze', bad]);
+    expect(b.code).toBe(2);
+    expect(b.stderr).toMatch(/bad.jsonl:1: not a trace record/);
+  });
+});
+
+describe('interrupted run', () => {
+  it('a killed trace leaves only whole lines, each with its row on disk', async () => {
+    const dir = tempDir();
+    const out = join(dir, 'killed.jsonl');
+    const phases = ['prefill_last', ...Array.from({ length: 400 }, (_, i) => `decode${i}`)].join(',');
+    const child = spawn(process.execPath, [CLI, 'trace', '--prompt', 'p6_long', '--steps', '400', '--phases', phases, '--out', out], {
+      stdio: 'ignore',
+    });
+    // Kill it while it is writing: once the file is past 200 kB.
+    await new Promise<void>((resolve, reject) => {
+      const timer = setInterval(() => {
+        if (existsSync(out) && statSync(out).size > 200_000) {
+          clearInterval(timer);
+          child.kill('SIGKILL');
+          resolve();
+        }
+      }, 5);
+      child.on('exit', () => {
+        clearInterval(timer);
+        reject(new Error('trace finished before it could be interrupted'));
+      });
+    });
+    await new Promise((r) => child.on('exit', r));
+    const text = readFileSync(out, 'utf8');
+    expect(text.endsWith('\n')).toBe(true);
+    const lines = text.trim().split('\n');
+    for (const l of lines) TraceRecordSchema.parse(JSON.parse(l));
+    const [run] = loadTraceFile(out);
+    expect(run!.end).toBeUndefined();
+    expect(run!.stages.length).toBeGreaterThan(100);
+    const last = run!.stages.at(-1)!;
+    expect(last.row.offset + last.row.bytes).toBeLessThanOrEqual(statSync(sidecarPath(out)).size);
+  }, 60_000);
+});
