@@ -1,0 +1,53 @@
+// The only file that knows the GPU vendor. Kernels in hip/ are written in HIP
+// C++; on ROCm this header is HIP itself, and on NVIDIA without ROCm it maps
+// the HIP names the kernels use onto CUDA (HIP's own NVIDIA headers do not
+// build with CUDA 13). Wave size comes from the target, never a literal.
+#pragma once
+
+#if defined(__HIP_PLATFORM_AMD__) || (defined(__HIPCC__) && !defined(__CUDACC__))
+#include <hip/hip_runtime.h>
+#define GRETA_VENDOR "amd"
+// The device pass knows the target's wave size (64 on CDNA); the host pass
+// only needs it for launch shapes, and every target built here is CDNA.
+#if defined(__AMDGCN_WAVEFRONT_SIZE)
+#define GRETA_WAVE_SIZE __AMDGCN_WAVEFRONT_SIZE
+#else
+#define GRETA_WAVE_SIZE 64
+#endif
+#define GRETA_SHFL_XOR(v, mask) __shfl_xor((v), (mask))
+
+#elif defined(__CUDACC__)
+#include <cuda_runtime.h>
+#define GRETA_VENDOR "nvidia"
+#define GRETA_WAVE_SIZE 32
+#define GRETA_SHFL_XOR(v, mask) __shfl_xor_sync(0xffffffffu, (v), (mask))
+
+using hipError_t = cudaError_t;
+using hipStream_t = cudaStream_t;
+using hipDeviceProp_t = cudaDeviceProp;
+#define hipSuccess cudaSuccess
+#define hipErrorOutOfMemory cudaErrorMemoryAllocation
+#define hipGetErrorName cudaGetErrorName
+#define hipGetErrorString cudaGetErrorString
+#define hipGetLastError cudaGetLastError
+#define hipPeekAtLastError cudaPeekAtLastError
+#define hipMalloc cudaMalloc
+#define hipFree cudaFree
+#define hipMemcpy cudaMemcpy
+#define hipMemcpyAsync cudaMemcpyAsync
+#define hipMemset cudaMemset
+#define hipMemcpyHostToDevice cudaMemcpyHostToDevice
+#define hipMemcpyDeviceToHost cudaMemcpyDeviceToHost
+#define hipMemcpyDeviceToDevice cudaMemcpyDeviceToDevice
+#define hipMemGetInfo cudaMemGetInfo
+#define hipDeviceSynchronize cudaDeviceSynchronize
+#define hipStreamSynchronize cudaStreamSynchronize
+#define hipGetDeviceCount cudaGetDeviceCount
+#define hipGetDeviceProperties cudaGetDeviceProperties
+#define hipSetDevice cudaSetDevice
+#define hipLaunchKernelGGL(kernel, grid, block, shmem, stream, ...) \
+  kernel<<<(grid), (block), (shmem), (stream)>>>(__VA_ARGS__)
+
+#else
+#error "hip/compat.h: compile with hipcc (ROCm) or nvcc (CUDA)"
+#endif

@@ -1,0 +1,10 @@
+import { defineConfig } from 'vitest/config';
+
+export default defineConfig({
+  test: {
+    include: ['test/**/*.test.ts'],
+    testTimeout: 60_000,
+    // Tests spawn the CLI and run models; two cores are the target machine.
+    maxWorkers: 2,
+  },
+});
