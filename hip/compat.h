@@ -15,17 +15,26 @@
 #define GRETA_WAVE_SIZE 64
 #endif
 #define GRETA_SHFL_XOR(v, mask) __shfl_xor((v), (mask))
+// Orders shared-memory accesses among the lanes of one wave.
+#define GRETA_SYNC_WAVE()                                   \
+  do {                                                      \
+    __builtin_amdgcn_fence(__ATOMIC_RELEASE, "wavefront");  \
+    __builtin_amdgcn_wave_barrier();                        \
+    __builtin_amdgcn_fence(__ATOMIC_ACQUIRE, "wavefront");  \
+  } while (0)
 
 #elif defined(__CUDACC__)
 #include <cuda_runtime.h>
 #define GRETA_VENDOR "nvidia"
 #define GRETA_WAVE_SIZE 32
 #define GRETA_SHFL_XOR(v, mask) __shfl_xor_sync(0xffffffffu, (v), (mask))
+#define GRETA_SYNC_WAVE() __syncwarp()
 
 using hipError_t = cudaError_t;
 using hipStream_t = cudaStream_t;
 using hipDeviceProp_t = cudaDeviceProp;
 #define hipSuccess cudaSuccess
+#define hipErrorInvalidValue cudaErrorInvalidValue
 #define hipErrorOutOfMemory cudaErrorMemoryAllocation
 #define hipGetErrorName cudaGetErrorName
 #define hipGetErrorString cudaGetErrorString

@@ -11,6 +11,9 @@
 #include "backend.h"
 #include "checks.h"
 #include "cpu/cpu_backend.h"
+#ifdef GRETA_HAVE_HIP
+#include "../hip/hip_backend.h"
+#endif
 
 namespace greta {
 namespace {
@@ -35,6 +38,20 @@ auto guarded(Napi::Env env, F fn) -> decltype(fn()) {
   } catch (const std::exception& e) {
     throw_js(env, "EINTERNAL", e.what());
   }
+}
+
+std::vector<std::string> kinds() {
+  std::vector<std::string> k = {"cpu", "cpu-fp64"};
+#ifdef GRETA_HAVE_HIP
+  k.push_back("hip");
+#endif
+  return k;
+}
+
+std::string kinds_list() {
+  std::string s;
+  for (const auto& k : kinds()) s += (s.empty() ? "" : ", ") + k;
+  return s;
 }
 
 DType parse_dtype(Napi::Env env, const std::string& s) {
@@ -162,6 +179,7 @@ class BackendWrap : public Napi::ObjectWrap<BackendWrap> {
             InstanceAccessor<&BackendWrap::GetName>("name"),
             InstanceAccessor<&BackendWrap::GetDevice>("device"),
             InstanceAccessor<&BackendWrap::GetActDtype>("actDtype"),
+            InstanceMethod<&BackendWrap::MemInfo>("memInfo"),
             InstanceMethod<&BackendWrap::Alloc>("alloc"),
             InstanceMethod<&BackendWrap::Upload>("upload"),
             InstanceMethod<&BackendWrap::Download>("download"),
@@ -189,8 +207,12 @@ class BackendWrap : public Napi::ObjectWrap<BackendWrap> {
         b_ = make_cpu_backend(false);
       } else if (kind == "cpu-fp64") {
         b_ = make_cpu_backend(true);
+#ifdef GRETA_HAVE_HIP
+      } else if (kind == "hip") {
+        b_ = make_hip_backend(0);
+#endif
       } else {
-        throw_js(info.Env(), "EINVAL", "unknown backend '" + kind + "' (this build has: cpu, cpu-fp64)");
+        throw_js(info.Env(), "EINVAL", "unknown backend '" + kind + "' (this build has: " + kinds_list() + ")");
       }
       return 0;
     });
@@ -204,6 +226,18 @@ class BackendWrap : public Napi::ObjectWrap<BackendWrap> {
   Napi::Value GetName(const Napi::CallbackInfo& info) { return Napi::String::New(info.Env(), b_->name()); }
   Napi::Value GetDevice(const Napi::CallbackInfo& info) { return Napi::String::New(info.Env(), b_->device()); }
   Napi::Value GetActDtype(const Napi::CallbackInfo& info) { return Napi::String::New(info.Env(), dtype_name(b_->act_dtype())); }
+
+  // memInfo() -> { free, total } bytes where this backend's tensors live
+  Napi::Value MemInfo(const Napi::CallbackInfo& info) {
+    return guarded(info.Env(), [&]() -> Napi::Value {
+      size_t free_b = 0, total_b = 0;
+      b_->mem_info(&free_b, &total_b);
+      Napi::Object r = Napi::Object::New(info.Env());
+      r.Set("free", static_cast<double>(free_b));
+      r.Set("total", static_cast<double>(total_b));
+      return r;
+    });
+  }
 
   // alloc(dtype, shape)
   Napi::Value Alloc(const Napi::CallbackInfo& info) {
@@ -402,10 +436,17 @@ Napi::FunctionReference BackendWrap::ctor;
 Napi::Object Init(Napi::Env env, Napi::Object exports) {
   exports.Set("Tensor", TensorWrap::Init(env));
   exports.Set("Backend", BackendWrap::Init(env));
-  Napi::Array kinds = Napi::Array::New(env);
-  kinds.Set(0u, "cpu");
-  kinds.Set(1u, "cpu-fp64");
-  exports.Set("backendKinds", kinds);
+  Napi::Array ks = Napi::Array::New(env);
+  uint32_t i = 0;
+  for (const auto& k : kinds()) ks.Set(i++, k);
+  exports.Set("backendKinds", ks);
+  exports.Set("gpuDeviceCount", Napi::Function::New(env, [](const Napi::CallbackInfo& info) -> Napi::Value {
+#ifdef GRETA_HAVE_HIP
+                return Napi::Number::New(info.Env(), hip_device_count());
+#else
+                return Napi::Number::New(info.Env(), 0);
+#endif
+              }));
   return exports;
 }
 

@@ -34,6 +34,8 @@ class Backend {
   virtual std::string name() const = 0;    // "cpu", "cpu-fp64", "hip"
   virtual std::string device() const = 0;  // human-readable device description
   virtual DType act_dtype() const = 0;     // F32, or F64 for the oracle
+  // Bytes free and in total where tensors live (device memory, or host RAM).
+  virtual void mem_info(size_t* free_bytes, size_t* total_bytes) = 0;
 
   virtual Tensor alloc(DType dtype, const std::vector<int64_t>& shape) = 0;
   virtual void upload(const Tensor& dst, const void* src) = 0;  // dst.bytes() bytes
@@ -41,6 +43,8 @@ class Backend {
 
   // t[i] = offset + scale * u_i, u_i uniform in [-1, 1) from a counter-based
   // hash of (seed, i): the same values on every backend, in any launch shape.
+  // The value is computed in double, rounded to f32, then (for f16/bf16) to
+  // the tensor's dtype; so the bounds are [offset - scale, offset + scale].
   virtual void fill_uniform(const Tensor& t, uint64_t seed, double scale, double offset) = 0;
   // out[m, :] = table[ids[m], :]
   virtual void embedding(const Tensor& out, const Tensor& table, const int32_t* ids) = 0;

@@ -7,8 +7,8 @@ import { fileURLToPath } from 'node:url';
 
 export type DType = 'f32' | 'f64' | 'f16' | 'bf16' | 'i32';
 export type WeightDType = 'f32' | 'f16' | 'bf16';
-export type BackendKind = 'cpu' | 'cpu-fp64';
-export const BACKEND_KINDS: readonly BackendKind[] = ['cpu', 'cpu-fp64'];
+export type BackendKind = 'cpu' | 'cpu-fp64' | 'hip';
+export const BACKEND_KINDS: readonly BackendKind[] = ['cpu', 'cpu-fp64', 'hip'];
 
 export interface Tensor {
   readonly dtype: DType;
@@ -43,6 +43,8 @@ export interface Backend {
   readonly name: BackendKind;
   readonly device: string;
   readonly actDtype: 'f32' | 'f64';
+  /** Bytes free and in total where this backend's tensors live. */
+  memInfo(): { free: number; total: number };
   alloc(dtype: DType, shape: number[]): Tensor;
   upload(t: Tensor, data: Float32Array | Float64Array | Int32Array | Uint16Array): void;
   download(t: Tensor): Float32Array | Float64Array | Int32Array | Uint16Array;
@@ -71,6 +73,7 @@ export interface Backend {
 interface Addon {
   Backend: new (kind: string) => Backend;
   backendKinds: string[];
+  gpuDeviceCount(): number;
 }
 
 /** Repository root: the nearest parent holding package.json (works from src/ and dist/). */
@@ -95,8 +98,20 @@ function load(): Addon {
   return addon;
 }
 
+/** Backends compiled into the loaded addon (hip only in a `npm run build:hip` build). */
 export function availableBackends(): string[] {
   return [...load().backendKinds];
+}
+
+/** GPUs the HIP runtime sees; 0 without a HIP build, a driver or a device. */
+export function gpuDeviceCount(): number {
+  return load().gpuDeviceCount();
+}
+
+/** auto: hip when the addon has it and a device answers, else cpu. */
+export function resolveBackendKind(kind: BackendKind | 'auto'): BackendKind {
+  if (kind !== 'auto') return kind;
+  return availableBackends().includes('hip') && gpuDeviceCount() > 0 ? 'hip' : 'cpu';
 }
 
 export function createBackend(kind: BackendKind): Backend {

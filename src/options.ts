@@ -25,7 +25,7 @@ export const TRACE_OPTIONS = {
   promptFile: { flag: 'prompt-file', type: 'string', help: 'trace the text of this file instead' },
   exp: { flag: 'exp', env: 'GRETA_TRACE_EXP', type: 'string', def: 'E1', help: 'experiments, comma-separated: E1 aligned, E0 natural' },
   model: { flag: 'model', env: 'GRETA_MODEL', type: 'string', def: 'synthetic:tiny', help: `model (${MODEL_NAMES.join(', ')})` },
-  backend: { flag: 'backend', env: 'GRETA_BACKEND', type: 'string', def: 'cpu', help: `backend (${BACKEND_KINDS.join(', ')})` },
+  backend: { flag: 'backend', env: 'GRETA_BACKEND', type: 'string', def: 'auto', help: `backend: auto (hip when built and a GPU answers, else cpu), ${BACKEND_KINDS.join(', ')}` },
   steps: { flag: 'steps', env: 'GRETA_TRACE_STEPS', type: 'string', def: '1', help: 'decode steps after prefill (phases decode0..decodeK-1)' },
   out: { flag: 'out', env: 'GRETA_TRACE_STAGE_OUT', type: 'string', help: 'JSONL path, appended to (default artifacts/alignment/<date>/trace_<run_id>.jsonl)' },
   layers: { flag: 'layers', env: 'GRETA_TRACE_STAGE_LAYERS', type: 'string', def: 'all', help: 'layers to trace: all, or a list like 0,1,2,15,31 or 0-3,31' },
@@ -123,8 +123,8 @@ export const TraceOptionsSchema = z.object({
   model: z.string().refine((m) => MODEL_NAMES.includes(m), {
     error: (iss) => `unknown model '${String(iss.input)}' (${allowed(MODEL_NAMES)})`,
   }),
-  backend: z.string().refine((b) => (BACKEND_KINDS as readonly string[]).includes(b), {
-    error: (iss) => `unknown backend '${String(iss.input)}' (${allowed(BACKEND_KINDS)})`,
+  backend: z.string().refine((b) => b === 'auto' || (BACKEND_KINDS as readonly string[]).includes(b), {
+    error: (iss) => `unknown backend '${String(iss.input)}' (${allowed(['auto', ...BACKEND_KINDS])})`,
   }),
   steps: intIn(1, 4096),
   out: z.string().min(1).optional(),
@@ -140,7 +140,7 @@ export const TraceOptionsSchema = z.object({
   json: boolFlag,
 });
 
-export type TraceOptions = z.infer<typeof TraceOptionsSchema> & { backend: (typeof BACKEND_KINDS)[number] };
+export type TraceOptions = z.infer<typeof TraceOptionsSchema> & { backend: (typeof BACKEND_KINDS)[number] | 'auto' };
 
 /** Where each raw value came from, for error messages. */
 function sourceOf(key: OptionKey, fromFlag: boolean): string {

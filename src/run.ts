@@ -11,9 +11,9 @@ import { accessSync, constants, existsSync, mkdirSync, readFileSync, statSync } 
 import { basename, dirname, join, resolve } from 'node:path';
 import { UsageError } from './errors.js';
 import { Engine } from './model/engine.js';
-import { SYNTHETIC_MODELS, type SyntheticModelSpec } from './model/models.js';
+import { modelBytes, SYNTHETIC_MODELS, type SyntheticModelSpec } from './model/models.js';
 import { syntheticWeights } from './model/weights.js';
-import { createBackend, packageRoot } from './native.js';
+import { availableBackends, createBackend, packageRoot, resolveBackendKind } from './native.js';
 import type { TraceOptions } from './options.js';
 import { detokenize, PROMPTS, tokenize } from './prompts.js';
 import { TRACE_FORMAT_VERSION, type RunResult } from './trace/schema.js';
@@ -77,6 +77,9 @@ function checkWritable(path: string, what: string): void {
 /** Resolves and validates everything a run needs before any output is created. */
 export function planTrace(opts: TraceOptions, flagsGiven: { prompt: boolean }): TracePlan {
   const model = SYNTHETIC_MODELS[opts.model]!;
+  if (opts.backend === 'hip' && !availableBackends().includes('hip')) {
+    throw new UsageError(`--backend: 'hip' is not in this build (this build has: ${availableBackends().join(', ')}; build it with npm run build:hip)`);
+  }
   const nLayers = model.config.num_hidden_layers;
   let layers: number[];
   if (opts.layers === 'all') {
@@ -122,6 +125,11 @@ export function planTrace(opts: TraceOptions, flagsGiven: { prompt: boolean }): 
     }
   }
 
+  const lastDecode = Math.max(-1, ...opts.phases.filter((ph) => ph.startsWith('decode')).map((ph) => Number(ph.slice(6))));
+  if (lastDecode >= opts.steps) {
+    throw new UsageError(`--phases: decode${lastDecode} needs --steps ${lastDecode + 1} or more (got --steps ${opts.steps})`);
+  }
+
   const runId = newRunId();
   const day = new Date().toISOString().slice(0, 10);
   const out = resolve(opts.out ?? join('artifacts', 'alignment', day, `trace_${runId}.jsonl`));
@@ -139,7 +147,17 @@ export interface TraceRunOutput {
 export function runTrace(plan: TracePlan, log: (line: string) => void = () => {}): TraceRunOutput {
   const { opts, model, prompts } = plan;
   const t0 = performance.now();
-  const backend = createBackend(opts.backend);
+  const backend = createBackend(resolveBackendKind(opts.backend));
+  const maxTokens = Math.max(...prompts.map((p) => p.ids.length)) + opts.steps;
+  const need = modelBytes(model, maxTokens, backend.actDtype === 'f64' ? 8 : 4);
+  const mem = backend.memInfo();
+  if (need > mem.free) {
+    const gib = (b: number) => (b / 2 ** 30).toFixed(1) + ' GiB';
+    throw Object.assign(
+      new Error(`${model.name} on ${backend.name} needs about ${gib(need)}; ${gib(mem.free)} of ${gib(mem.total)} is free on ${backend.device}`),
+      { code: 'ENOMEM' },
+    );
+  }
   const weights = syntheticWeights(backend, model.config, model.weightDtype, model.seed);
   const engine = new Engine(backend, model.config, weights);
   log(`model ${model.name} on ${backend.name} (${backend.device}) ready in ${(performance.now() - t0).toFixed(0)} ms`);
@@ -229,6 +247,8 @@ function runExperiment(
     pos++;
   }
   pre.logits.free();
+  engine.freeCache(full);
+  if (cache !== full) engine.freeCache(cache);
 
   // E1's decode0 predicts the same next token as prefill; E0's continues after it.
   const generated = exp === 'E1' ? decodeTop1 : [pre.top1, ...decodeTop1];

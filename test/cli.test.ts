@@ -88,10 +88,11 @@ describe('bad input: one line naming the value, exit 2, no output file', () => {
     ['unknown phase', ['--phases', 'prefill_last,decode'], /--phases: unknown phase 'decode' \(allowed: prefill_last, decode0/],
     ['layer out of range', ['--layers', '0,32'], /--layers: layer 32 is out of range for synthetic:tiny \(allowed: 0-31\)/],
     ['non-numeric layers', ['--layers', '0,one'], /--layers: 'one' is not a layer number or range/],
-    ['unknown model', ['--model', 'llama-9000'], /--model: unknown model 'llama-9000' \(allowed: synthetic:tiny\)/],
+    ['unknown model', ['--model', 'llama-9000'], /--model: unknown model 'llama-9000' \(allowed: synthetic:tiny, synthetic:llama3-8b\)/],
     ['unknown experiment', ['--exp', 'E2'], /--exp: unknown experiment 'E2' \(allowed: E0, E1\)/],
-    ['unknown backend', ['--backend', 'tpu'], /--backend: unknown backend 'tpu' \(allowed: cpu, cpu-fp64\)/],
+    ['unknown backend', ['--backend', 'tpu'], /--backend: unknown backend 'tpu' \(allowed: auto, cpu, cpu-fp64, hip\)/],
     ['bad steps', ['--steps', '0'], /--steps: '0' is not an integer in \[1, 4096\]/],
+    ['phase past the last step', ['--phases', 'prefill_last,decode2', '--steps', '2'], /--phases: decode2 needs --steps 3 or more \(got --steps 2\)/],
     ['unknown flag', ['--prompts', 'p4_sys'], /Unknown option '--prompts'/],
     ['bad variable', [], /GRETA_TRACE_STAGE_LAYERS: 'x' is not a layer number/, { GRETA_TRACE_STAGE_LAYERS: 'x' }],
   ];

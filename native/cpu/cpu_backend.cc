@@ -14,6 +14,7 @@
 #include <cmath>
 #include <cstring>
 #include <thread>
+#include <unistd.h>
 #include <vector>
 
 namespace greta {
@@ -94,6 +95,11 @@ class CpuBackend final : public Backend {
            " threads, " + (sizeof(A) == 8 ? "fp64" : "fp32") + " accumulation";
   }
   DType act_dtype() const override { return sizeof(A) == 8 ? DType::F64 : DType::F32; }
+  void mem_info(size_t* free_bytes, size_t* total_bytes) override {
+    const size_t page = static_cast<size_t>(sysconf(_SC_PAGESIZE));
+    *free_bytes = static_cast<size_t>(sysconf(_SC_AVPHYS_PAGES)) * page;
+    *total_bytes = static_cast<size_t>(sysconf(_SC_PHYS_PAGES)) * page;
+  }
 
   Tensor alloc(DType dtype, const std::vector<int64_t>& shape) override {
     Tensor t;

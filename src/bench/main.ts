@@ -1,13 +1,16 @@
-// npm run bench: medians of the ops at Llama-3-8B row shapes and of the
-// traced E1 run, with ratios against baselines measured in this process.
+// npm run bench [-- --backend auto|cpu|cpu-fp64|hip --reps N]: medians of the
+// ops at Llama-3-8B row shapes and of whole forward passes, with ratios
+// against baselines measured in the same process: the bandwidth of our own
+// elementwise add (what a memory-bound kernel can reach on this device), and
+// the untraced forward passes for the cost of tracing.
+import { mkdtempSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { mkdtempSync, rmSync } from 'node:fs';
 import { parseArgs } from 'node:util';
 import { Engine } from '../model/engine.js';
 import { SYNTHETIC_MODELS } from '../model/models.js';
 import { syntheticWeights } from '../model/weights.js';
-import { createBackend, type Backend, type DType } from '../native.js';
+import { BACKEND_KINDS, createBackend, resolveBackendKind, type Backend, type BackendKind, type DType, type Tensor } from '../native.js';
 import { resolveTraceOptions } from '../options.js';
 import { PROMPTS, tokenize } from '../prompts.js';
 import { planTrace, runTrace } from '../run.js';
@@ -18,101 +21,158 @@ function median(xs: number[]): number {
   return s.length % 2 ? s[m]! : (s[m - 1]! + s[m]!) / 2;
 }
 
-/** Median milliseconds of fn over `reps` runs after one warm-up. */
-function time(fn: () => void, reps: number): number {
+/**
+ * Median milliseconds of one call of fn. Each sample runs fn `inner` times and
+ * then waits for the device (`sync`), so asynchronous GPU work is counted.
+ */
+function time(fn: () => void, reps: number, sync: () => void, inner = 1): number {
   fn();
+  sync();
   const t: number[] = [];
   for (let i = 0; i < reps; i++) {
     const s = performance.now();
-    fn();
-    t.push(performance.now() - s);
+    for (let j = 0; j < inner; j++) fn();
+    sync();
+    t.push((performance.now() - s) / inner);
   }
   return median(t);
 }
 
 function opBench(b: Backend, reps: number): void {
-  console.log(`\n## ops on ${b.name} (${b.device}), median of ${reps}\n`);
-  console.log('| op | shape | weights | median ms | weight GB/s |');
-  console.log('|---|---|---|---:|---:|');
-  const row = (op: string, shape: string, w: string, ms: number, bytes: number) =>
-    console.log(`| ${op} | ${shape} | ${w} | ${ms.toFixed(3)} | ${bytes ? (bytes / ms / 1e6).toFixed(2) : '-'} |`);
-  const K = 4096;
-  for (const [N, wd] of [
-    [4096, 'bf16'],
-    [4096, 'f32'],
-    [14336, 'bf16'],
-  ] as [number, DType][]) {
-    const w = b.alloc(wd, [N, K]);
-    b.fillUniform(w, 1n, 0.02, 0);
-    for (const M of [1, 16]) {
-      const x = b.alloc(b.actDtype, [M, K]);
-      b.fillUniform(x, 2n, 1, 0);
-      const o = b.alloc(b.actDtype, [M, N]);
-      const ms = time(() => b.matmul(o, x, w), reps);
-      row('matmul', `[${M},${K}] x [${N},${K}]^T`, wd, ms, N * K * (wd === 'f32' ? 4 : 2));
-    }
-  }
-  const x = b.alloc(b.actDtype, [1, K]);
-  const g = b.alloc('bf16', [K]);
-  b.fillUniform(x, 3n, 1, 0);
-  b.fillUniform(g, 4n, 0.1, 1);
-  row('rmsnorm', `[1,${K}]`, 'bf16', time(() => b.rmsnorm(x, x, g, 1e-5), reps), 0);
+  const act = b.actDtype;
+  const probe = b.alloc(act, [1, 1]);
+  const sync = () => void b.download(probe);
+  const inner = b.name === 'hip' ? 20 : 1;
+  const T = (fn: () => void) => time(fn, reps, sync, inner);
+  const actBytes = act === 'f64' ? 8 : 4;
 
-  // Decode attention as in Llama-3-8B: 32 query heads, 8 KV heads of 128, over 205 keys.
-  const keys = 205;
-  const q = b.alloc(b.actDtype, [1, 32 * 128]);
-  const kc = b.alloc(b.actDtype, [keys, 8 * 128]);
-  const vc = b.alloc(b.actDtype, [keys, 8 * 128]);
-  const out = b.alloc(b.actDtype, [1, 32 * 128]);
-  for (const [t, s] of [[q, 5n], [kc, 6n], [vc, 7n]] as const) b.fillUniform(t, s, 1, 0);
-  row('attention decode', `32/8 heads x 128, ${keys} keys`, '-', time(() => b.attention(out, q, kc, vc, Int32Array.of(keys - 1), 32, 8, 128), reps), 0);
+  // Baseline: out = a + b over 2^24 elements moves 3 x 2^24 elements.
+  const n = 1 << 24;
+  const [a, c, o] = [b.alloc(act, [n]), b.alloc(act, [n]), b.alloc(act, [n])];
+  b.fillUniform(a, 1n, 1, 0);
+  b.fillUniform(c, 2n, 1, 0);
+  const addMs = T(() => b.add(o, a, c));
+  const baseGBs = (3 * n * actBytes) / addMs / 1e6;
+  for (const t of [a, c, o]) t.free();
+
+  console.log(`\n## ops on ${b.name}: ${b.device}; median of ${reps}\n`);
+  console.log(`baseline: add over 2^24 elements, ${addMs.toFixed(3)} ms, ${baseGBs.toFixed(1)} GB/s moved\n`);
+  console.log('| op | shape | weights | median ms | GB/s | vs add baseline |');
+  console.log('|---|---|---|---:|---:|---:|');
+  const row = (op: string, shape: string, w: string, ms: number, bytes: number) =>
+    console.log(
+      `| ${op} | ${shape} | ${w} | ${ms.toFixed(3)} | ${(bytes / ms / 1e6).toFixed(1)} | ${(bytes / ms / 1e6 / baseGBs).toFixed(2)} |`,
+    );
+  const K = 4096;
+  const shapes: [number, number, DType][] = [
+    [4096, K, 'bf16'],
+    [14336, K, 'bf16'],
+    [4096, 14336, 'bf16'],
+    [4096, K, 'f32'],
+  ];
+  if (b.name === 'hip') shapes.push([128256, K, 'bf16']);
+  for (const [N, KK, wd] of shapes) {
+    const w = b.alloc(wd, [N, KK]);
+    b.fillUniform(w, 3n, 0.02, 0);
+    for (const M of b.name === 'hip' ? [1, 16, 205] : [1, 16]) {
+      const x = b.alloc(act, [M, KK]);
+      b.fillUniform(x, 4n, 1, 0);
+      const out = b.alloc(act, [M, N]);
+      const ms = T(() => b.matmul(out, x, w));
+      const bytes = N * KK * (wd === 'f32' ? 4 : 2) + (M * KK + M * N) * actBytes;
+      row(`matmul M=${M}`, `[${M},${KK}] x [${N},${KK}]^T`, wd, ms, bytes);
+      x.free();
+      out.free();
+    }
+    w.free();
+  }
+  for (const M of [1, 205]) {
+    const x = b.alloc(act, [M, K]);
+    const g = b.alloc('bf16', [K]);
+    b.fillUniform(x, 5n, 1, 0);
+    b.fillUniform(g, 6n, 0.1, 1);
+    row('rmsnorm', `[${M},${K}]`, 'bf16', T(() => b.rmsnorm(x, x, g, 1e-5)), 2 * M * K * actBytes + 2 * K);
+  }
+  // Decode attention as in Llama-3-8B: 32 query heads, 8 KV heads of 128.
+  for (const keys of [205, 4096]) {
+    const q = b.alloc(act, [1, 32 * 128]);
+    const kc = b.alloc(act, [keys, 8 * 128]);
+    const vc = b.alloc(act, [keys, 8 * 128]);
+    const out = b.alloc(act, [1, 32 * 128]);
+    for (const [t, s] of [
+      [q, 7n],
+      [kc, 8n],
+      [vc, 9n],
+    ] as [Tensor, bigint][])
+      b.fillUniform(t, s, 1, 0);
+    const ms = T(() => b.attention(out, q, kc, vc, Int32Array.of(keys - 1), 32, 8, 128));
+    row('attention decode', `32/8 heads x 128, ${keys} keys`, '-', ms, 2 * keys * 8 * 128 * actBytes);
+  }
 }
 
-function modelBench(reps: number): void {
-  const spec = SYNTHETIC_MODELS['synthetic:tiny']!;
-  const b = createBackend('cpu');
+function modelBench(kind: BackendKind, modelName: string, reps: number): void {
+  const spec = SYNTHETIC_MODELS[modelName]!;
+  const b = createBackend(kind);
+  const probe = b.alloc(b.actDtype, [1, 1]);
+  const sync = () => void b.download(probe);
   const engine = new Engine(b, spec.config, syntheticWeights(b, spec.config, spec.weightDtype, spec.seed));
   const ids = tokenize(PROMPTS.p6_long!);
   const n = ids.length;
-  console.log(`\n## synthetic:tiny forward, p6_long (${n} tokens), median of ${reps}\n`);
-  const prefill = time(() => engine.forward(ids, 0, engine.newCache(n + 1)).logits.free(), reps);
+  console.log(`\n## ${modelName} on ${kind}, p6_long (${n} tokens), median of ${reps}\n`);
+  const prefill = time(() => {
+    const c = engine.newCache(n + 1);
+    engine.forward(ids, 0, c).logits.free();
+    engine.freeCache(c);
+  }, reps, sync);
   const prefix = engine.newCache(n + 1);
   engine.forward(ids.slice(0, n - 1), 0, prefix);
   const decode = time(() => {
     prefix.length = n - 1;
     engine.forward([ids[n - 1]!], n - 1, prefix).logits.free();
-  }, reps);
-  console.log('| what | median ms | per token ms |');
+  }, reps, sync);
+  engine.freeCache(prefix);
+  console.log('| what | median ms | tokens/s |');
   console.log('|---|---:|---:|');
-  console.log(`| prefill ${n} tokens | ${prefill.toFixed(1)} | ${(prefill / n).toFixed(3)} |`);
-  console.log(`| decode 1 token at ${n - 1} | ${decode.toFixed(1)} | ${decode.toFixed(3)} |`);
+  console.log(`| prefill ${n} tokens | ${prefill.toFixed(1)} | ${((n / prefill) * 1e3).toFixed(0)} |`);
+  console.log(`| decode 1 token at ${n - 1} | ${decode.toFixed(2)} | ${(1e3 / decode).toFixed(1)} |`);
 
-  // The whole traced E1 run, as `npm run trace -- --prompt p6_long`, against the
-  // same forward passes untraced (prefill N, prefill N-1, decode 1).
+  // The whole traced E1 run against the same forward passes untraced.
   const dir = mkdtempSync(join(tmpdir(), 'greta-bench-'));
+  let i = 0;
   const traced = time(() => {
-    const opts = resolveTraceOptions({ prompt: 'p6_long', out: join(dir, `t${Math.random()}.jsonl`) }, {});
+    const opts = resolveTraceOptions({ prompt: 'p6_long', backend: kind, model: modelName, out: join(dir, `t${i++}.jsonl`) }, {});
     runTrace(planTrace(opts, { prompt: true }));
-  }, reps);
+  }, Math.min(reps, 3), sync);
   const untraced = time(() => {
-    engine.forward(ids, 0, engine.newCache(n + 1)).logits.free();
+    const full = engine.newCache(n + 1);
+    engine.forward(ids, 0, full).logits.free();
     const c = engine.newCache(n + 1);
     engine.forward(ids.slice(0, n - 1), 0, c);
     engine.forward([ids[n - 1]!], n - 1, c).logits.free();
-  }, reps);
+    engine.freeCache(full);
+    engine.freeCache(c);
+  }, reps, sync);
   rmSync(dir, { recursive: true, force: true });
-  console.log(`\n| E1 p6_long, all 32 layers x 10 points | median ms |`);
+  console.log('\n| E1 p6_long, 32 layers x 10 points, both phases | median ms |');
   console.log('|---|---:|');
   console.log(`| untraced forward passes (baseline) | ${untraced.toFixed(1)} |`);
-  console.log(`| traced run incl. model build, JSONL and rows | ${traced.toFixed(1)} |`);
-  console.log(`| ratio traced / untraced | ${(traced / untraced).toFixed(2)} |`);
+  console.log(`| npm run trace (model build, trace, JSONL, rows, analysis input) | ${traced.toFixed(1)} |`);
+  console.log(`| ratio | ${(traced / untraced).toFixed(2)} |`);
 }
 
-const { values } = parseArgs({ options: { reps: { type: 'string', default: '7' } } });
+const { values } = parseArgs({
+  options: { reps: { type: 'string', default: '7' }, backend: { type: 'string', default: 'auto' } },
+});
 const reps = Number(values.reps);
 if (!Number.isInteger(reps) || reps < 1) {
   console.error(`gretacore: --reps: '${values.reps}' is not an integer >= 1`);
   process.exit(2);
 }
-opBench(createBackend('cpu'), reps);
-modelBench(reps);
+if (values.backend !== 'auto' && !(BACKEND_KINDS as readonly string[]).includes(values.backend!)) {
+  console.error(`gretacore: --backend: unknown backend '${values.backend}' (allowed: auto, ${BACKEND_KINDS.join(', ')})`);
+  process.exit(2);
+}
+const kind = resolveBackendKind(values.backend as BackendKind | 'auto');
+opBench(createBackend(kind), reps);
+modelBench(kind, 'synthetic:tiny', reps);
+if (kind === 'hip') modelBench(kind, 'synthetic:llama3-8b', reps);

@@ -102,7 +102,8 @@ function main(argv: string[]): number {
       return 2;
     }
     const err = e as Error & { code?: string };
-    console.error(`gretacore: ${err.code ? `[${err.code}] ` : ''}${err.stack ?? err.message}`);
+    // Errors with a code (from the addon, or resource checks) are expected failures: one line.
+    console.error(err.code ? `gretacore: [${err.code}] ${err.message}` : `gretacore: ${err.stack ?? err.message}`);
     return 1;
   }
 }

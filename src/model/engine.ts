@@ -63,6 +63,11 @@ export class Engine {
     return { capacity, k, v, length: 0 };
   }
 
+  freeCache(cache: KVCache): void {
+    for (const t of [...cache.k, ...cache.v]) t.free();
+    cache.length = 0;
+  }
+
   /**
    * Runs `ids` at positions startPos.. through the model, appending their K/V
    * to the cache, and returns the logits of the last row. Prefill is a call

@@ -35,6 +35,40 @@ export const SYNTHETIC_MODELS: Record<string, SyntheticModelSpec> = {
     weightDtype: 'bf16',
     seed: 0x67726574616e6f31n,
   },
+  'synthetic:llama3-8b': {
+    name: 'synthetic:llama3-8b',
+    description: 'Llama-3-8B shapes (4096 hidden, 32 layers, 32/8 heads of 128, 14336 FFN), bf16, weights generated on the backend',
+    config: LlamaConfigSchema.parse({
+      vocab_size: LLAMA3_VOCAB,
+      hidden_size: 4096,
+      intermediate_size: 14336,
+      num_hidden_layers: 32,
+      num_attention_heads: 32,
+      num_key_value_heads: 8,
+      head_dim: 128,
+      rms_norm_eps: 1e-5,
+      rope_theta: 500000,
+      rope_scaling: LLAMA3_ROPE_SCALING,
+      max_position_embeddings: 8192,
+      tie_word_embeddings: false,
+    }),
+    weightDtype: 'bf16',
+    seed: 0x67726574613862n,
+  },
 };
+
+const DTYPE_BYTES = { f32: 4, f16: 2, bf16: 2 } as const;
+
+/** Bytes of weights, of the two KV caches an E1 run holds, and of activations. */
+export function modelBytes(spec: SyntheticModelSpec, tokens: number, actBytes: number): number {
+  const c = spec.config;
+  const q = c.num_attention_heads * c.head_dim;
+  const kv = c.num_key_value_heads * c.head_dim;
+  const perLayer = c.hidden_size * (q + 2 * kv) + q * c.hidden_size + 3 * c.hidden_size * c.intermediate_size + 2 * c.hidden_size;
+  const params = c.num_hidden_layers * perLayer + c.vocab_size * c.hidden_size * (c.tie_word_embeddings ? 1 : 2) + c.hidden_size;
+  const caches = 2 * 2 * c.num_hidden_layers * tokens * kv * actBytes;
+  const acts = tokens * (4 * c.hidden_size + 2 * q + 2 * kv + 2 * c.intermediate_size) * actBytes + c.vocab_size * actBytes;
+  return params * DTYPE_BYTES[spec.weightDtype] + caches + acts;
+}
 
 export const MODEL_NAMES = Object.keys(SYNTHETIC_MODELS);

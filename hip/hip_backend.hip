@@ -1,0 +1,237 @@
+// The HIP backend: the op contract of native/backend.h on a GPU. Tensors live
+// in device memory; every HIP call is checked and a failure becomes a
+// GretaError naming the op and the HIP error, which the addon turns into a JS
+// exception. Kernels run in order on the default stream; copies back to the
+// host synchronise, so a kernel fault surfaces at the next copy at the latest.
+#include "hip_backend.h"
+
+#include <cmath>
+#include <cstring>
+#include <string>
+#include <vector>
+
+#include "add.h"
+#include "attention.h"
+#include "compat.h"
+#include "embedding.h"
+#include "fill_uniform.h"
+#include "kv_write.h"
+#include "matmul.h"
+#include "rmsnorm.h"
+#include "rope.h"
+#include "silu_mul.h"
+#include "summarize.h"
+#include "topk.h"
+
+namespace greta {
+namespace {
+
+void check(hipError_t e, const std::string& op) {
+  if (e == hipSuccess) return;
+  const std::string code = e == hipErrorOutOfMemory ? "ENOMEM" : "EHIP";
+  throw GretaError(code, op + ": " + hipGetErrorName(e) + " (" + hipGetErrorString(e) + ")");
+}
+
+struct DeviceStorage : Storage {
+  ~DeviceStorage() override {
+    if (data) hipFree(data);  // nothing to report from a destructor
+  }
+};
+
+// A device buffer that grows and is reused for small per-call inputs.
+struct Scratch {
+  void* ptr = nullptr;
+  size_t cap = 0;
+  void* get(size_t bytes, const char* op) {
+    if (bytes > cap) {
+      if (ptr) hipFree(ptr);
+      ptr = nullptr;
+      cap = 0;
+      check(hipMalloc(&ptr, bytes), std::string(op) + ": scratch");
+      cap = bytes;
+    }
+    return ptr;
+  }
+  ~Scratch() {
+    if (ptr) hipFree(ptr);
+  }
+};
+
+int weight_type(const Tensor& w, const char* op) {
+  switch (w.dtype) {
+    case DType::F32: return greta_hip::W_F32;
+    case DType::F16: return greta_hip::W_F16;
+    case DType::BF16: return greta_hip::W_BF16;
+    default: throw GretaError("EINVAL", std::string(op) + ": weights of dtype " + dtype_name(w.dtype) + " are not supported on hip");
+  }
+}
+
+class HipBackend final : public Backend {
+ public:
+  explicit HipBackend(int device) : device_(device) {
+    int count = 0;
+    hipError_t e = hipGetDeviceCount(&count);
+    if (e != hipSuccess || count == 0)
+      throw GretaError("ENODEV", std::string("hip: no GPU answers (") + (e == hipSuccess ? "0 devices" : hipGetErrorName(e)) + ")");
+    if (device < 0 || device >= count)
+      throw GretaError("ENODEV", "hip: device " + std::to_string(device) + " does not exist (" + std::to_string(count) + " found)");
+    check(hipSetDevice(device), "hip: set device");
+    hipDeviceProp_t p;
+    check(hipGetDeviceProperties(&p, device), "hip: device properties");
+#if defined(__HIP_PLATFORM_AMD__)
+    const std::string arch = p.gcnArchName;
+#else
+    const std::string arch = "sm_" + std::to_string(p.major) + std::to_string(p.minor);
+#endif
+    desc_ = std::string(p.name) + " (" + arch + ", " + std::to_string(p.totalGlobalMem >> 20) + " MiB, wave " +
+            std::to_string(GRETA_WAVE_SIZE) + ", " + GRETA_VENDOR + ")";
+  }
+
+  std::string name() const override { return "hip"; }
+  std::string device() const override { return desc_; }
+  DType act_dtype() const override { return DType::F32; }
+
+  void mem_info(size_t* free_bytes, size_t* total_bytes) override {
+    check(hipMemGetInfo(free_bytes, total_bytes), "hip: memory info");
+  }
+
+  Tensor alloc(DType dtype, const std::vector<int64_t>& shape) override {
+    Tensor t;
+    t.dtype = dtype;
+    t.shape = shape;
+    auto s = std::make_shared<DeviceStorage>();
+    s->bytes = t.bytes();
+    hipError_t e = hipMalloc(&s->data, s->bytes ? s->bytes : 1);
+    if (e != hipSuccess) {
+      size_t free_b = 0, total_b = 0;
+      hipMemGetInfo(&free_b, &total_b);
+      check(e, "alloc " + t.describe() + " (" + std::to_string(s->bytes) + " bytes, " + std::to_string(free_b) +
+                   " free of " + std::to_string(total_b) + ")");
+    }
+    t.storage = s;
+    return t;
+  }
+
+  void upload(const Tensor& dst, const void* src) override {
+    check(hipMemcpy(dst.ptr(), src, dst.bytes(), hipMemcpyHostToDevice), "upload " + dst.describe());
+  }
+
+  void download(const Tensor& src, void* dst) override {
+    check(hipMemcpy(dst, src.ptr(), src.bytes(), hipMemcpyDeviceToHost), "download " + src.describe());
+  }
+
+  void fill_uniform(const Tensor& t, uint64_t seed, double scale, double offset) override {
+    if (t.dtype == DType::F64) throw GretaError("EINVAL", "fillUniform: f64 tensors are not supported on hip");
+    check(greta_fill_uniform(t.ptr(), static_cast<int>(t.dtype), t.numel(), seed, scale, offset, 0), "fillUniform");
+  }
+
+  void embedding(const Tensor& out, const Tensor& table, const int32_t* ids) override {
+    const int32_t* d_ids = ints(ids, out.rows(), "embedding");
+    check(greta_embedding(out.as<float>(), table.ptr(), weight_type(table, "embedding"), d_ids, out.rows(), out.cols(), 0),
+          "embedding");
+  }
+
+  void rmsnorm(const Tensor& out, const Tensor& x, const Tensor& w, double eps) override {
+    check(greta_rmsnorm(out.as<float>(), x.as<float>(), w.ptr(), weight_type(w, "rmsnorm"), x.rows(), x.cols(),
+                        static_cast<float>(eps), 0),
+          "rmsnorm");
+  }
+
+  void matmul(const Tensor& out, const Tensor& x, const Tensor& w) override {
+    check(greta_matmul(out.as<float>(), x.as<float>(), w.ptr(), weight_type(w, "matmul"), x.rows(), w.rows(), x.cols(), 0),
+          "matmul");
+  }
+
+  void rope(const Tensor& x, const int32_t* pos, const Tensor& inv_freq, int n_heads, int head_dim) override {
+    const int32_t* d_pos = ints(pos, x.rows(), "rope");
+    check(greta_rope(x.as<float>(), d_pos, inv_freq.as<float>(), x.rows(), n_heads, head_dim, 0), "rope");
+  }
+
+  void kv_write(const Tensor& cache, const Tensor& src, const int32_t* pos) override {
+    const int32_t* d_pos = ints(pos, src.rows(), "kvWrite");
+    check(greta_kv_write(cache.as<float>(), src.as<float>(), d_pos, src.rows(), src.cols(), 0), "kvWrite");
+  }
+
+  void attention(const Tensor& out, const Tensor& q, const Tensor& k_cache, const Tensor& v_cache, const int32_t* pos,
+                 int n_heads, int n_kv_heads, int head_dim) override {
+    if (head_dim > 256) throw GretaError("EINVAL", "attention: head_dim " + std::to_string(head_dim) + " > 256 is not supported on hip");
+    const int32_t* d_pos = ints(pos, q.rows(), "attention");
+    check(greta_attention(out.as<float>(), q.as<float>(), k_cache.as<float>(), v_cache.as<float>(), d_pos, q.rows(),
+                          n_heads, n_kv_heads, head_dim, 0),
+          "attention");
+  }
+
+  void silu_mul(const Tensor& out, const Tensor& gate, const Tensor& up) override {
+    check(greta_silu_mul(out.as<float>(), gate.as<float>(), up.as<float>(), out.numel(), 0), "siluMul");
+  }
+
+  void add(const Tensor& out, const Tensor& a, const Tensor& b) override {
+    check(greta_add(out.as<float>(), a.as<float>(), b.as<float>(), out.numel(), 0), "add");
+  }
+
+  void topk(const Tensor& x, int k, int32_t* ids, double* values) override {
+    const size_t n = static_cast<size_t>(x.rows()) * k;
+    char* buf = static_cast<char*>(scratch_out_.get(n * 8, "topk"));
+    int32_t* d_ids = reinterpret_cast<int32_t*>(buf);
+    float* d_vals = reinterpret_cast<float*>(buf + n * 4);
+    check(greta_topk(x.as<float>(), x.rows(), x.cols(), k, d_ids, d_vals, 0), "topk");
+    std::vector<float> vals(n);
+    check(hipMemcpy(ids, d_ids, n * 4, hipMemcpyDeviceToHost), "topk: copy ids");
+    check(hipMemcpy(vals.data(), d_vals, n * 4, hipMemcpyDeviceToHost), "topk: copy values");
+    for (size_t i = 0; i < n; i++) values[i] = vals[i];
+  }
+
+  RowSummary summarize(const Tensor& x, int64_t row, const std::vector<int64_t>& sample) override {
+    const size_t ns = sample.size();
+    char* in = static_cast<char*>(scratch_in_.get(ns * 8 + 8, "summarize"));
+    if (ns) check(hipMemcpy(in, sample.data(), ns * 8, hipMemcpyHostToDevice), "summarize: sample indices");
+    char* outb = static_cast<char*>(scratch_out_.get(sizeof(GretaSummary) + ns * 4 + 4, "summarize"));
+    GretaSummary* d_sum = reinterpret_cast<GretaSummary*>(outb);
+    float* d_sample = reinterpret_cast<float*>(outb + sizeof(GretaSummary));
+    const float* r = x.as<float>() + row * x.cols();
+    check(greta_summarize(r, x.cols(), reinterpret_cast<const int64_t*>(in), static_cast<int>(ns), d_sum, d_sample, 0),
+          "summarize");
+    GretaSummary h;
+    std::vector<float> hs(ns);
+    check(hipMemcpy(&h, d_sum, sizeof h, hipMemcpyDeviceToHost), "summarize: copy back");
+    if (ns) check(hipMemcpy(hs.data(), d_sample, ns * 4, hipMemcpyDeviceToHost), "summarize: copy sample");
+    RowSummary s;
+    s.nan = static_cast<int64_t>(h.nan);
+    s.inf = static_cast<int64_t>(h.inf);
+    s.hash = h.hash;
+    if (h.finite > 0) {
+      const double f = static_cast<double>(h.finite);
+      s.mean = h.sum / f;
+      s.abs_mean = h.abs_sum / f;
+      s.rms = std::sqrt(h.sq / f);
+      s.min = h.min;
+      s.max = h.max;
+    }
+    for (float v : hs) s.sample.push_back(v);
+    return s;
+  }
+
+ private:
+  int device_;
+  std::string desc_;
+  Scratch scratch_in_, scratch_out_;
+
+  // Copies small host int arrays (ids, positions) to the device.
+  const int32_t* ints(const int32_t* host, int64_t n, const char* op) {
+    void* d = scratch_in_.get(static_cast<size_t>(n) * 4, op);
+    check(hipMemcpy(d, host, static_cast<size_t>(n) * 4, hipMemcpyHostToDevice), std::string(op) + ": copy indices");
+    return static_cast<const int32_t*>(d);
+  }
+};
+
+}  // namespace
+
+int hip_device_count() {
+  int n = 0;
+  if (hipGetDeviceCount(&n) != hipSuccess) return 0;
+  return n;
+}
+
+std::shared_ptr<Backend> make_hip_backend(int device) { return std::make_shared<HipBackend>(device); }
+
+}  // namespace greta

@@ -1,0 +1,55 @@
+#include "summarize.h"
+
+namespace {
+using namespace greta_hip;
+
+constexpr int BLOCK = 256;
+
+__global__ void summarize_kernel(const float* __restrict__ row, int64_t n, const int64_t* sample_idx, int n_sample,
+                                 GretaSummary* out, float* sample_out) {
+  __shared__ GretaSummary part[BLOCK];
+  GretaSummary s{0, 0, 0, INFINITY, -INFINITY, 0, 0, 0, 0};
+  for (int64_t i = threadIdx.x; i < n; i += BLOCK) {
+    const float v = row[i];
+    s.hash += mix64(static_cast<uint64_t>(__float_as_uint(v)) + mix64(static_cast<uint64_t>(i)));
+    if (isnan(v)) {
+      s.nan++;
+    } else if (isinf(v)) {
+      s.inf++;
+    } else {
+      const double d = v;
+      s.sum += d;
+      s.abs_sum += fabs(d);
+      s.sq += d * d;
+      s.min = fmin(s.min, d);
+      s.max = fmax(s.max, d);
+      s.finite++;
+    }
+  }
+  part[threadIdx.x] = s;
+  __syncthreads();
+  if (threadIdx.x == 0) {
+    GretaSummary t = part[0];
+    for (int j = 1; j < BLOCK; j++) {
+      const GretaSummary& p = part[j];
+      t.sum += p.sum;
+      t.abs_sum += p.abs_sum;
+      t.sq += p.sq;
+      t.min = fmin(t.min, p.min);
+      t.max = fmax(t.max, p.max);
+      t.nan += p.nan;
+      t.inf += p.inf;
+      t.finite += p.finite;
+      t.hash += p.hash;
+    }
+    *out = t;
+  }
+  for (int j = threadIdx.x; j < n_sample; j += BLOCK) sample_out[j] = row[sample_idx[j]];
+}
+}  // namespace
+
+hipError_t greta_summarize(const float* row, int64_t n, const int64_t* sample_idx, int n_sample, GretaSummary* out,
+                           float* sample_out, hipStream_t stream) {
+  hipLaunchKernelGGL(summarize_kernel, dim3(1), dim3(BLOCK), 0, stream, row, n, sample_idx, n_sample, out, sample_out);
+  return hipGetLastError();
+}

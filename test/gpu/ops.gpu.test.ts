@@ -1,0 +1,256 @@
+// Every HIP op against the cpu-fp64 oracle on fresh random inputs (run by
+// `npm run test:gpu` on a machine with a GPU and a `npm run build:hip` addon).
+// Outputs live in the middle of a larger buffer poisoned with NaN: the op must
+// write every output element and no guard element.
+//
+// Bounds are relative L2 against fp64, and follow from fp32 arithmetic
+// (unit roundoff u = 6e-8):
+// - embedding, kv_write, add: exact copies or one rounding: 0 / 1e-7.
+// - matmul: one K-long fp32 dot; random-sign terms grow error ~ sqrt(K) u: 2e-6 up to K = 4096.
+// - rmsnorm: a D-long sum of squares, one sqrt, two products: 1e-6.
+// - rope: the fp32 angle pos * inv_freq carries |angle| u absolute error; positions < 64: 1e-5.
+// - silu_mul: expf and one division: 1e-6.
+// - attention: two K-long dot products, expf, running rescale: 5e-6.
+import { describe, expect, it } from 'vitest';
+import { createBackend, type Backend, type DType, type Tensor, type WeightDType } from '../../src/native.js';
+
+const hip = createBackend('hip');
+const oracle = createBackend('cpu-fp64');
+const GUARD = 2;
+let seed = 1000n;
+
+function relL2(got: ArrayLike<number>, want: ArrayLike<number>): number {
+  let d = 0;
+  let r = 0;
+  for (let i = 0; i < want.length; i++) {
+    d += (got[i]! - want[i]!) ** 2;
+    r += want[i]! ** 2;
+  }
+  return Math.sqrt(d / Math.max(r, 1e-300));
+}
+
+/** A random tensor on both backends with the same values (weights in their dtype, activations in each one's). */
+function pair(shape: number[], dtype: WeightDType | 'act', scale = 1, offset = 0): [Tensor, Tensor] {
+  const s = seed++;
+  const h = hip.alloc(dtype === 'act' ? 'f32' : dtype, shape);
+  hip.fillUniform(h, s, scale, offset);
+  if (dtype !== 'act') {
+    const o = oracle.alloc(dtype, shape);
+    oracle.fillUniform(o, s, scale, offset); // same counter hash: identical bits
+    return [h, o];
+  }
+  const o = oracle.alloc('f64', shape);
+  oracle.upload(o, Float64Array.from(hip.download(h) as Float32Array));
+  return [h, o];
+}
+
+/** An output of `rows` rows inside a NaN-poisoned buffer with GUARD rows each side. */
+function guarded(b: Backend, rows: number, cols: number): { buf: Tensor; out: Tensor } {
+  const dt: DType = b.actDtype;
+  const buf = b.alloc(dt, [rows + 2 * GUARD, cols]);
+  b.upload(buf, dt === 'f32' ? new Float32Array((rows + 2 * GUARD) * cols).fill(NaN) : new Float64Array((rows + 2 * GUARD) * cols).fill(NaN));
+  return { buf, out: buf.rows(GUARD, rows) };
+}
+
+function checkGuards(buf: Tensor, rows: number, cols: number): Float32Array {
+  const all = hip.download(buf) as Float32Array;
+  const before = all.subarray(0, GUARD * cols);
+  const after = all.subarray((GUARD + rows) * cols);
+  expect([...before, ...after].every(Number.isNaN), 'guard rows were written').toBe(true);
+  const body = all.subarray(GUARD * cols, (GUARD + rows) * cols);
+  expect(body.some(Number.isNaN), 'an output element was not written').toBe(false);
+  return body;
+}
+
+function compare(name: string, got: Float32Array, want: Float64Array, bound: number): void {
+  const e = relL2(got, want);
+  console.log(`${name.padEnd(48)} rel_l2 ${e.toExponential(2)} (bound ${bound.toExponential(0)})`);
+  expect(e).toBeLessThanOrEqual(bound);
+}
+
+describe(`hip ops on ${hip.device}`, () => {
+  for (const [M, K, N] of [
+    [1, 4096, 4096],
+    [7, 1000, 333],
+    [64, 64, 192],
+    [3, 13, 5],
+  ] as const) {
+    for (const wd of ['f32', 'f16', 'bf16'] as const) {
+      it(`matmul [${M},${K}] x [${N},${K}]^T ${wd}`, () => {
+        const [xh, xo] = pair([M, K], 'act');
+        const [wh, wo] = pair([N, K], wd, Math.sqrt(3 / K));
+        const g = guarded(hip, M, N);
+        hip.matmul(g.out, xh, wh);
+        const ref = oracle.alloc('f64', [M, N]);
+        oracle.matmul(ref, xo, wo);
+        compare(`matmul M=${M} K=${K} N=${N} ${wd}`, checkGuards(g.buf, M, N), oracle.download(ref) as Float64Array, 2e-6);
+      });
+    }
+  }
+
+  it('matmul is batch invariant: each row of an M-row call equals that row alone, bit for bit', () => {
+    for (const [M, K, N] of [
+      [205, 4096, 1024],
+      [33, 130, 77],
+    ] as const) {
+      const [xh] = pair([M, K], 'act');
+      const [wh] = pair([N, K], 'bf16', Math.sqrt(3 / K));
+      const all = hip.alloc('f32', [M, N]);
+      hip.matmul(all, xh, wh);
+      const full = hip.download(all) as Float32Array;
+      for (const r of [0, 1, M - 2, M - 1]) {
+        const one = hip.alloc('f32', [1, N]);
+        hip.matmul(one, xh.rows(r, 1), wh);
+        expect(Buffer.from((hip.download(one) as Float32Array).buffer)).toEqual(
+          Buffer.from(full.slice(r * N, (r + 1) * N).buffer),
+        );
+      }
+    }
+  });
+
+  for (const [M, D] of [
+    [1, 4096],
+    [5, 64],
+    [3, 1000],
+  ] as const) {
+    it(`rmsnorm [${M},${D}]`, () => {
+      const [xh, xo] = pair([M, D], 'act', 2);
+      const [wh, wo] = pair([D], 'bf16', 0.1, 1);
+      const g = guarded(hip, M, D);
+      hip.rmsnorm(g.out, xh, wh, 1e-5);
+      const ref = oracle.alloc('f64', [M, D]);
+      oracle.rmsnorm(ref, xo, wo, 1e-5);
+      compare(`rmsnorm M=${M} D=${D}`, checkGuards(g.buf, M, D), oracle.download(ref) as Float64Array, 1e-6);
+    });
+  }
+
+  it('embedding, add, silu_mul, kv_write', () => {
+    const [th, to] = pair([1000, 96], 'bf16');
+    const ids = Int32Array.of(0, 999, 17, 17, 512);
+    let g = guarded(hip, 5, 96);
+    hip.embedding(g.out, th, ids);
+    const ref = oracle.alloc('f64', [5, 96]);
+    oracle.embedding(ref, to, ids);
+    compare('embedding bf16', checkGuards(g.buf, 5, 96), oracle.download(ref) as Float64Array, 0);
+
+    const [ah, ao] = pair([9, 300], 'act');
+    const [bh, bo] = pair([9, 300], 'act');
+    for (const op of ['add', 'siluMul'] as const) {
+      g = guarded(hip, 9, 300);
+      hip[op](g.out, ah, bh);
+      const r = oracle.alloc('f64', [9, 300]);
+      oracle[op](r, ao, bo);
+      compare(op, checkGuards(g.buf, 9, 300), oracle.download(r) as Float64Array, op === 'add' ? 1e-7 : 1e-6);
+    }
+
+    const cache = guarded(hip, 16, 64);
+    const src = pair([3, 64], 'act')[0];
+    const pos = Int32Array.of(0, 7, 15);
+    // Fill the rest of the cache so the poison check covers only the guards.
+    hip.kvWrite(cache.out, pair([16, 64], 'act')[0], Int32Array.from({ length: 16 }, (_, i) => i));
+    hip.kvWrite(cache.out, src, pos);
+    const body = checkGuards(cache.buf, 16, 64);
+    const s = hip.download(src) as Float32Array;
+    for (let m = 0; m < 3; m++) expect(body.subarray(pos[m]! * 64, pos[m]! * 64 + 64)).toEqual(s.subarray(m * 64, m * 64 + 64));
+  });
+
+  it('rope, rotate-half with Llama 3 frequencies', () => {
+    const heads = 4;
+    const hd = 128;
+    const M = 6;
+    const buf = hip.alloc('f32', [M + 2 * GUARD, heads * hd]);
+    hip.upload(buf, new Float32Array((M + 2 * GUARD) * heads * hd).fill(NaN));
+    const x = buf.rows(GUARD, M);
+    const [xh, xo] = pair([M, heads * hd], 'act');
+    hip.upload(x, hip.download(xh) as Float32Array);
+    const inv = Float32Array.from({ length: hd / 2 }, (_, i) => 1 / Math.pow(500000, (2 * i) / hd));
+    const fh = hip.alloc('f32', [hd / 2]);
+    hip.upload(fh, inv);
+    const fo = oracle.alloc('f64', [hd / 2]);
+    oracle.upload(fo, Float64Array.from(inv));
+    const pos = Int32Array.of(0, 1, 5, 17, 40, 63);
+    hip.rope(x, pos, fh, heads, hd);
+    oracle.rope(xo, pos, fo, heads, hd);
+    compare('rope 4 heads x 128, pos < 64', checkGuards(buf, M, heads * hd), oracle.download(xo) as Float64Array, 1e-5);
+  });
+
+  for (const [H, KVH, hd, keys] of [
+    [32, 8, 128, 205],
+    [4, 2, 64, 1],
+    [8, 1, 64, 130],
+    [2, 2, 16, 64],
+  ] as const) {
+    it(`attention ${H}/${KVH} heads x ${hd}, ${keys} keys: decode row and causal rows`, () => {
+      const [kh, ko] = pair([keys, KVH * hd], 'act');
+      const [vh, vo] = pair([keys, KVH * hd], 'act');
+      const M = Math.min(keys, 5);
+      const [qh, qo] = pair([M, H * hd], 'act');
+      const pos = Int32Array.from({ length: M }, (_, i) => keys - M + i);
+      const g = guarded(hip, M, H * hd);
+      hip.attention(g.out, qh, kh, vh, pos, H, KVH, hd);
+      const ref = oracle.alloc('f64', [M, H * hd]);
+      oracle.attention(ref, qo, ko, vo, pos, H, KVH, hd);
+      const body = checkGuards(g.buf, M, H * hd);
+      compare(`attention ${H}/${KVH}x${hd} keys=${keys}`, body, oracle.download(ref) as Float64Array, 5e-6);
+      // The last row alone (a decode step) equals the last row of the causal call, bit for bit.
+      const one = hip.alloc('f32', [1, H * hd]);
+      hip.attention(one, qh.rows(M - 1, 1), kh, vh, pos.subarray(M - 1), H, KVH, hd);
+      expect(Buffer.from((hip.download(one) as Float32Array).buffer)).toEqual(
+        Buffer.from(body.slice((M - 1) * H * hd).buffer),
+      );
+    });
+  }
+
+  it('topk and summarize agree with the host', () => {
+    const [xh, xo] = pair([3, 128256], 'act');
+    const v = hip.download(xh) as Float32Array;
+    v[5] = NaN;
+    v[7] = v[9] = 10; // a tie: the lower index first
+    hip.upload(xh, v);
+    oracle.upload(xo, Float64Array.from(v));
+    const a = hip.topk(xh, 8);
+    const b = oracle.topk(xo, 8);
+    expect([...a.ids]).toEqual([...b.ids]);
+    expect([...a.values]).toEqual([...b.values]);
+    expect(a.ids[0]).toBe(7);
+
+    const sample = [0, 5, 100, 128255];
+    const s = hip.summarize(xh, 0, sample);
+    const cpu = createBackend('cpu');
+    const xc = cpu.alloc('f32', [3, 128256]);
+    cpu.upload(xc, v);
+    const c = cpu.summarize(xc, 0, sample);
+    expect(s.hash).toBe(c.hash);
+    expect(s.nan).toBe(1);
+    expect([...s.sample]).toEqual([...c.sample]);
+    for (const k of ['mean', 'abs_mean', 'rms', 'min', 'max'] as const) expect(s[k]).toBeCloseTo(c[k], 10);
+  });
+
+  it('fill_uniform gives the CPU backend bits', () => {
+    const cpu = createBackend('cpu');
+    for (const dt of ['f32', 'f16', 'bf16'] as const) {
+      const h = hip.alloc(dt, [1001]);
+      const c = cpu.alloc(dt, [1001]);
+      hip.fillUniform(h, 77n, 0.5, 0.25);
+      cpu.fillUniform(c, 77n, 0.5, 0.25);
+      expect(Buffer.from(hip.download(h).buffer)).toEqual(Buffer.from(cpu.download(c).buffer));
+    }
+  });
+
+  it('errors are JS exceptions with the HIP error name, not aborts', () => {
+    // Twice the free memory, as [rows, 2^20] f32.
+    const rows = Math.ceil((hip.memInfo().free * 2) / 4 / 2 ** 20);
+    let err: (Error & { code?: string }) | undefined;
+    try {
+      hip.alloc('f32', [rows, 2 ** 20]);
+    } catch (e) {
+      err = e as Error & { code?: string };
+    }
+    expect(err?.code).toBe('ENOMEM');
+    expect(err?.message).toMatch(/^alloc f32\[\d+,1048576\] \(\d+ bytes, \d+ free of \d+\): \w*(OutOfMemory|MemoryAllocation)/);
+    // The backend still works after the failure.
+    const t = hip.alloc('f32', [4]);
+    hip.fillUniform(t, 1n, 1, 0);
+    expect((hip.download(t) as Float32Array).length).toBe(4);
+  });
+});

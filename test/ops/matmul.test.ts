@@ -1,0 +1,131 @@
+// matmul: out[m, n] = sum_k x[m, k] * w[n, k], weights f32/f16/bf16.
+import { describe, expect, it } from 'vitest';
+
+import {
+  KINDS,
+  WEIGHT_DTYPES,
+  backend,
+  bitsEqual,
+  downloadAct,
+  downloadRaw,
+  expectError,
+  expectRelL2,
+  uploadAct,
+  uploadWeight,
+} from './helpers.js';
+import { Rng } from './random.js';
+import { refMatmul } from './reference.js';
+
+// Relative L2 bounds against the FP64 reference (inputs are the exact stored
+// values, so only the backend's own rounding counts).
+// cpu: each output is a K-term dot product accumulated in f32 over 8 lanes of
+// ceil(K/8) terms, then a 3-level tree: ~K/8 + 3 roundings of 2^-24 that add
+// up like a random walk, so for K <= 257 the relative L2 is ~1e-7 and stays
+// well under 1e-6 (the worst case, (K/8 + 3) * 2^-24 ~ 2e-6 per element with
+// no cancellation, is not reached by random signed data).
+// Observed: <= 1.6e-7.
+// cpu-fp64: the same sum in f64 (2^-53 ~ 1.1e-16); the reference's own plain
+// left-to-right sum has error of the same size. Observed <= 7e-16, bound 1e-14.
+const BOUND = { cpu: 1e-6, 'cpu-fp64': 1e-14 } as const;
+
+const K_VALUES = [1, 7, 8, 9, 63, 130, 257];
+const M_VALUES = [1, 5];
+const N = 11;
+
+describe.each(KINDS)('matmul on %s', (kind) => {
+  const b = backend(kind);
+
+  for (const wd of WEIGHT_DTYPES) {
+    for (const K of K_VALUES) {
+      for (const M of M_VALUES) {
+        it(`matches the FP64 reference: w ${wd}, M=${M} K=${K} N=${N}`, () => {
+          const rng = new Rng(1000 * K + 10 * M + WEIGHT_DTYPES.indexOf(wd));
+          const x = uploadAct(b, [M, K], rng.normals(M * K));
+          const w = uploadWeight(b, wd, [N, K], rng.uniforms(N * K, -1, 1));
+          const out = b.alloc(b.actDtype, [M, N]);
+          b.matmul(out, x.t, w.t);
+          const got = downloadAct(b, out);
+          const ref = refMatmul(x.values, M, K, w.values, N);
+          expectRelL2(got, ref, BOUND[kind], `matmul ${kind} ${wd} M=${M} K=${K}`);
+        });
+      }
+    }
+  }
+
+  it('K = 1 is a single correctly rounded product', () => {
+    const rng = new Rng(7);
+    const x = uploadAct(b, [3, 1], rng.normals(3));
+    const w = uploadWeight(b, 'f32', [4, 1], rng.normals(4));
+    const out = b.alloc(b.actDtype, [3, 4]);
+    b.matmul(out, x.t, w.t);
+    const got = downloadAct(b, out);
+    const round = kind === 'cpu' ? Math.fround : (v: number) => v;
+    for (let m = 0; m < 3; m++)
+      for (let n = 0; n < 4; n++) expect(got[m * 4 + n]).toBe(round(x.values[m]! * w.values[n]!));
+  });
+
+  // Batch invariance: row r of a call with M rows is bit-identical to the same
+  // row computed alone. The large case (N * M * K > 2^18) also splits the
+  // M-row call over threads while the single-row call runs on one.
+  describe('batch invariance', () => {
+    const cases: [number, number, number, 'f32' | 'f16' | 'bf16'][] = [
+      [6, 9, 13, 'f32'],
+      [7, 130, 33, 'bf16'],
+      [5, 257, 512, 'f16'],
+      [9, 257, 300, 'f32'],
+    ];
+    for (const [M, K, N, wd] of cases) {
+      it(`row r of M=${M} equals the row alone (K=${K} N=${N} w ${wd})`, () => {
+        const rng = new Rng(M * 7919 + K);
+        const xs = rng.normals(M * K);
+        const x = uploadAct(b, [M, K], xs);
+        const w = uploadWeight(b, wd, [N, K], rng.uniforms(N * K, -1, 1));
+        const out = b.alloc(b.actDtype, [M, N]);
+        b.matmul(out, x.t, w.t);
+        const all = downloadRaw(b, out);
+        for (let r = 0; r < M; r++) {
+          // The row alone, in a fresh tensor ...
+          const xr = uploadAct(b, [1, K], xs.subarray(r * K, (r + 1) * K));
+          const o1 = b.alloc(b.actDtype, [1, N]);
+          b.matmul(o1, xr.t, w.t);
+          expect(bitsEqual(downloadRaw(b, o1), all.subarray(r * N, (r + 1) * N))).toBe(true);
+          // ... and as a one-row view of the batch.
+          const o2 = b.alloc(b.actDtype, [1, N]);
+          b.matmul(o2, x.t.rows(r, 1), w.t);
+          expect(bitsEqual(downloadRaw(b, o2), all.subarray(r * N, (r + 1) * N))).toBe(true);
+        }
+      });
+    }
+  });
+
+  describe('errors', () => {
+    it('rejects a K mismatch between x and w', () => {
+      const x = b.alloc(b.actDtype, [2, 8]);
+      const w = b.alloc('f32', [4, 9]);
+      const out = b.alloc(b.actDtype, [2, 4]);
+      expectError(() => b.matmul(out, x, w), 'EINVAL', /matmul: .*differ in K/);
+    });
+
+    it('rejects an output of the wrong shape', () => {
+      const x = b.alloc(b.actDtype, [2, 8]);
+      const w = b.alloc('bf16', [4, 8]);
+      const out = b.alloc(b.actDtype, [2, 5]);
+      expectError(() => b.matmul(out, x, w), 'EINVAL', /matmul: out .* must be \[2,4\]/);
+    });
+
+    it('rejects activations not in the backend dtype', () => {
+      const other = kind === 'cpu' ? 'f64' : 'f32';
+      const x = b.alloc(other, [2, 8]);
+      const w = b.alloc('f32', [4, 8]);
+      const out = b.alloc(b.actDtype, [2, 4]);
+      expectError(() => b.matmul(out, x, w), 'EINVAL', new RegExp(`matmul: x must be ${b.actDtype}`));
+    });
+
+    it('rejects an i32 weight', () => {
+      const x = b.alloc(b.actDtype, [2, 8]);
+      const w = b.alloc('i32', [4, 8]);
+      const out = b.alloc(b.actDtype, [2, 4]);
+      expectError(() => b.matmul(out, x, w), 'EINVAL', /matmul: w must be f32, f16 or bf16/);
+    });
+  });
+});

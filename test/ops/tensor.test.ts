@@ -1,0 +1,102 @@
+// Tensor plumbing the op tests rely on: alloc, upload/download, row views,
+// free, and the errors they raise (EINVAL with a message, EFREED).
+import { describe, expect, it } from 'vitest';
+
+import { createBackend } from '../../src/native.js';
+import { KINDS, backend, expectError } from './helpers.js';
+import { Rng } from './random.js';
+
+describe.each(KINDS)('tensors on %s', (kind) => {
+  const b = backend(kind);
+
+  it('reports its name and activation dtype', () => {
+    expect(b.name).toBe(kind);
+    expect(b.actDtype).toBe(kind === 'cpu' ? 'f32' : 'f64');
+  });
+
+  it('round-trips every dtype through upload and download', () => {
+    const rng = new Rng(1);
+    const cases = [
+      ['f32', Float32Array.from(rng.normals(35))],
+      ['f64', rng.normals(35)],
+      ['f16', Uint16Array.from({ length: 35 }, () => rng.int(65536))],
+      ['bf16', Uint16Array.from({ length: 35 }, () => rng.int(65536))],
+      ['i32', Int32Array.from({ length: 35 }, () => rng.int(2 ** 31) - 2 ** 30)],
+    ] as const;
+    for (const [dtype, data] of cases) {
+      const t = b.alloc(dtype, [5, 7]);
+      expect(t.dtype).toBe(dtype);
+      expect(t.shape).toEqual([5, 7]);
+      expect(t.backend).toBe(kind);
+      b.upload(t, data);
+      const got = b.download(t);
+      expect(got.constructor).toBe(data.constructor);
+      expect(new Uint8Array(got.buffer, got.byteOffset, got.byteLength)).toEqual(new Uint8Array(data.buffer, data.byteOffset, data.byteLength));
+    }
+  });
+
+  it('uploads from a typed-array view with a byte offset', () => {
+    const big = Float64Array.from({ length: 20 }, (_, i) => i);
+    const t = b.alloc('f64', [2, 3]);
+    b.upload(t, big.subarray(5, 11));
+    expect(Array.from(b.download(t))).toEqual([5, 6, 7, 8, 9, 10]);
+  });
+
+  it('row views share storage with their parent', () => {
+    const t = b.alloc('f32', [4, 3]);
+    b.upload(t, new Float32Array(12));
+    const v = t.rows(1, 2);
+    expect(v.shape).toEqual([2, 3]);
+    b.upload(v, Float32Array.of(1, 2, 3, 4, 5, 6));
+    expect(Array.from(b.download(t))).toEqual([0, 0, 0, 1, 2, 3, 4, 5, 6, 0, 0, 0]);
+    // Freeing the parent does not invalidate the view.
+    t.free();
+    expect(Array.from(b.download(v))).toEqual([1, 2, 3, 4, 5, 6]);
+  });
+
+  describe('errors', () => {
+    it('rejects an upload of the wrong byte length', () => {
+      const t = b.alloc('f32', [2, 4]);
+      expectError(() => b.upload(t, new Float32Array(7)), 'EINVAL', /upload: data has 28 bytes, tensor f32\[2,4\] has 32/);
+      // Right element count, wrong element size.
+      expectError(() => b.upload(t, new Float64Array(8)), 'EINVAL', /upload: data has 64 bytes, tensor f32\[2,4\] has 32/);
+    });
+
+    it('throws EFREED when a freed tensor is used', () => {
+      const t = b.alloc(b.actDtype, [2, 4]);
+      const out = b.alloc(b.actDtype, [2, 4]);
+      t.free();
+      expectError(() => b.download(t), 'EFREED', /tensor was already freed/);
+      expectError(() => b.upload(t, new Float32Array(8)), 'EFREED', /already freed/);
+      expectError(() => b.add(out, t, out), 'EFREED', /already freed/);
+      expectError(() => b.matmul(out, out, t), 'EFREED', /already freed/);
+      expectError(() => t.rows(0, 1), 'EFREED', /already freed/);
+      expectError(() => b.fillUniform(t, 1n, 1, 0), 'EFREED', /already freed/);
+      // Freeing twice is harmless.
+      expect(() => t.free()).not.toThrow();
+    });
+
+    it('rejects row views outside the tensor', () => {
+      const t = b.alloc('f32', [4, 3]);
+      expectError(() => t.rows(3, 2), 'EINVAL', /rows: rows \[3, 5\) are outside f32\[4,3\]/);
+      expectError(() => t.rows(-1, 1), 'EINVAL', /rows: rows \[-1, 0\) are outside/);
+      expectError(() => b.alloc('f32', [12]).rows(0, 1), 'EINVAL', /rows: tensor f32\[12\] is not 2-D/);
+    });
+
+    it('rejects bad alloc arguments', () => {
+      expectError(() => b.alloc('f32', [2, 0]), 'EINVAL', /alloc: dimension 0.* must be an integer in \[1, 4e9\]/);
+      expectError(() => b.alloc('f32', [2.5]), 'EINVAL', /alloc: dimension 2\.5.* must be an integer/);
+      expectError(() => b.alloc('f32', []), 'EINVAL', /alloc: shape must have at least one dimension/);
+      expectError(() => b.alloc('f8' as 'f32', [2]), 'EINVAL', /unknown dtype 'f8'/);
+    });
+
+    it('rejects a non-tensor argument', () => {
+      const t = b.alloc(b.actDtype, [1, 2]);
+      expectError(() => b.add(t, t, {} as typeof t), 'EINVAL', /argument 2 must be a Tensor/);
+    });
+  });
+});
+
+it('rejects an unknown backend kind', () => {
+  expectError(() => createBackend('tpu' as 'cpu'), 'EINVAL', /unknown backend 'tpu'/);
+});
