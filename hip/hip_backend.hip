@@ -28,13 +28,16 @@ namespace {
 
 void check(hipError_t e, const std::string& op) {
   if (e == hipSuccess) return;
+  // A failed call is also left as the runtime's last error; clear it so the
+  // next launch's check does not report it again.
+  (void)hipGetLastError();
   const std::string code = e == hipErrorOutOfMemory ? "ENOMEM" : "EHIP";
   throw GretaError(code, op + ": " + hipGetErrorName(e) + " (" + hipGetErrorString(e) + ")");
 }
 
 struct DeviceStorage : Storage {
   ~DeviceStorage() override {
-    if (data) hipFree(data);  // nothing to report from a destructor
+    if (data) (void)hipFree(data);  // nothing to report from a destructor
   }
 };
 
@@ -44,7 +47,7 @@ struct Scratch {
   size_t cap = 0;
   void* get(size_t bytes, const char* op) {
     if (bytes > cap) {
-      if (ptr) hipFree(ptr);
+      if (ptr) (void)hipFree(ptr);
       ptr = nullptr;
       cap = 0;
       check(hipMalloc(&ptr, bytes), std::string(op) + ": scratch");
@@ -53,7 +56,7 @@ struct Scratch {
     return ptr;
   }
   ~Scratch() {
-    if (ptr) hipFree(ptr);
+    if (ptr) (void)hipFree(ptr);
   }
 };
 
@@ -68,7 +71,7 @@ int weight_type(const Tensor& w, const char* op) {
 
 class HipBackend final : public Backend {
  public:
-  explicit HipBackend(int device) : device_(device) {
+  explicit HipBackend(int device) {
     int count = 0;
     hipError_t e = hipGetDeviceCount(&count);
     if (e != hipSuccess || count == 0)
@@ -104,7 +107,7 @@ class HipBackend final : public Backend {
     hipError_t e = hipMalloc(&s->data, s->bytes ? s->bytes : 1);
     if (e != hipSuccess) {
       size_t free_b = 0, total_b = 0;
-      hipMemGetInfo(&free_b, &total_b);
+      (void)hipMemGetInfo(&free_b, &total_b);
       check(e, "alloc " + t.describe() + " (" + std::to_string(s->bytes) + " bytes, " + std::to_string(free_b) +
                    " free of " + std::to_string(total_b) + ")");
     }
@@ -212,7 +215,6 @@ class HipBackend final : public Backend {
   }
 
  private:
-  int device_;
   std::string desc_;
   Scratch scratch_in_, scratch_out_;
 

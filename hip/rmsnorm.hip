@@ -8,7 +8,7 @@ constexpr int BLOCK = 256;
 template <typename W>
 __global__ void rmsnorm_kernel(float* __restrict__ out, const float* __restrict__ x, const W* __restrict__ w, int64_t D,
                                float eps) {
-  __shared__ float wave_sums[BLOCK / 32];
+  __shared__ float wave_sums[BLOCK / GRETA_WAVE_SIZE];
   __shared__ float inv_rms;
   const float* xr = x + static_cast<int64_t>(blockIdx.x) * D;
   float ss = 0.f;

@@ -31,7 +31,7 @@ __global__ void topk_kernel(const float* __restrict__ x, int64_t n, int k, int32
     best[threadIdx.x] = mine;
     __syncthreads();
     for (int s = BLOCK / 2; s > 0; s >>= 1) {
-      if (threadIdx.x < s && before(best[threadIdx.x + s], best[threadIdx.x])) best[threadIdx.x] = best[threadIdx.x + s];
+      if (static_cast<int>(threadIdx.x) < s && before(best[threadIdx.x + s], best[threadIdx.x])) best[threadIdx.x] = best[threadIdx.x + s];
       __syncthreads();
     }
     prev = best[0];
