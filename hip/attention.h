@@ -1,17 +1,24 @@
 // Causal attention for prefill and decode over the KV cache, with GQA: query
 // row m, head h attends to cache rows 0..pos[m] of kv head h / (H / KVH).
 //
-// Reduction-order rule: one wave per (m, h). Keys go in chunks of KEY_CHUNK
-// (a fixed split size: chunk c is keys [c*KEY_CHUNK, (c+1)*KEY_CHUNK), so the
-// chunking depends on the key index alone, never on the number of rows or
-// keys). Within a chunk each lane computes whole q.k dot products in
-// increasing d; the chunk max and exp-sum use the wave butterfly; each lane
-// accumulates p_j * v_j for its output dims in increasing key order; chunks
-// are merged in order with the usual running-max rescale. A prefill row at
-// position p and a decode step at position p run identical arithmetic.
+// Reduction-order rule: keys go in chunks of KEY_CHUNK, chunk c being keys
+// [c*KEY_CHUNK, (c+1)*KEY_CHUNK): a fixed split size, so the chunks depend on
+// the key index alone. Each chunk gives a partial (its max m_c, its exp-sum
+// l_c and its p.V) computed the same way wherever it runs: whole q.k dot
+// products per lane in increasing d, max and sum by the wave butterfly, p.V
+// per lane in increasing key order. Partials are then merged in chunk order
+// with the running-max rescale. Every step uses explicitly rounded fp32
+// operations (no compiler contraction), so the split layout is free:
+// prefill (many rows) merges in the same wave that made the partials, and a
+// single decode row spreads its chunks over many waves and merges them after;
+// the bits are the same.
 #pragma once
 
 #include "common.h"
 
+// Bytes of `partials` greta_attention needs for M rows over at most max_keys keys.
+size_t greta_attention_scratch_bytes(int64_t M, int n_heads, int head_dim, int64_t max_keys);
+
 hipError_t greta_attention(float* out, const float* q, const float* k_cache, const float* v_cache, const int32_t* pos,
-                           int64_t M, int n_heads, int n_kv_heads, int head_dim, hipStream_t stream);
+                           int64_t M, int n_heads, int n_kv_heads, int head_dim, int64_t max_keys, float* partials,
+                           hipStream_t stream);

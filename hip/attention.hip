@@ -3,87 +3,202 @@
 namespace {
 using namespace greta_hip;
 
-constexpr int KEY_CHUNK = 64;
+constexpr int KEY_CHUNK = 64;  // keys per chunk: the fixed split size
 constexpr int MAX_HEAD_DIM = 256;
-constexpr int WAVES = 4;  // (m, h) pairs per block
+constexpr int WAVES = 4;  // waves per block, each on its own (row, head[, chunk])
+constexpr int DIMS = MAX_HEAD_DIM / GRETA_WAVE_SIZE;  // output dims per lane, at most
 
-__global__ void attention_kernel(float* __restrict__ out, const float* __restrict__ q, const float* __restrict__ kc,
-                                 const float* __restrict__ vc, const int32_t* __restrict__ pos, int64_t M, int n_heads,
-                                 int n_kv_heads, int head_dim) {
-  __shared__ float q_s[WAVES][MAX_HEAD_DIM];
-  __shared__ float p_s[WAVES][KEY_CHUNK];
-  const int wave = threadIdx.x / GRETA_WAVE_SIZE;
-  const int lane = threadIdx.x % GRETA_WAVE_SIZE;
-  const int64_t task = static_cast<int64_t>(blockIdx.x) * WAVES + wave;
-  if (task >= M * n_heads) return;  // whole waves leave; only wave-level sync below
-  const int64_t m = task / n_heads;
-  const int h = static_cast<int>(task % n_heads);
-  const int64_t q_stride = static_cast<int64_t>(n_heads) * head_dim;
-  const int64_t kv_stride = static_cast<int64_t>(n_kv_heads) * head_dim;
-  const int64_t kv_off = static_cast<int64_t>(h / (n_heads / n_kv_heads)) * head_dim;
-  const float scale = 1.f / sqrtf(static_cast<float>(head_dim));
-  const int64_t n_keys = static_cast<int64_t>(pos[m]) + 1;
+struct Geometry {
+  int n_heads, n_kv_heads, head_dim;
+  int64_t q_stride, kv_stride;
+};
 
-  for (int d = lane; d < head_dim; d += GRETA_WAVE_SIZE) q_s[wave][d] = q[m * q_stride + h * head_dim + d];
-  constexpr int DIMS = MAX_HEAD_DIM / GRETA_WAVE_SIZE;  // output dims per lane, upper bound
+__device__ __forceinline__ Geometry geometry(int n_heads, int n_kv_heads, int head_dim) {
+  return {n_heads, n_kv_heads, head_dim, static_cast<int64_t>(n_heads) * head_dim,
+          static_cast<int64_t>(n_kv_heads) * head_dim};
+}
+
+// Running state of the softmax-weighted sum, one lane's share of the dims.
+struct State {
+  float m, l;
   float acc[DIMS];
-#pragma unroll
-  for (int i = 0; i < DIMS; i++) acc[i] = 0.f;
-  float run_max = -INFINITY;
-  float run_sum = 0.f;
-  GRETA_SYNC_WAVE();
+};
 
-  for (int64_t c0 = 0; c0 < n_keys; c0 += KEY_CHUNK) {
-    const int len = static_cast<int>(n_keys - c0 < KEY_CHUNK ? n_keys - c0 : KEY_CHUNK);
-    // Scores: lane owns keys c0 + lane, c0 + lane + W, ... of the chunk.
-    float local_max = -INFINITY;
-    for (int j = lane; j < len; j += GRETA_WAVE_SIZE) {
-      const float* kj = kc + (c0 + j) * kv_stride + kv_off;
-      float s = 0.f;
-      for (int d = 0; d < head_dim; d++) s += q_s[wave][d] * kj[d];
-      s *= scale;
-      p_s[wave][j] = s;
-      local_max = fmaxf(local_max, s);
-    }
-    const float chunk_max = wave_max(local_max);
-    const float new_max = fmaxf(run_max, chunk_max);
-    float local_sum = 0.f;
-    for (int j = lane; j < len; j += GRETA_WAVE_SIZE) {
-      const float p = expf(p_s[wave][j] - new_max);
-      p_s[wave][j] = p;
-      local_sum += p;
-    }
-    const float chunk_sum = wave_sum(local_sum);
-    const float alpha = expf(run_max - new_max);  // 0 on the first chunk
-    run_sum = run_sum * alpha + chunk_sum;
-    run_max = new_max;
-    GRETA_SYNC_WAVE();
+__device__ __forceinline__ void init(State& s) {
+  s.m = -INFINITY;
+  s.l = 0.f;
 #pragma unroll
-    for (int i = 0; i < DIMS; i++) {
-      const int d = lane + i * GRETA_WAVE_SIZE;
-      if (d < head_dim) {
-        float a = acc[i] * alpha;
-        for (int j = 0; j < len; j++) a += p_s[wave][j] * vc[(c0 + j) * kv_stride + kv_off + d];
-        acc[i] = a;
-      }
-    }
-    GRETA_SYNC_WAVE();
+  for (int i = 0; i < DIMS; i++) s.acc[i] = 0.f;
+}
+
+// The partial of one chunk: scores into p (shared), chunk max and exp-sum by
+// butterfly, p.V per lane in increasing key order.
+__device__ void chunk_partial(State& part, const float* q_s, float* p, const float* kc, const float* vc, int64_t c0,
+                              int len, int64_t kv_off, const Geometry& g, float scale, int lane) {
+  float local_max = -INFINITY;
+  for (int j = lane; j < len; j += GRETA_WAVE_SIZE) {
+    const float* kj = kc + (c0 + j) * g.kv_stride + kv_off;
+    float s = 0.f;
+    for (int d = 0; d < g.head_dim; d++) s = __fmaf_rn(q_s[d], kj[d], s);
+    s = __fmul_rn(s, scale);
+    p[j] = s;
+    local_max = fmaxf(local_max, s);
   }
-  const float inv = 1.f / run_sum;
+  part.m = wave_max(local_max);
+  float local_sum = 0.f;
+  for (int j = lane; j < len; j += GRETA_WAVE_SIZE) {
+    const float e = expf(__fadd_rn(p[j], -part.m));
+    p[j] = e;
+    local_sum = __fadd_rn(local_sum, e);
+  }
+  part.l = wave_sum(local_sum);
+  GRETA_SYNC_WAVE();
 #pragma unroll
   for (int i = 0; i < DIMS; i++) {
     const int d = lane + i * GRETA_WAVE_SIZE;
-    if (d < head_dim) out[m * q_stride + h * head_dim + d] = acc[i] * inv;
+    float a = 0.f;
+    if (d < g.head_dim)
+      for (int j = 0; j < len; j++) a = __fmaf_rn(p[j], vc[(c0 + j) * g.kv_stride + kv_off + d], a);
+    part.acc[i] = a;
+  }
+  GRETA_SYNC_WAVE();
+}
+
+__device__ __forceinline__ void merge(State& s, float m_c, float l_c, const float* acc_c) {
+  const float m = fmaxf(s.m, m_c);
+  const float a = expf(__fadd_rn(s.m, -m));  // 0 while s is empty
+  const float b = expf(__fadd_rn(m_c, -m));
+  s.l = __fadd_rn(__fmul_rn(s.l, a), __fmul_rn(l_c, b));
+#pragma unroll
+  for (int i = 0; i < DIMS; i++) s.acc[i] = __fadd_rn(__fmul_rn(s.acc[i], a), __fmul_rn(acc_c[i], b));
+  s.m = m;
+}
+
+__device__ __forceinline__ void finish(const State& s, float* out, const Geometry& g, int lane) {
+  const float inv = __fdiv_rn(1.f, s.l);
+#pragma unroll
+  for (int i = 0; i < DIMS; i++) {
+    const int d = lane + i * GRETA_WAVE_SIZE;
+    if (d < g.head_dim) out[d] = __fmul_rn(s.acc[i], inv);
   }
 }
+
+__device__ __forceinline__ void load_q(float* q_s, const float* q, int64_t m, int h, const Geometry& g, int lane) {
+  for (int d = lane; d < g.head_dim; d += GRETA_WAVE_SIZE) q_s[d] = q[m * g.q_stride + static_cast<int64_t>(h) * g.head_dim + d];
+  GRETA_SYNC_WAVE();
+}
+
+// One wave per (row, head): chunks made and merged in order, in registers.
+__global__ void attention_rows_kernel(float* __restrict__ out, const float* __restrict__ q, const float* __restrict__ kc,
+                                      const float* __restrict__ vc, const int32_t* __restrict__ pos, int64_t M,
+                                      int n_heads, int n_kv_heads, int head_dim) {
+  __shared__ float q_s[WAVES][MAX_HEAD_DIM];
+  __shared__ float p_s[WAVES][KEY_CHUNK];
+  const int wave = threadIdx.x / GRETA_WAVE_SIZE, lane = threadIdx.x % GRETA_WAVE_SIZE;
+  const int64_t task = static_cast<int64_t>(blockIdx.x) * WAVES + wave;
+  if (task >= M * n_heads) return;  // whole waves leave; only wave-level sync below
+  const Geometry g = geometry(n_heads, n_kv_heads, head_dim);
+  const int64_t m = task / n_heads;
+  const int h = static_cast<int>(task % n_heads);
+  const int64_t kv_off = static_cast<int64_t>(h / (n_heads / n_kv_heads)) * head_dim;
+  const float scale = __fdiv_rn(1.f, sqrtf(static_cast<float>(head_dim)));
+  const int64_t n_keys = static_cast<int64_t>(pos[m]) + 1;
+  load_q(q_s[wave], q, m, h, g, lane);
+  State s, part;
+  init(s);
+  for (int64_t c0 = 0; c0 < n_keys; c0 += KEY_CHUNK) {
+    const int len = static_cast<int>(n_keys - c0 < KEY_CHUNK ? n_keys - c0 : KEY_CHUNK);
+    chunk_partial(part, q_s[wave], p_s[wave], kc, vc, c0, len, kv_off, g, scale, lane);
+    merge(s, part.m, part.l, part.acc);
+  }
+  finish(s, out + m * g.q_stride + static_cast<int64_t>(h) * head_dim, g, lane);
+}
+
+// Split layout: one wave per (row, head, chunk) writes its partial; then one
+// wave per (row, head) merges them in chunk order. Partial record:
+// [m, l, acc of lane 0 dims..., acc of lane 1 dims..., ...] as DIMS x W floats.
+constexpr int PARTIAL_FLOATS = 2 + DIMS * GRETA_WAVE_SIZE;
+
+__global__ void attention_chunks_kernel(float* __restrict__ partials, const float* __restrict__ q,
+                                        const float* __restrict__ kc, const float* __restrict__ vc,
+                                        const int32_t* __restrict__ pos, int64_t M, int n_heads, int n_kv_heads,
+                                        int head_dim, int64_t max_chunks) {
+  __shared__ float q_s[WAVES][MAX_HEAD_DIM];
+  __shared__ float p_s[WAVES][KEY_CHUNK];
+  const int wave = threadIdx.x / GRETA_WAVE_SIZE, lane = threadIdx.x % GRETA_WAVE_SIZE;
+  const int64_t item = static_cast<int64_t>(blockIdx.x) * WAVES + wave;
+  if (item >= M * n_heads * max_chunks) return;
+  const Geometry g = geometry(n_heads, n_kv_heads, head_dim);
+  const int64_t task = item / max_chunks, c = item % max_chunks;
+  const int64_t m = task / n_heads;
+  const int h = static_cast<int>(task % n_heads);
+  const int64_t n_keys = static_cast<int64_t>(pos[m]) + 1;
+  const int64_t c0 = c * KEY_CHUNK;
+  if (c0 >= n_keys) return;
+  const int len = static_cast<int>(n_keys - c0 < KEY_CHUNK ? n_keys - c0 : KEY_CHUNK);
+  const int64_t kv_off = static_cast<int64_t>(h / (n_heads / n_kv_heads)) * head_dim;
+  const float scale = __fdiv_rn(1.f, sqrtf(static_cast<float>(head_dim)));
+  load_q(q_s[wave], q, m, h, g, lane);
+  State part;
+  chunk_partial(part, q_s[wave], p_s[wave], kc, vc, c0, len, kv_off, g, scale, lane);
+  float* rec = partials + item * PARTIAL_FLOATS;
+  if (lane == 0) {
+    rec[0] = part.m;
+    rec[1] = part.l;
+  }
+#pragma unroll
+  for (int i = 0; i < DIMS; i++) rec[2 + i * GRETA_WAVE_SIZE + lane] = part.acc[i];
+}
+
+__global__ void attention_merge_kernel(float* __restrict__ out, const float* __restrict__ partials,
+                                       const int32_t* __restrict__ pos, int64_t M, int n_heads, int n_kv_heads,
+                                       int head_dim, int64_t max_chunks) {
+  const int wave = threadIdx.x / GRETA_WAVE_SIZE, lane = threadIdx.x % GRETA_WAVE_SIZE;
+  const int64_t task = static_cast<int64_t>(blockIdx.x) * WAVES + wave;
+  if (task >= M * n_heads) return;
+  const Geometry g = geometry(n_heads, n_kv_heads, head_dim);
+  const int64_t m = task / n_heads;
+  const int h = static_cast<int>(task % n_heads);
+  const int64_t n_chunks = (static_cast<int64_t>(pos[m]) + KEY_CHUNK) / KEY_CHUNK;
+  State s;
+  init(s);
+  float acc_c[DIMS];
+  for (int64_t c = 0; c < n_chunks; c++) {
+    const float* rec = partials + (task * max_chunks + c) * PARTIAL_FLOATS;
+#pragma unroll
+    for (int i = 0; i < DIMS; i++) acc_c[i] = rec[2 + i * GRETA_WAVE_SIZE + lane];
+    merge(s, rec[0], rec[1], acc_c);
+  }
+  finish(s, out + m * g.q_stride + static_cast<int64_t>(h) * head_dim, g, lane);
+}
+
+int64_t chunks_for(int64_t keys) { return (keys + KEY_CHUNK - 1) / KEY_CHUNK; }
+
+unsigned blocks(int64_t waves) { return static_cast<unsigned>((waves + WAVES - 1) / WAVES); }
 }  // namespace
 
+size_t greta_attention_scratch_bytes(int64_t M, int n_heads, int head_dim, int64_t max_keys) {
+  (void)head_dim;
+  return M == 1 ? static_cast<size_t>(n_heads) * chunks_for(max_keys) * PARTIAL_FLOATS * sizeof(float) : 0;
+}
+
 hipError_t greta_attention(float* out, const float* q, const float* k_cache, const float* v_cache, const int32_t* pos,
-                           int64_t M, int n_heads, int n_kv_heads, int head_dim, hipStream_t stream) {
+                           int64_t M, int n_heads, int n_kv_heads, int head_dim, int64_t max_keys, float* partials,
+                           hipStream_t stream) {
   if (head_dim > MAX_HEAD_DIM) return hipErrorInvalidValue;
-  const int64_t tasks = M * n_heads;
-  hipLaunchKernelGGL(attention_kernel, dim3(static_cast<unsigned>((tasks + WAVES - 1) / WAVES)),
-                     dim3(WAVES * GRETA_WAVE_SIZE), 0, stream, out, q, k_cache, v_cache, pos, M, n_heads, n_kv_heads,
-                     head_dim);
+  const dim3 block(WAVES * GRETA_WAVE_SIZE);
+  const int64_t max_chunks = chunks_for(max_keys);
+  if (M == 1 && max_chunks > 1) {
+    // Decode: too few (row, head) pairs to fill the device; spread the chunks.
+    hipLaunchKernelGGL(attention_chunks_kernel, dim3(blocks(n_heads * max_chunks)), block, 0, stream, partials, q,
+                       k_cache, v_cache, pos, M, n_heads, n_kv_heads, head_dim, max_chunks);
+    hipError_t e = hipGetLastError();
+    if (e != hipSuccess) return e;
+    hipLaunchKernelGGL(attention_merge_kernel, dim3(blocks(n_heads)), block, 0, stream, out, partials, pos, M, n_heads,
+                       n_kv_heads, head_dim, max_chunks);
+    return hipGetLastError();
+  }
+  hipLaunchKernelGGL(attention_rows_kernel, dim3(blocks(M * n_heads)), block, 0, stream, out, q, k_cache, v_cache, pos,
+                     M, n_heads, n_kv_heads, head_dim);
   return hipGetLastError();
 }

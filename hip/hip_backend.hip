@@ -5,6 +5,7 @@
 // host synchronise, so a kernel fault surfaces at the next copy at the latest.
 #include "hip_backend.h"
 
+#include <algorithm>
 #include <cmath>
 #include <cstring>
 #include <string>
@@ -159,8 +160,12 @@ class HipBackend final : public Backend {
                  int n_heads, int n_kv_heads, int head_dim) override {
     if (head_dim > 256) throw GretaError("EINVAL", "attention: head_dim " + std::to_string(head_dim) + " > 256 is not supported on hip");
     const int32_t* d_pos = ints(pos, q.rows(), "attention");
+    int64_t max_keys = 0;
+    for (int64_t m = 0; m < q.rows(); m++) max_keys = std::max<int64_t>(max_keys, static_cast<int64_t>(pos[m]) + 1);
+    const size_t bytes = greta_attention_scratch_bytes(q.rows(), n_heads, head_dim, max_keys);
+    float* partials = bytes ? static_cast<float*>(scratch_work_.get(bytes, "attention")) : nullptr;
     check(greta_attention(out.as<float>(), q.as<float>(), k_cache.as<float>(), v_cache.as<float>(), d_pos, q.rows(),
-                          n_heads, n_kv_heads, head_dim, 0),
+                          n_heads, n_kv_heads, head_dim, max_keys, partials, 0),
           "attention");
   }
 
@@ -216,7 +221,7 @@ class HipBackend final : public Backend {
 
  private:
   std::string desc_;
-  Scratch scratch_in_, scratch_out_;
+  Scratch scratch_in_, scratch_out_, scratch_work_;
 
   // Copies small host int arrays (ids, positions) to the device.
   const int32_t* ints(const int32_t* host, int64_t n, const char* op) {

@@ -1,15 +1,19 @@
-// out[m, n] = sum_k x[m, k] * w[n, k]: every projection, lm_head included.
+// out[m, n] = sum_k x[m, k] * w[n, k]: every projection, lm_head included,
+// for decode (M = 1) and prefill (M = N tokens) alike.
 //
-// Reduction-order rule: one wave computes out[m, n] for every m. Lane l owns
-// the K elements k with (k / 8) mod W == l, in increasing k, in one fp32
-// accumulator per row (8 consecutive elements per step when K % 8 == 0, one
-// otherwise: a choice made by K alone); the W lane sums are then combined by
-// the wave_sum butterfly. Rows are tiled ROWS at a time only to reuse the
-// weight registers: a row's arithmetic is the same in any tile, so M (decode's
-// 1 or prefill's N) never changes a bit of any output.
+// Reduction-order rule: the W lanes of one wave split K into groups of 8
+// consecutive elements; lane l owns groups g with g mod W == l and adds them
+// in increasing g, each group's 8 products in increasing k, into one fp32
+// accumulator per output; the W lane sums are then combined by the wave_sum
+// butterfly. (When K % 8 != 0, groups are single elements: a choice made by K
+// alone.) A wave computes a ROWS x COLS tile of outputs only to share loads:
+// every output has its own accumulator and the same chain of operations in
+// any tile, so M never changes a bit of any output.
 #pragma once
 
 #include "common.h"
 
+// x and w must be 16-byte aligned (device allocations and row views of them
+// are, since row strides are multiples of 8 elements when K % 8 == 0).
 hipError_t greta_matmul(float* out, const float* x, const void* w, int w_type, int64_t M, int64_t N, int64_t K,
                         hipStream_t stream);
