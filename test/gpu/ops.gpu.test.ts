@@ -17,7 +17,9 @@ import { createBackend, type Backend, type DType, type Tensor, type WeightDType 
 const hip = createBackend('hip');
 const oracle = createBackend('cpu-fp64');
 const GUARD = 2;
-let seed = 1000n;
+// Fresh inputs each run; GRETA_TEST_SEED=<n> replays one.
+let seed = BigInt(process.env.GRETA_TEST_SEED ?? Date.now());
+console.log(`GRETA_TEST_SEED=${seed}`);
 
 function relL2(got: ArrayLike<number>, want: ArrayLike<number>): number {
   let d = 0;

@@ -1,0 +1,15 @@
+#!/usr/bin/env bash
+# Prepares a GPU run on a machine that has a GPU and a driver but no Node.js,
+# no registry and no compiler for our sources: builds the HIP addon here,
+# compiles the TypeScript, and packs Node and node_modules into .gpu/.
+# Then copy the tree (with build/, dist/ and .gpu/) there and run
+# scripts/gpu/run.sh. .gpu/ is ignored by git.
+set -euo pipefail
+cd "$(dirname "$0")/../.."
+npm run --silent build:hip
+npm run --silent build:ts
+mkdir -p .gpu
+xz -T2 -6 -c "$(command -v node)" > .gpu/node.xz
+# vitest and the runtime dependencies; the compilers stay here.
+tar cf - --exclude=node_modules/typescript --exclude=node_modules/cmake-js node_modules | xz -T2 -6 > .gpu/node_modules.tar.xz
+du -ch .gpu/* build/Release/greta.node | tail -n 1

@@ -1,0 +1,23 @@
+#!/usr/bin/env bash
+# On the GPU machine, in the packed tree (scripts/gpu/pack.sh): unpacks Node
+# and node_modules, runs the GPU test suite and the benchmark, and writes
+# their logs to the directory given (default gpu-results/).
+set -euo pipefail
+cd "$(dirname "$0")/../.."
+results=${1:-gpu-results}
+mkdir -p "$results" /tmp/greta-node
+xz -dc .gpu/node.xz > /tmp/greta-node/node
+chmod +x /tmp/greta-node/node
+export PATH=/tmp/greta-node:$PATH
+[ -d node_modules/vitest ] || tar xJf .gpu/node_modules.tar.xz
+(nvidia-smi -L 2>/dev/null || rocm-smi --showproductname 2>/dev/null || true) | tee "$results/device.txt"
+set +e
+node node_modules/vitest/vitest.mjs run --config vitest.gpu.config.ts 2>&1 | tee "$results/test-gpu.log"
+tests=${PIPESTATUS[0]}
+node dist/cli/main.js trace --backend hip --model synthetic:llama3-8b --prompt p0_short,p4_sys,p6_long \
+  --layers 0,1,2,15,31 --out "$results/trace-llama3-8b.jsonl" 2>&1 | tee "$results/trace-llama3-8b.log"
+trace=${PIPESTATUS[0]}
+rm -f "$results"/trace-llama3-8b.jsonl "$results"/trace-llama3-8b.rows.bin
+node dist/bench/main.js --backend hip 2>&1 | tee "$results/bench-hip.log"
+bench=${PIPESTATUS[0]}
+exit $(( tests || trace || bench ))
