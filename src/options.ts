@@ -7,6 +7,9 @@ import { allowed, UsageError } from './errors.js';
 import { BACKEND_KINDS } from './native.js';
 import { MODEL_NAMES } from './model/models.js';
 import { DEFAULT_PHASES, PHASE_RE, POINT_ALIASES, POINTS, type Point } from './trace/points.js';
+
+/** The points of a post-WO trace: everything between WO and the logits. */
+export const POST_WO_POINTS: readonly Point[] = ['ffn_norm', 'mlp_out', 'x_out', 'final_norm', 'lm_head_in', 'logits'];
 import { PROMPT_NAMES } from './prompts.js';
 import { ExpSchema } from './trace/schema.js';
 
@@ -31,6 +34,7 @@ export const TRACE_OPTIONS = {
   layers: { flag: 'layers', env: 'GRETA_TRACE_STAGE_LAYERS', type: 'string', def: 'all', help: 'layers to trace: all, or a list like 0,1,2,15,31 or 0-3,31' },
   points: { flag: 'points', env: 'GRETA_TRACE_STAGE_POINTS', type: 'string', def: POINTS.join(','), help: `points to trace (${POINTS.join(', ')}; aliases x_after_mlp, final_rms)` },
   phases: { flag: 'phases', env: 'GRETA_TRACE_STAGE_PHASES', type: 'string', def: DEFAULT_PHASES.join(','), help: 'phases to trace: prefill_last, decode0, decode1, ...' },
+  postWo: { flag: 'post-wo', env: 'GRETA_TRACE_POST_WO', type: 'boolean', def: '0', help: `shorthand for --points ${POST_WO_POINTS.join(',')} (the points after WO)` },
   debugInput: { flag: 'debug-input', env: 'GRETA_TRACE_STAGE_DEBUG_INPUT', type: 'boolean', def: '0', help: 'also record token id, positions and embedding-row hash per phase' },
   topk: { flag: 'topk', env: 'GRETA_TRACE_TOPK', type: 'string', def: '5', help: 'top-k ids and values recorded with logits' },
   json: { flag: 'json', type: 'boolean', def: '0', help: 'print the analysis as JSON instead of a table' },
@@ -135,6 +139,7 @@ export const TraceOptionsSchema = z.object({
   phases: nonEmptyList('phase', (x) =>
     PHASE_RE.test(x) ? undefined : `unknown phase '${x}' (allowed: prefill_last, decode0, decode1, ...)`,
   ),
+  postWo: boolFlag,
   debugInput: boolFlag,
   topk: intIn(1, 1000),
   json: boolFlag,
@@ -177,11 +182,19 @@ export function resolveTraceOptions(
   if (fromFlag.promptText && fromFlag.promptFile) {
     throw new UsageError('--prompt-text and --prompt-file: give one of them, not both');
   }
+  const pointsGiven = flags.points !== undefined || env.GRETA_TRACE_STAGE_POINTS !== undefined;
   const parsed = TraceOptionsSchema.safeParse(raw);
   if (!parsed.success) {
     const issue = parsed.error.issues[0]!;
     const key = String(issue.path[0]) as OptionKey;
     throw new UsageError(`${sourceOf(key, fromFlag[key] ?? false)}: ${issue.message}`);
   }
-  return parsed.data as TraceOptions;
+  const opts = parsed.data as TraceOptions;
+  if (opts.postWo) {
+    if (pointsGiven) {
+      throw new UsageError(`${sourceOf('postWo', fromFlag.postWo ?? false)}: selects the points itself; give it or --points/GRETA_TRACE_STAGE_POINTS, not both`);
+    }
+    opts.points = [...POST_WO_POINTS];
+  }
+  return opts;
 }

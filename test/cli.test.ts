@@ -59,6 +59,15 @@ describe('greta trace', () => {
     expect(run!.inputs).toHaveLength(2);
   });
 
+  it('GRETA_TRACE_POST_WO=1 traces the points after WO', () => {
+    const out = join(tempDir(), 'postwo.jsonl');
+    const r = greta(['trace', '--prompt', 'p0_short', '--layers', '0,31', '--out', out], { GRETA_TRACE_POST_WO: '1' });
+    expect(r.code).toBe(0);
+    const [run] = loadTraceFile(out);
+    expect(new Set(run!.stages.map((s) => s.point))).toEqual(new Set(['ffn_norm', 'mlp_out', 'x_out', 'final_norm', 'lm_head_in', 'logits']));
+    expect(r.stdout).toMatch(/\| first_mismatch_layer \| ffn_norm_mae \| mlp_out_mae \| x_out_mae \|/);
+  });
+
   it('--prompt-file and --prompt-text trace the given text', () => {
     const dir = tempDir();
     const file = join(dir, 'mine.txt');
@@ -74,7 +83,7 @@ describe('greta trace', () => {
   it('--help documents every option', () => {
     const r = greta(['trace', '--help']);
     expect(r.code).toBe(0);
-    for (const f of ['--prompt', '--prompt-text', '--prompt-file', '--exp', '--model', '--backend', '--steps', '--out', '--layers', '--points', '--phases', '--debug-input', '--topk', '--json']) {
+    for (const f of ['--prompt', '--prompt-text', '--prompt-file', '--exp', '--model', '--backend', '--steps', '--out', '--layers', '--points', '--post-wo', '--phases', '--debug-input', '--topk', '--json']) {
       expect(r.stdout).toContain(f + ' ');
     }
     expect(r.stdout).toContain('GRETA_TRACE_STAGE_LAYERS');
@@ -94,6 +103,7 @@ describe('bad input: one line naming the value, exit 2, no output file', () => {
     ['bad steps', ['--steps', '0'], /--steps: '0' is not an integer in \[1, 4096\]/],
     ['phase past the last step', ['--phases', 'prefill_last,decode2', '--steps', '2'], /--phases: decode2 needs --steps 3 or more \(got --steps 2\)/],
     ['unknown flag', ['--prompts', 'p4_sys'], /Unknown option '--prompts'/],
+    ['post-wo with points', ['--post-wo', '--points', 'x_in'], /--post-wo: selects the points itself; give it or --points\/GRETA_TRACE_STAGE_POINTS, not both/],
     ['bad variable', [], /GRETA_TRACE_STAGE_LAYERS: 'x' is not a layer number/, { GRETA_TRACE_STAGE_LAYERS: 'x' }],
   ];
   for (const [name, args, re, env] of cases) {
