@@ -5,6 +5,7 @@
 
 #include <cstdint>
 
+#include "../native/bits.h"
 #include "compat.h"
 
 namespace greta_hip {
@@ -20,26 +21,8 @@ struct f16 {
 };
 
 __device__ __forceinline__ float to_f32(float x) { return x; }
-__device__ __forceinline__ float to_f32(bf16 x) { return __uint_as_float(static_cast<uint32_t>(x.v) << 16); }
-__device__ __forceinline__ float to_f32(f16 x) {
-  // IEEE half -> float, exact, without vendor half types.
-  uint32_t sign = (x.v & 0x8000u) << 16;
-  uint32_t exp = (x.v >> 10) & 0x1fu;
-  uint32_t man = x.v & 0x3ffu;
-  if (exp == 0) {
-    float f = static_cast<float>(man) * 5.9604644775390625e-8f;  // man * 2^-24, exact
-    return sign ? -f : f;
-  }
-  uint32_t u = exp == 31 ? (sign | 0x7f800000u | (man << 13)) : (sign | ((exp + 112u) << 23) | (man << 13));
-  return __uint_as_float(u);
-}
-
-__host__ __device__ __forceinline__ uint64_t mix64(uint64_t z) {
-  z += 0x9e3779b97f4a7c15ull;
-  z = (z ^ (z >> 30)) * 0xbf58476d1ce4e5b9ull;
-  z = (z ^ (z >> 27)) * 0x94d049bb133111ebull;
-  return z ^ (z >> 31);
-}
+__device__ __forceinline__ float to_f32(bf16 x) { return greta::bf16_to_f32(x.v); }
+__device__ __forceinline__ float to_f32(f16 x) { return greta::f16_to_f32(x.v); }
 
 // Butterfly over the wave: lane i adds lane i^1, then i^2, ... i^(W/2). The
 // same order on every call; the result is identical in every lane.

@@ -11,7 +11,7 @@ __global__ void summarize_kernel(const float* __restrict__ row, int64_t n, const
   GretaSummary s{0, 0, 0, INFINITY, -INFINITY, 0, 0, 0, 0};
   for (int64_t i = threadIdx.x; i < n; i += BLOCK) {
     const float v = row[i];
-    s.hash += mix64(static_cast<uint64_t>(__float_as_uint(v)) + mix64(static_cast<uint64_t>(i)));
+    s.hash += greta::hash_element(__float_as_uint(v), static_cast<uint64_t>(i));
     if (isnan(v)) {
       s.nan++;
     } else if (isinf(v)) {

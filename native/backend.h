@@ -24,7 +24,7 @@ namespace greta {
 struct RowSummary {
   double mean = 0, abs_mean = 0, rms = 0, min = 0, max = 0;
   int64_t nan = 0, inf = 0;
-  uint64_t hash = 0;           // see summary rule in backend implementations
+  uint64_t hash = 0;           // sum of hash_element over the row (bits.h)
   std::vector<double> sample;  // values at the requested indices
 };
 
@@ -73,23 +73,5 @@ class Backend {
   // Stats, bit hash and sample of row `row` of x.
   virtual RowSummary summarize(const Tensor& x, int64_t row, const std::vector<int64_t>& sample) = 0;
 };
-
-// SplitMix64 finaliser: the one mixing function for fill_uniform and hashes.
-inline uint64_t mix64(uint64_t z) {
-  z += 0x9e3779b97f4a7c15ull;
-  z = (z ^ (z >> 30)) * 0xbf58476d1ce4e5b9ull;
-  z = (z ^ (z >> 27)) * 0x94d049bb133111ebull;
-  return z ^ (z >> 31);
-}
-
-// u in [-1, 1) with 24 significant bits, so it is exact in f32.
-inline double uniform_pm1(uint64_t seed, uint64_t i) {
-  uint64_t r = mix64(seed ^ mix64(i));
-  return static_cast<double>(r >> 40) * (1.0 / 8388608.0) - 1.0;
-}
-
-// Row hash: sum over i of mix64(bits_i + mix64(i)) mod 2^64. Order-free, so
-// a device can compute it in parallel and get the same 64 bits as the host.
-inline uint64_t hash_element(uint64_t bits, uint64_t i) { return mix64(bits + mix64(i)); }
 
 }  // namespace greta
