@@ -2,6 +2,8 @@
 // variables, then defaults (a flag beats its variable). Each raw string goes
 // through one zod schema; the first problem becomes a UsageError naming the
 // flag or variable, the bad value and what is allowed.
+import { existsSync, statSync } from 'node:fs';
+import { join } from 'node:path';
 import { z } from 'zod';
 import { allowed, UsageError } from './errors.js';
 import { BACKEND_KINDS } from './native.js';
@@ -27,7 +29,7 @@ export const TRACE_OPTIONS = {
   promptText: { flag: 'prompt-text', type: 'string', help: 'trace this text instead (Llama 3 special tokens allowed)' },
   promptFile: { flag: 'prompt-file', type: 'string', help: 'trace the text of this file instead' },
   exp: { flag: 'exp', env: 'GRETA_TRACE_EXP', type: 'string', def: 'E1', help: 'experiments, comma-separated: E1 aligned, E0 natural' },
-  model: { flag: 'model', env: 'GRETA_MODEL', type: 'string', def: 'synthetic:tiny', help: `model (${MODEL_NAMES.join(', ')})` },
+  model: { flag: 'model', env: 'GRETA_MODEL', type: 'string', def: 'synthetic:tiny', help: `model: ${MODEL_NAMES.join(', ')}, a Hugging Face Llama directory, or a .gguf file` },
   backend: { flag: 'backend', env: 'GRETA_BACKEND', type: 'string', def: 'auto', help: `backend: auto (hip when built and a GPU answers, else cpu), ${BACKEND_KINDS.join(', ')}` },
   steps: { flag: 'steps', env: 'GRETA_TRACE_STEPS', type: 'string', def: '1', help: 'decode steps after prefill (phases decode0..decodeK-1)' },
   out: { flag: 'out', env: 'GRETA_TRACE_STAGE_OUT', type: 'string', help: 'JSONL path, appended to (default artifacts/alignment/<date>/trace_<run_id>.jsonl)' },
@@ -41,6 +43,13 @@ export const TRACE_OPTIONS = {
 } as const satisfies Record<string, OptionSpec>;
 
 export type OptionKey = keyof typeof TRACE_OPTIONS;
+
+/** A directory holding config.json, or an existing .gguf file. */
+function isModelPath(m: string): boolean {
+  if (!existsSync(m)) return false;
+  const st = statSync(m);
+  return st.isDirectory() ? existsSync(join(m, 'config.json')) : st.isFile() && m.endsWith('.gguf');
+}
 
 const list = (s: string) =>
   s
@@ -124,8 +133,9 @@ export const TraceOptionsSchema = z.object({
   exp: nonEmptyList('experiment', (x) =>
     ExpSchema.safeParse(x).success ? undefined : `unknown experiment '${x}' (${allowed(ExpSchema.options)})`,
   ).transform((xs) => xs as ('E0' | 'E1')[]),
-  model: z.string().refine((m) => MODEL_NAMES.includes(m), {
-    error: (iss) => `unknown model '${String(iss.input)}' (${allowed(MODEL_NAMES)})`,
+  model: z.string().refine((m) => MODEL_NAMES.includes(m) || isModelPath(m), {
+    error: (iss) =>
+      `unknown model '${String(iss.input)}' (allowed: ${MODEL_NAMES.join(', ')}, a Hugging Face Llama directory, or a .gguf file)`,
   }),
   backend: z.string().refine((b) => b === 'auto' || (BACKEND_KINDS as readonly string[]).includes(b), {
     error: (iss) => `unknown backend '${String(iss.input)}' (${allowed(['auto', ...BACKEND_KINDS])})`,

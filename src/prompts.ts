@@ -33,15 +33,24 @@ const LONG = [
   'step, how you would find that place in a thirty-two layer model.',
 ].join(' ');
 
-export const PROMPTS: Record<string, string> = {
-  p0_short: '<|begin_of_text|>The capital of France is',
-  p4_sys: chatTemplate(
-    'You are a careful assistant for GPU kernel engineers. Answer precisely, show the reasoning that matters, and say when you are unsure.',
-    'In one sentence, what is the difference between prefill and decode in a transformer inference engine?',
-  ),
-  p5_ba: '<|begin_of_text|>Buenos Aires es la capital de Argentina. Su barrio más antiguo es',
-  p6_long: '<|begin_of_text|>' + LONG,
+/** The built-in prompts: plain text (after BOS), or a system + user chat turn. */
+export type PromptParts = { text: string } | { system: string; user: string };
+
+export const PROMPT_PARTS: Record<string, PromptParts> = {
+  p0_short: { text: 'The capital of France is' },
+  p4_sys: {
+    system:
+      'You are a careful assistant for GPU kernel engineers. Answer precisely, show the reasoning that matters, and say when you are unsure.',
+    user: 'In one sentence, what is the difference between prefill and decode in a transformer inference engine?',
+  },
+  p5_ba: { text: 'Buenos Aires es la capital de Argentina. Su barrio más antiguo es' },
+  p6_long: { text: LONG },
 };
+
+/** The built-in prompts as Llama 3 text, special tokens included. */
+export const PROMPTS: Record<string, string> = Object.fromEntries(
+  Object.entries(PROMPT_PARTS).map(([k, p]) => [k, 'text' in p ? '<|begin_of_text|>' + p.text : chatTemplate(p.system, p.user)]),
+);
 
 export const PROMPT_NAMES = Object.keys(PROMPTS);
 

@@ -11,11 +11,9 @@ import { accessSync, constants, existsSync, mkdirSync, readFileSync, statSync } 
 import { basename, dirname, join, resolve } from 'node:path';
 import { UsageError } from './errors.js';
 import { Engine } from './model/engine.js';
-import { modelBytes, SYNTHETIC_MODELS, type SyntheticModelSpec } from './model/models.js';
-import { syntheticWeights } from './model/weights.js';
+import { openModel, type ModelSource } from './model/source.js';
 import { availableBackends, createBackend, packageRoot, resolveBackendKind } from './native.js';
 import type { TraceOptions } from './options.js';
-import { detokenize, PROMPTS, tokenize } from './prompts.js';
 import { TRACE_FORMAT_VERSION, type RunResult } from './trace/schema.js';
 import { StageTracer } from './trace/tracer.js';
 import { sidecarPath, TraceWriter } from './trace/writer.js';
@@ -27,7 +25,7 @@ export interface PromptInput {
 
 export interface TracePlan {
   opts: TraceOptions;
-  model: SyntheticModelSpec;
+  model: ModelSource;
   layers: number[];
   prompts: PromptInput[];
   out: string;
@@ -74,12 +72,39 @@ function checkWritable(path: string, what: string): void {
   }
 }
 
+/** Weights, the two KV caches an E1 run holds, and one call's activations, in bytes. */
+export function runBytes(model: ModelSource, tokens: number, actBytes: number): number {
+  const c = model.config;
+  const q = c.num_attention_heads * c.head_dim;
+  const kv = c.num_key_value_heads * c.head_dim;
+  const caches = 2 * 2 * c.num_hidden_layers * tokens * kv * actBytes;
+  const acts = tokens * (4 * c.hidden_size + 2 * q + 2 * kv + 2 * c.intermediate_size) * actBytes + c.vocab_size * actBytes;
+  return model.weightBytes + caches + acts;
+}
+
+/** A load progress bar on stderr when it is a terminal. */
+function progressBar(enabled: boolean): ((done: number, total: number) => void) | undefined {
+  if (!enabled || !process.stderr.isTTY) return undefined;
+  let last = -1;
+  return (done, total) => {
+    const pct = Math.floor((100 * done) / Math.max(total, 1));
+    if (pct === last) return;
+    last = pct;
+    const width = 30;
+    const fill = Math.round((width * pct) / 100);
+    process.stderr.write(`\rloading [${'#'.repeat(fill)}${' '.repeat(width - fill)}] ${pct}% ${(done / 1e9).toFixed(2)}/${(total / 1e9).toFixed(2)} GB`);
+    if (done >= total) process.stderr.write('\n');
+  };
+}
+
 /** Resolves and validates everything a run needs before any output is created. */
 export function planTrace(opts: TraceOptions, flagsGiven: { prompt: boolean }): TracePlan {
-  const model = SYNTHETIC_MODELS[opts.model]!;
+  // Checks the backend before reading any model file.
   if (opts.backend === 'hip' && !availableBackends().includes('hip')) {
     throw new UsageError(`--backend: 'hip' is not in this build (this build has: ${availableBackends().join(', ')}; build it with npm run build:hip)`);
   }
+  const model = openModel(opts.model);
+  if (!model) throw new UsageError(`--model: '${opts.model}' is neither a built-in model, a model directory nor a .gguf file`);
   const nLayers = model.config.num_hidden_layers;
   let layers: number[];
   if (opts.layers === 'all') {
@@ -109,9 +134,9 @@ export function planTrace(opts: TraceOptions, flagsGiven: { prompt: boolean }): 
       text = opts.promptText!;
       name = 'text';
     }
-    prompts = [{ name, ids: tokenize(text) }];
+    prompts = [{ name, ids: model.tokenizer.text(text) }];
   } else {
-    prompts = opts.prompt.map((name) => ({ name, ids: tokenize(PROMPTS[name]!) }));
+    prompts = opts.prompt.map((name) => ({ name, ids: model.tokenizer.prompt(name) }));
   }
   for (const p of prompts) {
     if (p.ids.length < 2) {
@@ -149,7 +174,7 @@ export function runTrace(plan: TracePlan, log: (line: string) => void = () => {}
   const t0 = performance.now();
   const backend = createBackend(resolveBackendKind(opts.backend));
   const maxTokens = Math.max(...prompts.map((p) => p.ids.length)) + opts.steps;
-  const need = modelBytes(model, maxTokens, backend.actDtype === 'f64' ? 8 : 4);
+  const need = runBytes(model, maxTokens, backend.actDtype === 'f64' ? 8 : 4);
   const mem = backend.memInfo();
   if (need > mem.free) {
     const gib = (b: number) => (b / 2 ** 30).toFixed(1) + ' GiB';
@@ -158,9 +183,14 @@ export function runTrace(plan: TracePlan, log: (line: string) => void = () => {}
       { code: 'ENOMEM' },
     );
   }
-  const weights = syntheticWeights(backend, model.config, model.weightDtype, model.seed);
-  const engine = new Engine(backend, model.config, weights);
-  log(`model ${model.name} on ${backend.name} (${backend.device}) ready in ${(performance.now() - t0).toFixed(0)} ms`);
+  const weights = model.load(backend, progressBar(model.kind !== 'synthetic'));
+  const engine = new Engine(backend, model.config, weights, model.invFreq);
+  const loadS = (performance.now() - t0) / 1e3;
+  log(
+    `model ${model.name} (${model.kind}, ${model.weightDtype}, ${(model.weightBytes / 1e9).toFixed(2)} GB) ` +
+      `on ${backend.name} (${backend.device}) loaded in ${loadS.toFixed(2)} s` +
+      (model.kind === 'synthetic' ? '' : ` (${(model.weightBytes / 1e9 / Math.max(loadS, 1e-9)).toFixed(2)} GB/s)`),
+  );
 
   const writer = new TraceWriter(plan.out);
   const results: RunResult[] = [];
@@ -171,13 +201,17 @@ export function runTrace(plan: TracePlan, log: (line: string) => void = () => {}
       run_id: plan.runId,
       created_at: new Date().toISOString(),
       tool: { name: 'gretacore', version: toolVersion() },
-      model: { name: model.name, weight_dtype: model.weightDtype, seed: '0x' + model.seed.toString(16) },
+      model: {
+        name: model.name,
+        weight_dtype: model.weightDtype,
+        ...(model.seed !== undefined ? { seed: '0x' + model.seed.toString(16) } : {}),
+      },
       config: model.config as Record<string, unknown>,
       backend: backend.name,
       device: backend.device,
       git_commit: gitCommit(),
       options: { ...opts, layers: plan.layers, out: plan.out },
-      prompts: prompts.map((p) => ({ name: p.name, n_tokens: p.ids.length })),
+      prompts: prompts.map((p) => ({ name: p.name, n_tokens: p.ids.length, ids: p.ids })),
     });
     const tracer = new StageTracer(backend, writer, plan.runId, {
       layers: new Set(plan.layers),
@@ -189,7 +223,7 @@ export function runTrace(plan: TracePlan, log: (line: string) => void = () => {}
 
     for (const p of prompts) {
       for (const exp of opts.exp) {
-        const r = runExperiment(engine, tracer, p, exp, opts.steps);
+        const r = runExperiment(engine, tracer, p, exp, opts.steps, (ids) => model.tokenizer.decode(ids));
         results.push(r);
         log(
           `${p.name} ${exp}: ${p.ids.length} tokens, prefill ${r.prefill_ms.toFixed(1)} ms, ` +
@@ -210,6 +244,7 @@ function runExperiment(
   p: PromptInput,
   exp: 'E0' | 'E1',
   steps: number,
+  detokenize: (ids: readonly number[]) => string,
 ): RunResult {
   const n = p.ids.length;
   const capacity = n + steps;

@@ -97,7 +97,7 @@ describe('bad input: one line naming the value, exit 2, no output file', () => {
     ['unknown phase', ['--phases', 'prefill_last,decode'], /--phases: unknown phase 'decode' \(allowed: prefill_last, decode0/],
     ['layer out of range', ['--layers', '0,32'], /--layers: layer 32 is out of range for synthetic:tiny \(allowed: 0-31\)/],
     ['non-numeric layers', ['--layers', '0,one'], /--layers: 'one' is not a layer number or range/],
-    ['unknown model', ['--model', 'llama-9000'], /--model: unknown model 'llama-9000' \(allowed: synthetic:tiny, synthetic:llama3-8b\)/],
+    ['unknown model', ['--model', 'llama-9000'], /--model: unknown model 'llama-9000' \(allowed: synthetic:tiny, synthetic:llama3-8b, a Hugging Face Llama directory, or a \.gguf file\)/],
     ['unknown experiment', ['--exp', 'E2'], /--exp: unknown experiment 'E2' \(allowed: E0, E1\)/],
     ['unknown backend', ['--backend', 'tpu'], /--backend: unknown backend 'tpu' \(allowed: auto, cpu, cpu-fp64, hip\)/],
     ['bad steps', ['--steps', '0'], /--steps: '0' is not an integer in \[1, 4096\]/],

@@ -4,6 +4,7 @@ import { parseArgs, type ParseArgsConfig } from 'node:util';
 import { analyzeRuns, formatTable, toJson } from '../analyze/analyze.js';
 import { loadTraceFile } from '../analyze/load.js';
 import { UsageError } from '../errors.js';
+import { LoaderError } from '../loaders/errors.js';
 import { resolveTraceOptions, TRACE_OPTIONS, type OptionSpec } from '../options.js';
 import { planTrace, runTrace } from '../run.js';
 
@@ -97,7 +98,7 @@ function main(argv: string[]): number {
     else throw new UsageError(`unknown command '${cmd}' (allowed: trace, analyze)`);
     return 0;
   } catch (e) {
-    if (e instanceof UsageError) {
+    if (e instanceof UsageError || e instanceof LoaderError) {
       console.error(`gretacore: ${e.message}`);
       return 2;
     }

@@ -45,8 +45,9 @@ export class Engine {
     readonly backend: Backend,
     readonly cfg: LlamaConfig,
     readonly weights: ModelWeights,
+    invFreq: Float64Array = ropeInvFreq(cfg),
   ) {
-    const f = ropeInvFreq(cfg);
+    const f = invFreq;
     this.invFreq = backend.alloc(backend.actDtype, [f.length]);
     backend.upload(this.invFreq, backend.actDtype === 'f64' ? f : Float32Array.from(f));
   }

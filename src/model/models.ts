@@ -57,18 +57,4 @@ export const SYNTHETIC_MODELS: Record<string, SyntheticModelSpec> = {
   },
 };
 
-const DTYPE_BYTES = { f32: 4, f16: 2, bf16: 2 } as const;
-
-/** Bytes of weights, of the two KV caches an E1 run holds, and of activations. */
-export function modelBytes(spec: SyntheticModelSpec, tokens: number, actBytes: number): number {
-  const c = spec.config;
-  const q = c.num_attention_heads * c.head_dim;
-  const kv = c.num_key_value_heads * c.head_dim;
-  const perLayer = c.hidden_size * (q + 2 * kv) + q * c.hidden_size + 3 * c.hidden_size * c.intermediate_size + 2 * c.hidden_size;
-  const params = c.num_hidden_layers * perLayer + c.vocab_size * c.hidden_size * (c.tie_word_embeddings ? 1 : 2) + c.hidden_size;
-  const caches = 2 * 2 * c.num_hidden_layers * tokens * kv * actBytes;
-  const acts = tokens * (4 * c.hidden_size + 2 * q + 2 * kv + 2 * c.intermediate_size) * actBytes + c.vocab_size * actBytes;
-  return params * DTYPE_BYTES[spec.weightDtype] + caches + acts;
-}
-
 export const MODEL_NAMES = Object.keys(SYNTHETIC_MODELS);

@@ -79,7 +79,7 @@ export const HeaderRecordSchema = z.object({
   device: z.string(),
   git_commit: z.string().nullable(),
   options: z.record(z.string(), z.unknown()),
-  prompts: z.array(z.object({ name: z.string(), n_tokens: int.positive() })),
+  prompts: z.array(z.object({ name: z.string(), n_tokens: int.positive(), ids: z.array(nonneg).optional() })),
 });
 
 export const ResultSchema = z.object({
