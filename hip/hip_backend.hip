@@ -116,13 +116,23 @@ class HipBackend final : public Backend {
     return t;
   }
 
-  void upload(const Tensor& dst, const void* src) override {
-    check(hipMemcpy(dst.ptr(), src, dst.bytes(), hipMemcpyHostToDevice), "upload " + dst.describe());
+  void upload(const Tensor& dst, size_t offset, const void* src, size_t bytes) override {
+    check(hipMemcpy(static_cast<uint8_t*>(dst.ptr()) + offset, src, bytes, hipMemcpyHostToDevice),
+          "upload " + dst.describe());
   }
 
   void download(const Tensor& src, void* dst) override {
     check(hipMemcpy(dst, src.ptr(), src.bytes(), hipMemcpyDeviceToHost), "download " + src.describe());
   }
+
+  // Page-locked, so uploads from it are one DMA instead of a copy through the
+  // driver's own bounce buffer.
+  void* alloc_host(size_t bytes) override {
+    void* p = nullptr;
+    check(hipHostMalloc(&p, bytes ? bytes : 1, hipHostMallocDefault), "hostBuffer (" + std::to_string(bytes) + " bytes)");
+    return p;
+  }
+  void free_host(void* p) override { (void)hipHostFree(p); }
 
   void fill_uniform(const Tensor& t, uint64_t seed, double scale, double offset) override {
     if (t.dtype == DType::F64) throw GretaError("EINVAL", "fillUniform: f64 tensors are not supported on hip");

@@ -162,6 +162,13 @@ std::vector<int32_t> I32s(const Napi::CallbackInfo& info, size_t i) {
 int Int(const Napi::CallbackInfo& info, size_t i) { return info[i].As<Napi::Number>().Int32Value(); }
 double Num(const Napi::CallbackInfo& info, size_t i) { return info[i].As<Napi::Number>().DoubleValue(); }
 
+// A JS number as JS would print it (enough for the values in error messages).
+std::string num_str(double v) {
+  char buf[32];
+  std::snprintf(buf, sizeof buf, "%.17g", v);
+  return buf;
+}
+
 std::string hex64(uint64_t h) {
   char buf[17];
   std::snprintf(buf, sizeof buf, "%016llx", static_cast<unsigned long long>(h));
@@ -183,6 +190,7 @@ class BackendWrap : public Napi::ObjectWrap<BackendWrap> {
             InstanceMethod<&BackendWrap::Alloc>("alloc"),
             InstanceMethod<&BackendWrap::Upload>("upload"),
             InstanceMethod<&BackendWrap::Download>("download"),
+            InstanceMethod<&BackendWrap::HostBuffer>("hostBuffer"),
             InstanceMethod<&BackendWrap::FillUniform>("fillUniform"),
             InstanceMethod<&BackendWrap::Embedding>("embedding"),
             InstanceMethod<&BackendWrap::Rmsnorm>("rmsnorm"),
@@ -259,17 +267,54 @@ class BackendWrap : public Napi::ObjectWrap<BackendWrap> {
     });
   }
 
-  // upload(tensor, typedArray): the array's bytes must equal the tensor's.
+  // upload(tensor, typedArray[, byteOffset]): without an offset the array must
+  // fill the tensor exactly; with one, its bytes land at that offset and must
+  // fit inside the tensor (loaders stream a tensor in chunks).
   Napi::Value Upload(const Napi::CallbackInfo& info) {
     return guarded(info.Env(), [&]() -> Napi::Value {
       const Tensor& t = T(info, 0);
       expect(info[1].IsTypedArray(), "upload", "data must be a typed array");
       Napi::TypedArray a = info[1].As<Napi::TypedArray>();
-      expect(a.ByteLength() == t.bytes(), "upload",
-             "data has " + std::to_string(a.ByteLength()) + " bytes, tensor " + t.describe() + " has " + std::to_string(t.bytes()));
+      const size_t n = a.ByteLength();
+      size_t offset = 0;
+      if (info.Length() > 2 && !info[2].IsUndefined()) {
+        expect(info[2].IsNumber(), "upload", "byteOffset must be a number");
+        const double o = info[2].As<Napi::Number>().DoubleValue();
+        expect(o >= 0 && o == static_cast<double>(static_cast<int64_t>(o)) && o <= static_cast<double>(t.bytes()), "upload",
+               "byteOffset " + num_str(o) + " is not an integer in [0, " + std::to_string(t.bytes()) + "]");
+        offset = static_cast<size_t>(o);
+        expect(n <= t.bytes() - offset, "upload",
+               std::to_string(n) + " bytes at byteOffset " + std::to_string(offset) + " overrun tensor " + t.describe() + " (" +
+                   std::to_string(t.bytes()) + " bytes)");
+      } else {
+        expect(n == t.bytes(), "upload",
+               "data has " + std::to_string(n) + " bytes, tensor " + t.describe() + " has " + std::to_string(t.bytes()));
+      }
       const uint8_t* src = static_cast<const uint8_t*>(a.ArrayBuffer().Data()) + a.ByteOffset();
-      b_->upload(t, src);
+      b_->upload(t, offset, src, n);
       return info.Env().Undefined();
+    });
+  }
+
+  // hostBuffer(bytes): an ArrayBuffer in memory that upload reads fastest
+  // (page-locked on hip), freed by the garbage collector.
+  Napi::Value HostBuffer(const Napi::CallbackInfo& info) {
+    return guarded(info.Env(), [&]() -> Napi::Value {
+      expect(info[0].IsNumber(), "hostBuffer", "bytes must be a number");
+      const double d = info[0].As<Napi::Number>().DoubleValue();
+      expect(d >= 1 && d <= 4294967296.0 && d == static_cast<double>(static_cast<int64_t>(d)), "hostBuffer",
+             "bytes " + num_str(d) + " is not an integer in [1, 2^32]");
+      const size_t bytes = static_cast<size_t>(d);
+      void* p = b_->alloc_host(bytes);
+      // The finalizer keeps the backend alive until the buffer is gone.
+      auto* owner = new std::shared_ptr<Backend>(b_);
+      return Napi::ArrayBuffer::New(
+          info.Env(), p, bytes,
+          [](Napi::Env, void* data, std::shared_ptr<Backend>* o) {
+            (*o)->free_host(data);
+            delete o;
+          },
+          owner);
     });
   }
 

@@ -38,8 +38,13 @@ class Backend {
   virtual void mem_info(size_t* free_bytes, size_t* total_bytes) = 0;
 
   virtual Tensor alloc(DType dtype, const std::vector<int64_t>& shape) = 0;
-  virtual void upload(const Tensor& dst, const void* src) = 0;  // dst.bytes() bytes
-  virtual void download(const Tensor& src, void* dst) = 0;      // src.bytes() bytes
+  // Copies `bytes` bytes from src to dst at byte `offset` (checks.h keeps the range inside dst).
+  virtual void upload(const Tensor& dst, size_t offset, const void* src, size_t bytes) = 0;
+  virtual void download(const Tensor& src, void* dst) = 0;  // src.bytes() bytes
+  // Host memory that upload reads fastest (page-locked on a GPU), for staging
+  // weights while loading; released by free_host.
+  virtual void* alloc_host(size_t bytes) = 0;
+  virtual void free_host(void* p) = 0;
 
   // t[i] = offset + scale * u_i, u_i uniform in [-1, 1) from a counter-based
   // hash of (seed, i): the same values on every backend, in any launch shape.

@@ -46,7 +46,10 @@ export interface Backend {
   /** Bytes free and in total where this backend's tensors live. */
   memInfo(): { free: number; total: number };
   alloc(dtype: DType, shape: number[]): Tensor;
-  upload(t: Tensor, data: Float32Array | Float64Array | Int32Array | Uint16Array): void;
+  /** Without byteOffset the data must fill t exactly; with one, it lands at that byte offset and must fit. */
+  upload(t: Tensor, data: Float32Array | Float64Array | Int32Array | Uint16Array | Uint8Array, byteOffset?: number): void;
+  /** Host memory that upload reads fastest (page-locked on hip); loaders stage weights in it. */
+  hostBuffer(bytes: number): ArrayBuffer;
   download(t: Tensor): Float32Array | Float64Array | Int32Array | Uint16Array;
   fillUniform(t: Tensor, seed: bigint, scale: number, offset: number): void;
   embedding(out: Tensor, table: Tensor, ids: Int32Array): void;

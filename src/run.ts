@@ -168,6 +168,21 @@ export interface TraceRunOutput {
   results: RunResult[];
 }
 
+/**
+ * This program's resident-set high-water mark. Linux's VmHWM, because getrusage's
+ * maxrss also counts the parent's RSS at fork (kept across exec): a trace
+ * started from a large Python process would report that process's size.
+ */
+export function peakRssBytes(): number {
+  try {
+    const m = /^VmHWM:\s+(\d+) kB$/m.exec(readFileSync('/proc/self/status', 'utf8'));
+    if (m) return Number(m[1]) * 1024;
+  } catch {
+    // not Linux
+  }
+  return process.resourceUsage().maxRSS * 1024;
+}
+
 /** Runs the plan, writing header, stage records and an end record to plan.out. */
 export function runTrace(plan: TracePlan, log: (line: string) => void = () => {}): TraceRunOutput {
   const { opts, model, prompts } = plan;
@@ -189,7 +204,9 @@ export function runTrace(plan: TracePlan, log: (line: string) => void = () => {}
   log(
     `model ${model.name} (${model.kind}, ${model.weightDtype}, ${(model.weightBytes / 1e9).toFixed(2)} GB) ` +
       `on ${backend.name} (${backend.device}) loaded in ${loadS.toFixed(2)} s` +
-      (model.kind === 'synthetic' ? '' : ` (${(model.weightBytes / 1e9 / Math.max(loadS, 1e-9)).toFixed(2)} GB/s)`),
+      (model.kind === 'synthetic' ? '' : ` (${(model.weightBytes / 1e9 / Math.max(loadS, 1e-9)).toFixed(2)} GB/s)`) +
+      // Host memory high-water mark: on a GPU, proof that loading never held the model in RAM.
+      `, peak RSS ${(peakRssBytes() / 1e9).toFixed(2)} GB`,
   );
 
   const writer = new TraceWriter(plan.out);

@@ -108,8 +108,16 @@ class CpuBackend final : public Backend {
     t.storage = std::make_shared<HostStorage>(t.bytes());
     return t;
   }
-  void upload(const Tensor& dst, const void* src) override { std::memcpy(dst.ptr(), src, dst.bytes()); }
+  void upload(const Tensor& dst, size_t offset, const void* src, size_t bytes) override {
+    std::memcpy(static_cast<uint8_t*>(dst.ptr()) + offset, src, bytes);
+  }
   void download(const Tensor& src, void* dst) override { std::memcpy(dst, src.ptr(), src.bytes()); }
+  void* alloc_host(size_t bytes) override {
+    void* p = std::malloc(bytes ? bytes : 1);
+    if (!p) throw GretaError("ENOMEM", "hostBuffer: cannot allocate " + std::to_string(bytes) + " bytes");
+    return p;
+  }
+  void free_host(void* p) override { std::free(p); }
 
   void fill_uniform(const Tensor& t, uint64_t seed, double scale, double offset) override {
     int64_t n = t.numel();

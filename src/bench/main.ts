@@ -3,13 +3,15 @@
 // against baselines measured in the same process: the bandwidth of our own
 // elementwise add (what a memory-bound kernel can reach on this device), and
 // the untraced forward passes for the cost of tracing.
-import { mkdtempSync, rmSync } from 'node:fs';
+import { closeSync, mkdtempSync, openSync, readSync, rmSync, writeSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { parseArgs } from 'node:util';
 import { Engine } from '../model/engine.js';
 import { SYNTHETIC_MODELS } from '../model/models.js';
+import { WeightStreamer } from '../model/stream.js';
 import { syntheticWeights } from '../model/weights.js';
+import { readRange } from '../loaders/io.js';
 import { BACKEND_KINDS, createBackend, resolveBackendKind, type Backend, type BackendKind, type DType, type Tensor } from '../native.js';
 import { resolveTraceOptions } from '../options.js';
 import { PROMPTS, tokenize } from '../prompts.js';
@@ -160,6 +162,57 @@ function modelBench(kind: BackendKind, modelName: string, reps: number): void {
   console.log(`| ratio | ${(traced / untraced).toFixed(2)} |`);
 }
 
+/**
+ * Weight loading from a file in the page cache (as after a first load): the
+ * streamer against two baselines in the same process, reading the file alone
+ * (the ceiling) and reading each tensor whole, then uploading it.
+ */
+function loadBench(b: Backend, reps: number): void {
+  const tensors = 16;
+  const [rows, cols] = [4096, 8192]; // bf16: 64 MiB a tensor, 1 GiB in all
+  const tensorBytes = rows * cols * 2;
+  const dir = mkdtempSync(join(tmpdir(), 'greta-bench-load-'));
+  const path = join(dir, 'weights.bin');
+  try {
+    const fd = openSync(path, 'w');
+    const chunk = Buffer.alloc(tensorBytes, 0x3c);
+    for (let i = 0; i < tensors; i++) writeSync(fd, chunk);
+    closeSync(fd);
+    const total = tensors * tensorBytes;
+    const span = (i: number) => ({ file: path, where: `t${i}`, offset: i * tensorBytes, rows, rowBytes: cols * 2 });
+    const sync = () => {};
+
+    const readOnly = time(() => {
+      const f = openSync(path, 'r');
+      for (let off = 0; off < total; off += tensorBytes) readSync(f, chunk, 0, tensorBytes, off);
+      closeSync(f);
+    }, reps, sync);
+    const whole = time(() => {
+      for (let i = 0; i < tensors; i++) {
+        const t = b.alloc('bf16', [rows, cols]);
+        const data = readRange(path, `t${i}`, i * tensorBytes, tensorBytes);
+        b.upload(t, new Uint16Array(data.buffer, data.byteOffset, data.length / 2));
+        t.free();
+      }
+    }, reps, sync);
+    const s = new WeightStreamer(b);
+    const streamed = time(() => {
+      for (let i = 0; i < tensors; i++) s.tensor('bf16', [rows, cols], span(i)).free();
+    }, reps, sync);
+    s.close();
+
+    const gbs = (ms: number) => (total / ms / 1e6).toFixed(2);
+    console.log(`\n## weight loading on ${b.name}: ${tensors} bf16 tensors of [${rows}, ${cols}] (1 GiB) from the page cache, median of ${reps}\n`);
+    console.log('| what | median ms | GB/s | vs read only |');
+    console.log('|---|---:|---:|---:|');
+    console.log(`| read the file only (ceiling) | ${readOnly.toFixed(1)} | ${gbs(readOnly)} | 1.00 |`);
+    console.log(`| read each tensor whole, then upload (baseline) | ${whole.toFixed(1)} | ${gbs(whole)} | ${(readOnly / whole).toFixed(2)} |`);
+    console.log(`| WeightStreamer (64 MiB staging${b.name === 'hip' ? ', page-locked' : ''}) | ${streamed.toFixed(1)} | ${gbs(streamed)} | ${(readOnly / streamed).toFixed(2)} |`);
+  } finally {
+    rmSync(dir, { recursive: true, force: true });
+  }
+}
+
 const { values } = parseArgs({
   options: { reps: { type: 'string', default: '7' }, backend: { type: 'string', default: 'auto' } },
 });
@@ -174,5 +227,6 @@ if (values.backend !== 'auto' && !(BACKEND_KINDS as readonly string[]).includes(
 }
 const kind = resolveBackendKind(values.backend as BackendKind | 'auto');
 opBench(createBackend(kind), reps);
+loadBench(createBackend(kind), reps);
 modelBench(kind, 'synthetic:tiny', reps);
 if (kind === 'hip') modelBench(kind, 'synthetic:llama3-8b', reps);

@@ -418,14 +418,15 @@ export function f16ToNumber(h: number): number {
   return s * (1024 + m) * 2 ** (e - 25);
 }
 
-/** Q8_0 blocks (f16 scale d, 32 int8 q) to f32: value = f16(d) * q, exact in f32. */
-export function dequantizeQ8_0(src: Buffer, nElements: number): Buffer {
-  const out = Buffer.allocUnsafe(nElements * 4);
+/** Q8_0 blocks (f16 scale d, 32 int8 q) to f32: value = f16(d) * q, exact in f32. Writes into `out` (4-byte aligned) when given. */
+export function dequantizeQ8_0(src: Buffer, nElements: number, out: Buffer = Buffer.allocUnsafe(nElements * 4)): Buffer {
+  const f = new Float32Array(out.buffer, out.byteOffset, nElements);
+  const q = new Int8Array(src.buffer, src.byteOffset, src.length);
   const nBlocks = nElements / 32;
   for (let b = 0; b < nBlocks; b++) {
     const base = b * 34;
-    const d = f16ToNumber(src.readUInt16LE(base));
-    for (let j = 0; j < 32; j++) out.writeFloatLE(d * src.readInt8(base + 2 + j), (b * 32 + j) * 4);
+    const d = f16ToNumber(src[base]! | (src[base + 1]! << 8));
+    for (let j = 0; j < 32; j++) f[b * 32 + j] = d * q[base + 2 + j]!;
   }
   return out;
 }

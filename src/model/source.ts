@@ -1,17 +1,18 @@
 // Where a model comes from: a built-in synthetic model, a Hugging Face Llama
 // directory (config.json, safetensors, tokenizer.json) or a GGUF file. Each
 // source knows its config before any weight is read, so the run can check
-// memory first, then loads one tensor at a time (never twice the model).
+// memory first, then streams each tensor to the backend in chunks (stream.ts).
 import { existsSync, readFileSync, statSync } from 'node:fs';
 import { join } from 'node:path';
 import { LoaderError } from '../loaders/errors.js';
-import { readGguf, readGgufTensor, type GgufFile, type GgufTensorInfo } from '../loaders/gguf.js';
-import { openSafetensorsDir, readTensorBytes, type TensorInfo } from '../loaders/safetensors.js';
+import { dequantizeQ8_0, readGguf, readGgufTensor, type GgufFile, type GgufTensorInfo } from '../loaders/gguf.js';
+import { openSafetensorsDir, type TensorInfo } from '../loaders/safetensors.js';
 import type { Backend, Tensor, WeightDType } from '../native.js';
 import { hfTokenizer, LLAMA3_TOKENIZER, type PromptTokenizer } from '../tokenizer.js';
 import { LlamaConfigSchema, type LlamaConfig } from './config.js';
 import { SYNTHETIC_MODELS, type SyntheticModelSpec } from './models.js';
 import { ropeInvFreq } from './rope.js';
+import { WeightStreamer, type RowStage } from './stream.js';
 import { syntheticWeights, type LayerWeights, type ModelWeights } from './weights.js';
 
 export interface LoadProgress {
@@ -142,13 +143,6 @@ function assemble(c: LlamaConfig, get: (key: string) => Tensor): ModelWeights {
   return { embed, layers, finalNorm: get('finalNorm'), lmHead: c.tie_word_embeddings ? embed : get('lmHead') };
 }
 
-function upload(b: Backend, dtype: WeightDType, shape: number[], data: Buffer): Tensor {
-  const t = b.alloc(dtype, shape);
-  const ab = data.buffer.slice(data.byteOffset, data.byteOffset + data.byteLength);
-  b.upload(t, dtype === 'f32' ? new Float32Array(ab) : new Uint16Array(ab));
-  return t;
-}
-
 const sameShape = (a: number[], b: number[]) => a.length === b.length && a.every((v, i) => v === b[i]);
 
 // ---------------------------------------------------------------- Hugging Face
@@ -242,14 +236,12 @@ export function hfSource(dir: string): ModelSource {
     tokenizer,
     invFreq: ropeInvFreq(config),
     load(b, progress) {
-      const up = new Map<string, Tensor>();
-      let done = 0;
-      for (const [key, info] of infos) {
-        up.set(key, upload(b, info.dtype as WeightDType, info.shape, readTensorBytes(info)));
-        done += info.bytes;
-        progress?.(done, bytes);
-      }
-      return assemble(config, (k) => up.get(k)!);
+      return streamAll(b, config, bytes, progress, (s, key) => {
+        const info = infos.get(key)!;
+        const rows = info.shape.length > 1 ? info.shape[0]! : 1;
+        const span = { file: info.file, where: info.name, offset: info.offset, rows, rowBytes: info.bytes / rows };
+        return s.tensor(info.dtype as WeightDType, info.shape, span);
+      });
     },
   };
 }
@@ -269,20 +261,40 @@ function meta(g: GgufFile, key: string, required: boolean): number | undefined {
 
 /**
  * llama.cpp's converter interleaves the two halves of each head's Q and K rows
- * (its RoPE rotates adjacent pairs); ours rotates halves, as HF does. Undo it:
- * HF row h*d + s*d/2 + j is GGUF row h*d + 2j + s.
+ * (its RoPE rotates adjacent pairs); ours rotates halves, as HF does. Undo it
+ * for `rows` rows (whole heads of headRows): HF row h*d + s*d/2 + j is GGUF row
+ * h*d + 2j + s.
  */
-export function unpermuteRows(data: Buffer, rows: number, rowBytes: number, nHeads: number): Buffer {
-  const d = rows / nHeads;
-  const half = d / 2;
-  const out = Buffer.alloc(data.length);
-  for (let h = 0; h < nHeads; h++)
+export function unpermuteRows(src: Buffer, dst: Buffer, rows: number, rowBytes: number, headRows: number): void {
+  const half = headRows / 2;
+  for (let h = 0; h < rows / headRows; h++)
     for (let s = 0; s < 2; s++)
       for (let j = 0; j < half; j++) {
-        const src = (h * d + 2 * j + s) * rowBytes;
-        data.copy(out, (h * d + s * half + j) * rowBytes, src, src + rowBytes);
+        const from = (h * headRows + 2 * j + s) * rowBytes;
+        src.copy(dst, (h * headRows + s * half + j) * rowBytes, from, from + rowBytes);
       }
-  return out;
+}
+
+/** Streams every expected tensor (by role key) through one WeightStreamer and assembles the model. */
+function streamAll(
+  b: Backend,
+  c: LlamaConfig,
+  total: number,
+  progress: LoadProgress | undefined,
+  load: (s: WeightStreamer, key: string) => Tensor,
+): ModelWeights {
+  let done = 0;
+  const s = new WeightStreamer(b, (n) => {
+    done += n;
+    progress?.(done, total);
+  });
+  try {
+    const up = new Map<string, Tensor>();
+    for (const { key } of expectedTensors(c)) up.set(key, load(s, key));
+    return assemble(c, (k) => up.get(k)!);
+  } finally {
+    s.close();
+  }
 }
 
 export function ggufSource(path: string): ModelSource {
@@ -354,20 +366,25 @@ export function ggufSource(path: string): ModelSource {
     tokenizer: LLAMA3_TOKENIZER,
     invFreq,
     load(b, progress) {
-      const up = new Map<string, Tensor>();
-      let done = 0;
-      for (const [key, info] of infos) {
-        let { dtype, data } = readGgufTensor(info);
+      return streamAll(b, config, bytes, progress, (s, key) => {
+        const info = infos.get(key)!;
+        const rows = info.shape.length > 1 ? info.shape[0]! : 1;
+        const cols = info.shape[info.shape.length - 1]!;
+        const span = { file: info.file, where: info.name, offset: info.offset, rows, rowBytes: info.bytes / rows };
+        const stages: RowStage[] = [];
+        let dtype = info.typeName.toLowerCase() as WeightDType;
+        if (info.typeName === 'Q8_0') {
+          dtype = 'f32';
+          stages.push({ rowBytes: cols * 4, groupRows: 1, apply: (src, dst, n) => dequantizeQ8_0(src, n * cols, dst) });
+        }
         const role = key.split('.')[1];
         if (role === 'wq' || role === 'wk') {
-          const nh = role === 'wq' ? config.num_attention_heads : config.num_key_value_heads;
-          data = unpermuteRows(data, info.shape[0]!, data.length / info.shape[0]!, nh);
+          const headRows = config.head_dim;
+          const rowBytes = cols * (dtype === 'f32' ? 4 : 2);
+          stages.push({ rowBytes, groupRows: headRows, apply: (src, dst, n) => unpermuteRows(src, dst, n, rowBytes, headRows) });
         }
-        up.set(key, upload(b, dtype, info.shape, data));
-        done += data.length;
-        progress?.(done, bytes);
-      }
-      return assemble(config, (k) => up.get(k)!);
+        return s.tensor(dtype, info.shape, span, stages);
+      });
     },
   };
 }

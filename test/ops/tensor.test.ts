@@ -42,6 +42,31 @@ describe.each(KINDS)('tensors on %s', (kind) => {
     expect(Array.from(b.download(t))).toEqual([5, 6, 7, 8, 9, 10]);
   });
 
+  it('uploads byte ranges at an offset, into a row view too', () => {
+    const t = b.alloc('f32', [3, 4]);
+    b.upload(t, new Float32Array(12));
+    b.upload(t, Float32Array.of(1, 2, 3), 4 * 4);
+    const v = t.rows(2, 1);
+    b.upload(v, new Uint8Array(Float32Array.of(7, 8).buffer), 2 * 4);
+    expect(Array.from(b.download(t))).toEqual([0, 0, 0, 0, 1, 2, 3, 0, 0, 0, 7, 8]);
+    // Filling to the last byte is allowed.
+    b.upload(t, Float32Array.of(9), 11 * 4);
+    expect(b.download(t)[11]).toBe(9);
+  });
+
+  it('hands out staging host memory that upload reads from', () => {
+    const ab = b.hostBuffer(4096);
+    expect(ab).toBeInstanceOf(ArrayBuffer);
+    expect(ab.byteLength).toBe(4096);
+    const f = new Float32Array(ab, 0, 6);
+    f.set([1, 2, 3, 4, 5, 6]);
+    const t = b.alloc('f32', [2, 3]);
+    b.upload(t, f);
+    expect(Array.from(b.download(t))).toEqual([1, 2, 3, 4, 5, 6]);
+    expectError(() => b.hostBuffer(0), 'EINVAL', /hostBuffer: bytes 0 is not an integer in \[1, 2\^32\]/);
+    expectError(() => b.hostBuffer(1.5), 'EINVAL', /hostBuffer: bytes 1\.5 is not an integer/);
+  });
+
   it('row views share storage with their parent', () => {
     const t = b.alloc('f32', [4, 3]);
     b.upload(t, new Float32Array(12));
@@ -60,6 +85,14 @@ describe.each(KINDS)('tensors on %s', (kind) => {
       expectError(() => b.upload(t, new Float32Array(7)), 'EINVAL', /upload: data has 28 bytes, tensor f32\[2,4\] has 32/);
       // Right element count, wrong element size.
       expectError(() => b.upload(t, new Float64Array(8)), 'EINVAL', /upload: data has 64 bytes, tensor f32\[2,4\] has 32/);
+    });
+
+    it('rejects a byte range that overruns the tensor or a bad offset', () => {
+      const t = b.alloc('f32', [2, 4]);
+      expectError(() => b.upload(t, new Float32Array(3), 24), 'EINVAL', /upload: 12 bytes at byteOffset 24 overrun tensor f32\[2,4\] \(32 bytes\)/);
+      expectError(() => b.upload(t, new Float32Array(1), 33), 'EINVAL', /upload: byteOffset 33 is not an integer in \[0, 32\]/);
+      expectError(() => b.upload(t, new Float32Array(1), -4), 'EINVAL', /byteOffset -4 is not an integer/);
+      expectError(() => b.upload(t, new Float32Array(1), 0.5), 'EINVAL', /byteOffset 0\.5 is not an integer/);
     });
 
     it('throws EFREED when a freed tensor is used', () => {
