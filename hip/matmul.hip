@@ -35,78 +35,82 @@ __device__ __forceinline__ void load8(const f16* p, float (&o)[8]) {
   }
 }
 
+// Blocks are numbered row tile fastest: the blocks that read one slice of
+// weights run together, so for prefill the slice comes from HBM once and from
+// L2 for the other row tiles.
 template <typename W>
 __global__ void matmul_kernel(float* __restrict__ out, const float* __restrict__ x, const W* __restrict__ w, int64_t M,
-                              int64_t N, int64_t K) {
+                              int64_t N, int64_t K, int64_t row_tiles) {
   const int lane = threadIdx.x % GRETA_WAVE_SIZE;
-  const int64_t n0 = (static_cast<int64_t>(blockIdx.x) * WAVES + threadIdx.x / GRETA_WAVE_SIZE) * COLS;
+  const int64_t block = blockIdx.x;
+  const int64_t m0 = (block % row_tiles) * ROWS;
+  const int64_t n0 = ((block / row_tiles) * WAVES + threadIdx.x / GRETA_WAVE_SIZE) * COLS;
   if (n0 >= N) return;  // whole waves leave; no block barrier follows
   const int cols = static_cast<int>(N - n0 < COLS ? N - n0 : COLS);
-  for (int64_t m0 = static_cast<int64_t>(blockIdx.y) * ROWS; m0 < M; m0 += static_cast<int64_t>(gridDim.y) * ROWS) {
-    const int rows = static_cast<int>(M - m0 < ROWS ? M - m0 : ROWS);
-    float acc[ROWS][COLS];
+  const int rows = static_cast<int>(M - m0 < ROWS ? M - m0 : ROWS);
+  float acc[ROWS][COLS];
 #pragma unroll
-    for (int r = 0; r < ROWS; r++)
+  for (int r = 0; r < ROWS; r++)
 #pragma unroll
-      for (int c = 0; c < COLS; c++) acc[r][c] = 0.f;
+    for (int c = 0; c < COLS; c++) acc[r][c] = 0.f;
 
-    if (K % 8 == 0) {
-      for (int64_t k = static_cast<int64_t>(lane) * 8; k < K; k += 8 * GRETA_WAVE_SIZE) {
-        float wv[COLS][8];
+  if (K % 8 == 0) {
+    for (int64_t k = static_cast<int64_t>(lane) * 8; k < K; k += 8 * GRETA_WAVE_SIZE) {
+      float wv[COLS][8];
 #pragma unroll
-        for (int c = 0; c < COLS; c++) {
-          if (c < cols) {
-            load8(w + (n0 + c) * K + k, wv[c]);
-          } else {
+      for (int c = 0; c < COLS; c++) {
+        if (c < cols) {
+          load8(w + (n0 + c) * K + k, wv[c]);
+        } else {
 #pragma unroll
-            for (int j = 0; j < 8; j++) wv[c][j] = 0.f;
-          }
-        }
-#pragma unroll
-        for (int r = 0; r < ROWS; r++) {
-          if (r < rows) {
-            float xv[8];
-            load8(x + (m0 + r) * K + k, xv);
-#pragma unroll
-            for (int c = 0; c < COLS; c++)
-#pragma unroll
-              for (int j = 0; j < 8; j++) acc[r][c] += xv[j] * wv[c][j];
-          }
+          for (int j = 0; j < 8; j++) wv[c][j] = 0.f;
         }
       }
-    } else {
-      for (int64_t k = lane; k < K; k += GRETA_WAVE_SIZE) {
-        float wv[COLS];
 #pragma unroll
-        for (int c = 0; c < COLS; c++) wv[c] = c < cols ? to_f32(w[(n0 + c) * K + k]) : 0.f;
+      for (int r = 0; r < ROWS; r++) {
+        if (r < rows) {
+          float xv[8];
+          load8(x + (m0 + r) * K + k, xv);
 #pragma unroll
-        for (int r = 0; r < ROWS; r++) {
-          if (r < rows) {
-            const float xv = x[(m0 + r) * K + k];
+          for (int c = 0; c < COLS; c++)
 #pragma unroll
-            for (int c = 0; c < COLS; c++) acc[r][c] += xv * wv[c];
-          }
+            for (int j = 0; j < 8; j++) acc[r][c] += xv[j] * wv[c][j];
         }
       }
     }
+  } else {
+    for (int64_t k = lane; k < K; k += GRETA_WAVE_SIZE) {
+      float wv[COLS];
 #pragma unroll
-    for (int r = 0; r < ROWS; r++)
+      for (int c = 0; c < COLS; c++) wv[c] = c < cols ? to_f32(w[(n0 + c) * K + k]) : 0.f;
 #pragma unroll
-      for (int c = 0; c < COLS; c++) {
-        const float v = wave_sum(acc[r][c]);
-        // Every lane holds every sum; spread the stores over the lanes.
-        if (lane == (r * COLS + c) % GRETA_WAVE_SIZE && r < rows && c < cols) out[(m0 + r) * N + n0 + c] = v;
+      for (int r = 0; r < ROWS; r++) {
+        if (r < rows) {
+          const float xv = x[(m0 + r) * K + k];
+#pragma unroll
+          for (int c = 0; c < COLS; c++) acc[r][c] += xv * wv[c];
+        }
       }
+    }
   }
+#pragma unroll
+  for (int r = 0; r < ROWS; r++)
+#pragma unroll
+    for (int c = 0; c < COLS; c++) {
+      const float v = wave_sum(acc[r][c]);
+      // Every lane holds every sum; spread the stores over the lanes.
+      if (lane == (r * COLS + c) % GRETA_WAVE_SIZE && r < rows && c < cols) out[(m0 + r) * N + n0 + c] = v;
+    }
 }
 
 template <typename W>
 hipError_t launch(float* out, const float* x, const void* w, int64_t M, int64_t N, int64_t K, hipStream_t stream) {
   const int64_t row_tiles = (M + ROWS - 1) / ROWS;
   const int64_t col_blocks = (N + WAVES * COLS - 1) / (WAVES * COLS);
-  dim3 grid(static_cast<unsigned>(col_blocks), static_cast<unsigned>(row_tiles < 65535 ? row_tiles : 65535));
+  if (row_tiles * col_blocks > 0x7fffffff) return hipErrorInvalidValue;
+  dim3 grid(static_cast<unsigned>(row_tiles * col_blocks));
   dim3 block(WAVES * GRETA_WAVE_SIZE);
-  hipLaunchKernelGGL(matmul_kernel<W>, grid, block, 0, stream, out, x, static_cast<const W*>(w), M, N, K);
+  hipLaunchKernelGGL(matmul_kernel<W>, grid, block, 0, stream, out, x, static_cast<const W*>(w), M, N, K, row_tiles);
   return hipGetLastError();
 }
 }  // namespace

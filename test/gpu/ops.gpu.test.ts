@@ -74,6 +74,7 @@ describe(`hip ops on ${hip.device}`, () => {
   for (const [M, K, N] of [
     [1, 4096, 4096],
     [7, 1000, 333],
+    [37, 1000, 333],
     [64, 64, 192],
     [3, 13, 5],
   ] as const) {
@@ -90,13 +91,16 @@ describe(`hip ops on ${hip.device}`, () => {
     }
   }
 
+  // Calls of 32 rows and more take another tiling than decode: these cover both paths over K.
   it('matmul is batch invariant: each row of an M-row call equals that row alone, bit for bit', () => {
-    for (const [M, K, N] of [
-      [205, 4096, 1024],
-      [33, 130, 77],
+    for (const [M, K, N, wd] of [
+      [205, 4096, 1024, 'bf16'],
+      [37, 1000, 333, 'f32'],
+      [33, 130, 77, 'f16'],
+      [9, 4096, 100, 'bf16'],
     ] as const) {
       const [xh] = pair([M, K], 'act');
-      const [wh] = pair([N, K], 'bf16', Math.sqrt(3 / K));
+      const [wh] = pair([N, K], wd, Math.sqrt(3 / K));
       const all = hip.alloc('f32', [M, N]);
       hip.matmul(all, xh, wh);
       const full = hip.download(all) as Float32Array;
