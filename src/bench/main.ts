@@ -1,8 +1,9 @@
 // npm run bench [-- --backend auto|cpu|cpu-fp64|hip --reps N]: medians of the
-// ops at Llama-3-8B row shapes and of whole forward passes, with ratios
-// against baselines measured in the same process: the bandwidth of our own
-// elementwise add (what a memory-bound kernel can reach on this device), and
-// the untraced forward passes for the cost of tracing.
+// ops at Llama-3-8B row shapes, of weight loading and of whole forward passes,
+// with ratios against baselines measured in the same process: the bandwidth of
+// our own elementwise add (what a memory-bound kernel can reach on this
+// device), reading the weight file alone (what loading can reach), and the
+// untraced forward passes for the cost of tracing.
 import { closeSync, mkdtempSync, openSync, readSync, rmSync, writeSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
