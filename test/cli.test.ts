@@ -30,6 +30,11 @@ describe('greta trace', () => {
     expect(r.stdout).toMatch(/\| p4_sys \| E1 \| NONE \| - \| 0 \|/);
     expect(r.stdout).toContain('all bit-identical');
     expect(existsSync(out) && existsSync(sidecarPath(out))).toBe(true);
+    // The load line: this process's own peak RSS, not its parent's (the test runner's).
+    const rss = /loaded in [\d.]+ s, peak RSS (\d+\.\d\d) GB/.exec(r.stderr);
+    expect(rss, r.stderr).not.toBeNull();
+    expect(Number(rss![1])).toBeGreaterThan(0);
+    expect(Number(rss![1])).toBeLessThan(2);
   });
 
   it('--json prints the same analysis as JSON with the table field names', () => {

@@ -15,6 +15,7 @@ import { LoaderError } from './errors.js';
 import { GGUF_TYPE, GGML_TYPE_ID, readGguf, readGgufTensor } from './gguf.js';
 import { readSafetensorsHeader, readTensorBytes } from './safetensors.js';
 import { buildGguf, buildSafetensors, numberToBf16, numberToF16, quantizeQ8_0, safetensorsBytes, type GgufKv, type GgufLayout } from './writers.js';
+import { mulberry32 } from '../random.js';
 
 export interface FuzzFailure {
   seed: number;
@@ -57,14 +58,7 @@ function rngFor(seed: number, iteration: number): () => number {
   let h = (Math.imul(seed ^ 0x9e3779b9, 0x85ebca6b) ^ Math.imul(iteration + 0x632be5ab, 0xc2b2ae35)) >>> 0;
   h = Math.imul(h ^ (h >>> 16), 0x7feb352d) >>> 0;
   h = Math.imul(h ^ (h >>> 15), 0x846ca68b) >>> 0;
-  let a = (h ^ (h >>> 16)) >>> 0;
-  return () => {
-    a = (a + 0x6d2b79f5) >>> 0;
-    let t = a;
-    t = Math.imul(t ^ (t >>> 15), t | 1);
-    t ^= t + Math.imul(t ^ (t >>> 7), t | 61);
-    return ((t ^ (t >>> 14)) >>> 0) / 4294967296;
-  };
+  return mulberry32(h ^ (h >>> 16));
 }
 
 type Rng = () => number;

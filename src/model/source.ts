@@ -12,7 +12,7 @@ import { hfTokenizer, LLAMA3_TOKENIZER, type PromptTokenizer } from '../tokenize
 import { LlamaConfigSchema, type LlamaConfig } from './config.js';
 import { SYNTHETIC_MODELS, type SyntheticModelSpec } from './models.js';
 import { ropeInvFreq } from './rope.js';
-import { WeightStreamer, type RowStage } from './stream.js';
+import { tensorSpan, WeightStreamer, type RowStage } from './stream.js';
 import { syntheticWeights, type LayerWeights, type ModelWeights } from './weights.js';
 
 export interface LoadProgress {
@@ -143,6 +143,9 @@ function assemble(c: LlamaConfig, get: (key: string) => Tensor): ModelWeights {
   return { embed, layers, finalNorm: get('finalNorm'), lmHead: c.tie_word_embeddings ? embed : get('lmHead') };
 }
 
+/** The one weight dtype, or "mixed". */
+const dtypeLabel = (dtypes: Set<string>) => (dtypes.size === 1 ? [...dtypes][0]! : 'mixed');
+
 const sameShape = (a: number[], b: number[]) => a.length === b.length && a.every((v, i) => v === b[i]);
 
 // ---------------------------------------------------------------- Hugging Face
@@ -231,16 +234,14 @@ export function hfSource(dir: string): ModelSource {
     name: dir,
     kind: 'hf',
     config,
-    weightDtype: dtypes.size === 1 ? [...dtypes][0]! : 'mixed',
+    weightDtype: dtypeLabel(dtypes),
     weightBytes: bytes,
     tokenizer,
     invFreq: ropeInvFreq(config),
     load(b, progress) {
       return streamAll(b, config, bytes, progress, (s, key) => {
         const info = infos.get(key)!;
-        const rows = info.shape.length > 1 ? info.shape[0]! : 1;
-        const span = { file: info.file, where: info.name, offset: info.offset, rows, rowBytes: info.bytes / rows };
-        return s.tensor(info.dtype as WeightDType, info.shape, span);
+        return s.tensor(info.dtype as WeightDType, info.shape, tensorSpan(info.file, info.name, info.offset, info.shape, info.bytes));
       });
     },
   };
@@ -361,16 +362,15 @@ export function ggufSource(path: string): ModelSource {
     name: path,
     kind: 'gguf',
     config,
-    weightDtype: dtypes.size === 1 ? [...dtypes][0]! : 'mixed',
+    weightDtype: dtypeLabel(dtypes),
     weightBytes: bytes,
     tokenizer: LLAMA3_TOKENIZER,
     invFreq,
     load(b, progress) {
       return streamAll(b, config, bytes, progress, (s, key) => {
         const info = infos.get(key)!;
-        const rows = info.shape.length > 1 ? info.shape[0]! : 1;
         const cols = info.shape[info.shape.length - 1]!;
-        const span = { file: info.file, where: info.name, offset: info.offset, rows, rowBytes: info.bytes / rows };
+        const span = tensorSpan(info.file, info.name, info.offset, info.shape, info.bytes);
         const stages: RowStage[] = [];
         let dtype = info.typeName.toLowerCase() as WeightDType;
         if (info.typeName === 'Q8_0') {

@@ -21,6 +21,12 @@ export interface RowSpan {
   rowBytes: number;
 }
 
+/** A whole row-major tensor at `offset`: its first dimension counts the rows (a 1-D tensor is one row). */
+export function tensorSpan(file: string, where: string, offset: number, shape: number[], bytes: number): RowSpan {
+  const rows = shape.length > 1 ? shape[0]! : 1;
+  return { file, where, offset, rows, rowBytes: bytes / rows };
+}
+
 /** A conversion of whole rows on their way to the device (dequantization, row reordering). */
 export interface RowStage {
   /** Bytes of one output row. */

@@ -1,18 +1,7 @@
 // Seeded PRNG for test inputs: mulberry32 (32-bit state, period 2^32), plus
 // the few distributions the op tests need. Every test builds its own Rng from
 // a fixed seed, so failures reproduce exactly.
-
-/** mulberry32: returns a function giving uniform numbers in [0, 1). */
-export function mulberry32(seed: number): () => number {
-  let a = seed >>> 0;
-  return () => {
-    a = (a + 0x6d2b79f5) >>> 0;
-    let t = a;
-    t = Math.imul(t ^ (t >>> 15), t | 1);
-    t ^= t + Math.imul(t ^ (t >>> 7), t | 61);
-    return ((t ^ (t >>> 14)) >>> 0) / 4294967296;
-  };
-}
+import { mulberry32 } from '../../src/random.js';
 
 export class Rng {
   private readonly next: () => number;
