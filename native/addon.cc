@@ -308,13 +308,19 @@ class BackendWrap : public Napi::ObjectWrap<BackendWrap> {
       void* p = b_->alloc_host(bytes);
       // The finalizer keeps the backend alive until the buffer is gone.
       auto* owner = new std::shared_ptr<Backend>(b_);
-      return Napi::ArrayBuffer::New(
-          info.Env(), p, bytes,
-          [](Napi::Env, void* data, std::shared_ptr<Backend>* o) {
-            (*o)->free_host(data);
-            delete o;
-          },
-          owner);
+      try {
+        return Napi::ArrayBuffer::New(
+            info.Env(), p, bytes,
+            [](Napi::Env, void* data, std::shared_ptr<Backend>* o) {
+              (*o)->free_host(data);
+              delete o;
+            },
+            owner);
+      } catch (...) {  // a runtime that refuses external buffers: release, then report
+        b_->free_host(p);
+        delete owner;
+        throw;
+      }
     });
   }
 

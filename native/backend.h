@@ -38,7 +38,7 @@ class Backend {
   virtual void mem_info(size_t* free_bytes, size_t* total_bytes) = 0;
 
   virtual Tensor alloc(DType dtype, const std::vector<int64_t>& shape) = 0;
-  // Copies `bytes` bytes from src to dst at byte `offset` (checks.h keeps the range inside dst).
+  // Copies `bytes` bytes from src to dst at byte `offset` (the addon checks that the range lies inside dst).
   virtual void upload(const Tensor& dst, size_t offset, const void* src, size_t bytes) = 0;
   virtual void download(const Tensor& src, void* dst) = 0;  // src.bytes() bytes
   // Host memory that upload reads fastest (page-locked on a GPU), for staging

@@ -380,7 +380,7 @@ export function ggufSource(path: string): ModelSource {
         const role = key.split('.')[1];
         if (role === 'wq' || role === 'wk') {
           const headRows = config.head_dim;
-          const rowBytes = cols * (dtype === 'f32' ? 4 : 2);
+          const rowBytes = cols * DTYPE_BYTES[dtype]!;
           stages.push({ rowBytes, groupRows: headRows, apply: (src, dst, n) => unpermuteRows(src, dst, n, rowBytes, headRows) });
         }
         return s.tensor(dtype, info.shape, span, stages);
