@@ -88,12 +88,14 @@ __device__ __forceinline__ void load_q(float* q_s, const float* q, int64_t m, in
   GRETA_SYNC_WAVE();
 }
 
-// One wave per (row, head): chunks made and merged in order, in registers.
+// One wave per (row, head): chunks of CHUNK keys made and merged in order, in
+// registers. CHUNK is KEY_CHUNK except for the planted key-split fault.
+template <int CHUNK>
 __global__ void attention_rows_kernel(float* __restrict__ out, const float* __restrict__ q, const float* __restrict__ kc,
                                       const float* __restrict__ vc, const int32_t* __restrict__ pos, int64_t M,
-                                      int n_heads, int n_kv_heads, int head_dim) {
+                                      int n_heads, int n_kv_heads, int head_dim, float scale) {
   __shared__ float q_s[WAVES][MAX_HEAD_DIM];
-  __shared__ float p_s[WAVES][KEY_CHUNK];
+  __shared__ float p_s[WAVES][CHUNK];
   const int wave = threadIdx.x / GRETA_WAVE_SIZE, lane = threadIdx.x % GRETA_WAVE_SIZE;
   const int64_t task = static_cast<int64_t>(blockIdx.x) * WAVES + wave;
   if (task >= M * n_heads) return;  // whole waves leave; only wave-level sync below
@@ -101,13 +103,12 @@ __global__ void attention_rows_kernel(float* __restrict__ out, const float* __re
   const int64_t m = task / n_heads;
   const int h = static_cast<int>(task % n_heads);
   const int64_t kv_off = static_cast<int64_t>(h / (n_heads / n_kv_heads)) * head_dim;
-  const float scale = __fdiv_rn(1.f, sqrtf(static_cast<float>(head_dim)));
   const int64_t n_keys = static_cast<int64_t>(pos[m]) + 1;
   load_q(q_s[wave], q, m, h, g, lane);
   State s, part;
   init(s);
-  for (int64_t c0 = 0; c0 < n_keys; c0 += KEY_CHUNK) {
-    const int len = static_cast<int>(n_keys - c0 < KEY_CHUNK ? n_keys - c0 : KEY_CHUNK);
+  for (int64_t c0 = 0; c0 < n_keys; c0 += CHUNK) {
+    const int len = static_cast<int>(n_keys - c0 < CHUNK ? n_keys - c0 : CHUNK);
     chunk_partial(part, q_s[wave], p_s[wave], kc, vc, c0, len, kv_off, g, scale, lane);
     merge(s, part.m, part.l, part.acc);
   }
@@ -122,7 +123,7 @@ constexpr int PARTIAL_FLOATS = 2 + DIMS * GRETA_WAVE_SIZE;
 __global__ void attention_chunks_kernel(float* __restrict__ partials, const float* __restrict__ q,
                                         const float* __restrict__ kc, const float* __restrict__ vc,
                                         const int32_t* __restrict__ pos, int64_t M, int n_heads, int n_kv_heads,
-                                        int head_dim, int64_t max_chunks) {
+                                        int head_dim, int64_t max_chunks, float scale) {
   __shared__ float q_s[WAVES][MAX_HEAD_DIM];
   __shared__ float p_s[WAVES][KEY_CHUNK];
   const int wave = threadIdx.x / GRETA_WAVE_SIZE, lane = threadIdx.x % GRETA_WAVE_SIZE;
@@ -137,7 +138,6 @@ __global__ void attention_chunks_kernel(float* __restrict__ partials, const floa
   if (c0 >= n_keys) return;
   const int len = static_cast<int>(n_keys - c0 < KEY_CHUNK ? n_keys - c0 : KEY_CHUNK);
   const int64_t kv_off = static_cast<int64_t>(h / (n_heads / n_kv_heads)) * head_dim;
-  const float scale = __fdiv_rn(1.f, sqrtf(static_cast<float>(head_dim)));
   load_q(q_s[wave], q, m, h, g, lane);
   State part;
   chunk_partial(part, q_s[wave], p_s[wave], kc, vc, c0, len, kv_off, g, scale, lane);
@@ -183,22 +183,35 @@ size_t greta_attention_scratch_bytes(int64_t M, int n_heads, int head_dim, int64
 }
 
 hipError_t greta_attention(float* out, const float* q, const float* k_cache, const float* v_cache, const int32_t* pos,
-                           int64_t M, int n_heads, int n_kv_heads, int head_dim, int64_t max_keys, float* partials,
-                           hipStream_t stream) {
+                           int64_t M, int n_heads, int n_kv_heads, int head_dim, int64_t max_keys, float scale,
+                           int key_chunk, float* partials, hipStream_t stream) {
   if (head_dim > MAX_HEAD_DIM) return hipErrorInvalidValue;
   const dim3 block(WAVES * GRETA_WAVE_SIZE);
+  if (key_chunk != 0 && key_chunk != KEY_CHUNK) {
+    // The planted key-split fault: another chunk size, one wave per (row, head).
+    const dim3 grid(blocks(M * n_heads));
+    if (key_chunk == 16)
+      hipLaunchKernelGGL(attention_rows_kernel<16>, grid, block, 0, stream, out, q, k_cache, v_cache, pos, M, n_heads,
+                         n_kv_heads, head_dim, scale);
+    else if (key_chunk == 32)
+      hipLaunchKernelGGL(attention_rows_kernel<32>, grid, block, 0, stream, out, q, k_cache, v_cache, pos, M, n_heads,
+                         n_kv_heads, head_dim, scale);
+    else
+      return hipErrorInvalidValue;
+    return hipGetLastError();
+  }
   const int64_t max_chunks = chunks_for(max_keys);
   if (M == 1 && max_chunks > 1) {
     // Decode: too few (row, head) pairs to fill the device; spread the chunks.
     hipLaunchKernelGGL(attention_chunks_kernel, dim3(blocks(n_heads * max_chunks)), block, 0, stream, partials, q,
-                       k_cache, v_cache, pos, M, n_heads, n_kv_heads, head_dim, max_chunks);
+                       k_cache, v_cache, pos, M, n_heads, n_kv_heads, head_dim, max_chunks, scale);
     hipError_t e = hipGetLastError();
     if (e != hipSuccess) return e;
     hipLaunchKernelGGL(attention_merge_kernel, dim3(blocks(n_heads)), block, 0, stream, out, partials, pos, M, n_heads,
                        n_kv_heads, head_dim, max_chunks);
     return hipGetLastError();
   }
-  hipLaunchKernelGGL(attention_rows_kernel, dim3(blocks(M * n_heads)), block, 0, stream, out, q, k_cache, v_cache, pos,
-                     M, n_heads, n_kv_heads, head_dim);
+  hipLaunchKernelGGL(attention_rows_kernel<KEY_CHUNK>, dim3(blocks(M * n_heads)), block, 0, stream, out, q, k_cache,
+                     v_cache, pos, M, n_heads, n_kv_heads, head_dim, scale);
   return hipGetLastError();
 }

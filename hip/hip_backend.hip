@@ -18,6 +18,7 @@
 #include "fill_uniform.h"
 #include "kv_write.h"
 #include "matmul.h"
+#include "matmul_variant.h"
 #include "rmsnorm.h"
 #include "rope.h"
 #include "silu_mul.h"
@@ -156,6 +157,12 @@ class HipBackend final : public Backend {
           "matmul");
   }
 
+  void matmul_variant(const Tensor& out, const Tensor& x, const Tensor& w, MatmulVariant v) override {
+    check(greta_matmul_variant(out.as<float>(), x.as<float>(), w.ptr(), weight_type(w, "matmulVariant"), x.rows(), w.rows(),
+                               x.cols(), static_cast<int>(v), 0),
+          "matmulVariant");
+  }
+
   void rope(const Tensor& x, const int32_t* pos, const Tensor& inv_freq, int n_heads, int head_dim) override {
     const int32_t* d_pos = ints(pos, x.rows(), "rope");
     check(greta_rope(x.as<float>(), d_pos, inv_freq.as<float>(), x.rows(), n_heads, head_dim, 0), "rope");
@@ -167,15 +174,17 @@ class HipBackend final : public Backend {
   }
 
   void attention(const Tensor& out, const Tensor& q, const Tensor& k_cache, const Tensor& v_cache, const int32_t* pos,
-                 int n_heads, int n_kv_heads, int head_dim) override {
+                 int n_heads, int n_kv_heads, int head_dim, const AttentionOptions& opt) override {
     if (head_dim > 256) throw GretaError("EINVAL", "attention: head_dim " + std::to_string(head_dim) + " > 256 is not supported on hip");
     const int32_t* d_pos = ints(pos, q.rows(), "attention");
     int64_t max_keys = 0;
     for (int64_t m = 0; m < q.rows(); m++) max_keys = std::max<int64_t>(max_keys, static_cast<int64_t>(pos[m]) + 1);
     const size_t bytes = greta_attention_scratch_bytes(q.rows(), n_heads, head_dim, max_keys);
     float* partials = bytes ? static_cast<float*>(scratch_work_.get(bytes, "attention")) : nullptr;
+    // fp32 sqrt and division are correctly rounded on the host, as on the device.
+    const float scale = opt.scale ? static_cast<float>(*opt.scale) : 1.f / std::sqrt(static_cast<float>(head_dim));
     check(greta_attention(out.as<float>(), q.as<float>(), k_cache.as<float>(), v_cache.as<float>(), d_pos, q.rows(),
-                          n_heads, n_kv_heads, head_dim, max_keys, partials, 0),
+                          n_heads, n_kv_heads, head_dim, max_keys, scale, opt.key_chunk, partials, 0),
           "attention");
   }
 

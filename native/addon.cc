@@ -195,6 +195,7 @@ class BackendWrap : public Napi::ObjectWrap<BackendWrap> {
             InstanceMethod<&BackendWrap::Embedding>("embedding"),
             InstanceMethod<&BackendWrap::Rmsnorm>("rmsnorm"),
             InstanceMethod<&BackendWrap::Matmul>("matmul"),
+            InstanceMethod<&BackendWrap::MatmulVariantOp>("matmulVariant"),
             InstanceMethod<&BackendWrap::Rope>("rope"),
             InstanceMethod<&BackendWrap::KvWrite>("kvWrite"),
             InstanceMethod<&BackendWrap::Attention>("attention"),
@@ -382,6 +383,21 @@ class BackendWrap : public Napi::ObjectWrap<BackendWrap> {
     });
   }
 
+  // matmulVariant(out, x, w, variant: 'f16_accumulate' | 'reverse_k')
+  Napi::Value MatmulVariantOp(const Napi::CallbackInfo& info) {
+    return guarded(info.Env(), [&]() -> Napi::Value {
+      const Tensor &out = T(info, 0), &x = T(info, 1), &w = T(info, 2);
+      const std::string name = info[3].IsString() ? info[3].As<Napi::String>().Utf8Value() : "";
+      int variant = name == "f16_accumulate" ? static_cast<int>(MatmulVariant::F16_ACCUMULATE)
+                    : name == "reverse_k"    ? static_cast<int>(MatmulVariant::REVERSE_K)
+                                             : 0;
+      expect(variant != 0, "matmulVariant", "variant '" + name + "' is unknown (allowed: f16_accumulate, reverse_k)");
+      check_matmul_variant(*b_, out, x, w, variant);
+      b_->matmul_variant(out, x, w, static_cast<MatmulVariant>(variant));
+      return info.Env().Undefined();
+    });
+  }
+
   // rope(x, positions, invFreq, nHeads, headDim)
   Napi::Value Rope(const Napi::CallbackInfo& info) {
     return guarded(info.Env(), [&]() -> Napi::Value {
@@ -406,14 +422,27 @@ class BackendWrap : public Napi::ObjectWrap<BackendWrap> {
     });
   }
 
-  // attention(out, q, kCache, vCache, positions, nHeads, nKvHeads, headDim)
+  // attention(out, q, kCache, vCache, positions, nHeads, nKvHeads, headDim, { scale?, keyChunk? }?)
   Napi::Value Attention(const Napi::CallbackInfo& info) {
     return guarded(info.Env(), [&]() -> Napi::Value {
       const Tensor &out = T(info, 0), &q = T(info, 1), &k = T(info, 2), &v = T(info, 3);
       auto pos = I32s(info, 4);
       int nh = Int(info, 5), nkv = Int(info, 6), hd = Int(info, 7);
-      check_attention(*b_, out, q, k, v, pos.data(), static_cast<int64_t>(pos.size()), nh, nkv, hd);
-      b_->attention(out, q, k, v, pos.data(), nh, nkv, hd);
+      AttentionOptions opt;
+      if (info.Length() > 8 && info[8].IsObject()) {
+        Napi::Object o = info[8].As<Napi::Object>();
+        Napi::Value scale = o.Get("scale"), chunk = o.Get("keyChunk");
+        if (!scale.IsUndefined()) {
+          expect(scale.IsNumber(), "attention", "scale must be a number");
+          opt.scale = scale.As<Napi::Number>().DoubleValue();
+        }
+        if (!chunk.IsUndefined()) {
+          expect(chunk.IsNumber(), "attention", "keyChunk must be a number");
+          opt.key_chunk = chunk.As<Napi::Number>().Int32Value();
+        }
+      }
+      check_attention(*b_, out, q, k, v, pos.data(), static_cast<int64_t>(pos.size()), nh, nkv, hd, opt);
+      b_->attention(out, q, k, v, pos.data(), nh, nkv, hd, opt);
       return info.Env().Undefined();
     });
   }

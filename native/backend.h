@@ -14,12 +14,29 @@
 #pragma once
 
 #include <cstdint>
+#include <optional>
 #include <string>
 #include <vector>
 
 #include "tensor.h"
 
 namespace greta {
+
+// Options of attention that planted faults (src/faults.ts) change; the model
+// itself always runs the defaults.
+struct AttentionOptions {
+  std::optional<double> scale;  // default: 1/sqrt(head_dim) in the activation precision
+  int key_chunk = 0;            // 0: the backend's own key order; 16, 32 or 64: chunks of that
+                                // many keys, each a partial merged in chunk order
+};
+
+// Accumulations other than the contract's, for the precision faults. Both run
+// one output at a time, k by k: p = x*w, then s = acc + p, each rounded to the
+// activation dtype (no fma), so cpu and hip give the same bits.
+enum class MatmulVariant : int32_t {
+  F16_ACCUMULATE = 1,  // acc = f16(f32(s)) after every term: a half-precision accumulator
+  REVERSE_K = 2,       // acc = s for k = K-1 down to 0
+};
 
 struct RowSummary {
   double mean = 0, abs_mean = 0, rms = 0, min = 0, max = 0;
@@ -68,7 +85,9 @@ class Backend {
   // and decode (one row over the cache) are the same op.
   virtual void attention(const Tensor& out, const Tensor& q, const Tensor& k_cache,
                          const Tensor& v_cache, const int32_t* pos, int n_heads, int n_kv_heads,
-                         int head_dim) = 0;
+                         int head_dim, const AttentionOptions& opt) = 0;
+  // matmul's product with another accumulation (see MatmulVariant).
+  virtual void matmul_variant(const Tensor& out, const Tensor& x, const Tensor& w, MatmulVariant v) = 0;
   // out = silu(gate) * up
   virtual void silu_mul(const Tensor& out, const Tensor& gate, const Tensor& up) = 0;
   // out = a + b

@@ -3,6 +3,7 @@
 // op, the argument and what was expected.
 #pragma once
 
+#include <cmath>
 #include <string>
 
 #include "backend.h"
@@ -73,6 +74,12 @@ inline void check_matmul(const Backend& b, const Tensor& out, const Tensor& x, c
          "out " + out.describe() + " must be [" + std::to_string(x.rows()) + "," + std::to_string(w.rows()) + "]");
 }
 
+inline void check_matmul_variant(const Backend& b, const Tensor& out, const Tensor& x, const Tensor& w, int variant) {
+  check_matmul(b, out, x, w);
+  expect(variant == static_cast<int>(MatmulVariant::F16_ACCUMULATE) || variant == static_cast<int>(MatmulVariant::REVERSE_K),
+         "matmulVariant", "unknown variant " + std::to_string(variant));
+}
+
 inline void check_rope(const Backend& b, const Tensor& x, int64_t n_pos, const Tensor& inv_freq, int n_heads,
                        int head_dim) {
   const std::string op = "rope";
@@ -106,8 +113,12 @@ inline void check_kv_write(const Backend& b, const Tensor& cache, const Tensor& 
 }
 
 inline void check_attention(const Backend& b, const Tensor& out, const Tensor& q, const Tensor& k, const Tensor& v,
-                            const int32_t* pos, int64_t n, int n_heads, int n_kv_heads, int head_dim) {
+                            const int32_t* pos, int64_t n, int n_heads, int n_kv_heads, int head_dim,
+                            const AttentionOptions& opt) {
   const std::string op = "attention";
+  expect(opt.key_chunk == 0 || opt.key_chunk == 16 || opt.key_chunk == 32 || opt.key_chunk == 64, op,
+         "keyChunk " + std::to_string(opt.key_chunk) + " is not supported (allowed: 0, 16, 32, 64)");
+  expect(!opt.scale || std::isfinite(*opt.scale), op, "scale must be a finite number");
   for (const Tensor* t : {&out, &q, &k, &v}) {
     expect_2d(*t, op, "tensors");
     expect_act(b, *t, op, "tensors");

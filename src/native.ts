@@ -33,6 +33,17 @@ export interface RowSummary {
   sample: Float64Array;
 }
 
+/** Attention options that planted faults change; the model runs the defaults. */
+export interface AttentionOptions {
+  /** Multiplies every q.k; default 1/sqrt(headDim) in the activation precision. */
+  scale?: number;
+  /** 0 (default): the backend's own key order; 16, 32 or 64: partials of that many keys merged in order. */
+  keyChunk?: number;
+}
+
+/** Accumulations other than matmul's, for the precision faults (native/backend.h). */
+export type MatmulVariant = 'f16_accumulate' | 'reverse_k';
+
 export interface TopK {
   ids: Int32Array;
   values: Float64Array;
@@ -55,6 +66,7 @@ export interface Backend {
   embedding(out: Tensor, table: Tensor, ids: Int32Array): void;
   rmsnorm(out: Tensor, x: Tensor, w: Tensor, eps: number): void;
   matmul(out: Tensor, x: Tensor, w: Tensor): void;
+  matmulVariant(out: Tensor, x: Tensor, w: Tensor, variant: MatmulVariant): void;
   rope(x: Tensor, positions: Int32Array, invFreq: Tensor, nHeads: number, headDim: number): void;
   kvWrite(cache: Tensor, src: Tensor, positions: Int32Array): void;
   attention(
@@ -66,6 +78,7 @@ export interface Backend {
     nHeads: number,
     nKvHeads: number,
     headDim: number,
+    opts?: AttentionOptions,
   ): void;
   siluMul(out: Tensor, gate: Tensor, up: Tensor): void;
   add(out: Tensor, a: Tensor, b: Tensor): void;

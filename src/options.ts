@@ -13,6 +13,7 @@ import { DEFAULT_PHASES, PHASE_RE, POINT_ALIASES, POINTS, type Point } from './t
 /** The points of a post-WO trace: everything between WO and the logits. */
 export const POST_WO_POINTS: readonly Point[] = ['ffn_norm', 'mlp_out', 'x_out', 'final_norm', 'lm_head_in', 'logits'];
 import { PROMPT_NAMES } from './prompts.js';
+import { FAULT_NAMES, parseFaultSpec, type FaultName, type FaultSpec } from './faults.js';
 import { ExpSchema } from './trace/schema.js';
 
 /** One option: its flag, its environment variable, its default and its help line. */
@@ -39,6 +40,7 @@ export const TRACE_OPTIONS = {
   postWo: { flag: 'post-wo', env: 'GRETA_TRACE_POST_WO', type: 'boolean', def: '0', help: `shorthand for --points ${POST_WO_POINTS.join(',')} (the points after WO)` },
   debugInput: { flag: 'debug-input', env: 'GRETA_TRACE_STAGE_DEBUG_INPUT', type: 'boolean', def: '0', help: 'also record token id, positions and embedding-row hash per phase' },
   topk: { flag: 'topk', env: 'GRETA_TRACE_TOPK', type: 'string', def: '5', help: 'top-k ids and values recorded with logits' },
+  fault: { flag: 'fault', env: 'GRETA_FAULT', type: 'string', help: `plant a known defect in decode calls: NAME or NAME@LAYER (${FAULT_NAMES.join(', ')}; npm run selftest -- --list)` },
   json: { flag: 'json', type: 'boolean', def: '0', help: 'print the analysis as JSON instead of a table' },
 } as const satisfies Record<string, OptionSpec>;
 
@@ -121,6 +123,15 @@ const layerSpec = z.string().transform((s, ctx): LayerSpec => {
   return [...new Set(out)].sort((x, y) => x - y);
 });
 
+const faultSpec = z.string().transform((s, ctx): FaultSpec => {
+  const r = parseFaultSpec(s);
+  if (typeof r === 'string') {
+    ctx.addIssue({ code: 'custom', message: r });
+    return z.NEVER;
+  }
+  return r;
+});
+
 const resolvePoint = (x: string): Point | undefined =>
   (POINTS as readonly string[]).includes(x) ? (x as Point) : POINT_ALIASES[x];
 
@@ -152,28 +163,27 @@ export const TraceOptionsSchema = z.object({
   postWo: boolFlag,
   debugInput: boolFlag,
   topk: intIn(1, 1000),
+  fault: faultSpec.optional(),
   json: boolFlag,
 });
 
 export type TraceOptions = z.infer<typeof TraceOptionsSchema> & { backend: (typeof BACKEND_KINDS)[number] | 'auto' };
 
-/** Where each raw value came from, for error messages. */
-function sourceOf(key: OptionKey, fromFlag: boolean): string {
-  const spec: OptionSpec = TRACE_OPTIONS[key];
-  return fromFlag ? `--${spec.flag}` : (spec.env ?? `--${spec.flag}`);
-}
-
 /**
  * Merges flags (already parsed by node:util parseArgs) with the environment
- * and defaults, then validates. Throws UsageError on the first bad value.
+ * and defaults, then validates with `schema`. Throws UsageError on the first
+ * bad value, naming the flag or variable it came from.
  */
-export function resolveTraceOptions(
+function resolveWith<T>(
+  specs: Record<string, OptionSpec>,
+  schema: z.ZodType<T>,
   flags: Record<string, string | boolean | undefined>,
   env: NodeJS.ProcessEnv,
-): TraceOptions {
+  before?: (fromFlag: Record<string, boolean>) => void,
+): { opts: T; source: (key: string) => string } {
   const raw: Record<string, string> = {};
   const fromFlag: Record<string, boolean> = {};
-  for (const [key, spec] of Object.entries(TRACE_OPTIONS) as [OptionKey, OptionSpec][]) {
+  for (const [key, spec] of Object.entries(specs)) {
     const f = flags[spec.flag];
     if (f !== undefined) {
       raw[key] = typeof f === 'boolean' ? (f ? '1' : '0') : f;
@@ -184,27 +194,90 @@ export function resolveTraceOptions(
       raw[key] = spec.def;
     }
   }
+  const source = (key: string) => {
+    const spec = specs[key]!;
+    return fromFlag[key] ? `--${spec.flag}` : (spec.env ?? `--${spec.flag}`);
+  };
+  before?.(fromFlag);
+  const parsed = schema.safeParse(raw);
+  if (!parsed.success) {
+    const issue = parsed.error.issues[0]!;
+    throw new UsageError(`${source(String(issue.path[0]))}: ${issue.message}`);
+  }
+  return { opts: parsed.data, source };
+}
+
+/** Trace options from flags, GRETA_TRACE_* variables and defaults. */
+export function resolveTraceOptions(
+  flags: Record<string, string | boolean | undefined>,
+  env: NodeJS.ProcessEnv,
+): TraceOptions {
+  const pointsGiven = flags.points !== undefined || env.GRETA_TRACE_STAGE_POINTS !== undefined;
+  const { opts, source } = resolveWith(TRACE_OPTIONS, TraceOptionsSchema, flags, env, (fromFlag) => {
   if (env.GRETA_TRACE_STAGE !== undefined && !['1', 'true', 'on', 'yes'].includes(env.GRETA_TRACE_STAGE.toLowerCase())) {
     throw new UsageError(
       `GRETA_TRACE_STAGE: '${env.GRETA_TRACE_STAGE}' would turn tracing off, but the trace command always traces (allowed: 1, or unset)`,
     );
   }
-  if (fromFlag.promptText && fromFlag.promptFile) {
-    throw new UsageError('--prompt-text and --prompt-file: give one of them, not both');
-  }
-  const pointsGiven = flags.points !== undefined || env.GRETA_TRACE_STAGE_POINTS !== undefined;
-  const parsed = TraceOptionsSchema.safeParse(raw);
-  if (!parsed.success) {
-    const issue = parsed.error.issues[0]!;
-    const key = String(issue.path[0]) as OptionKey;
-    throw new UsageError(`${sourceOf(key, fromFlag[key] ?? false)}: ${issue.message}`);
-  }
-  const opts = parsed.data as TraceOptions;
-  if (opts.postWo) {
-    if (pointsGiven) {
-      throw new UsageError(`${sourceOf('postWo', fromFlag.postWo ?? false)}: selects the points itself; give it or --points/GRETA_TRACE_STAGE_POINTS, not both`);
+    if (fromFlag.promptText && fromFlag.promptFile) {
+      throw new UsageError('--prompt-text and --prompt-file: give one of them, not both');
     }
-    opts.points = [...POST_WO_POINTS];
+  });
+  const trace = opts as TraceOptions;
+  if (trace.postWo) {
+    if (pointsGiven) {
+      throw new UsageError(`${source('postWo')}: selects the points itself; give it or --points/GRETA_TRACE_STAGE_POINTS, not both`);
+    }
+    trace.points = [...POST_WO_POINTS];
   }
-  return opts;
+  return trace;
+}
+
+export const SELFTEST_OPTIONS = {
+  faults: { flag: 'faults', type: 'string', def: 'all', help: `faults to plant: all, or a list of ${FAULT_NAMES.join(', ')}` },
+  faultLayers: { flag: 'fault-layers', type: 'string', def: 'default', help: 'layers to plant each layered fault at: default (first, middle, last), or a list like 0,15,31' },
+  prompt: TRACE_OPTIONS.prompt,
+  model: TRACE_OPTIONS.model,
+  backend: TRACE_OPTIONS.backend,
+  out: { flag: 'out', type: 'string', help: 'keep the selftest trace at this JSONL path (default: a temporary file, kept only when a case fails)' },
+  list: { flag: 'list', type: 'boolean', def: '0', help: 'list the faults with what each plants and where it must be found, and exit' },
+  json: TRACE_OPTIONS.json,
+} as const satisfies Record<string, OptionSpec>;
+
+export const SelftestOptionsSchema = z.object({
+  faults: z.string().transform((s, ctx): FaultName[] => {
+    if (s.trim() === 'all') return [...FAULT_NAMES];
+    const items = list(s);
+    const bad = items.find((x) => !(FAULT_NAMES as string[]).includes(x));
+    if (items.length === 0 || bad !== undefined) {
+      ctx.addIssue({ code: 'custom', message: `${bad === undefined ? 'empty fault list' : `unknown fault '${bad}'`} (allowed: all, ${FAULT_NAMES.join(', ')})` });
+      return z.NEVER;
+    }
+    return [...new Set(items)] as FaultName[];
+  }),
+  faultLayers: z.string().transform((s, ctx): LayerSpec | 'default' => {
+    if (s.trim() === 'default') return 'default';
+    const r = layerSpec.safeParse(s);
+    if (!r.success || r.data === 'all') {
+      ctx.addIssue({ code: 'custom', message: r.success ? `'all' is not allowed here (allowed: default, or e.g. 0,15,31)` : r.error.issues[0]!.message });
+      return z.NEVER;
+    }
+    return r.data;
+  }),
+  prompt: TraceOptionsSchema.shape.prompt,
+  model: TraceOptionsSchema.shape.model,
+  backend: TraceOptionsSchema.shape.backend,
+  out: z.string().min(1).optional(),
+  list: boolFlag,
+  json: boolFlag,
+});
+
+export type SelftestOptions = z.infer<typeof SelftestOptionsSchema> & { backend: (typeof BACKEND_KINDS)[number] | 'auto' };
+
+/** Selftest options: flags, GRETA_MODEL / GRETA_BACKEND as in trace, defaults. */
+export function resolveSelftestOptions(
+  flags: Record<string, string | boolean | undefined>,
+  env: NodeJS.ProcessEnv,
+): SelftestOptions {
+  return resolveWith(SELFTEST_OPTIONS, SelftestOptionsSchema, flags, env).opts as SelftestOptions;
 }

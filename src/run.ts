@@ -12,7 +12,8 @@ import { basename, dirname, join, resolve } from 'node:path';
 import { UsageError } from './errors.js';
 import { Engine } from './model/engine.js';
 import { openModel, type ModelSource } from './model/source.js';
-import { availableBackends, createBackend, packageRoot, resolveBackendKind } from './native.js';
+import { checkFault, faultLabel, plantFault } from './faults.js';
+import { availableBackends, createBackend, packageRoot, resolveBackendKind, type Backend, type BackendKind } from './native.js';
 import type { TraceOptions } from './options.js';
 import { TRACE_FORMAT_VERSION, type RunResult } from './trace/schema.js';
 import { StageTracer } from './trace/tracer.js';
@@ -155,6 +156,8 @@ export function planTrace(opts: TraceOptions, flagsGiven: { prompt: boolean }): 
     throw new UsageError(`--phases: decode${lastDecode} needs --steps ${lastDecode + 1} or more (got --steps ${opts.steps})`);
   }
 
+  if (opts.fault) checkFault(opts.fault, { cfg: model.config }, model.name);
+
   const runId = newRunId();
   const day = new Date().toISOString().slice(0, 10);
   const out = resolve(opts.out ?? join('artifacts', 'alignment', day, `trace_${runId}.jsonl`));
@@ -183,12 +186,20 @@ export function peakRssBytes(): number {
   return process.resourceUsage().maxRSS * 1024;
 }
 
-/** Runs the plan, writing header, stage records and an end record to plan.out. */
-export function runTrace(plan: TracePlan, log: (line: string) => void = () => {}): TraceRunOutput {
-  const { opts, model, prompts } = plan;
+/** A model loaded on a backend, shared by every run of a process; close() frees its device memory. */
+export interface Session {
+  backend: Backend;
+  model: ModelSource;
+  engine: Engine;
+  /** Seconds from backend creation to weights on the device. */
+  loadS: number;
+  close(): void;
+}
+
+/** Creates the backend, checks its free memory for `maxTokens` and loads the weights. */
+export function openSession(model: ModelSource, kind: BackendKind | 'auto', maxTokens: number, log: (line: string) => void = () => {}): Session {
   const t0 = performance.now();
-  const backend = createBackend(resolveBackendKind(opts.backend));
-  const maxTokens = Math.max(...prompts.map((p) => p.ids.length)) + opts.steps;
+  const backend = createBackend(resolveBackendKind(kind));
   const need = runBytes(model, maxTokens, backend.actDtype === 'f64' ? 8 : 4);
   const mem = backend.memInfo();
   if (need > mem.free) {
@@ -208,36 +219,65 @@ export function runTrace(plan: TracePlan, log: (line: string) => void = () => {}
       // Host memory high-water mark: on a GPU, proof that loading never held the model in RAM.
       `, peak RSS ${(peakRssBytes() / 1e9).toFixed(2)} GB`,
   );
+  return {
+    backend,
+    model,
+    engine,
+    loadS,
+    close() {
+      engine.fault = undefined;
+      engine.invFreq.free();
+      const w = weights;
+      for (const t of [w.embed, w.finalNorm, w.lmHead, ...w.layers.flatMap((l) => Object.values(l))]) t.free();
+    },
+  };
+}
 
-  const writer = new TraceWriter(plan.out);
+/** What one run traces: its id, options (fault included), layers and prompts. */
+export interface RunSpec {
+  runId: string;
+  opts: TraceOptions;
+  layers: number[];
+  prompts: PromptInput[];
+  out: string;
+}
+
+/**
+ * Traces one run into `writer`: header, stage records of every prompt and
+ * experiment, end record. A fault in opts is planted for the run and removed after.
+ */
+export function traceRun(session: Session, writer: TraceWriter, spec: RunSpec, log: (line: string) => void = () => {}): RunResult[] {
+  const { backend, model, engine } = session;
+  const { opts, prompts } = spec;
+  const t0 = performance.now();
+  writer.write({
+    type: 'header',
+    format: TRACE_FORMAT_VERSION,
+    run_id: spec.runId,
+    created_at: new Date().toISOString(),
+    tool: { name: 'gretacore', version: toolVersion() },
+    model: {
+      name: model.name,
+      weight_dtype: model.weightDtype,
+      ...(model.seed !== undefined ? { seed: '0x' + model.seed.toString(16) } : {}),
+    },
+    config: model.config as Record<string, unknown>,
+    backend: backend.name,
+    device: backend.device,
+    git_commit: gitCommit(),
+    options: { ...opts, layers: spec.layers, out: spec.out, fault: opts.fault ? faultLabel(opts.fault) : undefined },
+    prompts: prompts.map((p) => ({ name: p.name, n_tokens: p.ids.length, ids: p.ids })),
+  });
+  const tracer = new StageTracer(backend, writer, spec.runId, {
+    layers: new Set(spec.layers),
+    points: new Set(opts.points),
+    phases: new Set(opts.phases),
+    debugInput: opts.debugInput,
+    topk: opts.topk,
+  });
+  const planted = opts.fault ? plantFault(engine, opts.fault) : undefined;
   const results: RunResult[] = [];
   try {
-    writer.write({
-      type: 'header',
-      format: TRACE_FORMAT_VERSION,
-      run_id: plan.runId,
-      created_at: new Date().toISOString(),
-      tool: { name: 'gretacore', version: toolVersion() },
-      model: {
-        name: model.name,
-        weight_dtype: model.weightDtype,
-        ...(model.seed !== undefined ? { seed: '0x' + model.seed.toString(16) } : {}),
-      },
-      config: model.config as Record<string, unknown>,
-      backend: backend.name,
-      device: backend.device,
-      git_commit: gitCommit(),
-      options: { ...opts, layers: plan.layers, out: plan.out },
-      prompts: prompts.map((p) => ({ name: p.name, n_tokens: p.ids.length, ids: p.ids })),
-    });
-    const tracer = new StageTracer(backend, writer, plan.runId, {
-      layers: new Set(plan.layers),
-      points: new Set(opts.points),
-      phases: new Set(opts.phases),
-      debugInput: opts.debugInput,
-      topk: opts.topk,
-    });
-
     for (const p of prompts) {
       for (const exp of opts.exp) {
         const r = runExperiment(engine, tracer, p, exp, opts.steps, (ids) => model.tokenizer.decode(ids));
@@ -248,11 +288,28 @@ export function runTrace(plan: TracePlan, log: (line: string) => void = () => {}
         );
       }
     }
-    writer.write({ type: 'end', run_id: plan.runId, status: 'ok', elapsed_ms: performance.now() - t0, results });
   } finally {
-    writer.close();
+    planted?.release();
   }
-  return { out: plan.out, runId: plan.runId, results };
+  writer.write({ type: 'end', run_id: spec.runId, status: 'ok', elapsed_ms: performance.now() - t0, results });
+  return results;
+}
+
+/** Runs the plan, writing header, stage records and an end record to plan.out. */
+export function runTrace(plan: TracePlan, log: (line: string) => void = () => {}): TraceRunOutput {
+  const maxTokens = Math.max(...plan.prompts.map((p) => p.ids.length)) + plan.opts.steps;
+  const session = openSession(plan.model, plan.opts.backend, maxTokens, log);
+  try {
+    const writer = new TraceWriter(plan.out);
+    try {
+      const results = traceRun(session, writer, plan, log);
+      return { out: plan.out, runId: plan.runId, results };
+    } finally {
+      writer.close();
+    }
+  } finally {
+    session.close();
+  }
 }
 
 function runExperiment(

@@ -211,24 +211,59 @@ class CpuBackend final : public Backend {
   }
 
   void attention(const Tensor& out, const Tensor& q, const Tensor& k_cache, const Tensor& v_cache, const int32_t* pos,
-                 int n_heads, int n_kv_heads, int head_dim) override {
+                 int n_heads, int n_kv_heads, int head_dim, const AttentionOptions& opt) override {
     const int group = n_heads / n_kv_heads;
-    const A scale = A(1) / std::sqrt(static_cast<A>(head_dim));
+    const A scale = opt.scale ? static_cast<A>(*opt.scale) : A(1) / std::sqrt(static_cast<A>(head_dim));
     const int64_t qd = q.cols(), kd = k_cache.cols();
     const float* f16 = f16_table();
     const int64_t rows = q.rows();
     parallel_for(rows * n_heads, static_cast<int64_t>(head_dim) * (pos[rows - 1] + 1) * 2, [&](int64_t lo, int64_t hi) {
-      std::vector<A> p;
+      std::vector<A> p, acc;
       for (int64_t task = lo; task < hi; task++) {
         const int64_t m = task / n_heads;
         const int h = static_cast<int>(task % n_heads);
         const A* qh = q.as<A>() + m * qd + static_cast<int64_t>(h) * head_dim;
         const int64_t kv_off = static_cast<int64_t>(h / group) * head_dim;
         const int64_t n_keys = static_cast<int64_t>(pos[m]) + 1;
+        A* o = out.as<A>() + m * qd + static_cast<int64_t>(h) * head_dim;
+        auto key = [&](int64_t j) { return k_cache.as<A>() + j * kd + kv_off; };
+        auto val = [&](int64_t j) { return v_cache.as<A>() + j * kd + kv_off; };
+        if (opt.key_chunk > 0) {
+          // Chunks of key_chunk keys, each a partial (max, exp-sum, p.V), merged
+          // in chunk order with the running-max rescale.
+          A run_m = -INFINITY, run_l = 0;
+          acc.assign(head_dim, A(0));
+          p.resize(opt.key_chunk);
+          for (int64_t c0 = 0; c0 < n_keys; c0 += opt.key_chunk) {
+            const int64_t len = std::min<int64_t>(opt.key_chunk, n_keys - c0);
+            A mc = -INFINITY;
+            for (int64_t j = 0; j < len; j++) {
+              p[j] = dot<A>(qh, key(c0 + j), head_dim, f16) * scale;
+              mc = std::max(mc, p[j]);
+            }
+            A lc = 0;
+            for (int64_t j = 0; j < len; j++) {
+              p[j] = std::exp(p[j] - mc);
+              lc += p[j];
+            }
+            const A mn = std::max(run_m, mc);
+            const A a = std::exp(run_m - mn), b = std::exp(mc - mn);
+            run_l = run_l * a + lc * b;
+            for (int d = 0; d < head_dim; d++) {
+              A pv = 0;
+              for (int64_t j = 0; j < len; j++) pv += p[j] * val(c0 + j)[d];
+              acc[d] = acc[d] * a + pv * b;
+            }
+            run_m = mn;
+          }
+          const A inv = A(1) / run_l;
+          for (int d = 0; d < head_dim; d++) o[d] = acc[d] * inv;
+          continue;
+        }
         p.resize(n_keys);
         A mx = -INFINITY;
         for (int64_t j = 0; j < n_keys; j++) {
-          p[j] = dot<A>(qh, k_cache.as<A>() + j * kd + kv_off, head_dim, f16) * scale;
+          p[j] = dot<A>(qh, key(j), head_dim, f16) * scale;
           mx = std::max(mx, p[j]);
         }
         A sum = 0;
@@ -236,15 +271,44 @@ class CpuBackend final : public Backend {
           p[j] = std::exp(p[j] - mx);
           sum += p[j];
         }
-        A* o = out.as<A>() + m * qd + static_cast<int64_t>(h) * head_dim;
         for (int d = 0; d < head_dim; d++) o[d] = 0;
         for (int64_t j = 0; j < n_keys; j++) {
-          const A* vj = v_cache.as<A>() + j * kd + kv_off;
+          const A* vj = val(j);
           for (int d = 0; d < head_dim; d++) o[d] += p[j] * vj[d];
         }
         const A inv = A(1) / sum;
         for (int d = 0; d < head_dim; d++) o[d] *= inv;
       }
+    });
+  }
+
+  void matmul_variant(const Tensor& out, const Tensor& x, const Tensor& w, MatmulVariant variant) override {
+    const int64_t m_len = x.rows(), k_len = x.cols(), n_len = w.rows();
+    const A* xp = x.as<A>();
+    A* o = out.as<A>();
+    const float* f16 = f16_table();
+    with_weight<A>(w, [&](auto* wp) {
+      parallel_for(n_len, m_len * k_len, [&](int64_t lo, int64_t hi) {
+        for (int64_t n = lo; n < hi; n++) {
+          const auto* wn = wp + n * k_len;
+          for (int64_t m = 0; m < m_len; m++) {
+            const A* xm = xp + m * k_len;
+            A acc = 0;
+            if (variant == MatmulVariant::REVERSE_K) {
+              for (int64_t k = k_len - 1; k >= 0; k--) {
+                const A prod = xm[k] * load<A>(wn[k], f16);
+                acc = acc + prod;
+              }
+            } else {
+              for (int64_t k = 0; k < k_len; k++) {
+                const A prod = xm[k] * load<A>(wn[k], f16);
+                acc = static_cast<A>(f16_to_f32(f32_to_f16(static_cast<float>(acc + prod))));
+              }
+            }
+            o[m * n_len + n] = acc;
+          }
+        }
+      });
     });
   }
 

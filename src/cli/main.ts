@@ -1,20 +1,25 @@
 #!/usr/bin/env node
-// greta trace | analyze. Bad input: one line on stderr, exit 2.
+// greta trace | analyze | selftest. Bad input: one line on stderr, exit 2.
 import { parseArgs, type ParseArgsConfig } from 'node:util';
 import { analyzeRuns, formatTable, toJson } from '../analyze/analyze.js';
 import { loadTraceFile } from '../analyze/load.js';
 import { UsageError } from '../errors.js';
 import { LoaderError } from '../loaders/errors.js';
-import { resolveTraceOptions, TRACE_OPTIONS, type OptionSpec } from '../options.js';
+import { resolveSelftestOptions, resolveTraceOptions, SELFTEST_OPTIONS, TRACE_OPTIONS, type OptionSpec } from '../options.js';
 import { planTrace, runTrace } from '../run.js';
+import { formatSelftest, listFaults, runSelftest } from '../selftest.js';
 
-const TRACE_HELP = (() => {
-  const lines = Object.values(TRACE_OPTIONS as Record<string, OptionSpec>).map((o) => {
+function optionLines(specs: Record<string, OptionSpec>): string[] {
+  return Object.values(specs).map((o) => {
     const flag = `--${o.flag}${o.type === 'string' ? ' <v>' : ''}`;
     const env = o.env ? ` [${o.env}]` : '';
     const def = o.def !== undefined && o.type === 'string' ? ` (default ${o.def})` : '';
     return `  ${flag.padEnd(22)} ${o.help}${def}${env}`;
   });
+}
+
+const TRACE_HELP = (() => {
+  const lines = optionLines(TRACE_OPTIONS);
   return [
     'usage: npm run trace -- [options]',
     '',
@@ -41,6 +46,20 @@ const ANALYZE_HELP = [
   '  --help      this text',
 ].join('\n');
 
+const SELFTEST_HELP = [
+  'usage: npm run selftest -- [options]',
+  '',
+  'Plants each known decode defect (--list) in turn, traces E1 at every layer and',
+  'point, and checks that the first mismatch is exactly where the fault was planted,',
+  'and that the run without a fault is bit-identical. One row per case.',
+  '',
+  'options (flag beats the environment variable in brackets):',
+  ...optionLines(SELFTEST_OPTIONS),
+  '  --help                 this text',
+  '',
+  'Exit codes: 0 every case passed, 1 a case failed or the run failed, 2 bad input.',
+].join('\n');
+
 function parse(argv: string[], options: NonNullable<ParseArgsConfig['options']>) {
   try {
     return parseArgs({ args: argv, options, allowPositionals: true, strict: true });
@@ -49,10 +68,14 @@ function parse(argv: string[], options: NonNullable<ParseArgsConfig['options']>)
   }
 }
 
-function traceCommand(argv: string[]): void {
+function parseSpecs(argv: string[], specs: Record<string, OptionSpec>) {
   const options: Record<string, { type: 'string' | 'boolean' }> = { help: { type: 'boolean' } };
-  for (const o of Object.values(TRACE_OPTIONS as Record<string, OptionSpec>)) options[o.flag] = { type: o.type };
-  const { values, positionals } = parse(argv, options);
+  for (const o of Object.values(specs)) options[o.flag] = { type: o.type };
+  return parse(argv, options);
+}
+
+function traceCommand(argv: string[]): void {
+  const { values, positionals } = parseSpecs(argv, TRACE_OPTIONS);
   if (values.help) {
     console.log(TRACE_HELP);
     return;
@@ -89,13 +112,34 @@ function analyzeCommand(argv: string[]): void {
   console.log(values.json ? JSON.stringify(toJson(rows), null, 2) : formatTable(rows));
 }
 
+/** Returns the exit code: 1 when a case missed. */
+function selftestCommand(argv: string[]): number {
+  const { values, positionals } = parseSpecs(argv, SELFTEST_OPTIONS);
+  if (values.help) {
+    console.log(SELFTEST_HELP);
+    return 0;
+  }
+  if (positionals.length) throw new UsageError(`unexpected argument '${positionals[0]}' (see --help)`);
+  const opts = resolveSelftestOptions(values as Record<string, string | boolean | undefined>, process.env);
+  if (opts.list) {
+    console.log(listFaults());
+    return 0;
+  }
+  const r = runSelftest(opts, (l) => console.error(l));
+  console.log(opts.json ? JSON.stringify(r, null, 2) : formatSelftest(r));
+  return r.failed > 0 ? 1 : 0;
+}
+
+const COMMANDS = ['trace', 'analyze', 'selftest'];
+
 function main(argv: string[]): number {
   const [cmd, ...rest] = argv;
   try {
     if (cmd === 'trace') traceCommand(rest);
     else if (cmd === 'analyze') analyzeCommand(rest);
-    else if (cmd === undefined || cmd === '--help' || cmd === 'help') console.log('usage: greta <trace|analyze> [options]; --help on each');
-    else throw new UsageError(`unknown command '${cmd}' (allowed: trace, analyze)`);
+    else if (cmd === 'selftest') return selftestCommand(rest);
+    else if (cmd === undefined || cmd === '--help' || cmd === 'help') console.log(`usage: greta <${COMMANDS.join('|')}> [options]; --help on each`);
+    else throw new UsageError(`unknown command '${cmd}' (allowed: ${COMMANDS.join(', ')})`);
     return 0;
   } catch (e) {
     if (e instanceof UsageError || e instanceof LoaderError) {

@@ -1,7 +1,8 @@
 // The Llama forward pass on a backend. It reads top to bottom like the model:
 // embed, then per layer rmsnorm -> qkv -> rope -> attention -> wo -> residual
 // -> rmsnorm -> swiglu -> residual, then final norm and classifier. Each
-// `tap` call is a trace point; prefill and decode run this same code.
+// `at` call is a trace point; prefill and decode run this same code. A
+// planted fault (src/faults.ts) acts at a trace point of decode calls only.
 import type { Backend, Tensor } from '../native.js';
 import type { Point } from '../trace/points.js';
 import type { LlamaConfig } from './config.js';
@@ -32,6 +33,38 @@ export interface Tap {
   input?(embeddingRow: Tensor, info: TapInfo): void;
 }
 
+/** The activations of one forward call, [rows, width] each; what a planted fault may redo. */
+export interface Activations {
+  x: Tensor; // residual stream
+  x2: Tensor; // residual after attention
+  xb: Tensor; // normed input of a block
+  q: Tensor;
+  k: Tensor;
+  v: Tensor;
+  att: Tensor; // attention output, before WO
+  wo: Tensor;
+  gate: Tensor; // silu(gate) * up once the MLP has run
+  up: Tensor;
+  mlp: Tensor;
+  fin?: Tensor; // final norm of the last row
+  logits?: Tensor;
+}
+
+export interface ForwardState {
+  acts: Activations;
+  cache: KVCache;
+  /** Positions of the call's rows. */
+  pos: Int32Array;
+}
+
+/** A defect planted in decode calls (src/faults.ts). */
+export interface DecodeFault {
+  /** The token ids the call embeds instead of its own. */
+  tokens?(ids: readonly number[]): number[];
+  /** Runs once `point` is computed, before it is traced; may redo the op that made it. */
+  after(layer: number | null, point: Point, st: ForwardState): void;
+}
+
 export interface ForwardResult {
   /** Logits of the last row, [1, vocab] on the backend. */
   logits: Tensor;
@@ -40,6 +73,8 @@ export interface ForwardResult {
 
 export class Engine {
   readonly invFreq: Tensor;
+  /** Acts on decode calls (one token after a cached prefix) while set. */
+  fault: DecodeFault | undefined;
 
   constructor(
     readonly backend: Backend,
@@ -72,11 +107,14 @@ export class Engine {
   /**
    * Runs `ids` at positions startPos.. through the model, appending their K/V
    * to the cache, and returns the logits of the last row. Prefill is a call
-   * with the whole prompt; decode is a call with one token.
+   * with the whole prompt; decode is a call with one token after a cached
+   * prefix, and only decode calls see a planted fault.
    */
-  forward(ids: readonly number[], startPos: number, cache: KVCache, tap?: Tap): ForwardResult {
+  forward(callIds: readonly number[], startPos: number, cache: KVCache, tap?: Tap): ForwardResult {
     const { backend: b, cfg, weights: w } = this;
-    const m = ids.length;
+    const m = callIds.length;
+    const fault = m === 1 && startPos > 0 ? this.fault : undefined;
+    const ids = fault?.tokens ? fault.tokens(callIds) : callIds;
     if (m < 1) throw new Error('forward: no tokens');
     if (startPos !== cache.length) {
       throw new Error(`forward: start position ${startPos} does not follow the cache's ${cache.length} positions`);
@@ -91,22 +129,26 @@ export class Engine {
     const pos = Int32Array.from(ids, (_, i) => startPos + i);
     const last = m - 1;
     const info: TapInfo = { tokenIndex: last, posId: startPos + last, seqLen: startPos + last + 1, tokenId: ids[last]! };
+
+    const acts: Activations = {
+      x: b.alloc(act, [m, D]),
+      x2: b.alloc(act, [m, D]),
+      xb: b.alloc(act, [m, D]),
+      q: b.alloc(act, [m, qDim]),
+      k: b.alloc(act, [m, kvDim]),
+      v: b.alloc(act, [m, kvDim]),
+      att: b.alloc(act, [m, qDim]),
+      wo: b.alloc(act, [m, D]),
+      gate: b.alloc(act, [m, cfg.intermediate_size]),
+      up: b.alloc(act, [m, cfg.intermediate_size]),
+      mlp: b.alloc(act, [m, D]),
+    };
+    const { x, x2, xb, q, k, v, att, wo, gate, up, mlp } = acts;
+    const state: ForwardState = { acts, cache, pos };
     const at = (layer: number | null, point: Point, t: Tensor, row = last) => {
+      fault?.after(layer, point, state);
       if (tap?.wants(layer, point)) tap.record(layer, point, t, row, info);
     };
-
-    // Activations, [m, width] each.
-    const x = b.alloc(act, [m, D]); // residual stream
-    const x2 = b.alloc(act, [m, D]); // residual after attention
-    const xb = b.alloc(act, [m, D]); // normed input of a block
-    const q = b.alloc(act, [m, qDim]);
-    const k = b.alloc(act, [m, kvDim]);
-    const v = b.alloc(act, [m, kvDim]);
-    const att = b.alloc(act, [m, qDim]); // attention output, before WO
-    const wo = b.alloc(act, [m, D]);
-    const gate = b.alloc(act, [m, cfg.intermediate_size]);
-    const up = b.alloc(act, [m, cfg.intermediate_size]);
-    const mlp = b.alloc(act, [m, D]);
 
     b.embedding(x, w.embed, Int32Array.from(ids));
     tap?.input?.(x.rows(last, 1), info);
@@ -145,11 +187,11 @@ export class Engine {
 
     // Only the last row goes on to the classifier.
     const xl = x.rows(last, 1);
-    const fin = b.alloc(act, [1, D]);
+    const fin = (acts.fin = b.alloc(act, [1, D]));
     b.rmsnorm(fin, xl, w.finalNorm, cfg.rms_norm_eps);
     at(null, 'final_norm', fin, 0);
     at(null, 'lm_head_in', fin, 0);
-    const logits = b.alloc(act, [1, cfg.vocab_size]);
+    const logits = (acts.logits = b.alloc(act, [1, cfg.vocab_size]));
     b.matmul(logits, fin, w.lmHead);
     at(null, 'logits', logits, 0);
 

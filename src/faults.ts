@@ -1,0 +1,313 @@
+// The fault zoo: known decode-path defects, planted on purpose so the tool can
+// prove that it finds what it claims. Each is one bug class of the StageTrace
+// reports (B3.27 token, B3.29 KV cache, B3.38-B3.40 WO, B3.41 ffn norm) or of
+// real engines (attention scale and key split, RoPE, lm_head, precision).
+//
+// A fault acts on decode calls only (one token after a cached prefix; see
+// Engine.forward), on every backend, through the backend's own ops. It acts at
+// the stage point it corrupts, after the engine has computed that point and
+// before it is traced, by redoing the op that made it the wrong way (the way a
+// forward hook patches a module's output), so the engine's own code path is
+// the same with or without a fault. Without `@LAYER` a layered fault is
+// planted in every layer.
+import { UsageError } from './errors.js';
+import type { DecodeFault, Engine, ForwardState } from './model/engine.js';
+import { ropeInvFreq } from './model/rope.js';
+import type { Backend, Tensor } from './native.js';
+import type { Point } from './trace/points.js';
+
+export interface FaultSpec {
+  name: FaultName;
+  /** The one layer it is planted in; undefined: every layer (layered faults). */
+  layer?: number;
+}
+
+interface Ctx {
+  b: Backend;
+  engine: Engine;
+  /** Tensors the fault made; freed by release(). */
+  owned: Tensor[];
+}
+
+interface FaultDef {
+  description: string;
+  /** The stage point it corrupts: where the first mismatch must appear. */
+  point: Point;
+  /** false: acts outside the layers (the token embedded, the classifier); no @LAYER. */
+  layered: boolean;
+  /** The decode row must attend to more keys than this for the fault to change anything. */
+  minKeys?: number;
+  /** Why this model cannot carry the fault, if it cannot. */
+  unsupported?(engine: Engine): string | undefined;
+  /** Prepares what it needs once (e.g. a transposed weight) and returns its action at `point`. */
+  plant?(ctx: Ctx, layers: readonly number[]): (layer: number | null, st: ForwardState) => void;
+  tokens?(ids: readonly number[], vocab: number): number[];
+}
+
+/** Redoes q/k RoPE, the cache write of k and the attention with other positions or frequencies. */
+function redoAttention(ctx: Ctx, layer: number, st: ForwardState, ropePos: Int32Array, invFreq: Tensor): void {
+  const { b, engine } = ctx;
+  const { cfg } = engine;
+  const lw = engine.weights.layers[layer]!;
+  const a = st.acts;
+  b.matmul(a.q, a.xb, lw.wq);
+  b.matmul(a.k, a.xb, lw.wk);
+  b.rope(a.q, ropePos, invFreq, cfg.num_attention_heads, cfg.head_dim);
+  b.rope(a.k, ropePos, invFreq, cfg.num_key_value_heads, cfg.head_dim);
+  b.kvWrite(st.cache.k[layer]!, a.k, st.pos);
+  attend(ctx, layer, st, st.pos);
+}
+
+function attend(ctx: Ctx, layer: number, st: ForwardState, pos: Int32Array, opts?: { scale?: number; keyChunk?: number }): void {
+  const { cfg } = ctx.engine;
+  ctx.b.attention(
+    st.acts.att,
+    st.acts.q,
+    st.cache.k[layer]!,
+    st.cache.v[layer]!,
+    pos,
+    cfg.num_attention_heads,
+    cfg.num_key_value_heads,
+    cfg.head_dim,
+    opts,
+  );
+}
+
+function uploadFreq(ctx: Ctx, f: Float64Array): Tensor {
+  const b = ctx.b;
+  const t = b.alloc(b.actDtype, [f.length]);
+  b.upload(t, b.actDtype === 'f64' ? f : Float32Array.from(f));
+  ctx.owned.push(t);
+  return t;
+}
+
+const shifted = (pos: Int32Array, by: number) => pos.map((p) => p + by);
+
+/** The next representable value away from zero: the last mantissa bit flipped up. */
+function bumpUlp(data: Float32Array | Float64Array, i: number): void {
+  if (data instanceof Float32Array) new Uint32Array(data.buffer, data.byteOffset, data.length)[i]! += 1;
+  else new BigUint64Array(data.buffer, data.byteOffset, data.length)[i]! += 1n;
+}
+
+const FAULTS = {
+  token: {
+    description: 'decode embeds the next token id instead of its own (B3.27: wrong decode input)',
+    point: 'x_in',
+    layered: false,
+    tokens: (ids, vocab) => ids.map((id) => (id + 1) % vocab),
+  },
+  position: {
+    description: 'decode RoPE rotates q and k at position pos+1 (wrong pos_id)',
+    point: 'attn_out',
+    layered: true,
+    plant: (ctx) => (l, st) => redoAttention(ctx, l!, st, shifted(st.pos, 1), ctx.engine.invFreq),
+  },
+  kv_stale: {
+    description: "decode attention reads the cache as it was before this token's K/V row was written (B3.29: stale KV)",
+    point: 'attn_out',
+    layered: true,
+    plant: (ctx) => (l, st) => attend(ctx, l!, st, shifted(st.pos, -1)),
+  },
+  kv_position: {
+    description: "decode writes its K and V rows one position early, over the previous token's (B3.24-B3.26: wrong KV row)",
+    point: 'attn_out',
+    layered: true,
+    plant: (ctx) => (l, st) => {
+      const p = shifted(st.pos, -1);
+      ctx.b.kvWrite(st.cache.k[l!]!, st.acts.k, p);
+      ctx.b.kvWrite(st.cache.v[l!]!, st.acts.v, p);
+      attend(ctx, l!, st, st.pos);
+    },
+  },
+  attn_scale: {
+    description: 'decode attention without the 1/sqrt(head_dim) score scale',
+    point: 'attn_out',
+    layered: true,
+    plant: (ctx) => (l, st) => attend(ctx, l!, st, st.pos, { scale: 1 }),
+  },
+  attn_split: {
+    description: 'decode attention splits keys into chunks of 16 merged in order, unlike prefill (a tiny, real difference)',
+    point: 'attn_out',
+    layered: true,
+    minKeys: 16,
+    plant: (ctx) => (l, st) => attend(ctx, l!, st, st.pos, { keyChunk: 16 }),
+  },
+  rope_theta: {
+    description: "decode RoPE with theta 10000 (500000 when the model's is 10000)",
+    point: 'attn_out',
+    layered: true,
+    plant: (ctx) => {
+      const cfg = ctx.engine.cfg;
+      const f = uploadFreq(ctx, ropeInvFreq({ ...cfg, rope_theta: cfg.rope_theta === 10000 ? 500000 : 10000 }));
+      return (l, st) => redoAttention(ctx, l!, st, st.pos, f);
+    },
+  },
+  rope_scaling: {
+    description: 'decode RoPE without the Llama 3 frequency scaling',
+    point: 'attn_out',
+    layered: true,
+    unsupported: (e) => (e.cfg.rope_scaling === null ? 'the model has no RoPE scaling to leave out' : undefined),
+    plant: (ctx) => {
+      const f = uploadFreq(ctx, ropeInvFreq({ ...ctx.engine.cfg, rope_scaling: null }));
+      return (l, st) => redoAttention(ctx, l!, st, st.pos, f);
+    },
+  },
+  wo_layout: {
+    description: 'decode WO projection reads its weight transposed (B3.38-B3.40: WO layout)',
+    point: 'wo_out',
+    layered: true,
+    unsupported: (e) =>
+      e.cfg.num_attention_heads * e.cfg.head_dim === e.cfg.hidden_size
+        ? undefined
+        : `WO is not square (${e.cfg.hidden_size} x ${e.cfg.num_attention_heads * e.cfg.head_dim}), so it has no transposed reading`,
+    plant: (ctx, layers) => {
+      const { b, engine } = ctx;
+      const transposed = new Map<number, Tensor>();
+      for (const l of layers) {
+        const w = engine.weights.layers[l]!.wo;
+        const [rows, cols] = w.shape as [number, number];
+        const src = b.download(w);
+        const dst = new (src.constructor as new (n: number) => typeof src)(src.length);
+        for (let r = 0; r < rows; r++) for (let c = 0; c < cols; c++) dst[c * rows + r] = src[r * cols + c]!;
+        const t = b.alloc(w.dtype, [cols, rows]);
+        b.upload(t, dst);
+        ctx.owned.push(t);
+        transposed.set(l, t);
+      }
+      return (l, st) => b.matmul(st.acts.wo, st.acts.att, transposed.get(l!)!);
+    },
+  },
+  matmul_order: {
+    description: 'decode WO projection sums over K in reverse order (fp32: a tiny, real difference)',
+    point: 'wo_out',
+    layered: true,
+    plant: (ctx) => (l, st) => ctx.b.matmulVariant(st.acts.wo, st.acts.att, ctx.engine.weights.layers[l!]!.wo, 'reverse_k'),
+  },
+  residual_skip: {
+    description: 'decode drops the residual: x_after_attn = wo_out',
+    point: 'x_after_attn',
+    layered: true,
+    plant: (ctx) => (_l, st) => ctx.b.upload(st.acts.x2, ctx.b.download(st.acts.wo)),
+  },
+  residual_double: {
+    description: 'decode adds the attention output twice: x_after_attn = x_in + 2 wo_out',
+    point: 'x_after_attn',
+    layered: true,
+    plant: (ctx) => (_l, st) => ctx.b.add(st.acts.x2, st.acts.x2, st.acts.wo),
+  },
+  ffn_norm_eps: {
+    description: 'decode ffn RMSNorm with 10x the epsilon',
+    point: 'ffn_norm',
+    layered: true,
+    plant: (ctx) => (l, st) =>
+      ctx.b.rmsnorm(st.acts.xb, st.acts.x2, ctx.engine.weights.layers[l!]!.ffnNorm, ctx.engine.cfg.rms_norm_eps * 10),
+  },
+  ffn_norm_weight: {
+    description: "decode ffn RMSNorm with the attention norm's weights (B3.41: ffn_norm)",
+    point: 'ffn_norm',
+    layered: true,
+    plant: (ctx) => (l, st) =>
+      ctx.b.rmsnorm(st.acts.xb, st.acts.x2, ctx.engine.weights.layers[l!]!.attnNorm, ctx.engine.cfg.rms_norm_eps),
+  },
+  matmul_fp16: {
+    description: 'decode down projection accumulates in fp16',
+    point: 'mlp_out',
+    layered: true,
+    plant: (ctx) => (l, st) =>
+      ctx.b.matmulVariant(st.acts.mlp, st.acts.gate, ctx.engine.weights.layers[l!]!.wDown, 'f16_accumulate'),
+  },
+  ulp: {
+    description: "one element of decode's x_out moves by one ulp (the smallest change there is)",
+    point: 'x_out',
+    layered: true,
+    plant: (ctx) => (_l, st) => {
+      const data = ctx.b.download(st.acts.x) as Float32Array | Float64Array;
+      bumpUlp(data, data.length >> 1);
+      ctx.b.upload(st.acts.x, data);
+    },
+  },
+  lm_head_shift: {
+    description: 'decode lm_head reads the next row: logit i is row i+1 of lm_head (every earlier point equal)',
+    point: 'logits',
+    layered: false,
+    plant: (ctx) => (_l, st) => {
+      const data = ctx.b.download(st.acts.logits!) as Float32Array | Float64Array;
+      const first = data[0]!;
+      data.copyWithin(0, 1);
+      data[data.length - 1] = first;
+      ctx.b.upload(st.acts.logits!, data);
+    },
+  },
+} satisfies Record<string, FaultDef>;
+
+export type FaultName = keyof typeof FAULTS;
+export const FAULT_NAMES = Object.keys(FAULTS) as FaultName[];
+
+export function faultInfo(name: FaultName): Readonly<FaultDef> {
+  return FAULTS[name];
+}
+
+export function faultLabel(spec: FaultSpec): string {
+  return spec.layer === undefined ? spec.name : `${spec.name}@${spec.layer}`;
+}
+
+/** NAME or NAME@LAYER; the layer is checked against the model later. Returns an error message or the spec. */
+export function parseFaultSpec(s: string): FaultSpec | string {
+  const m = /^([a-z0-9_]+)(?:@(\d+))?$/.exec(s.trim());
+  const name = m?.[1];
+  if (!m || !name || !(FAULT_NAMES as string[]).includes(name)) {
+    return `unknown fault '${s}' (allowed: ${FAULT_NAMES.join(', ')}, each optionally @LAYER; npm run selftest -- --list describes them)`;
+  }
+  const def = FAULTS[name as FaultName];
+  if (m[2] !== undefined && !def.layered) return `fault '${name}' acts outside the layers and takes no @LAYER`;
+  return m[2] === undefined ? { name: name as FaultName } : { name: name as FaultName, layer: Number(m[2]) };
+}
+
+/** Where the first mismatch of a planted fault must be: (layer, point); layer null for final points. */
+export function expectedMismatch(spec: FaultSpec): { layer: number | null; point: Point } {
+  const def = FAULTS[spec.name];
+  if (!def.layered) return { layer: def.point === 'logits' ? null : 0, point: def.point };
+  return { layer: spec.layer ?? 0, point: def.point };
+}
+
+/** Throws UsageError when the fault cannot be planted in this engine's model. */
+export function checkFault(spec: FaultSpec, engineLike: Pick<Engine, 'cfg'>, modelName: string): void {
+  const nLayers = engineLike.cfg.num_hidden_layers;
+  if (spec.layer !== undefined && spec.layer >= nLayers) {
+    throw new UsageError(`--fault: layer ${spec.layer} is out of range for ${modelName} (allowed: 0-${nLayers - 1})`);
+  }
+  const def: FaultDef = FAULTS[spec.name];
+  const why = def.unsupported?.(engineLike as Engine);
+  if (why) throw new UsageError(`--fault: ${spec.name} cannot be planted in ${modelName}: ${why}`);
+}
+
+/** A fault planted in an engine; release() frees what it allocated. */
+export interface PlantedFault extends DecodeFault {
+  readonly spec: FaultSpec;
+  release(): void;
+}
+
+/** Plants `spec` in `engine` (engine.fault) until release(). */
+export function plantFault(engine: Engine, spec: FaultSpec): PlantedFault {
+  checkFault(spec, engine, 'this model');
+  const def: FaultDef = FAULTS[spec.name];
+  const nLayers = engine.cfg.num_hidden_layers;
+  const layers = spec.layer === undefined ? Array.from({ length: nLayers }, (_, i) => i) : [spec.layer];
+  const ctx: Ctx = { b: engine.backend, engine, owned: [] };
+  const act = def.plant?.(ctx, layers);
+  const inLayer = new Set(layers);
+  const planted: PlantedFault = {
+    spec,
+    tokens: def.tokens ? (ids) => def.tokens!(ids, engine.cfg.vocab_size) : undefined,
+    after(layer, point, st) {
+      if (!act || point !== def.point) return;
+      if (def.layered ? layer !== null && inLayer.has(layer) : layer === null) act(layer, st);
+    },
+    release() {
+      if (engine.fault === planted) engine.fault = undefined;
+      for (const t of ctx.owned.splice(0)) t.free();
+    },
+  };
+  engine.fault = planted;
+  return planted;
+}
