@@ -13,9 +13,9 @@
 // single decode row spreads its chunks over many waves and merges them after;
 // the bits are the same.
 //
-// scale multiplies every q.k (the model's is 1/sqrt(head_dim)); key_chunk 0
-// is KEY_CHUNK, and 16 or 32 select another split, for the planted key-split
-// fault only.
+// For the planted faults only: custom_scale (when not null) replaces the
+// model's 1/sqrt(head_dim), and key_chunk 16 or 32 another split (0 is
+// KEY_CHUNK). The model's own calls pass null and 0.
 #pragma once
 
 #include "common.h"
@@ -24,5 +24,5 @@
 size_t greta_attention_scratch_bytes(int64_t M, int n_heads, int head_dim, int64_t max_keys);
 
 hipError_t greta_attention(float* out, const float* q, const float* k_cache, const float* v_cache, const int32_t* pos,
-                           int64_t M, int n_heads, int n_kv_heads, int head_dim, int64_t max_keys, float scale,
-                           int key_chunk, float* partials, hipStream_t stream);
+                           int64_t M, int n_heads, int n_kv_heads, int head_dim, int64_t max_keys,
+                           const float* custom_scale, int key_chunk, float* partials, hipStream_t stream);

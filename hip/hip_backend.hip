@@ -181,10 +181,10 @@ class HipBackend final : public Backend {
     for (int64_t m = 0; m < q.rows(); m++) max_keys = std::max<int64_t>(max_keys, static_cast<int64_t>(pos[m]) + 1);
     const size_t bytes = greta_attention_scratch_bytes(q.rows(), n_heads, head_dim, max_keys);
     float* partials = bytes ? static_cast<float*>(scratch_work_.get(bytes, "attention")) : nullptr;
-    // fp32 sqrt and division are correctly rounded on the host, as on the device.
-    const float scale = opt.scale ? static_cast<float>(*opt.scale) : 1.f / std::sqrt(static_cast<float>(head_dim));
+    const float custom_scale = opt.scale ? static_cast<float>(*opt.scale) : 0.f;
     check(greta_attention(out.as<float>(), q.as<float>(), k_cache.as<float>(), v_cache.as<float>(), d_pos, q.rows(),
-                          n_heads, n_kv_heads, head_dim, max_keys, scale, opt.key_chunk, partials, 0),
+                          n_heads, n_kv_heads, head_dim, max_keys, opt.scale ? &custom_scale : nullptr, opt.key_chunk,
+                          partials, 0),
           "attention");
   }
 

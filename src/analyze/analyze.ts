@@ -31,6 +31,8 @@ export interface AnalysisRow {
   run_id: string;
   model: string;
   backend: string;
+  /** The fault planted in the run (--fault), or null. */
+  fault: string | null;
   prompt: string;
   exp: Exp;
   first_mismatch_stage: Point | 'NONE';
@@ -118,6 +120,7 @@ function analyzeOne(run: TraceRun, prompt: string, exp: Exp, opts: AnalyzeOption
     run_id: run.header.run_id,
     model: run.header.model.name,
     backend: run.header.backend,
+    fault: typeof run.header.options.fault === 'string' ? run.header.options.fault : null,
     prompt,
     exp,
     first_mismatch_stage: first ? first.point : 'NONE',
@@ -218,6 +221,7 @@ export function formatTable(rows: AnalysisRow[]): string {
   ];
   const notes: string[] = [];
   for (const r of rows) {
+    if (r.fault) notes.push(`${r.prompt} ${r.exp}: run ${r.run_id} has a planted fault ${r.fault} (--fault): its decode path is wrong on purpose`);
     if (r.comparisons.length === 0) {
       notes.push(`${r.prompt} ${r.exp}: nothing to compare (trace both ${BASE_PHASE} and ${TEST_PHASE})`);
       continue;

@@ -8,6 +8,7 @@ import { closeSync, mkdtempSync, openSync, readSync, rmSync, writeSync } from 'n
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { parseArgs } from 'node:util';
+import { plantFault } from '../faults.js';
 import { Engine } from '../model/engine.js';
 import { SYNTHETIC_MODELS } from '../model/models.js';
 import { WeightStreamer } from '../model/stream.js';
@@ -133,11 +134,26 @@ function modelBench(kind: BackendKind, modelName: string, reps: number): void {
     prefix.length = n - 1;
     engine.forward([ids[n - 1]!], n - 1, prefix).logits.free();
   }, reps, sync);
+  // A planted fault (here a residual fault in the last layer, one extra add)
+  // costs only where it is planted; no fault is the model's own path.
+  const last = spec.config.num_hidden_layers - 1;
+  const planted = plantFault(engine, { name: 'residual_double', layer: last });
+  const faulted = time(() => {
+    prefix.length = n - 1;
+    engine.forward([ids[n - 1]!], n - 1, prefix).logits.free();
+  }, reps, sync);
+  planted.release();
+  const unfaulted = time(() => {
+    prefix.length = n - 1;
+    engine.forward([ids[n - 1]!], n - 1, prefix).logits.free();
+  }, reps, sync);
   engine.freeCache(prefix);
   console.log('| what | median ms | tokens/s |');
   console.log('|---|---:|---:|');
   console.log(`| prefill ${n} tokens | ${prefill.toFixed(1)} | ${((n / prefill) * 1e3).toFixed(0)} |`);
   console.log(`| decode 1 token at ${n - 1} | ${decode.toFixed(2)} | ${(1e3 / decode).toFixed(1)} |`);
+  console.log(`| decode, fault residual_double@${last} planted | ${faulted.toFixed(2)} | ${(1e3 / faulted).toFixed(1)} |`);
+  console.log(`| decode after the fault is released | ${unfaulted.toFixed(2)} | ${(1e3 / unfaulted).toFixed(1)} |`);
 
   // The whole traced E1 run against the same forward passes untraced.
   const dir = mkdtempSync(join(tmpdir(), 'greta-bench-'));

@@ -4,6 +4,8 @@
 import { describe, expect, it } from 'vitest';
 import { analyzeRuns } from '../../src/analyze/analyze.js';
 import { loadTraceFile, readRow } from '../../src/analyze/load.js';
+import { resolveSelftestOptions } from '../../src/options.js';
+import { formatSelftest, runSelftest } from '../../src/selftest.js';
 import { traceWith } from '../helpers.js';
 
 const PROMPTS = 'p0_short,p4_sys,p6_long';
@@ -52,4 +54,15 @@ describe('E1 with --backend hip', () => {
       }
     }
   }, 120_000);
+});
+
+describe('selftest with --backend hip', () => {
+  for (const model of ['synthetic:tiny', 'synthetic:llama3-8b']) {
+    it(`${model}: every fault found exactly where planted, nothing without one`, () => {
+      const r = runSelftest(resolveSelftestOptions({ backend: 'hip', model }, {}));
+      console.log(formatSelftest(r));
+      expect(r.failed).toBe(0);
+      expect(r.skipped).toBe(0);
+    }, 600_000);
+  }
 });

@@ -207,6 +207,45 @@ describe(`hip ops on ${hip.device}`, () => {
     });
   }
 
+  it('attention options (the faults\' scale and key splits) against the oracle; decode row = causal row', () => {
+    const [H, KVH, hd, keys] = [32, 8, 128, 205];
+    const [kh, ko] = pair([keys, KVH * hd], 'act');
+    const [vh, vo] = pair([keys, KVH * hd], 'act');
+    const M = 3;
+    const [qh, qo] = pair([M, H * hd], 'act');
+    const pos = Int32Array.from({ length: M }, (_, i) => keys - M + i);
+    for (const opts of [{ scale: 0.25 }, { keyChunk: 16 }, { keyChunk: 32 }, { keyChunk: 64 }]) {
+      const g = guarded(hip, M, H * hd);
+      hip.attention(g.out, qh, kh, vh, pos, H, KVH, hd, opts);
+      const ref = oracle.alloc('f64', [M, H * hd]);
+      oracle.attention(ref, qo, ko, vo, pos, H, KVH, hd, opts.scale !== undefined ? opts : undefined);
+      const body = checkGuards(g.buf, M, H * hd);
+      compare(`attention ${JSON.stringify(opts)}`, body, oracle.download(ref) as Float64Array, 5e-6);
+      const one = hip.alloc('f32', [1, H * hd]);
+      hip.attention(one, qh.rows(M - 1, 1), kh, vh, pos.subarray(M - 1), H, KVH, hd, opts);
+      expect(Buffer.from((hip.download(one) as Float32Array).buffer)).toEqual(Buffer.from(body.slice((M - 1) * H * hd).buffer));
+    }
+  });
+
+  it('matmulVariant gives the CPU backend bits (both are defined step by step)', () => {
+    const cpu = createBackend('cpu');
+    for (const wd of ['f32', 'f16', 'bf16'] as const) {
+      for (const variant of ['reverse_k', 'f16_accumulate'] as const) {
+        const [M, K, N] = [2, 4096, 64];
+        const [xh] = pair([M, K], 'act');
+        const [wh] = pair([N, K], wd, Math.sqrt(3 / K));
+        const xc = cpu.alloc('f32', [M, K]);
+        cpu.upload(xc, hip.download(xh) as Float32Array);
+        const wc = cpu.alloc(wd, [N, K]);
+        cpu.upload(wc, hip.download(wh) as Float32Array | Uint16Array);
+        const [oh, oc] = [hip.alloc('f32', [M, N]), cpu.alloc('f32', [M, N])];
+        hip.matmulVariant(oh, xh, wh, variant);
+        cpu.matmulVariant(oc, xc, wc, variant);
+        expect(Buffer.from(hip.download(oh).buffer), `${variant} ${wd}`).toEqual(Buffer.from(cpu.download(oc).buffer));
+      }
+    }
+  });
+
   it('topk and summarize agree with the host', () => {
     const [xh, xo] = pair([3, 128256], 'act');
     const v = hip.download(xh) as Float32Array;

@@ -173,3 +173,52 @@ describe.each(KINDS)('attention on %s', (kind) => {
     });
   });
 });
+
+// The options planted faults use: another score scale, another key split.
+describe.each(KINDS)('attention options on %s', (kind) => {
+  const b = backend(kind);
+  const [nHeads, nKv, hd] = [4, 2, 16];
+
+  it('scale multiplies every q.k instead of 1/sqrt(head_dim)', () => {
+    const { q, k, v } = setup(b, 4242, 1, nHeads, nKv, hd);
+    const pos = Int32Array.of(33);
+    const out = b.alloc(b.actDtype, [1, nHeads * hd]);
+    b.attention(out, q.t, k.t, v.t, pos, nHeads, nKv, hd, { scale: 0.5 });
+    const ref = refAttention(q.values, 1, k.values, v.values, pos, nHeads, nKv, hd, 0.5);
+    expectRelL2(downloadAct(b, out), ref, BOUND[kind], `attention ${kind} scale 0.5`);
+    const dflt = b.alloc(b.actDtype, [1, nHeads * hd]);
+    b.attention(dflt, q.t, k.t, v.t, pos, nHeads, nKv, hd, { scale: 1 / Math.sqrt(hd) });
+    const plain = b.alloc(b.actDtype, [1, nHeads * hd]);
+    b.attention(plain, q.t, k.t, v.t, pos, nHeads, nKv, hd);
+    // 1/sqrt(16) is exact, so the explicit scale is the default's bits.
+    expect(bitsEqual(downloadRaw(b, dflt), downloadRaw(b, plain))).toBe(true);
+  });
+
+  // 64 is HIP's own split; on cpu it is a split like the others, over more keys than this cache has.
+  for (const chunk of [16, 32]) {
+    it(`keyChunk ${chunk} matches the reference and changes bits only past one chunk`, () => {
+      const { q, k, v } = setup(b, 777 + chunk, 2, nHeads, nKv, hd);
+      const pos = Int32Array.of(chunk - 1, 37);
+      const out = b.alloc(b.actDtype, [2, nHeads * hd]);
+      b.attention(out, q.t, k.t, v.t, pos, nHeads, nKv, hd, { keyChunk: chunk });
+      const ref = refAttention(q.values, 2, k.values, v.values, pos, nHeads, nKv, hd);
+      expectRelL2(downloadAct(b, out), ref, BOUND[kind], `attention ${kind} keyChunk ${chunk}`);
+      const plain = b.alloc(b.actDtype, [2, nHeads * hd]);
+      b.attention(plain, q.t, k.t, v.t, pos, nHeads, nKv, hd);
+      const [a, p] = [downloadRaw(b, out), downloadRaw(b, plain)];
+      // A row within one chunk is the plain order's arithmetic; 38 keys in chunks is not.
+      expect(bitsEqual(a.subarray(0, nHeads * hd), p.subarray(0, nHeads * hd))).toBe(true);
+      expect(bitsEqual(a.subarray(nHeads * hd), p.subarray(nHeads * hd))).toBe(false);
+    });
+  }
+
+  it('refuses a key chunk it does not have', () => {
+    const { q, k, v } = setup(b, 1, 1, nHeads, nKv, hd);
+    const out = b.alloc(b.actDtype, [1, nHeads * hd]);
+    expectError(
+      () => b.attention(out, q.t, k.t, v.t, Int32Array.of(3), nHeads, nKv, hd, { keyChunk: 24 }),
+      'EINVAL',
+      /attention: keyChunk 24 is not supported \(allowed: 0, 16, 32, 64\)/,
+    );
+  });
+});

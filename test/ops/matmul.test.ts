@@ -14,7 +14,7 @@ import {
   uploadWeight,
 } from './helpers.js';
 import { Rng } from './random.js';
-import { refMatmul } from './reference.js';
+import { refMatmul, roundToF16 } from './reference.js';
 
 // Relative L2 bounds against the FP64 reference (inputs are the exact stored
 // values, so only the backend's own rounding counts).
@@ -127,5 +127,45 @@ describe.each(KINDS)('matmul on %s', (kind) => {
       const out = b.alloc(b.actDtype, [2, 4]);
       expectError(() => b.matmul(out, x, w), 'EINVAL', /matmul: w must be f32, f16 or bf16/);
     });
+  });
+});
+
+// matmulVariant: the precision faults' accumulations, defined step by step
+// (p = x*w, s = acc + p, each rounded to the activation dtype; f16_accumulate
+// then rounds acc to half), so an exact emulation here must match every bit.
+describe.each(KINDS)('matmulVariant on %s', (kind) => {
+  const b = backend(kind);
+  const act = kind === 'cpu' ? Math.fround : (v: number) => v;
+
+  for (const variant of ['reverse_k', 'f16_accumulate'] as const) {
+    for (const wd of WEIGHT_DTYPES) {
+      it(`${variant}, w ${wd}: every bit as the step-by-step definition`, () => {
+        const [M, K, N] = [3, 37, 5];
+        const rng = new Rng(31 + WEIGHT_DTYPES.indexOf(wd));
+        const x = uploadAct(b, [M, K], rng.normals(M * K));
+        const w = uploadWeight(b, wd, [N, K], rng.uniforms(N * K, -1, 1));
+        const out = b.alloc(b.actDtype, [M, N]);
+        b.matmulVariant(out, x.t, w.t, variant);
+        const got = downloadAct(b, out);
+        for (let m = 0; m < M; m++) {
+          for (let n = 0; n < N; n++) {
+            let acc = 0;
+            for (let i = 0; i < K; i++) {
+              const kk = variant === 'reverse_k' ? K - 1 - i : i;
+              const s = act(acc + act(x.values[m * K + kk]! * w.values[n * K + kk]!));
+              acc = variant === 'reverse_k' ? s : roundToF16(Math.fround(s));
+            }
+            expect(got[m * N + n], `out[${m},${n}]`).toBe(acc);
+          }
+        }
+      });
+    }
+  }
+
+  it('refuses an unknown variant', () => {
+    const x = b.alloc(b.actDtype, [1, 4]);
+    const w = b.alloc('f32', [2, 4]);
+    const out = b.alloc(b.actDtype, [1, 2]);
+    expectError(() => b.matmulVariant(out, x, w, 'tf32' as 'reverse_k'), 'EINVAL', /matmulVariant: variant 'tf32' is unknown/);
   });
 });

@@ -209,6 +209,7 @@ export function refAttention(
   nHeads: number,
   nKvHeads: number,
   headDim: number,
+  scale = 1 / Math.sqrt(headDim),
 ): Float64Array {
   const qWidth = nHeads * headDim;
   const kvWidth = nKvHeads * headDim;
@@ -224,7 +225,7 @@ export function refAttention(
       for (let j = 0; j < nKeys; j++) {
         let s = 0;
         for (let d = 0; d < headDim; d++) s += q[qOff + d]! * k[j * kvWidth + kvHead * headDim + d]!;
-        scores[j] = s / Math.sqrt(headDim);
+        scores[j] = s * scale;
         max = Math.max(max, scores[j]!);
       }
       let sum = 0;

@@ -1,0 +1,143 @@
+// The fault zoo and the selftest on the CPU backend: every fault planted at
+// two layers (one deep), found exactly there; nothing found without one; the
+// prefill side untouched by any fault.
+import { readdirSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { beforeAll, describe, expect, it } from 'vitest';
+import { analyzeRuns, formatTable } from '../src/analyze/analyze.js';
+import { loadTraceFile, readRow } from '../src/analyze/load.js';
+import { expectedMismatch, faultInfo, FAULT_NAMES, parseFaultSpec } from '../src/faults.js';
+import { resolveSelftestOptions } from '../src/options.js';
+import { runSelftest, type SelftestResult } from '../src/selftest.js';
+import { tempDir, traceWith } from './helpers.js';
+
+const LAYERS = [2, 30];
+
+describe('selftest on cpu, synthetic:tiny, p4_sys', () => {
+  let r: SelftestResult;
+  let out: string;
+  beforeAll(() => {
+    out = join(tempDir(), 'selftest.jsonl');
+    r = runSelftest(resolveSelftestOptions({ backend: 'cpu', 'fault-layers': LAYERS.join(','), out }, {}));
+  }, 300_000);
+
+  it('runs one case per fault and layer, plus the run without a fault', () => {
+    const layered = FAULT_NAMES.filter((n) => faultInfo(n).layered).length;
+    expect(r.cases.length).toBe(1 + layered * LAYERS.length + (FAULT_NAMES.length - layered));
+    expect(r.cases[0]).toMatchObject({ fault: 'none', found: { point: 'NONE' }, result: 'pass', mae: 0 });
+    expect(r.failed).toBe(0);
+    expect(r.skipped).toBe(0);
+    expect(r.trace).toBe(out);
+  });
+
+  for (const name of FAULT_NAMES) {
+    const layers = faultInfo(name).layered ? LAYERS : [undefined];
+    for (const layer of layers) {
+      const label = layer === undefined ? name : `${name}@${layer}`;
+      it(`${label}: first mismatch exactly at ${JSON.stringify(expectedMismatch({ name, layer }))}`, () => {
+        const c = r.cases.find((x) => x.fault === label)!;
+        expect(c.found).toEqual(c.expected);
+        expect(c.expected).toEqual(expectedMismatch({ name, layer }));
+        expect(c.mae).toBeGreaterThan(0);
+        expect(c.result).toBe('pass');
+      });
+    }
+  }
+
+  it('precision faults are tiny but found; the one-ulp fault is the floor', () => {
+    const mae = (f: string) => r.cases.find((c) => c.fault === f)!.mae!;
+    for (const l of LAYERS) {
+      expect(mae(`matmul_order@${l}`)).toBeLessThan(1e-6);
+      expect(mae(`attn_split@${l}`)).toBeLessThan(1e-6);
+      // one element of 64 moved by one ulp of a value below 16: at most 2^-20 / 64.
+      expect(mae(`ulp@${l}`)).toBeLessThanOrEqual(2 ** -20 / 64);
+    }
+  });
+
+  it('faults act on decode only: every prefill_last row is the unfaulted run bit for bit', () => {
+    const runs = loadTraceFile(out);
+    expect(runs.length).toBe(r.cases.length);
+    const clean = runs.find((x) => x.header.options.fault === undefined)!;
+    const key = (s: { layer: number | null; point: string }) => `${s.layer}:${s.point}`;
+    const cleanHash = new Map(clean.stages.filter((s) => s.phase === 'prefill_last').map((s) => [key(s), s.hash]));
+    for (const run of runs) {
+      const pre = run.stages.filter((s) => s.phase === 'prefill_last');
+      expect(pre.length).toBe(cleanHash.size);
+      for (const s of pre) expect(s.hash, `${run.header.options.fault} ${key(s)}`).toBe(cleanHash.get(key(s)));
+    }
+  });
+
+  it('the header names the planted fault and the analyzer reports it', () => {
+    const runs = loadTraceFile(out).filter((x) => x.header.options.fault === 'wo_layout@30');
+    expect(runs.length).toBe(1);
+    const rows = analyzeRuns(runs);
+    expect(rows[0]).toMatchObject({ fault: 'wo_layout@30', first_mismatch_stage: 'wo_out', first_mismatch_layer: 30 });
+    expect(formatTable(rows)).toContain('has a planted fault wo_layout@30 (--fault)');
+    // wo_out departs, its input attn_out does not.
+    const cmp = rows[0]!.comparisons;
+    expect(cmp.find((c) => c.layer === 30 && c.point === 'attn_out')!.equal).toBe(true);
+    expect(readRow(runs[0]!, runs[0]!.stages.find((s) => s.layer === 30 && s.point === 'wo_out' && s.phase === 'decode0')!).length).toBe(64);
+  });
+});
+
+describe('--fault in trace', () => {
+  it('a fault at every layer departs at layer 0; the debug input record shows the wrong token', () => {
+    const t = traceWith({ prompt: 'p4_sys', fault: 'residual_double', layers: '0,1', points: 'x_in,wo_out,x_after_attn' });
+    const rows = analyzeRuns(loadTraceFile(t.out));
+    expect(rows[0]).toMatchObject({ first_mismatch_stage: 'x_after_attn', first_mismatch_layer: 0, fault: 'residual_double' });
+
+    const tok = traceWith({ prompt: 'p4_sys', fault: 'token', layers: '0', points: 'x_in', 'debug-input': true });
+    const run = loadTraceFile(tok.out)[0]!;
+    const [pre, dec] = ['prefill_last', 'decode0'].map((ph) => run.inputs.find((i) => i.phase === ph)!);
+    expect(dec!.token_id).toBe(pre!.token_id + 1);
+    expect(dec!.embedding_hash).not.toBe(pre!.embedding_hash);
+  });
+
+  it('a two-token prompt: the one-token prefill of E1 is not a decode call, so only decode0 is faulted', () => {
+    const t = traceWith({ 'prompt-text': 'Hi', fault: 'residual_skip@0', layers: '0', points: 'x_in,x_after_attn' });
+    const run = loadTraceFile(t.out)[0]!;
+    expect(run.header.prompts[0]!.n_tokens).toBe(2);
+    const rows = analyzeRuns([run]);
+    expect(rows[0]).toMatchObject({ first_mismatch_stage: 'x_after_attn', first_mismatch_layer: 0 });
+    // x_in of decode0 equals prefill_last's: the cache prefix was built unfaulted.
+    expect(rows[0]!.comparisons.find((c) => c.point === 'x_in')!.equal).toBe(true);
+  });
+
+  it('parses NAME[@LAYER] and refuses what cannot be planted', () => {
+    expect(parseFaultSpec('wo_layout@15')).toEqual({ name: 'wo_layout', layer: 15 });
+    expect(parseFaultSpec('token')).toEqual({ name: 'token' });
+    expect(parseFaultSpec('token@3')).toMatch(/acts outside the layers and takes no @LAYER/);
+    expect(parseFaultSpec('wo_layout@x')).toMatch(/unknown fault 'wo_layout@x' \(allowed: token, position/);
+    expect(() => traceWith({ prompt: 'p0_short', fault: 'ulp@32' })).toThrow(/--fault: layer 32 is out of range for synthetic:tiny \(allowed: 0-31\)/);
+  });
+});
+
+describe('selftest options', () => {
+  it('a prompt too short for the key-split fault is a skip, not a miss', () => {
+    const o = resolveSelftestOptions({ backend: 'cpu', faults: 'attn_split,ulp', 'fault-layers': '5', 'prompt-text': undefined, prompt: 'p0_short' }, {});
+    const r = runSelftest(o);
+    const split = r.cases.find((c) => c.fault === 'attn_split@5')!;
+    expect(split.result).toBe('skip');
+    expect(split.note).toMatch(/needs more than 16 keys/);
+    expect(r.cases.find((c) => c.fault === 'ulp@5')!.result).toBe('pass');
+    expect(r.failed).toBe(0);
+    expect(r.trace).toBeNull();
+  });
+
+  it('refuses unknown faults and layers out of range with one message', () => {
+    expect(() => resolveSelftestOptions({ faults: 'wo_layout,bogus' }, {})).toThrow(/--faults: unknown fault 'bogus' \(allowed: all, token/);
+    expect(() => resolveSelftestOptions({ 'fault-layers': 'all' }, {})).toThrow(/--fault-layers: 'all' is not allowed here/);
+    const o = resolveSelftestOptions({ backend: 'cpu', faults: 'ulp', 'fault-layers': '40' }, {});
+    expect(() => runSelftest(o)).toThrow(/--fault-layers: layer 40 is out of range for synthetic:tiny \(allowed: 0-31\)/);
+  });
+
+  it('keeps no temporary trace when every case passes', () => {
+    const mine = () => readdirSync(tmpdir()).filter((d) => d.startsWith('greta-selftest-')).sort();
+    const before = mine();
+    const r = runSelftest(resolveSelftestOptions({ backend: 'cpu', faults: 'token' }, {}));
+    expect(r.failed).toBe(0);
+    expect(r.trace).toBeNull();
+    expect(mine()).toEqual(before);
+  });
+});
