@@ -15,7 +15,7 @@ through \`hip/compat.h\`. Commands, from the repository root:
 
 \`\`\`sh
 scripts/gpu/pack.sh               # build machine: npm run build:hip, tsc, pack Node and node_modules
-scripts/gpu/run.sh results        # GPU machine: npm run test:gpu, a Llama-3-8B-shaped trace, npm run bench
+scripts/gpu/run.sh results        # GPU machine: npm run test:gpu, a Llama-3-8B-shaped trace, the selftest, npm run bench
 scripts/gpu/report.sh results $DATE > docs/gpu-results.md
 \`\`\`
 
@@ -35,6 +35,17 @@ The user's command on the 8B-shaped model
 $(grep -E "^\|" "$D/trace-llama3-8b.log")
 
 $(grep -E "^p[0-9].*E1: [0-9]+ tokens" "$D/trace-llama3-8b.log" | sed 's/^/    /')
+
+## The selftest: every planted fault found where it was planted
+
+\`npm run selftest -- --backend hip --model synthetic:llama3-8b\`: E1 on p4_sys traced at every
+layer and point, once without a fault and once per fault and layer (\`test:gpu\` runs the same at
+small width). The MAE and max abs error are those of the first mismatch.
+
+$(grep -E "^\|" "$D/selftest-llama3-8b.log")
+
+    $(grep -E "^selftest: [0-9]+ cases" "$D/selftest-llama3-8b.log")
+    $(grep -E "^selftest wall" "$D/selftest-llama3-8b.log")
 
 ## Each HIP op against the cpu-fp64 oracle
 

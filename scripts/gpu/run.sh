@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # On the GPU machine, in the packed tree (scripts/gpu/pack.sh): unpacks Node
-# and node_modules, runs the GPU test suite and the benchmark, and writes
-# their logs to the directory given (default gpu-results/).
+# and node_modules, runs the GPU test suite, a traced 8B-shaped run, the
+# selftest at 8B shape and the benchmark, and writes their logs to the
+# directory given (default gpu-results/).
 set -euo pipefail
 cd "$(dirname "$0")/../.."
 results=${1:-gpu-results}
@@ -18,6 +19,9 @@ node dist/cli/main.js trace --backend hip --model synthetic:llama3-8b --prompt p
   --layers 0,1,2,15,31 --out "$results/trace-llama3-8b.jsonl" 2>&1 | tee "$results/trace-llama3-8b.log"
 trace=${PIPESTATUS[0]}
 rm -f "$results"/trace-llama3-8b.jsonl "$results"/trace-llama3-8b.rows.bin
+/usr/bin/time -f 'selftest wall %e s, max RSS %M kB' node dist/cli/main.js selftest --backend hip --model synthetic:llama3-8b \
+  2>&1 | tee "$results/selftest-llama3-8b.log"
+selftest=${PIPESTATUS[0]}
 node dist/bench/main.js --backend hip 2>&1 | tee "$results/bench-hip.log"
 bench=${PIPESTATUS[0]}
-exit $(( tests || trace || bench ))
+exit $(( tests || trace || selftest || bench ))
