@@ -26,3 +26,12 @@ size_t greta_attention_scratch_bytes(int64_t M, int n_heads, int head_dim, int64
 hipError_t greta_attention(float* out, const float* q, const float* k_cache, const float* v_cache, const int32_t* pos,
                            int64_t M, int n_heads, int n_kv_heads, int head_dim, int64_t max_keys,
                            const float* custom_scale, int key_chunk, float* partials, hipStream_t stream);
+
+// The probe of one row at position pos (see Backend::attention_probe): scores
+// and probs [n_heads, pos + 1], pv [n_heads * head_dim], with the order of
+// greta_attention under the same custom_scale and key_chunk. `factors` is
+// device scratch of greta_attention_probe_scratch_bytes.
+size_t greta_attention_probe_scratch_bytes(int n_heads, int32_t pos, int key_chunk);
+hipError_t greta_attention_probe(float* scores, float* probs, float* pv, const float* q, const float* k_cache,
+                                 const float* v_cache, int32_t pos, int n_heads, int n_kv_heads, int head_dim,
+                                 const float* custom_scale, int key_chunk, float* factors, hipStream_t stream);

@@ -32,9 +32,13 @@ __device__ __forceinline__ void init(State& s) {
 }
 
 // The partial of one chunk: scores into p (shared), chunk max and exp-sum by
-// butterfly, p.V per lane in increasing key order.
+// butterfly, p.V per lane in increasing key order. The probe (PROBE) also
+// copies each score and each exp(s - m_c) out to scores_out/p_out, indexed
+// by key within the chunk; the model's instantiation does not have the stores.
+template <bool PROBE = false>
 __device__ void chunk_partial(State& part, const float* q_s, float* p, const float* kc, const float* vc, int64_t c0,
-                              int len, int64_t kv_off, const Geometry& g, float scale, int lane) {
+                              int len, int64_t kv_off, const Geometry& g, float scale, int lane,
+                              float* scores_out = nullptr, float* p_out = nullptr) {
   float local_max = -INFINITY;
   for (int j = lane; j < len; j += GRETA_WAVE_SIZE) {
     const float* kj = kc + (c0 + j) * g.kv_stride + kv_off;
@@ -42,6 +46,7 @@ __device__ void chunk_partial(State& part, const float* q_s, float* p, const flo
     for (int d = 0; d < g.head_dim; d++) s = __fmaf_rn(q_s[d], kj[d], s);
     s = __fmul_rn(s, scale);
     p[j] = s;
+    if (PROBE) scores_out[j] = s;
     local_max = fmaxf(local_max, s);
   }
   part.m = wave_max(local_max);
@@ -49,6 +54,7 @@ __device__ void chunk_partial(State& part, const float* q_s, float* p, const flo
   for (int j = lane; j < len; j += GRETA_WAVE_SIZE) {
     const float e = expf(__fadd_rn(p[j], -part.m));
     p[j] = e;
+    if (PROBE) p_out[j] = e;
     local_sum = __fadd_rn(local_sum, e);
   }
   part.l = wave_sum(local_sum);
@@ -64,10 +70,17 @@ __device__ void chunk_partial(State& part, const float* q_s, float* p, const flo
   GRETA_SYNC_WAVE();
 }
 
-__device__ __forceinline__ void merge(State& s, float m_c, float l_c, const float* acc_c) {
+// Merges a chunk's partial into the running state; the probe reads the two
+// rescale factors back (a for what came before, b for the chunk).
+__device__ __forceinline__ void merge(State& s, float m_c, float l_c, const float* acc_c, float* a_out = nullptr,
+                                      float* b_out = nullptr) {
   const float m = fmaxf(s.m, m_c);
   const float a = expf(__fadd_rn(s.m, -m));  // 0 while s is empty
   const float b = expf(__fadd_rn(m_c, -m));
+  if (a_out) {
+    *a_out = a;
+    *b_out = b;
+  }
   s.l = __fadd_rn(__fmul_rn(s.l, a), __fmul_rn(l_c, b));
 #pragma unroll
   for (int i = 0; i < DIMS; i++) s.acc[i] = __fadd_rn(__fmul_rn(s.acc[i], a), __fmul_rn(acc_c[i], b));
@@ -182,6 +195,69 @@ __global__ void attention_merge_kernel(float* __restrict__ out, const float* __r
   finish(s, out + m * g.q_stride + static_cast<int64_t>(h) * head_dim, g, lane);
 }
 
+// The probe: one row at position pos, one wave per head, exactly the rows
+// kernel's chain of operations (so its pv equals the fused op's row bit for
+// bit), also writing each key's score and its weight in the output: the
+// chunk's exp(s - m_c) times the merge rescales applied after that chunk
+// (b_c, then every later a, in merge order), times 1/l. `factors` holds
+// 2 * n_chunks floats per head.
+template <int CHUNK, bool CUSTOM_SCALE>
+__global__ void attention_probe_kernel(float* __restrict__ scores, float* __restrict__ probs, float* __restrict__ pv,
+                                       float* __restrict__ factors, const float* __restrict__ q,
+                                       const float* __restrict__ kc, const float* __restrict__ vc, int32_t pos,
+                                       int n_heads, int n_kv_heads, int head_dim, float custom_scale) {
+  __shared__ float q_s[WAVES][MAX_HEAD_DIM];
+  __shared__ float p_s[WAVES][CHUNK];
+  const int wave = threadIdx.x / GRETA_WAVE_SIZE, lane = threadIdx.x % GRETA_WAVE_SIZE;
+  const int h = static_cast<int>(blockIdx.x) * WAVES + wave;
+  if (h >= n_heads) return;
+  const Geometry g = geometry(n_heads, n_kv_heads, head_dim);
+  const int64_t kv_off = static_cast<int64_t>(h / (n_heads / n_kv_heads)) * head_dim;
+  const float scale = CUSTOM_SCALE ? custom_scale : default_scale(head_dim);
+  const int64_t n_keys = static_cast<int64_t>(pos) + 1;
+  const int64_t n_chunks = (n_keys + CHUNK - 1) / CHUNK;
+  float* sc = scores + h * n_keys;
+  float* pr = probs + h * n_keys;
+  float* fa = factors + h * 2 * n_chunks;  // a_c at [c], b_c at [n_chunks + c]
+  load_q(q_s[wave], q, 0, h, g, lane);
+  State s, part;
+  init(s);
+  for (int64_t c0 = 0, c = 0; c0 < n_keys; c0 += CHUNK, c++) {
+    const int len = static_cast<int>(n_keys - c0 < CHUNK ? n_keys - c0 : CHUNK);
+    chunk_partial<true>(part, q_s[wave], p_s[wave], kc, vc, c0, len, kv_off, g, scale, lane, sc + c0, pr + c0);
+    float a, b;
+    merge(s, part.m, part.l, part.acc, &a, &b);
+    if (lane == 0) {
+      fa[c] = a;
+      fa[n_chunks + c] = b;
+    }
+  }
+  finish(s, pv + static_cast<int64_t>(h) * head_dim, g, lane);
+  __threadfence_block();
+  GRETA_SYNC_WAVE();
+  const float inv = __fdiv_rn(1.f, s.l);
+  for (int64_t j = lane; j < n_keys; j += GRETA_WAVE_SIZE) {
+    const int64_t c = j / CHUNK;
+    float f = fa[n_chunks + c];
+    for (int64_t later = c + 1; later < n_chunks; later++) f = __fmul_rn(f, fa[later]);
+    pr[j] = __fmul_rn(__fmul_rn(pr[j], f), inv);
+  }
+}
+
+template <int CHUNK>
+hipError_t launch_probe(float* scores, float* probs, float* pv, float* factors, const float* q, const float* k_cache,
+                        const float* v_cache, int32_t pos, int n_heads, int n_kv_heads, int head_dim,
+                        const float* custom_scale, hipStream_t stream) {
+  const dim3 grid((n_heads + WAVES - 1) / WAVES), block(WAVES * GRETA_WAVE_SIZE);
+  if (custom_scale)
+    hipLaunchKernelGGL((attention_probe_kernel<CHUNK, true>), grid, block, 0, stream, scores, probs, pv, factors, q,
+                       k_cache, v_cache, pos, n_heads, n_kv_heads, head_dim, *custom_scale);
+  else
+    hipLaunchKernelGGL((attention_probe_kernel<CHUNK, false>), grid, block, 0, stream, scores, probs, pv, factors, q,
+                       k_cache, v_cache, pos, n_heads, n_kv_heads, head_dim, 0.f);
+  return hipGetLastError();
+}
+
 int64_t chunks_for(int64_t keys) { return (keys + KEY_CHUNK - 1) / KEY_CHUNK; }
 
 unsigned blocks(int64_t waves) { return static_cast<unsigned>((waves + WAVES - 1) / WAVES); }
@@ -204,6 +280,24 @@ hipError_t launch_fault_rows(float* out, const float* q, const float* k_cache, c
     hipLaunchKernelGGL((attention_rows_kernel<CHUNK, false>), grid, block, 0, stream, out, q, k_cache, v_cache, pos, M,
                        n_heads, n_kv_heads, head_dim, 0.f);
   return hipGetLastError();
+}
+
+size_t greta_attention_probe_scratch_bytes(int n_heads, int32_t pos, int key_chunk) {
+  const int64_t chunk = key_chunk == 0 ? KEY_CHUNK : key_chunk;
+  return static_cast<size_t>(n_heads) * 2 * ((static_cast<int64_t>(pos) + chunk) / chunk) * sizeof(float);
+}
+
+hipError_t greta_attention_probe(float* scores, float* probs, float* pv, const float* q, const float* k_cache,
+                                 const float* v_cache, int32_t pos, int n_heads, int n_kv_heads, int head_dim,
+                                 const float* custom_scale, int key_chunk, float* factors, hipStream_t stream) {
+  if (head_dim > MAX_HEAD_DIM) return hipErrorInvalidValue;
+  switch (key_chunk) {
+    case 0:
+    case KEY_CHUNK: return launch_probe<KEY_CHUNK>(scores, probs, pv, factors, q, k_cache, v_cache, pos, n_heads, n_kv_heads, head_dim, custom_scale, stream);
+    case 32: return launch_probe<32>(scores, probs, pv, factors, q, k_cache, v_cache, pos, n_heads, n_kv_heads, head_dim, custom_scale, stream);
+    case 16: return launch_probe<16>(scores, probs, pv, factors, q, k_cache, v_cache, pos, n_heads, n_kv_heads, head_dim, custom_scale, stream);
+    default: return hipErrorInvalidValue;
+  }
 }
 
 hipError_t greta_attention(float* out, const float* q, const float* k_cache, const float* v_cache, const int32_t* pos,

@@ -188,6 +188,19 @@ class HipBackend final : public Backend {
           "attention");
   }
 
+  void attention_probe(const Tensor& scores, const Tensor& probs, const Tensor& pv, const Tensor& q, const Tensor& k_cache,
+                       const Tensor& v_cache, int32_t pos, int n_heads, int n_kv_heads, int head_dim,
+                       const AttentionOptions& opt) override {
+    if (head_dim > 256) throw GretaError("EINVAL", "attentionProbe: head_dim " + std::to_string(head_dim) + " > 256 is not supported on hip");
+    float* factors = static_cast<float*>(
+        scratch_work_.get(greta_attention_probe_scratch_bytes(n_heads, pos, opt.key_chunk), "attentionProbe"));
+    const float custom_scale = opt.scale ? static_cast<float>(*opt.scale) : 0.f;
+    check(greta_attention_probe(scores.as<float>(), probs.as<float>(), pv.as<float>(), q.as<float>(), k_cache.as<float>(),
+                                v_cache.as<float>(), pos, n_heads, n_kv_heads, head_dim, opt.scale ? &custom_scale : nullptr,
+                                opt.key_chunk, factors, 0),
+          "attentionProbe");
+  }
+
   void silu_mul(const Tensor& out, const Tensor& gate, const Tensor& up) override {
     check(greta_silu_mul(out.as<float>(), gate.as<float>(), up.as<float>(), out.numel(), 0), "siluMul");
   }

@@ -196,6 +196,7 @@ class BackendWrap : public Napi::ObjectWrap<BackendWrap> {
             InstanceMethod<&BackendWrap::Rmsnorm>("rmsnorm"),
             InstanceMethod<&BackendWrap::Matmul>("matmul"),
             InstanceMethod<&BackendWrap::MatmulVariantOp>("matmulVariant"),
+            InstanceMethod<&BackendWrap::AttentionProbe>("attentionProbe"),
             InstanceMethod<&BackendWrap::Rope>("rope"),
             InstanceMethod<&BackendWrap::KvWrite>("kvWrite"),
             InstanceMethod<&BackendWrap::Attention>("attention"),
@@ -422,25 +423,44 @@ class BackendWrap : public Napi::ObjectWrap<BackendWrap> {
     });
   }
 
+  // { scale?, keyChunk? } at argument i, if there is one.
+  static AttentionOptions attention_options(const Napi::CallbackInfo& info, size_t i, const char* op) {
+    AttentionOptions opt;
+    if (info.Length() > i && info[i].IsObject()) {
+      Napi::Object o = info[i].As<Napi::Object>();
+      Napi::Value scale = o.Get("scale"), chunk = o.Get("keyChunk");
+      if (!scale.IsUndefined()) {
+        expect(scale.IsNumber(), op, "scale must be a number");
+        opt.scale = scale.As<Napi::Number>().DoubleValue();
+      }
+      if (!chunk.IsUndefined()) {
+        expect(chunk.IsNumber(), op, "keyChunk must be a number");
+        opt.key_chunk = chunk.As<Napi::Number>().Int32Value();
+      }
+    }
+    return opt;
+  }
+
+  // attentionProbe(scores, probs, pv, q, kCache, vCache, position, nHeads, nKvHeads, headDim, { scale?, keyChunk? }?)
+  Napi::Value AttentionProbe(const Napi::CallbackInfo& info) {
+    return guarded(info.Env(), [&]() -> Napi::Value {
+      const Tensor &scores = T(info, 0), &probs = T(info, 1), &pv = T(info, 2), &q = T(info, 3), &k = T(info, 4),
+                   &v = T(info, 5);
+      int pos = Int(info, 6), nh = Int(info, 7), nkv = Int(info, 8), hd = Int(info, 9);
+      AttentionOptions opt = attention_options(info, 10, "attentionProbe");
+      check_attention_probe(*b_, scores, probs, pv, q, k, v, pos, nh, nkv, hd, opt);
+      b_->attention_probe(scores, probs, pv, q, k, v, pos, nh, nkv, hd, opt);
+      return info.Env().Undefined();
+    });
+  }
+
   // attention(out, q, kCache, vCache, positions, nHeads, nKvHeads, headDim, { scale?, keyChunk? }?)
   Napi::Value Attention(const Napi::CallbackInfo& info) {
     return guarded(info.Env(), [&]() -> Napi::Value {
       const Tensor &out = T(info, 0), &q = T(info, 1), &k = T(info, 2), &v = T(info, 3);
       auto pos = I32s(info, 4);
       int nh = Int(info, 5), nkv = Int(info, 6), hd = Int(info, 7);
-      AttentionOptions opt;
-      if (info.Length() > 8 && info[8].IsObject()) {
-        Napi::Object o = info[8].As<Napi::Object>();
-        Napi::Value scale = o.Get("scale"), chunk = o.Get("keyChunk");
-        if (!scale.IsUndefined()) {
-          expect(scale.IsNumber(), "attention", "scale must be a number");
-          opt.scale = scale.As<Napi::Number>().DoubleValue();
-        }
-        if (!chunk.IsUndefined()) {
-          expect(chunk.IsNumber(), "attention", "keyChunk must be a number");
-          opt.key_chunk = chunk.As<Napi::Number>().Int32Value();
-        }
-      }
+      AttentionOptions opt = attention_options(info, 8, "attention");
       check_attention(*b_, out, q, k, v, pos.data(), static_cast<int64_t>(pos.size()), nh, nkv, hd, opt);
       b_->attention(out, q, k, v, pos.data(), nh, nkv, hd, opt);
       return info.Env().Undefined();

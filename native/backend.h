@@ -86,6 +86,14 @@ class Backend {
   virtual void attention(const Tensor& out, const Tensor& q, const Tensor& k_cache,
                          const Tensor& v_cache, const int32_t* pos, int n_heads, int n_kv_heads,
                          int head_dim, const AttentionOptions& opt) = 0;
+  // The attention of one query row (q is [1, n_heads * head_dim]) at position
+  // pos, with exactly the reduction order of `attention`, exposing what the
+  // fused op keeps inside: scores [n_heads, pos + 1] (scaled q.k), probs
+  // [n_heads, pos + 1] (each key's weight in the output) and pv (the per-head
+  // outputs, which must equal `attention`'s row bit for bit).
+  virtual void attention_probe(const Tensor& scores, const Tensor& probs, const Tensor& pv, const Tensor& q,
+                               const Tensor& k_cache, const Tensor& v_cache, int32_t pos, int n_heads, int n_kv_heads,
+                               int head_dim, const AttentionOptions& opt) = 0;
   // matmul's product with another accumulation (see MatmulVariant).
   virtual void matmul_variant(const Tensor& out, const Tensor& x, const Tensor& w, MatmulVariant v) = 0;
   // out = silu(gate) * up

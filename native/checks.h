@@ -133,6 +133,22 @@ inline void check_attention(const Backend& b, const Tensor& out, const Tensor& q
   check_positions(pos, n, k.rows(), op);
 }
 
+inline void check_attention_probe(const Backend& b, const Tensor& scores, const Tensor& probs, const Tensor& pv,
+                                  const Tensor& q, const Tensor& k, const Tensor& v, int32_t pos, int n_heads,
+                                  int n_kv_heads, int head_dim, const AttentionOptions& opt) {
+  check_attention(b, q, q, k, v, &pos, 1, n_heads, n_kv_heads, head_dim, opt);
+  const std::string op = "attentionProbe";
+  expect_act(b, pv, op, "pv");
+  expect(pv.shape == std::vector<int64_t>{n_heads, head_dim}, op,
+         "pv must be [" + std::to_string(n_heads) + "," + std::to_string(head_dim) + "], got " + pv.describe());
+  const std::vector<int64_t> want = {n_heads, static_cast<int64_t>(pos) + 1};
+  for (const Tensor* t : {&scores, &probs}) {
+    expect_act(b, *t, op, "scores/probs");
+    expect(t->shape == want, op, "scores and probs must be [" + std::to_string(n_heads) + "," + std::to_string(pos + 1) +
+                                     "], got " + t->describe());
+  }
+}
+
 inline void check_elementwise(const Backend& b, const Tensor& out, const Tensor& a, const Tensor& c, const std::string& op) {
   expect_act(b, out, op, "out");
   expect_act(b, a, op, "a");

@@ -4,14 +4,16 @@
 // real engines (attention scale and key split, RoPE, lm_head, precision).
 //
 // A fault acts on decode calls only (one token after a cached prefix; see
-// Engine.forward), on every backend, through the backend's own ops. It acts at
-// the stage point it corrupts, after the engine has computed that point and
-// before it is traced, by redoing the op that made it the wrong way (the way a
-// forward hook patches a module's output), so the engine's own code path is
-// the same with or without a fault. Without `@LAYER` a layered fault is
-// planted in every layer.
+// Engine.forward), on every backend, through the backend's own ops. Most act
+// at the first point they corrupt, after the engine has computed it and
+// before it is traced, by redoing the op that made it the wrong way (the way
+// a forward hook patches a module's output); attention faults change how the
+// layer's attention reads the cache (Engine's AttentionCall), so the
+// attention probe sees them too. The engine's own code path is the same with
+// or without a fault. Without `@LAYER` a layered fault is planted in every
+// layer.
 import { UsageError } from './errors.js';
-import type { DecodeFault, Engine, ForwardState } from './model/engine.js';
+import type { AttentionCall, DecodeFault, Engine, ForwardState } from './model/engine.js';
 import { ropeInvFreq } from './model/rope.js';
 import type { Backend, Tensor } from './native.js';
 import type { Point } from './trace/points.js';
@@ -31,21 +33,27 @@ interface Ctx {
 
 interface FaultDef {
   description: string;
-  /** The stage point it corrupts: where the first mismatch must appear. */
-  point: Point;
+  /**
+   * The points it makes differ, in forward order from the first: the first
+   * mismatch must be the first of these that is traced.
+   */
+  corrupts: readonly Point[];
+  /** Where plant()'s action runs; default corrupts[0]. */
+  actsAt?: Point;
   /** false: acts outside the layers (the token embedded, the classifier); no @LAYER. */
   layered: boolean;
   /** The decode row must attend to more keys than this for the fault to change anything. */
   minKeys?: number;
   /** Why this model cannot carry the fault, if it cannot. */
   unsupported?(engine: Engine): string | undefined;
-  /** Prepares what it needs once (e.g. a transposed weight) and returns its action at `point`. */
+  /** Prepares what it needs once (e.g. a transposed weight) and returns its action at actsAt. */
   plant?(ctx: Ctx, layers: readonly number[]): (layer: number | null, st: ForwardState) => void;
   tokens?(ids: readonly number[], vocab: number): number[];
+  attention?: AttentionCall;
 }
 
-/** Redoes q/k RoPE, the cache write of k and the attention with other positions or frequencies. */
-function redoAttention(ctx: Ctx, layer: number, st: ForwardState, ropePos: Int32Array, invFreq: Tensor): void {
+/** Redoes q and k (projection and RoPE) with other positions or frequencies; the cache write follows. */
+function redoRope(ctx: Ctx, layer: number, st: ForwardState, ropePos: Int32Array, invFreq: Tensor): void {
   const { b, engine } = ctx;
   const { cfg } = engine;
   const lw = engine.weights.layers[layer]!;
@@ -54,24 +62,10 @@ function redoAttention(ctx: Ctx, layer: number, st: ForwardState, ropePos: Int32
   b.matmul(a.k, a.xb, lw.wk);
   b.rope(a.q, ropePos, invFreq, cfg.num_attention_heads, cfg.head_dim);
   b.rope(a.k, ropePos, invFreq, cfg.num_key_value_heads, cfg.head_dim);
-  b.kvWrite(st.cache.k[layer]!, a.k, st.pos);
-  attend(ctx, layer, st, st.pos);
 }
 
-function attend(ctx: Ctx, layer: number, st: ForwardState, pos: Int32Array, opts?: { scale?: number; keyChunk?: number }): void {
-  const { cfg } = ctx.engine;
-  ctx.b.attention(
-    st.acts.att,
-    st.acts.q,
-    st.cache.k[layer]!,
-    st.cache.v[layer]!,
-    pos,
-    cfg.num_attention_heads,
-    cfg.num_key_value_heads,
-    cfg.head_dim,
-    opts,
-  );
-}
+const ATTENTION_ON: readonly Point[] = ['scores', 'probs', 'pv', 'attn_out'];
+const ROPE_ON: readonly Point[] = ['q', 'k', ...ATTENTION_ON];
 
 function uploadFreq(ctx: Ctx, f: Float64Array): Tensor {
   const b = ctx.b;
@@ -92,69 +86,69 @@ function bumpUlp(data: Float32Array | Float64Array, i: number): void {
 const FAULTS = {
   token: {
     description: 'decode embeds the next token id instead of its own (B3.27: wrong decode input)',
-    point: 'x_in',
+    corrupts: ['x_in'],
     layered: false,
     tokens: (ids, vocab) => ids.map((id) => (id + 1) % vocab),
   },
   position: {
     description: 'decode RoPE rotates q and k at position pos+1 (wrong pos_id)',
-    point: 'attn_out',
+    corrupts: ROPE_ON,
     layered: true,
-    plant: (ctx) => (l, st) => redoAttention(ctx, l!, st, shifted(st.pos, 1), ctx.engine.invFreq),
+    plant: (ctx) => (l, st) => redoRope(ctx, l!, st, shifted(st.pos, 1), ctx.engine.invFreq),
   },
   kv_stale: {
     description: "decode attention reads the cache as it was before this token's K/V row was written (B3.29: stale KV)",
-    point: 'attn_out',
+    corrupts: ATTENTION_ON,
     layered: true,
-    plant: (ctx) => (l, st) => attend(ctx, l!, st, shifted(st.pos, -1)),
+    attention: { posShift: -1 },
   },
   kv_position: {
     description: "decode writes its K and V rows one position early, over the previous token's (B3.24-B3.26: wrong KV row)",
-    point: 'attn_out',
+    corrupts: ATTENTION_ON,
+    actsAt: 'v',
     layered: true,
     plant: (ctx) => (l, st) => {
       const p = shifted(st.pos, -1);
       ctx.b.kvWrite(st.cache.k[l!]!, st.acts.k, p);
       ctx.b.kvWrite(st.cache.v[l!]!, st.acts.v, p);
-      attend(ctx, l!, st, st.pos);
     },
   },
   attn_scale: {
     description: 'decode attention without the 1/sqrt(head_dim) score scale',
-    point: 'attn_out',
+    corrupts: ATTENTION_ON,
     layered: true,
-    plant: (ctx) => (l, st) => attend(ctx, l!, st, st.pos, { scale: 1 }),
+    attention: { opts: { scale: 1 } },
   },
   attn_split: {
     description: 'decode attention splits keys into chunks of 16 merged in order, unlike prefill (a tiny, real difference)',
-    point: 'attn_out',
+    corrupts: ['probs', 'pv', 'attn_out'],
     layered: true,
     minKeys: 16,
-    plant: (ctx) => (l, st) => attend(ctx, l!, st, st.pos, { keyChunk: 16 }),
+    attention: { opts: { keyChunk: 16 } },
   },
   rope_theta: {
     description: "decode RoPE with theta 10000 (500000 when the model's is 10000)",
-    point: 'attn_out',
+    corrupts: ROPE_ON,
     layered: true,
     plant: (ctx) => {
       const cfg = ctx.engine.cfg;
       const f = uploadFreq(ctx, ropeInvFreq({ ...cfg, rope_theta: cfg.rope_theta === 10000 ? 500000 : 10000 }));
-      return (l, st) => redoAttention(ctx, l!, st, st.pos, f);
+      return (l, st) => redoRope(ctx, l!, st, st.pos, f);
     },
   },
   rope_scaling: {
     description: 'decode RoPE without the Llama 3 frequency scaling',
-    point: 'attn_out',
+    corrupts: ROPE_ON,
     layered: true,
     unsupported: (e) => (e.cfg.rope_scaling === null ? 'the model has no RoPE scaling to leave out' : undefined),
     plant: (ctx) => {
       const f = uploadFreq(ctx, ropeInvFreq({ ...ctx.engine.cfg, rope_scaling: null }));
-      return (l, st) => redoAttention(ctx, l!, st, st.pos, f);
+      return (l, st) => redoRope(ctx, l!, st, st.pos, f);
     },
   },
   wo_layout: {
     description: 'decode WO projection reads its weight transposed (B3.38-B3.40: WO layout)',
-    point: 'wo_out',
+    corrupts: ['wo_out'],
     layered: true,
     unsupported: (e) =>
       e.cfg.num_attention_heads * e.cfg.head_dim === e.cfg.hidden_size
@@ -179,46 +173,46 @@ const FAULTS = {
   },
   matmul_order: {
     description: 'decode WO projection sums over K in reverse order (fp32: a tiny, real difference)',
-    point: 'wo_out',
+    corrupts: ['wo_out'],
     layered: true,
     plant: (ctx) => (l, st) => ctx.b.matmulVariant(st.acts.wo, st.acts.att, ctx.engine.weights.layers[l!]!.wo, 'reverse_k'),
   },
   residual_skip: {
     description: 'decode drops the residual: x_after_attn = wo_out',
-    point: 'x_after_attn',
+    corrupts: ['x_after_attn'],
     layered: true,
     plant: (ctx) => (_l, st) => ctx.b.upload(st.acts.x2, ctx.b.download(st.acts.wo)),
   },
   residual_double: {
     description: 'decode adds the attention output twice: x_after_attn = x_in + 2 wo_out',
-    point: 'x_after_attn',
+    corrupts: ['x_after_attn'],
     layered: true,
     plant: (ctx) => (_l, st) => ctx.b.add(st.acts.x2, st.acts.x2, st.acts.wo),
   },
   ffn_norm_eps: {
     description: 'decode ffn RMSNorm with 10x the epsilon',
-    point: 'ffn_norm',
+    corrupts: ['ffn_norm'],
     layered: true,
     plant: (ctx) => (l, st) =>
       ctx.b.rmsnorm(st.acts.xb, st.acts.x2, ctx.engine.weights.layers[l!]!.ffnNorm, ctx.engine.cfg.rms_norm_eps * 10),
   },
   ffn_norm_weight: {
     description: "decode ffn RMSNorm with the attention norm's weights (B3.41: ffn_norm)",
-    point: 'ffn_norm',
+    corrupts: ['ffn_norm'],
     layered: true,
     plant: (ctx) => (l, st) =>
       ctx.b.rmsnorm(st.acts.xb, st.acts.x2, ctx.engine.weights.layers[l!]!.attnNorm, ctx.engine.cfg.rms_norm_eps),
   },
   matmul_fp16: {
     description: 'decode down projection accumulates in fp16',
-    point: 'mlp_out',
+    corrupts: ['mlp_out'],
     layered: true,
     plant: (ctx) => (l, st) =>
       ctx.b.matmulVariant(st.acts.mlp, st.acts.gate, ctx.engine.weights.layers[l!]!.wDown, 'f16_accumulate'),
   },
   ulp: {
     description: "one element of decode's x_out moves by one ulp (the smallest change there is)",
-    point: 'x_out',
+    corrupts: ['x_out'],
     layered: true,
     plant: (ctx) => (_l, st) => {
       const data = ctx.b.download(st.acts.x) as Float32Array | Float64Array;
@@ -228,7 +222,7 @@ const FAULTS = {
   },
   lm_head_shift: {
     description: 'decode lm_head reads the next row: logit i is row i+1 of lm_head (every earlier point equal)',
-    point: 'logits',
+    corrupts: ['logits'],
     layered: false,
     plant: (ctx) => (_l, st) => {
       const data = ctx.b.download(st.acts.logits!) as Float32Array | Float64Array;
@@ -263,11 +257,17 @@ export function parseFaultSpec(s: string): FaultSpec | string {
   return m[2] === undefined ? { name: name as FaultName } : { name: name as FaultName, layer: Number(m[2]) };
 }
 
-/** Where the first mismatch of a planted fault must be: (layer, point); layer null for final points. */
-export function expectedMismatch(spec: FaultSpec): { layer: number | null; point: Point } {
-  const def = FAULTS[spec.name];
-  if (!def.layered) return { layer: def.point === 'logits' ? null : 0, point: def.point };
-  return { layer: spec.layer ?? 0, point: def.point };
+/**
+ * Where the first mismatch of a planted fault must be when `traced` points
+ * are traced: (layer, point), layer null for final points; null when none of
+ * the points it corrupts is traced.
+ */
+export function expectedMismatch(spec: FaultSpec, traced: ReadonlySet<Point>): { layer: number | null; point: Point } | null {
+  const def: FaultDef = FAULTS[spec.name];
+  const point = def.corrupts.find((p) => traced.has(p));
+  if (point === undefined) return null;
+  if (!def.layered) return { layer: point === 'logits' ? null : 0, point };
+  return { layer: spec.layer ?? 0, point };
 }
 
 /** Throws UsageError when the fault cannot be planted in this engine's model. */
@@ -296,11 +296,13 @@ export function plantFault(engine: Engine, spec: FaultSpec): PlantedFault {
   const ctx: Ctx = { b: engine.backend, engine, owned: [] };
   const act = def.plant?.(ctx, layers);
   const inLayer = new Set(layers);
+  const actsAt = def.actsAt ?? def.corrupts[0];
   const planted: PlantedFault = {
     spec,
     tokens: def.tokens ? (ids) => def.tokens!(ids, engine.cfg.vocab_size) : undefined,
+    attention: def.attention ? (layer) => (inLayer.has(layer) ? def.attention : undefined) : undefined,
     after(layer, point, st) {
-      if (!act || point !== def.point) return;
+      if (!act || point !== actsAt) return;
       if (def.layered ? layer !== null && inLayer.has(layer) : layer === null) act(layer, st);
     },
     release() {

@@ -80,6 +80,24 @@ export interface Backend {
     headDim: number,
     opts?: AttentionOptions,
   ): void;
+  /**
+   * One query row at `position` with exactly attention's order, exposing
+   * scores and probs [nHeads, position + 1] and pv [nHeads, headDim], which
+   * equals attention's row bit for bit.
+   */
+  attentionProbe(
+    scores: Tensor,
+    probs: Tensor,
+    pv: Tensor,
+    q: Tensor,
+    kCache: Tensor,
+    vCache: Tensor,
+    position: number,
+    nHeads: number,
+    nKvHeads: number,
+    headDim: number,
+    opts?: AttentionOptions,
+  ): void;
   siluMul(out: Tensor, gate: Tensor, up: Tensor): void;
   add(out: Tensor, a: Tensor, b: Tensor): void;
   topk(x: Tensor, k: number): TopK;

@@ -8,7 +8,7 @@ import { z } from 'zod';
 import { allowed, UsageError } from './errors.js';
 import { BACKEND_KINDS } from './native.js';
 import { MODEL_NAMES } from './model/models.js';
-import { DEFAULT_PHASES, PHASE_RE, POINT_ALIASES, POINTS, type Point } from './trace/points.js';
+import { ATTN_PIPE_POINTS, DEFAULT_PHASES, inForwardOrder, PHASE_RE, POINT_ALIASES, POINTS, STAGE_POINTS, type Point } from './trace/points.js';
 
 /** The points of a post-WO trace: everything between WO and the logits. */
 export const POST_WO_POINTS: readonly Point[] = ['ffn_norm', 'mlp_out', 'x_out', 'final_norm', 'lm_head_in', 'logits'];
@@ -35,7 +35,9 @@ export const TRACE_OPTIONS = {
   steps: { flag: 'steps', env: 'GRETA_TRACE_STEPS', type: 'string', def: '1', help: 'decode steps after prefill (phases decode0..decodeK-1)' },
   out: { flag: 'out', env: 'GRETA_TRACE_STAGE_OUT', type: 'string', help: 'JSONL path, appended to (default artifacts/alignment/<date>/trace_<run_id>.jsonl)' },
   layers: { flag: 'layers', env: 'GRETA_TRACE_STAGE_LAYERS', type: 'string', def: 'all', help: 'layers to trace: all, or a list like 0,1,2,15,31 or 0-3,31' },
-  points: { flag: 'points', env: 'GRETA_TRACE_STAGE_POINTS', type: 'string', def: POINTS.join(','), help: `points to trace (${POINTS.join(', ')}; aliases x_after_mlp, final_rms)` },
+  points: { flag: 'points', env: 'GRETA_TRACE_STAGE_POINTS', type: 'string', def: STAGE_POINTS.join(','), help: `points to trace (${POINTS.join(', ')}; aliases x_after_mlp, final_rms)` },
+  attnPipe: { flag: 'attn-pipe', env: 'GRETA_TRACE_ATTN_PIPE', type: 'boolean', def: '0', help: `also trace the attention pipe: ${ATTN_PIPE_POINTS.join(', ')}` },
+  heads: { flag: 'heads', env: 'GRETA_TRACE_ATTN_HEADS', type: 'string', def: 'all', help: 'attention heads recorded of scores, probs and pv: all, or a list like 0,5 or 0-3' },
   phases: { flag: 'phases', env: 'GRETA_TRACE_STAGE_PHASES', type: 'string', def: DEFAULT_PHASES.join(','), help: 'phases to trace: prefill_last, decode0, decode1, ...' },
   postWo: { flag: 'post-wo', env: 'GRETA_TRACE_POST_WO', type: 'boolean', def: '0', help: `shorthand for --points ${POST_WO_POINTS.join(',')} (the points after WO)` },
   debugInput: { flag: 'debug-input', env: 'GRETA_TRACE_STAGE_DEBUG_INPUT', type: 'boolean', def: '0', help: 'also record token id, positions and embedding-row hash per phase' },
@@ -160,6 +162,16 @@ export const TraceOptionsSchema = z.object({
   phases: nonEmptyList('phase', (x) =>
     PHASE_RE.test(x) ? undefined : `unknown phase '${x}' (allowed: prefill_last, decode0, decode1, ...)`,
   ),
+  attnPipe: boolFlag,
+  heads: z.string().transform((s, ctx): 'all' | number[] => {
+    if (s.trim() === 'all') return 'all';
+    const r = layerSpec.safeParse(s);
+    if (!r.success || r.data === 'all') {
+      ctx.addIssue({ code: 'custom', message: `'${s}' is not a head list (allowed: all, or e.g. 0,5 or 0-3)` });
+      return z.NEVER;
+    }
+    return r.data;
+  }),
   postWo: boolFlag,
   debugInput: boolFlag,
   topk: intIn(1, 1000),
@@ -230,6 +242,7 @@ export function resolveTraceOptions(
     }
     trace.points = [...POST_WO_POINTS];
   }
+  if (trace.attnPipe) trace.points = inForwardOrder([...trace.points, ...ATTN_PIPE_POINTS]);
   return trace;
 }
 
@@ -239,6 +252,7 @@ export const SELFTEST_OPTIONS = {
   prompt: TRACE_OPTIONS.prompt,
   model: TRACE_OPTIONS.model,
   backend: TRACE_OPTIONS.backend,
+  points: { flag: 'points', type: 'string', def: POINTS.join(','), help: 'points traced (default every point, sub-stages included: each fault is expected at the finest)' },
   out: { flag: 'out', type: 'string', help: 'keep the selftest trace at this JSONL path (default: a temporary file, kept only when a case fails)' },
   list: { flag: 'list', type: 'boolean', def: '0', help: 'list the faults with what each plants and where it must be found, and exit' },
   json: TRACE_OPTIONS.json,
@@ -265,6 +279,7 @@ export const SelftestOptionsSchema = z.object({
     return r.data;
   }),
   prompt: TraceOptionsSchema.shape.prompt,
+  points: TraceOptionsSchema.shape.points,
   model: TraceOptionsSchema.shape.model,
   backend: TraceOptionsSchema.shape.backend,
   out: z.string().min(1).optional(),

@@ -157,6 +157,11 @@ export function planTrace(opts: TraceOptions, flagsGiven: { prompt: boolean }): 
   }
 
   if (opts.fault) checkFault(opts.fault, { cfg: model.config }, model.name);
+  const nHeads = model.config.num_attention_heads;
+  const badHead = opts.heads === 'all' ? undefined : opts.heads.find((h) => h >= nHeads);
+  if (badHead !== undefined) {
+    throw new UsageError(`--heads: head ${badHead} is out of range for ${model.name} (allowed: 0-${nHeads - 1})`);
+  }
 
   const runId = newRunId();
   const day = new Date().toISOString().slice(0, 10);
@@ -274,6 +279,7 @@ export function traceRun(session: Session, writer: TraceWriter, spec: RunSpec, l
     phases: new Set(opts.phases),
     debugInput: opts.debugInput,
     topk: opts.topk,
+    heads: opts.heads === 'all' ? null : opts.heads,
   });
   const planted = opts.fault ? plantFault(engine, opts.fault) : undefined;
   const results: RunResult[] = [];

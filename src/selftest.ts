@@ -9,10 +9,10 @@ import { join, resolve } from 'node:path';
 import { analyzeRuns, type AnalysisRow } from './analyze/analyze.js';
 import { loadTraceFile } from './analyze/load.js';
 import { UsageError } from './errors.js';
-import { checkFault, expectedMismatch, faultInfo, faultLabel, FAULT_NAMES, type FaultSpec } from './faults.js';
+import { checkFault, expectedMismatch, faultInfo, faultLabel, FAULT_NAMES, type FaultName, type FaultSpec } from './faults.js';
 import { resolveTraceOptions, type SelftestOptions } from './options.js';
 import { newRunId, openSession, planTrace, traceRun } from './run.js';
-import { POINTS, type Point } from './trace/points.js';
+import { POINTS, STAGE_POINTS, type Point } from './trace/points.js';
 import { TraceWriter } from './trace/writer.js';
 
 export interface Where {
@@ -36,6 +36,8 @@ export interface SelftestCase {
 
 export interface SelftestResult {
   model: string;
+  /** Points traced in every layer and after the last. */
+  points: Point[];
   backend: string;
   device: string;
   cases: SelftestCase[];
@@ -53,11 +55,16 @@ export function defaultFaultLayers(nLayers: number): number[] {
 }
 
 export function listFaults(): string {
+  const at = (n: FaultName, points: readonly Point[]) => expectedMismatch({ name: n }, new Set(points))?.point ?? '-';
   const rows = FAULT_NAMES.map((n) => {
     const d = faultInfo(n);
-    return `| ${n} | ${d.layered ? 'yes' : 'no'} | ${d.point} | ${d.description} |`;
+    return `| ${n} | ${d.layered ? 'yes' : 'no'} | ${at(n, STAGE_POINTS)} | ${at(n, POINTS)} | ${d.description} |`;
   });
-  return ['| fault | @LAYER | first mismatch at | what it plants in decode calls |', '|---|---|---|---|', ...rows].join('\n');
+  return [
+    '| fault | @LAYER | first mismatch (stage points) | (sub-stages traced) | what it plants in decode calls |',
+    '|---|---|---|---|---|',
+    ...rows,
+  ].join('\n');
 }
 
 function whereEq(a: Where, b: Where): boolean {
@@ -69,7 +76,11 @@ export function runSelftest(opts: SelftestOptions, log: (line: string) => void =
   // The plan of the unfaulted trace: every layer and point, E1, prefill_last and decode0.
   const keepDir = opts.out === undefined ? mkdtempSync(join(tmpdir(), 'greta-selftest-')) : null;
   const out = resolve(opts.out ?? join(keepDir!, 'selftest.jsonl'));
-  const base = resolveTraceOptions({ prompt: opts.prompt.join(','), model: opts.model, backend: opts.backend, exp: 'E1', out }, {});
+  const base = resolveTraceOptions(
+    { prompt: opts.prompt.join(','), model: opts.model, backend: opts.backend, exp: 'E1', points: opts.points.join(','), out },
+    {},
+  );
+  const traced = new Set(base.points);
   const plan = planTrace(base, { prompt: true });
   const { model } = plan;
   const nLayers = model.config.num_hidden_layers;
@@ -83,7 +94,11 @@ export function runSelftest(opts: SelftestOptions, log: (line: string) => void =
     if (faultInfo(name).layered) for (const layer of layers) specs.push({ name, layer });
     else specs.push({ name });
   }
-  for (const f of specs) if (f) checkFault(f, { cfg: model.config }, model.name);
+  for (const f of specs) {
+    if (!f) continue;
+    checkFault(f, { cfg: model.config }, model.name);
+    if (!expectedMismatch(f, traced)) throw new UsageError(`--points: none of the points ${f.name} corrupts is traced (it corrupts ${faultInfo(f.name).corrupts.join(', ')})`);
+  }
   const maxTokens = Math.max(...plan.prompts.map((p) => p.ids.length)) + 1;
 
   const session = openSession(model, base.backend, maxTokens, log);
@@ -110,7 +125,7 @@ export function runSelftest(opts: SelftestOptions, log: (line: string) => void =
   specs.forEach((fault, i) => {
     for (const p of plan.prompts) {
       const row = rows.get(`${runIds[i]}|${p.name}`);
-      const expected: Where = fault ? expectedMismatch(fault) : { layer: null, point: 'NONE' };
+      const expected: Where = (fault ? expectedMismatch(fault, traced) : null) ?? { layer: null, point: 'NONE' };
       const found: Where | null = row ? { layer: row.first_mismatch_layer, point: row.first_mismatch_stage } : null;
       const minKeys = fault ? faultInfo(fault.name).minKeys : undefined;
       // E1's decode0 attends to n keys (positions 0..n-1).
@@ -138,6 +153,7 @@ export function runSelftest(opts: SelftestOptions, log: (line: string) => void =
   }
   return {
     model: model.name,
+    points: base.points,
     backend: session.backend.name,
     device: session.backend.device,
     cases,
@@ -162,8 +178,8 @@ export function formatSelftest(r: SelftestResult): string {
         `| ${c.prompt} | ${c.fault} | ${fmtWhere(c.expected)} | ${fmtWhere(c.found)} | ${fmtNum(c.mae)} | ${fmtNum(c.max_abs)} | ${c.result}${c.note ? ` (${c.note})` : ''} |`,
     ),
     '',
-    `selftest: ${r.cases.length} cases on ${r.model}, ${r.backend} (${r.device}), E1, every layer and point ` +
-      `(${POINTS.length} per layer): ${r.passed} passed, ${r.failed} failed${r.skipped ? `, ${r.skipped} skipped` : ''} in ${r.seconds.toFixed(1)} s`,
+    `selftest: ${r.cases.length} cases on ${r.model}, ${r.backend} (${r.device}), E1, every layer, ` +
+      `${r.points.length} points (${r.points.join(', ')}): ${r.passed} passed, ${r.failed} failed${r.skipped ? `, ${r.skipped} skipped` : ''} in ${r.seconds.toFixed(1)} s`,
   ];
   if (r.trace) lines.push(`trace kept: ${r.trace}`);
   return lines.join('\n');

@@ -8,6 +8,7 @@ import { beforeAll, describe, expect, it } from 'vitest';
 import { analyzeRuns, formatTable } from '../src/analyze/analyze.js';
 import { loadTraceFile, readRow } from '../src/analyze/load.js';
 import { expectedMismatch, faultInfo, FAULT_NAMES, parseFaultSpec } from '../src/faults.js';
+import { POINTS, STAGE_POINTS } from '../src/trace/points.js';
 import { resolveSelftestOptions } from '../src/options.js';
 import { runSelftest, type SelftestResult } from '../src/selftest.js';
 import { tempDir, traceWith } from './helpers.js';
@@ -35,10 +36,11 @@ describe('selftest on cpu, synthetic:tiny, p4_sys', () => {
     const layers = faultInfo(name).layered ? LAYERS : [undefined];
     for (const layer of layers) {
       const label = layer === undefined ? name : `${name}@${layer}`;
-      it(`${label}: first mismatch exactly at ${JSON.stringify(expectedMismatch({ name, layer }))}`, () => {
+      const where = expectedMismatch({ name, layer }, new Set(POINTS))!;
+      it(`${label}: first mismatch exactly at its finest point, ${where.layer ?? 'final'} ${where.point}`, () => {
         const c = r.cases.find((x) => x.fault === label)!;
         expect(c.found).toEqual(c.expected);
-        expect(c.expected).toEqual(expectedMismatch({ name, layer }));
+        expect(c.expected).toEqual(where);
         expect(c.mae).toBeGreaterThan(0);
         expect(c.result).toBe('pass');
       });
@@ -59,13 +61,25 @@ describe('selftest on cpu, synthetic:tiny, p4_sys', () => {
     const runs = loadTraceFile(out);
     expect(runs.length).toBe(r.cases.length);
     const clean = runs.find((x) => x.header.options.fault === undefined)!;
-    const key = (s: { layer: number | null; point: string }) => `${s.layer}:${s.point}`;
+    const key = (s: { layer: number | null; point: string; head?: number }) => `${s.layer}:${s.point}:${s.head}`;
     const cleanHash = new Map(clean.stages.filter((s) => s.phase === 'prefill_last').map((s) => [key(s), s.hash]));
     for (const run of runs) {
       const pre = run.stages.filter((s) => s.phase === 'prefill_last');
       expect(pre.length).toBe(cleanHash.size);
       for (const s of pre) expect(s.hash, `${run.header.options.fault} ${key(s)}`).toBe(cleanHash.get(key(s)));
     }
+  });
+
+  it('sub-stages place attention faults inside attention: scale and stale KV at scores, key split at probs, RoPE at q', () => {
+    const at = (f: string) => r.cases.find((c) => c.fault === f)!.found!.point;
+    expect([at('attn_scale@30'), at('kv_stale@30'), at('kv_position@30'), at('attn_split@30'), at('position@30'), at('rope_theta@2')]).toEqual([
+      'scores',
+      'scores',
+      'scores',
+      'probs',
+      'q',
+      'q',
+    ]);
   });
 
   it('the header names the planted fault and the analyzer reports it', () => {
@@ -111,6 +125,21 @@ describe('--fault in trace', () => {
     expect(parseFaultSpec('wo_layout@x')).toMatch(/unknown fault 'wo_layout@x' \(allowed: token, position/);
     expect(() => traceWith({ prompt: 'p0_short', fault: 'ulp@32' })).toThrow(/--fault: layer 32 is out of range for synthetic:tiny \(allowed: 0-31\)/);
   });
+});
+
+describe('selftest at stage points only', () => {
+  it('expects each fault at the stage point it first corrupts', () => {
+    const faults = 'position,kv_stale,attn_split,wo_layout,matmul_fp16,lm_head_shift';
+    const r = runSelftest(resolveSelftestOptions({ backend: 'cpu', faults, 'fault-layers': '9', points: STAGE_POINTS.join(',') }, {}));
+    expect(r.failed).toBe(0);
+    const at = (f: string) => r.cases.find((c) => c.fault === f)!.found;
+    expect(at('position@9')).toEqual({ layer: 9, point: 'attn_out' });
+    expect(at('kv_stale@9')).toEqual({ layer: 9, point: 'attn_out' });
+    expect(at('attn_split@9')).toEqual({ layer: 9, point: 'attn_out' });
+    expect(at('wo_layout@9')).toEqual({ layer: 9, point: 'wo_out' });
+    expect(at('matmul_fp16@9')).toEqual({ layer: 9, point: 'mlp_out' });
+    expect(at('lm_head_shift')).toEqual({ layer: null, point: 'logits' });
+  }, 120_000);
 });
 
 describe('selftest options', () => {

@@ -87,8 +87,94 @@ void with_weight(const Tensor& w, F fn) {
 }
 
 template <typename A>
+struct HeadScratchT {
+  std::vector<A> p, acc, fac;
+};
+
+// One query head (row m, head h) over keys 0..pos: the attention op's
+// arithmetic, shared with the probe so the probe cannot drift from it. When
+// given, `scores` receives each key's scaled q.k and `probs` its weight in
+// the output: exp(s - max) / sum in the plain order; with key chunks, the
+// chunk's exp(s - m_c) times the merge rescales applied after it, times 1/l.
+template <typename A>
+void attend_head(const Tensor& q, const Tensor& k_cache, const Tensor& v_cache, int64_t m, int h, int32_t pos,
+                 int n_heads, int n_kv_heads, int head_dim, const AttentionOptions& opt, A* o, A* scores, A* probs,
+                 HeadScratchT<A>& s) {
+  const A scale = opt.scale ? static_cast<A>(*opt.scale) : A(1) / std::sqrt(static_cast<A>(head_dim));
+  const int64_t kd = k_cache.cols();
+  const float* f16 = f16_table();
+  const A* qh = q.as<A>() + m * q.cols() + static_cast<int64_t>(h) * head_dim;
+  const int64_t kv_off = static_cast<int64_t>(h / (n_heads / n_kv_heads)) * head_dim;
+  const int64_t n_keys = static_cast<int64_t>(pos) + 1;
+  auto key = [&](int64_t j) { return k_cache.as<A>() + j * kd + kv_off; };
+  auto val = [&](int64_t j) { return v_cache.as<A>() + j * kd + kv_off; };
+  std::vector<A>& p = s.p;
+  p.resize(n_keys);
+  if (opt.key_chunk > 0) {
+    // Chunks of key_chunk keys, each a partial (max, exp-sum, p.V), merged in
+    // chunk order with the running-max rescale.
+    A run_m = -INFINITY, run_l = 0;
+    s.acc.assign(head_dim, A(0));
+    s.fac.clear();
+    for (int64_t c0 = 0; c0 < n_keys; c0 += opt.key_chunk) {
+      const int64_t len = std::min<int64_t>(opt.key_chunk, n_keys - c0);
+      A mc = -INFINITY;
+      for (int64_t j = c0; j < c0 + len; j++) {
+        p[j] = dot<A>(qh, key(j), head_dim, f16) * scale;
+        if (scores) scores[j] = p[j];
+        mc = std::max(mc, p[j]);
+      }
+      A lc = 0;
+      for (int64_t j = c0; j < c0 + len; j++) {
+        p[j] = std::exp(p[j] - mc);
+        lc += p[j];
+      }
+      const A mn = std::max(run_m, mc);
+      const A a = std::exp(run_m - mn), b = std::exp(mc - mn);
+      run_l = run_l * a + lc * b;
+      for (int d = 0; d < head_dim; d++) {
+        A pv = 0;
+        for (int64_t j = c0; j < c0 + len; j++) pv += p[j] * val(j)[d];
+        s.acc[d] = s.acc[d] * a + pv * b;
+      }
+      if (probs) {
+        for (A& f : s.fac) f = f * a;
+        s.fac.push_back(b);
+      }
+      run_m = mn;
+    }
+    const A inv = A(1) / run_l;
+    for (int d = 0; d < head_dim; d++) o[d] = s.acc[d] * inv;
+    if (probs)
+      for (int64_t j = 0; j < n_keys; j++) probs[j] = p[j] * s.fac[j / opt.key_chunk] * inv;
+    return;
+  }
+  A mx = -INFINITY;
+  for (int64_t j = 0; j < n_keys; j++) {
+    p[j] = dot<A>(qh, key(j), head_dim, f16) * scale;
+    if (scores) scores[j] = p[j];
+    mx = std::max(mx, p[j]);
+  }
+  A sum = 0;
+  for (int64_t j = 0; j < n_keys; j++) {
+    p[j] = std::exp(p[j] - mx);
+    sum += p[j];
+  }
+  for (int d = 0; d < head_dim; d++) o[d] = 0;
+  for (int64_t j = 0; j < n_keys; j++) {
+    const A* vj = val(j);
+    for (int d = 0; d < head_dim; d++) o[d] += p[j] * vj[d];
+  }
+  const A inv = A(1) / sum;
+  for (int d = 0; d < head_dim; d++) o[d] *= inv;
+  if (probs)
+    for (int64_t j = 0; j < n_keys; j++) probs[j] = p[j] * inv;
+}
+
+template <typename A>
 class CpuBackend final : public Backend {
  public:
+  using HeadScratch = HeadScratchT<A>;
   std::string name() const override { return sizeof(A) == 8 ? "cpu-fp64" : "cpu"; }
   std::string device() const override {
     return std::string("host CPU, ") + std::to_string(std::max(1u, std::thread::hardware_concurrency())) +
@@ -212,74 +298,25 @@ class CpuBackend final : public Backend {
 
   void attention(const Tensor& out, const Tensor& q, const Tensor& k_cache, const Tensor& v_cache, const int32_t* pos,
                  int n_heads, int n_kv_heads, int head_dim, const AttentionOptions& opt) override {
-    const int group = n_heads / n_kv_heads;
-    const A scale = opt.scale ? static_cast<A>(*opt.scale) : A(1) / std::sqrt(static_cast<A>(head_dim));
-    const int64_t qd = q.cols(), kd = k_cache.cols();
-    const float* f16 = f16_table();
     const int64_t rows = q.rows();
     parallel_for(rows * n_heads, static_cast<int64_t>(head_dim) * (pos[rows - 1] + 1) * 2, [&](int64_t lo, int64_t hi) {
-      std::vector<A> p, acc;
+      HeadScratch s;
       for (int64_t task = lo; task < hi; task++) {
         const int64_t m = task / n_heads;
         const int h = static_cast<int>(task % n_heads);
-        const A* qh = q.as<A>() + m * qd + static_cast<int64_t>(h) * head_dim;
-        const int64_t kv_off = static_cast<int64_t>(h / group) * head_dim;
-        const int64_t n_keys = static_cast<int64_t>(pos[m]) + 1;
-        A* o = out.as<A>() + m * qd + static_cast<int64_t>(h) * head_dim;
-        auto key = [&](int64_t j) { return k_cache.as<A>() + j * kd + kv_off; };
-        auto val = [&](int64_t j) { return v_cache.as<A>() + j * kd + kv_off; };
-        if (opt.key_chunk > 0) {
-          // Chunks of key_chunk keys, each a partial (max, exp-sum, p.V), merged
-          // in chunk order with the running-max rescale.
-          A run_m = -INFINITY, run_l = 0;
-          acc.assign(head_dim, A(0));
-          p.resize(opt.key_chunk);
-          for (int64_t c0 = 0; c0 < n_keys; c0 += opt.key_chunk) {
-            const int64_t len = std::min<int64_t>(opt.key_chunk, n_keys - c0);
-            A mc = -INFINITY;
-            for (int64_t j = 0; j < len; j++) {
-              p[j] = dot<A>(qh, key(c0 + j), head_dim, f16) * scale;
-              mc = std::max(mc, p[j]);
-            }
-            A lc = 0;
-            for (int64_t j = 0; j < len; j++) {
-              p[j] = std::exp(p[j] - mc);
-              lc += p[j];
-            }
-            const A mn = std::max(run_m, mc);
-            const A a = std::exp(run_m - mn), b = std::exp(mc - mn);
-            run_l = run_l * a + lc * b;
-            for (int d = 0; d < head_dim; d++) {
-              A pv = 0;
-              for (int64_t j = 0; j < len; j++) pv += p[j] * val(c0 + j)[d];
-              acc[d] = acc[d] * a + pv * b;
-            }
-            run_m = mn;
-          }
-          const A inv = A(1) / run_l;
-          for (int d = 0; d < head_dim; d++) o[d] = acc[d] * inv;
-          continue;
-        }
-        p.resize(n_keys);
-        A mx = -INFINITY;
-        for (int64_t j = 0; j < n_keys; j++) {
-          p[j] = dot<A>(qh, key(j), head_dim, f16) * scale;
-          mx = std::max(mx, p[j]);
-        }
-        A sum = 0;
-        for (int64_t j = 0; j < n_keys; j++) {
-          p[j] = std::exp(p[j] - mx);
-          sum += p[j];
-        }
-        for (int d = 0; d < head_dim; d++) o[d] = 0;
-        for (int64_t j = 0; j < n_keys; j++) {
-          const A* vj = val(j);
-          for (int d = 0; d < head_dim; d++) o[d] += p[j] * vj[d];
-        }
-        const A inv = A(1) / sum;
-        for (int d = 0; d < head_dim; d++) o[d] *= inv;
+        attend_head<A>(q, k_cache, v_cache, m, h, pos[m], n_heads, n_kv_heads, head_dim, opt, out.as<A>() + m * q.cols() + static_cast<int64_t>(h) * head_dim, nullptr, nullptr, s);
       }
     });
+  }
+
+  void attention_probe(const Tensor& scores, const Tensor& probs, const Tensor& pv, const Tensor& q, const Tensor& k_cache,
+                       const Tensor& v_cache, int32_t pos, int n_heads, int n_kv_heads, int head_dim,
+                       const AttentionOptions& opt) override {
+    HeadScratch s;
+    const int64_t n_keys = static_cast<int64_t>(pos) + 1;
+    for (int h = 0; h < n_heads; h++)
+      attend_head<A>(q, k_cache, v_cache, 0, h, pos, n_heads, n_kv_heads, head_dim, opt,
+                  pv.as<A>() + static_cast<int64_t>(h) * head_dim, scores.as<A>() + h * n_keys, probs.as<A>() + h * n_keys, s);
   }
 
   void matmul_variant(const Tensor& out, const Tensor& x, const Tensor& w, MatmulVariant variant) override {

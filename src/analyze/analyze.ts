@@ -19,6 +19,8 @@ export interface PhaseSide {
 export interface Comparison {
   layer: number | null;
   point: Point;
+  /** For per-head points. */
+  head?: number;
   equal: boolean;
   mae: number;
   max_abs: number;
@@ -88,7 +90,7 @@ function top1Of(run: TraceRun, prompt: string, exp: Exp, phase: string): number 
 
 function analyzeOne(run: TraceRun, prompt: string, exp: Exp, opts: AnalyzeOptions): AnalysisRow {
   const nLayers = Number(run.header.config.num_hidden_layers ?? 0);
-  const key = (r: StageRecord) => `${r.layer ?? 'final'}:${r.point}`;
+  const key = (r: StageRecord) => `${r.layer ?? 'final'}:${r.point}${r.head !== undefined ? `:${r.head}` : ''}`;
   const base = new Map<string, StageRecord>();
   const test = new Map<string, StageRecord>();
   for (const s of run.stages) {
@@ -104,9 +106,11 @@ function analyzeOne(run: TraceRun, prompt: string, exp: Exp, opts: AnalyzeOption
     if (!b) continue;
     const m = compareRows(readRow(run, a), readRow(run, b));
     const equal = opts.tol === 0 ? a.hash === b.hash && m.max_abs === 0 : m.mae <= opts.tol;
-    comparisons.push({ layer: a.layer, point: a.point, equal, ...m, prefill_last: side(a), decode0: side(b) });
+    comparisons.push({ layer: a.layer, point: a.point, ...(a.head !== undefined ? { head: a.head } : {}), equal, ...m, prefill_last: side(a), decode0: side(b) });
   }
-  comparisons.sort((x, y) => forwardOrder(x.layer, x.point, nLayers) - forwardOrder(y.layer, y.point, nLayers));
+  comparisons.sort(
+    (x, y) => forwardOrder(x.layer, x.point, nLayers) - forwardOrder(y.layer, y.point, nLayers) || (x.head ?? 0) - (y.head ?? 0),
+  );
 
   const first = comparisons.find((c) => !c.equal);
   const layers = [...new Set(comparisons.filter((c) => c.layer !== null).map((c) => c.layer!))];
@@ -114,7 +118,8 @@ function analyzeOne(run: TraceRun, prompt: string, exp: Exp, opts: AnalyzeOption
   const point_mae: Partial<Record<Point, number>> = {};
   for (const c of comparisons) {
     const isLayerPoint = (LAYER_POINTS as readonly string[]).includes(c.point);
-    if (isLayerPoint ? c.layer === maeLayer : true) point_mae[c.point] = c.mae;
+    // Per-head points: the worst head.
+    if (isLayerPoint ? c.layer === maeLayer : true) point_mae[c.point] = Math.max(point_mae[c.point] ?? 0, c.mae);
   }
   return {
     run_id: run.header.run_id,
@@ -230,7 +235,7 @@ export function formatTable(rows: AnalysisRow[]): string {
     if (!c) {
       notes.push(`${r.prompt} ${r.exp}: ${r.comparisons.length} (layer, point) pairs, all bit-identical`);
     } else {
-      const where = c.layer === null ? c.point : `layer ${c.layer} ${c.point}`;
+      const where = (c.layer === null ? c.point : `layer ${c.layer} ${c.point}`) + (c.head !== undefined ? ` head ${c.head}` : '');
       const pos = (s: PhaseSide) => `token ${s.token_id} index ${s.token_index} pos ${s.pos_id} seq_len ${s.seq_len}`;
       notes.push(
         `${r.prompt} ${r.exp}: first mismatch at ${where}: mae ${fmt(c.mae)}, max_abs ${fmt(c.max_abs)}, ` +

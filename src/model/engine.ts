@@ -3,8 +3,8 @@
 // -> rmsnorm -> swiglu -> residual, then final norm and classifier. Each
 // `at` call is a trace point; prefill and decode run this same code. A
 // planted fault (src/faults.ts) acts at a trace point of decode calls only.
-import type { Backend, Tensor } from '../native.js';
-import type { Point } from '../trace/points.js';
+import type { AttentionOptions, Backend, Tensor } from '../native.js';
+import { HEAD_POINTS, type Point } from '../trace/points.js';
 import type { LlamaConfig } from './config.js';
 import { ropeInvFreq } from './rope.js';
 import type { ModelWeights } from './weights.js';
@@ -29,8 +29,11 @@ export interface TapInfo {
 /** Receives activations at trace points. `row` selects the traced row of `t`. */
 export interface Tap {
   wants(layer: number | null, point: Point): boolean;
-  record(layer: number | null, point: Point, t: Tensor, row: number, info: TapInfo): void;
+  /** `head` is set for per-head points (scores, probs, pv), whose row is the head. */
+  record(layer: number | null, point: Point, t: Tensor, row: number, info: TapInfo, head?: number): void;
   input?(embeddingRow: Tensor, info: TapInfo): void;
+  /** The heads to record of per-head points, out of nHeads. */
+  heads(nHeads: number): number[];
 }
 
 /** The activations of one forward call, [rows, width] each; what a planted fault may redo. */
@@ -57,10 +60,19 @@ export interface ForwardState {
   pos: Int32Array;
 }
 
+/** How a layer's attention reads the cache: the model's unless a fault says otherwise. */
+export interface AttentionCall {
+  /** Added to the positions attention reads up to (a stale cache length is -1). */
+  posShift?: number;
+  opts?: AttentionOptions;
+}
+
 /** A defect planted in decode calls (src/faults.ts). */
 export interface DecodeFault {
   /** The token ids the call embeds instead of its own. */
   tokens?(ids: readonly number[]): number[];
+  /** How this layer's attention runs instead of the model's way. */
+  attention?(layer: number): AttentionCall | undefined;
   /** Runs once `point` is computed, before it is traced; may redo the op that made it. */
   after(layer: number | null, point: Point, st: ForwardState): void;
 }
@@ -163,9 +175,15 @@ export class Engine {
       b.matmul(v, xb, lw.wv);
       b.rope(q, pos, this.invFreq, cfg.num_attention_heads, cfg.head_dim);
       b.rope(k, pos, this.invFreq, cfg.num_key_value_heads, cfg.head_dim);
+      at(l, 'q', q);
+      at(l, 'k', k);
+      at(l, 'v', v);
       b.kvWrite(cache.k[l]!, k, pos);
       b.kvWrite(cache.v[l]!, v, pos);
-      b.attention(att, q, cache.k[l]!, cache.v[l]!, pos, cfg.num_attention_heads, cfg.num_key_value_heads, cfg.head_dim);
+      const ac = fault?.attention?.(l);
+      const apos = ac?.posShift ? pos.map((p) => p + ac.posShift!) : pos;
+      b.attention(att, q, cache.k[l]!, cache.v[l]!, apos, cfg.num_attention_heads, cfg.num_key_value_heads, cfg.head_dim, ac?.opts);
+      if (tap && HEAD_POINTS.some((p) => tap.wants(l, p))) this.probeAttention(tap, l, q.rows(last, 1), cache, apos[last]!, ac?.opts, info);
       at(l, 'attn_out', att);
 
       b.matmul(wo, att, lw.wo);
@@ -176,8 +194,11 @@ export class Engine {
       b.rmsnorm(xb, x2, lw.ffnNorm, cfg.rms_norm_eps);
       at(l, 'ffn_norm', xb);
       b.matmul(gate, xb, lw.wGate);
+      at(l, 'gate', gate);
       b.matmul(up, xb, lw.wUp);
+      at(l, 'up', up);
       b.siluMul(gate, gate, up);
+      at(l, 'act', gate);
       b.matmul(mlp, gate, lw.wDown);
       at(l, 'mlp_out', mlp);
       b.add(x, x2, mlp);
@@ -198,5 +219,24 @@ export class Engine {
     for (const t of [x, x2, xb, q, k, v, att, wo, gate, up, mlp, fin]) t.free();
     const top1 = b.topk(logits, 1).ids[0]!;
     return { logits, top1 };
+  }
+
+  /**
+   * Traces what the fused attention keeps inside for the traced row: scores,
+   * probs and pv per head, from the backend's probe, which follows the
+   * attention op's own order (its pv equals attn_out's row bit for bit).
+   */
+  private probeAttention(tap: Tap, layer: number, qRow: Tensor, cache: KVCache, pos: number, opts: AttentionOptions | undefined, info: TapInfo): void {
+    const { backend: b, cfg } = this;
+    const H = cfg.num_attention_heads;
+    const scores = b.alloc(b.actDtype, [H, pos + 1]);
+    const probs = b.alloc(b.actDtype, [H, pos + 1]);
+    const pv = b.alloc(b.actDtype, [H, cfg.head_dim]);
+    b.attentionProbe(scores, probs, pv, qRow, cache.k[layer]!, cache.v[layer]!, pos, H, cfg.num_key_value_heads, cfg.head_dim, opts);
+    const heads = tap.heads(H);
+    for (const [point, t] of [['scores', scores], ['probs', probs], ['pv', pv]] as const) {
+      if (tap.wants(layer, point)) for (const h of heads) tap.record(layer, point, t, h, info, h);
+    }
+    for (const t of [scores, probs, pv]) t.free();
   }
 }

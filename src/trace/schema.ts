@@ -52,6 +52,8 @@ export const StageRecordSchema = z.object({
   ...Position,
   layer: nonneg.nullable(),
   point: z.enum(POINTS),
+  /** Attention head of per-head points (scores, probs, pv). */
+  head: nonneg.optional(),
   shape: z.array(int.positive()),
   dtype: z.enum(['f32', 'f64']),
   stats: StatsSchema,

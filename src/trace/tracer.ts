@@ -13,6 +13,8 @@ export interface TraceSelection {
   phases: ReadonlySet<string>;
   debugInput: boolean;
   topk: number;
+  /** Heads recorded of per-head points; null: all. */
+  heads: readonly number[] | null;
 }
 
 /** 16 evenly spaced indices (all of them for short rows): the fixed sample slice. */
@@ -37,8 +39,9 @@ export class StageTracer {
     const ctx = { prompt, exp, phase };
     return {
       wants: (layer, point) => this.sel.points.has(point) && (layer === null || this.sel.layers.has(layer)),
-      record: (layer, point, t, row, info) => this.record(ctx, layer, point, t, row, info),
+      record: (layer, point, t, row, info, head) => this.record(ctx, layer, point, t, row, info, head),
       input: this.sel.debugInput ? (emb, info) => this.input(ctx, emb, info) : undefined,
+      heads: (n) => (this.sel.heads ? this.sel.heads.filter((h) => h < n) : Array.from({ length: n }, (_, h) => h)),
     };
   }
 
@@ -62,6 +65,7 @@ export class StageTracer {
     t: Tensor,
     row: number,
     info: TapInfo,
+    head?: number,
   ): void {
     const b = this.backend;
     const width = t.shape[1]!;
@@ -73,6 +77,7 @@ export class StageTracer {
       ...this.position(ctx, info),
       layer,
       point,
+      ...(head !== undefined ? { head } : {}),
       shape: [1, width],
       dtype: b.actDtype,
       stats: { mean: s.mean, abs_mean: s.abs_mean, rms: s.rms, min: s.min, max: s.max, nan: s.nan, inf: s.inf },

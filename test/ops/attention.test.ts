@@ -222,3 +222,56 @@ describe.each(KINDS)('attention options on %s', (kind) => {
     );
   });
 });
+
+// attentionProbe: the attention of one row with the op's own order, exposing
+// scores, probs and pv; its pv must be the fused op's row, bit for bit.
+describe.each(KINDS)('attentionProbe on %s', (kind) => {
+  const b = backend(kind);
+  const [nHeads, nKv, hd] = [4, 2, 16];
+
+  for (const opts of [undefined, { keyChunk: 16 }, { scale: 0.5, keyChunk: 32 }]) {
+    it(`pv equals attention's row bit for bit; scores and probs match the reference (${JSON.stringify(opts ?? {})})`, () => {
+      const { q, k, v } = setup(b, 9090, 3, nHeads, nKv, hd);
+      const pos = Int32Array.of(11, 36, 39);
+      const out = b.alloc(b.actDtype, [3, nHeads * hd]);
+      b.attention(out, q.t, k.t, v.t, pos, nHeads, nKv, hd, opts);
+      const fused = downloadRaw(b, out);
+      for (let r = 0; r < 3; r++) {
+        const keys = pos[r]! + 1;
+        const [scores, probs, pv] = [b.alloc(b.actDtype, [nHeads, keys]), b.alloc(b.actDtype, [nHeads, keys]), b.alloc(b.actDtype, [nHeads, hd])];
+        b.attentionProbe(scores, probs, pv, q.t.rows(r, 1), k.t, v.t, pos[r]!, nHeads, nKv, hd, opts);
+        expect(bitsEqual(downloadRaw(b, pv), fused.subarray(r * nHeads * hd, (r + 1) * nHeads * hd))).toBe(true);
+        // The reference: scaled q.k per head and key, and their softmax.
+        const scale = opts?.scale ?? 1 / Math.sqrt(hd);
+        const refS: number[] = [];
+        const refP: number[] = [];
+        for (let h = 0; h < nHeads; h++) {
+          const g = Math.floor(h / (nHeads / nKv));
+          const s = Array.from({ length: keys }, (_, j) => {
+            let d = 0;
+            for (let i = 0; i < hd; i++) d += q.values[r * nHeads * hd + h * hd + i]! * k.values[j * nKv * hd + g * hd + i]!;
+            return d * scale;
+          });
+          const mx = Math.max(...s);
+          const e = s.map((x) => Math.exp(x - mx));
+          const sum = e.reduce((a, c) => a + c, 0);
+          refS.push(...s);
+          refP.push(...e.map((x) => x / sum));
+        }
+        expectRelL2(downloadAct(b, scores), refS, BOUND[kind], `scores ${kind}`);
+        expectRelL2(downloadAct(b, probs), refP, BOUND[kind], `probs ${kind}`);
+      }
+    });
+  }
+
+  it('refuses scores of the wrong shape', () => {
+    const { q, k, v } = setup(b, 1, 1, nHeads, nKv, hd);
+    const bad = b.alloc(b.actDtype, [nHeads, 5]);
+    const pv = b.alloc(b.actDtype, [nHeads, hd]);
+    expectError(
+      () => b.attentionProbe(bad, bad, pv, q.t, k.t, v.t, 6, nHeads, nKv, hd),
+      'EINVAL',
+      /attentionProbe: scores and probs must be \[4,7\], got f(32|64)\[4,5\]/,
+    );
+  });
+});
