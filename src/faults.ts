@@ -13,7 +13,7 @@
 // or without a fault. Without `@LAYER` a layered fault is planted in every
 // layer.
 import { UsageError } from './errors.js';
-import type { AttentionCall, DecodeFault, Engine, ForwardState } from './model/engine.js';
+import type { CacheAccess, DecodeFault, Engine, ForwardState } from './model/engine.js';
 import { ropeInvFreq } from './model/rope.js';
 import type { Backend, Tensor } from './native.js';
 import type { Point } from './trace/points.js';
@@ -38,18 +38,23 @@ interface FaultDef {
    * mismatch must be the first of these that is traced.
    */
   corrupts: readonly Point[];
-  /** Where plant()'s action runs; default corrupts[0]. */
-  actsAt?: Point;
   /** false: acts outside the layers (the token embedded, the classifier); no @LAYER. */
   layered: boolean;
   /** The decode row must attend to more keys than this for the fault to change anything. */
   minKeys?: number;
   /** Why this model cannot carry the fault, if it cannot. */
   unsupported?(engine: Engine): string | undefined;
-  /** Prepares what it needs once (e.g. a transposed weight) and returns its action at actsAt. */
+  /** Prepares what it needs once (e.g. a transposed weight) and returns its action at corrupts[0]. */
   plant?(ctx: Ctx, layers: readonly number[]): (layer: number | null, st: ForwardState) => void;
   tokens?(ids: readonly number[], vocab: number): number[];
-  attention?: AttentionCall;
+  cacheAccess?(pos: Int32Array): CacheAccess;
+  /**
+   * What the KV check must find after decode0 in E1: the planted layer's own
+   * cache wrong at `row` positions before the decode position (0: its own
+   * row), or the first wrong rows one layer deeper ('next': the fault is
+   * downstream of this layer's K/V write), or nothing ('none').
+   */
+  kv: { row: number } | 'next' | 'none';
 }
 
 /** Redoes q and k (projection and RoPE) with other positions or frequencies; the cache write follows. */
@@ -86,48 +91,57 @@ function bumpUlp(data: Float32Array | Float64Array, i: number): void {
 const FAULTS = {
   token: {
     description: 'decode embeds the next token id instead of its own (B3.27: wrong decode input)',
+    kv: { row: 0 },
     corrupts: ['x_in'],
     layered: false,
     tokens: (ids, vocab) => ids.map((id) => (id + 1) % vocab),
   },
   position: {
     description: 'decode RoPE rotates q and k at position pos+1 (wrong pos_id)',
+    kv: { row: 0 },
     corrupts: ROPE_ON,
     layered: true,
     plant: (ctx) => (l, st) => redoRope(ctx, l!, st, shifted(st.pos, 1), ctx.engine.invFreq),
   },
   kv_stale: {
-    description: "decode attention reads the cache as it was before this token's K/V row was written (B3.29: stale KV)",
+    description: "decode never writes its K/V row; attention reads what the row held before (B3.29: stale KV)",
+    kv: { row: 0 },
     corrupts: ATTENTION_ON,
     layered: true,
-    attention: { posShift: -1 },
+    cacheAccess: (pos) => ({ write: null, read: pos }),
   },
   kv_position: {
     description: "decode writes its K and V rows one position early, over the previous token's (B3.24-B3.26: wrong KV row)",
+    kv: { row: 1 },
     corrupts: ATTENTION_ON,
-    actsAt: 'v',
     layered: true,
-    plant: (ctx) => (l, st) => {
-      const p = shifted(st.pos, -1);
-      ctx.b.kvWrite(st.cache.k[l!]!, st.acts.k, p);
-      ctx.b.kvWrite(st.cache.v[l!]!, st.acts.v, p);
-    },
+    cacheAccess: (pos) => ({ write: shifted(pos, -1), read: pos }),
+  },
+  kv_length: {
+    description: 'decode attention reads up to the cache length before its own row: one key fewer',
+    kv: 'next',
+    corrupts: ATTENTION_ON,
+    layered: true,
+    cacheAccess: (pos) => ({ write: pos, read: shifted(pos, -1) }),
   },
   attn_scale: {
     description: 'decode attention without the 1/sqrt(head_dim) score scale',
+    kv: 'next',
     corrupts: ATTENTION_ON,
     layered: true,
-    attention: { opts: { scale: 1 } },
+    cacheAccess: (pos) => ({ write: pos, read: pos, opts: { scale: 1 } }),
   },
   attn_split: {
     description: 'decode attention splits keys into chunks of 16 merged in order, unlike prefill (a tiny, real difference)',
+    kv: 'next',
     corrupts: ['probs', 'pv', 'attn_out'],
     layered: true,
     minKeys: 16,
-    attention: { opts: { keyChunk: 16 } },
+    cacheAccess: (pos) => ({ write: pos, read: pos, opts: { keyChunk: 16 } }),
   },
   rope_theta: {
     description: "decode RoPE with theta 10000 (500000 when the model's is 10000)",
+    kv: { row: 0 },
     corrupts: ROPE_ON,
     layered: true,
     plant: (ctx) => {
@@ -138,6 +152,7 @@ const FAULTS = {
   },
   rope_scaling: {
     description: 'decode RoPE without the Llama 3 frequency scaling',
+    kv: { row: 0 },
     corrupts: ROPE_ON,
     layered: true,
     unsupported: (e) => (e.cfg.rope_scaling === null ? 'the model has no RoPE scaling to leave out' : undefined),
@@ -148,6 +163,7 @@ const FAULTS = {
   },
   wo_layout: {
     description: 'decode WO projection reads its weight transposed (B3.38-B3.40: WO layout)',
+    kv: 'next',
     corrupts: ['wo_out'],
     layered: true,
     unsupported: (e) =>
@@ -173,24 +189,28 @@ const FAULTS = {
   },
   matmul_order: {
     description: 'decode WO projection sums over K in reverse order (fp32: a tiny, real difference)',
+    kv: 'next',
     corrupts: ['wo_out'],
     layered: true,
     plant: (ctx) => (l, st) => ctx.b.matmulVariant(st.acts.wo, st.acts.att, ctx.engine.weights.layers[l!]!.wo, 'reverse_k'),
   },
   residual_skip: {
     description: 'decode drops the residual: x_after_attn = wo_out',
+    kv: 'next',
     corrupts: ['x_after_attn'],
     layered: true,
     plant: (ctx) => (_l, st) => ctx.b.upload(st.acts.x2, ctx.b.download(st.acts.wo)),
   },
   residual_double: {
     description: 'decode adds the attention output twice: x_after_attn = x_in + 2 wo_out',
+    kv: 'next',
     corrupts: ['x_after_attn'],
     layered: true,
     plant: (ctx) => (_l, st) => ctx.b.add(st.acts.x2, st.acts.x2, st.acts.wo),
   },
   ffn_norm_eps: {
     description: 'decode ffn RMSNorm with 10x the epsilon',
+    kv: 'next',
     corrupts: ['ffn_norm'],
     layered: true,
     plant: (ctx) => (l, st) =>
@@ -198,6 +218,7 @@ const FAULTS = {
   },
   ffn_norm_weight: {
     description: "decode ffn RMSNorm with the attention norm's weights (B3.41: ffn_norm)",
+    kv: 'next',
     corrupts: ['ffn_norm'],
     layered: true,
     plant: (ctx) => (l, st) =>
@@ -205,6 +226,7 @@ const FAULTS = {
   },
   matmul_fp16: {
     description: 'decode down projection accumulates in fp16',
+    kv: 'next',
     corrupts: ['mlp_out'],
     layered: true,
     plant: (ctx) => (l, st) =>
@@ -212,6 +234,7 @@ const FAULTS = {
   },
   ulp: {
     description: "one element of decode's x_out moves by one ulp (the smallest change there is)",
+    kv: 'next',
     corrupts: ['x_out'],
     layered: true,
     plant: (ctx) => (_l, st) => {
@@ -222,6 +245,7 @@ const FAULTS = {
   },
   lm_head_shift: {
     description: 'decode lm_head reads the next row: logit i is row i+1 of lm_head (every earlier point equal)',
+    kv: 'none',
     corrupts: ['logits'],
     layered: false,
     plant: (ctx) => (_l, st) => {
@@ -270,6 +294,18 @@ export function expectedMismatch(spec: FaultSpec, traced: ReadonlySet<Point>): {
   return { layer: spec.layer ?? 0, point };
 }
 
+/**
+ * The first differing KV cache row the check must name after E1's decode0 at
+ * position pos (layer null: the cache equals the prefill's).
+ */
+export function expectedKvRow(spec: FaultSpec, pos: number, nLayers: number): { layer: number | null; position: number | null } {
+  const def: FaultDef = FAULTS[spec.name];
+  const layer = def.layered ? (spec.layer ?? 0) : 0;
+  if (def.kv === 'none') return { layer: null, position: null };
+  if (def.kv === 'next') return layer + 1 < nLayers ? { layer: layer + 1, position: pos } : { layer: null, position: null };
+  return { layer, position: pos - def.kv.row };
+}
+
 /** Throws UsageError when the fault cannot be planted in this engine's model. */
 export function checkFault(spec: FaultSpec, engineLike: Pick<Engine, 'cfg'>, modelName: string): void {
   const nLayers = engineLike.cfg.num_hidden_layers;
@@ -296,11 +332,11 @@ export function plantFault(engine: Engine, spec: FaultSpec): PlantedFault {
   const ctx: Ctx = { b: engine.backend, engine, owned: [] };
   const act = def.plant?.(ctx, layers);
   const inLayer = new Set(layers);
-  const actsAt = def.actsAt ?? def.corrupts[0];
+  const actsAt = def.corrupts[0];
   const planted: PlantedFault = {
     spec,
     tokens: def.tokens ? (ids) => def.tokens!(ids, engine.cfg.vocab_size) : undefined,
-    attention: def.attention ? (layer) => (inLayer.has(layer) ? def.attention : undefined) : undefined,
+    cacheAccess: def.cacheAccess ? (layer, pos) => (inLayer.has(layer) ? def.cacheAccess!(pos) : undefined) : undefined,
     after(layer, point, st) {
       if (!act || point !== actsAt) return;
       if (def.layered ? layer !== null && inLayer.has(layer) : layer === null) act(layer, st);

@@ -39,6 +39,7 @@ export const TRACE_OPTIONS = {
   attnPipe: { flag: 'attn-pipe', env: 'GRETA_TRACE_ATTN_PIPE', type: 'boolean', def: '0', help: `also trace the attention pipe: ${ATTN_PIPE_POINTS.join(', ')}` },
   heads: { flag: 'heads', env: 'GRETA_TRACE_ATTN_HEADS', type: 'string', def: 'all', help: 'attention heads recorded of scores, probs and pv: all, or a list like 0,5 or 0-3' },
   phases: { flag: 'phases', env: 'GRETA_TRACE_STAGE_PHASES', type: 'string', def: DEFAULT_PHASES.join(','), help: 'phases to trace: prefill_last, decode0, decode1, ...' },
+  kvCheck: { flag: 'kv-check', env: 'GRETA_TRACE_KV_CHECK', type: 'boolean', def: '0', help: "after decode0, compare every layer's K/V cache rows with those a prefill over the same tokens wrote" },
   postWo: { flag: 'post-wo', env: 'GRETA_TRACE_POST_WO', type: 'boolean', def: '0', help: `shorthand for --points ${POST_WO_POINTS.join(',')} (the points after WO)` },
   debugInput: { flag: 'debug-input', env: 'GRETA_TRACE_STAGE_DEBUG_INPUT', type: 'boolean', def: '0', help: 'also record token id, positions and embedding-row hash per phase' },
   topk: { flag: 'topk', env: 'GRETA_TRACE_TOPK', type: 'string', def: '5', help: 'top-k ids and values recorded with logits' },
@@ -163,6 +164,7 @@ export const TraceOptionsSchema = z.object({
     PHASE_RE.test(x) ? undefined : `unknown phase '${x}' (allowed: prefill_last, decode0, decode1, ...)`,
   ),
   attnPipe: boolFlag,
+  kvCheck: boolFlag,
   heads: z.string().transform((s, ctx): 'all' | number[] => {
     if (s.trim() === 'all') return 'all';
     const r = layerSpec.safeParse(s);

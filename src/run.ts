@@ -15,7 +15,8 @@ import { openModel, type ModelSource } from './model/source.js';
 import { checkFault, faultLabel, plantFault } from './faults.js';
 import { availableBackends, createBackend, packageRoot, resolveBackendKind, type Backend, type BackendKind } from './native.js';
 import type { TraceOptions } from './options.js';
-import { TRACE_FORMAT_VERSION, type RunResult } from './trace/schema.js';
+import { checkKvCache } from './trace/kvcheck.js';
+import { TRACE_FORMAT_VERSION, type KvCheck, type RunResult } from './trace/schema.js';
 import { StageTracer } from './trace/tracer.js';
 import { sidecarPath, TraceWriter } from './trace/writer.js';
 
@@ -286,7 +287,10 @@ export function traceRun(session: Session, writer: TraceWriter, spec: RunSpec, l
   try {
     for (const p of prompts) {
       for (const exp of opts.exp) {
-        const r = runExperiment(engine, tracer, p, exp, opts.steps, (ids) => model.tokenizer.decode(ids));
+        const kvCheck = opts.kvCheck
+          ? (c: KvCheck) => writer.write({ type: 'kv_check', run_id: spec.runId, prompt: p.name, exp, phase: 'decode0', ...c })
+          : undefined;
+        const r = runExperiment(engine, tracer, p, exp, opts.steps, (ids) => model.tokenizer.decode(ids), kvCheck);
         results.push(r);
         log(
           `${p.name} ${exp}: ${p.ids.length} tokens, prefill ${r.prefill_ms.toFixed(1)} ms, ` +
@@ -325,6 +329,7 @@ function runExperiment(
   exp: 'E0' | 'E1',
   steps: number,
   detokenize: (ids: readonly number[]) => string,
+  kvCheck?: (c: KvCheck) => void,
 ): RunResult {
   const n = p.ids.length;
   const capacity = n + steps;
@@ -355,6 +360,16 @@ function runExperiment(
   const decodeMs: number[] = [];
   for (let k = 0; k < steps; k++) {
     const [r, ms] = time(() => engine.forward([token], pos, cache, tracer.phase(p.name, exp, `decode${k}`)));
+    if (k === 0 && kvCheck) {
+      // The rows a prefill over the same tokens writes: E1's full prefill, or for E0 one that includes the decode token.
+      let ref = full;
+      if (exp === 'E0') {
+        ref = engine.newCache(capacity);
+        engine.forward([...p.ids, token], 0, ref).logits.free();
+      }
+      kvCheck(checkKvCache(engine.backend, engine.cfg, cache, ref, pos + 1));
+      if (ref !== full) engine.freeCache(ref);
+    }
     decodeTop1.push(r.top1);
     decodeMs.push(ms);
     r.logits.free();

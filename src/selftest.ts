@@ -9,7 +9,7 @@ import { join, resolve } from 'node:path';
 import { analyzeRuns, type AnalysisRow } from './analyze/analyze.js';
 import { loadTraceFile } from './analyze/load.js';
 import { UsageError } from './errors.js';
-import { checkFault, expectedMismatch, faultInfo, faultLabel, FAULT_NAMES, type FaultName, type FaultSpec } from './faults.js';
+import { checkFault, expectedKvRow, expectedMismatch, faultInfo, faultLabel, FAULT_NAMES, type FaultName, type FaultSpec } from './faults.js';
 import { resolveTraceOptions, type SelftestOptions } from './options.js';
 import { newRunId, openSession, planTrace, traceRun } from './run.js';
 import { POINTS, STAGE_POINTS, type Point } from './trace/points.js';
@@ -20,6 +20,12 @@ export interface Where {
   point: Point | 'NONE';
 }
 
+/** A KV cache row: (layer, position); layer null when the cache equals the prefill's. */
+export interface KvRow {
+  layer: number | null;
+  position: number | null;
+}
+
 export interface SelftestCase {
   prompt: string;
   /** 'none' for the run without a fault. */
@@ -28,6 +34,9 @@ export interface SelftestCase {
   found: Where | null;
   mae: number | null;
   max_abs: number | null;
+  /** The KV check's first differing row after decode0: expected and found. */
+  kv_expected: KvRow;
+  kv_found: KvRow | null;
   /** pass, fail, or skip when the prompt is too short for the fault to change anything. */
   result: 'pass' | 'fail' | 'skip';
   note?: string;
@@ -77,7 +86,7 @@ export function runSelftest(opts: SelftestOptions, log: (line: string) => void =
   const keepDir = opts.out === undefined ? mkdtempSync(join(tmpdir(), 'greta-selftest-')) : null;
   const out = resolve(opts.out ?? join(keepDir!, 'selftest.jsonl'));
   const base = resolveTraceOptions(
-    { prompt: opts.prompt.join(','), model: opts.model, backend: opts.backend, exp: 'E1', points: opts.points.join(','), out },
+    { prompt: opts.prompt.join(','), model: opts.model, backend: opts.backend, exp: 'E1', points: opts.points.join(','), 'kv-check': true, out },
     {},
   );
   const traced = new Set(base.points);
@@ -119,8 +128,10 @@ export function runSelftest(opts: SelftestOptions, log: (line: string) => void =
     session.close();
   }
 
+  const runs = loadTraceFile(out);
   const rows = new Map<string, AnalysisRow>();
-  for (const r of analyzeRuns(loadTraceFile(out))) rows.set(`${r.run_id}|${r.prompt}`, r);
+  for (const r of analyzeRuns(runs)) rows.set(`${r.run_id}|${r.prompt}`, r);
+  const kvChecks = new Map(runs.flatMap((r) => r.kvChecks).map((c) => [`${c.run_id}|${c.prompt}`, c]));
   const cases: SelftestCase[] = [];
   specs.forEach((fault, i) => {
     for (const p of plan.prompts) {
@@ -130,7 +141,11 @@ export function runSelftest(opts: SelftestOptions, log: (line: string) => void =
       const minKeys = fault ? faultInfo(fault.name).minKeys : undefined;
       // E1's decode0 attends to n keys (positions 0..n-1).
       const tooShort = minKeys !== undefined && p.ids.length <= minKeys;
-      const pass = found !== null && whereEq(found, expected);
+      const kv = kvChecks.get(`${runIds[i]}|${p.name}`);
+      const kvFound: KvRow | null = kv ? { layer: kv.first?.layer ?? null, position: kv.first?.position ?? null } : null;
+      const kvExpected = fault ? expectedKvRow(fault, p.ids.length - 1, nLayers) : { layer: null, position: null };
+      const pass =
+        found !== null && whereEq(found, expected) && kvFound !== null && kvFound.layer === kvExpected.layer && kvFound.position === kvExpected.position;
       cases.push({
         prompt: p.name,
         fault: fault ? faultLabel(fault) : 'none',
@@ -138,6 +153,8 @@ export function runSelftest(opts: SelftestOptions, log: (line: string) => void =
         found,
         mae: row?.first_mismatch?.mae ?? (row ? 0 : null),
         max_abs: row?.first_mismatch?.max_abs ?? (row ? 0 : null),
+        kv_expected: kvExpected,
+        kv_found: kvFound,
         result: tooShort && !pass ? 'skip' : pass ? 'pass' : 'fail',
         ...(tooShort && !pass ? { note: `prompt has ${p.ids.length} tokens; the fault needs more than ${minKeys} keys` } : {}),
         run_id: runIds[i]!,
@@ -168,14 +185,16 @@ export function runSelftest(opts: SelftestOptions, log: (line: string) => void =
 const fmtWhere = (w: Where | null) =>
   w === null ? 'no data' : w.point === 'NONE' ? 'NONE' : `${w.layer === null ? 'final' : `layer ${w.layer}`} ${w.point}`;
 const fmtNum = (v: number | null) => (v === null ? '-' : v === 0 ? '0' : v.toExponential(3));
+const fmtKv = (k: KvRow | null) => (k === null ? 'no data' : k.layer === null ? 'equal' : `layer ${k.layer} pos ${k.position}`);
 
 export function formatSelftest(r: SelftestResult): string {
   const lines = [
-    '| prompt | fault | expected first mismatch | found | mae | max_abs | result |',
-    '|---|---|---|---|---:|---:|---|',
+    '| prompt | fault | expected first mismatch | found | mae | max_abs | kv-check expected | found | result |',
+    '|---|---|---|---|---:|---:|---|---|---|',
     ...r.cases.map(
       (c) =>
-        `| ${c.prompt} | ${c.fault} | ${fmtWhere(c.expected)} | ${fmtWhere(c.found)} | ${fmtNum(c.mae)} | ${fmtNum(c.max_abs)} | ${c.result}${c.note ? ` (${c.note})` : ''} |`,
+        `| ${c.prompt} | ${c.fault} | ${fmtWhere(c.expected)} | ${fmtWhere(c.found)} | ${fmtNum(c.mae)} | ${fmtNum(c.max_abs)} | ` +
+        `${fmtKv(c.kv_expected)} | ${fmtKv(c.kv_found)} | ${c.result}${c.note ? ` (${c.note})` : ''} |`,
     ),
     '',
     `selftest: ${r.cases.length} cases on ${r.model}, ${r.backend} (${r.device}), E1, every layer, ` +

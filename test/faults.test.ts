@@ -82,6 +82,17 @@ describe('selftest on cpu, synthetic:tiny, p4_sys', () => {
     ]);
   });
 
+  it('the KV check names the planted stale or misplaced row, and finds the cache right when only the read is wrong', () => {
+    const kv = (f: string) => r.cases.find((c) => c.fault === f)!.kv_found;
+    const n = 60; // p4_sys tokens: E1's decode0 writes position 59
+    expect(kv('none')).toEqual({ layer: null, position: null });
+    expect(kv('kv_stale@30')).toEqual({ layer: 30, position: n - 1 });
+    expect(kv('kv_position@2')).toEqual({ layer: 2, position: n - 2 });
+    expect(kv('kv_length@2')).toEqual({ layer: 3, position: n - 1 });
+    expect(kv('attn_scale@30')).toEqual({ layer: 31, position: n - 1 });
+    expect(kv('lm_head_shift')).toEqual({ layer: null, position: null });
+  });
+
   it('the header names the planted fault and the analyzer reports it', () => {
     const runs = loadTraceFile(out).filter((x) => x.header.options.fault === 'wo_layout@30');
     expect(runs.length).toBe(1);
@@ -116,6 +127,21 @@ describe('--fault in trace', () => {
     expect(rows[0]).toMatchObject({ first_mismatch_stage: 'x_after_attn', first_mismatch_layer: 0 });
     // x_in of decode0 equals prefill_last's: the cache prefix was built unfaulted.
     expect(rows[0]!.comparisons.find((c) => c.point === 'x_in')!.equal).toBe(true);
+  });
+
+  it('--kv-check writes one record per prompt and experiment: equal when clean, E0 against a prefill that includes the decode token', () => {
+    const t = traceWith({ prompt: 'p0_short,p4_sys', exp: 'E1,E0', 'kv-check': true, layers: '0', points: 'x_in' });
+    const checks = loadTraceFile(t.out)[0]!.kvChecks;
+    expect(checks.map((c) => `${c.prompt} ${c.exp} ${c.equal} ${c.positions}`)).toEqual([
+      `p0_short E1 true ${checks[0]!.positions}`,
+      `p0_short E0 true ${checks[0]!.positions + 1}`,
+      'p4_sys E1 true 60',
+      'p4_sys E0 true 61',
+    ]);
+    const bad = traceWith({ prompt: 'p4_sys', 'kv-check': true, fault: 'kv_position@4', layers: '0', points: 'x_in' });
+    const [c] = loadTraceFile(bad.out)[0]!.kvChecks;
+    expect(c).toMatchObject({ equal: false, first: { layer: 4, position: 58, kv_head: 0, tensor: 'k' }, layers_differing: Array.from({ length: 28 }, (_, i) => i + 4) });
+    expect(c!.first!.max_abs).toBeGreaterThan(0);
   });
 
   it('parses NAME[@LAYER] and refuses what cannot be planted', () => {

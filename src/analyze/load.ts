@@ -9,6 +9,7 @@ import {
   type EndRecord,
   type HeaderRecord,
   type InputRecord,
+  type KvCheckRecord,
   type StageRecord,
 } from '../trace/schema.js';
 
@@ -17,6 +18,7 @@ export interface TraceRun {
   file: string;
   stages: StageRecord[];
   inputs: InputRecord[];
+  kvChecks: KvCheckRecord[];
   end?: EndRecord;
 }
 
@@ -45,13 +47,14 @@ export function loadTraceFile(path: string): TraceRun[] {
     const rec = parsed.data;
     if (rec.type === 'header') {
       if (runs.has(rec.run_id)) throw new UsageError(`${path}:${i + 1}: second header for run ${rec.run_id}`);
-      runs.set(rec.run_id, { header: rec, file: path, stages: [], inputs: [] });
+      runs.set(rec.run_id, { header: rec, file: path, stages: [], inputs: [], kvChecks: [] });
       return;
     }
     const run = runs.get(rec.run_id);
     if (!run) throw new UsageError(`${path}:${i + 1}: record of run ${rec.run_id} before its header`);
     if (rec.type === 'stage') run.stages.push(rec);
     else if (rec.type === 'input') run.inputs.push(rec);
+    else if (rec.type === 'kv_check') run.kvChecks.push(rec);
     else run.end = rec;
   });
   return [...runs.values()];

@@ -60,10 +60,12 @@ export interface ForwardState {
   pos: Int32Array;
 }
 
-/** How a layer's attention reads the cache: the model's unless a fault says otherwise. */
-export interface AttentionCall {
-  /** Added to the positions attention reads up to (a stale cache length is -1). */
-  posShift?: number;
+/** Where a layer writes K/V and how its attention reads them: the model's way unless a fault says otherwise. */
+export interface CacheAccess {
+  /** Rows the call's K/V go to; null: not written. */
+  write: Int32Array | null;
+  /** Positions the attention of each row reads up to. */
+  read: Int32Array;
   opts?: AttentionOptions;
 }
 
@@ -71,8 +73,8 @@ export interface AttentionCall {
 export interface DecodeFault {
   /** The token ids the call embeds instead of its own. */
   tokens?(ids: readonly number[]): number[];
-  /** How this layer's attention runs instead of the model's way. */
-  attention?(layer: number): AttentionCall | undefined;
+  /** How this layer writes and reads the KV cache instead of at `pos`. */
+  cacheAccess?(layer: number, pos: Int32Array): CacheAccess | undefined;
   /** Runs once `point` is computed, before it is traced; may redo the op that made it. */
   after(layer: number | null, point: Point, st: ForwardState): void;
 }
@@ -99,14 +101,20 @@ export class Engine {
     backend.upload(this.invFreq, backend.actDtype === 'f64' ? f : Float32Array.from(f));
   }
 
+  /** A zeroed cache: a row nobody wrote reads as zeros, the same on every backend and run. */
   newCache(capacity: number): KVCache {
     const kvDim = this.cfg.num_key_value_heads * this.cfg.head_dim;
     const b = this.backend;
+    const zeroed = () => {
+      const t = b.alloc(b.actDtype, [capacity, kvDim]);
+      b.fillUniform(t, 0n, 0, 0);
+      return t;
+    };
     const k: Tensor[] = [];
     const v: Tensor[] = [];
     for (let l = 0; l < this.cfg.num_hidden_layers; l++) {
-      k.push(b.alloc(b.actDtype, [capacity, kvDim]));
-      v.push(b.alloc(b.actDtype, [capacity, kvDim]));
+      k.push(zeroed());
+      v.push(zeroed());
     }
     return { capacity, k, v, length: 0 };
   }
@@ -178,12 +186,13 @@ export class Engine {
       at(l, 'q', q);
       at(l, 'k', k);
       at(l, 'v', v);
-      b.kvWrite(cache.k[l]!, k, pos);
-      b.kvWrite(cache.v[l]!, v, pos);
-      const ac = fault?.attention?.(l);
-      const apos = ac?.posShift ? pos.map((p) => p + ac.posShift!) : pos;
-      b.attention(att, q, cache.k[l]!, cache.v[l]!, apos, cfg.num_attention_heads, cfg.num_key_value_heads, cfg.head_dim, ac?.opts);
-      if (tap && HEAD_POINTS.some((p) => tap.wants(l, p))) this.probeAttention(tap, l, q.rows(last, 1), cache, apos[last]!, ac?.opts, info);
+      const kv = fault?.cacheAccess?.(l, pos) ?? { write: pos, read: pos };
+      if (kv.write) {
+        b.kvWrite(cache.k[l]!, k, kv.write);
+        b.kvWrite(cache.v[l]!, v, kv.write);
+      }
+      b.attention(att, q, cache.k[l]!, cache.v[l]!, kv.read, cfg.num_attention_heads, cfg.num_key_value_heads, cfg.head_dim, kv.opts);
+      if (tap && HEAD_POINTS.some((p) => tap.wants(l, p))) this.probeAttention(tap, l, q.rows(last, 1), cache, kv.read[last]!, kv.opts, info);
       at(l, 'attn_out', att);
 
       b.matmul(wo, att, lw.wo);

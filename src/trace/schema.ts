@@ -69,6 +69,32 @@ export const InputRecordSchema = z.object({
   embedding_hash: z.string().regex(/^[0-9a-f]{16}$/),
 });
 
+/** The decode path's KV cache against a prefill's over the same tokens (--kv-check). */
+export const KvCheckSchema = z.object({
+  positions: int.positive(),
+  layers: int.positive(),
+  kv_heads: int.positive(),
+  equal: z.boolean(),
+  /** The first differing row in (layer, position, kv head, k before v) order. */
+  first: z
+    .object({ layer: nonneg, position: nonneg, kv_head: nonneg, tensor: z.enum(['k', 'v']), mae: z.number(), max_abs: z.number() })
+    .nullable(),
+  /** How many (layer, position, kv head, k/v) rows differ. */
+  differing: nonneg,
+  layers_differing: z.array(nonneg),
+});
+export type KvCheck = z.infer<typeof KvCheckSchema>;
+
+export const KvCheckRecordSchema = z.object({
+  type: z.literal('kv_check'),
+  run_id: z.string().min(1),
+  prompt: z.string().min(1),
+  exp: ExpSchema,
+  /** The decode phase after which the cache was checked. */
+  phase: z.string().regex(PHASE_RE),
+  ...KvCheckSchema.shape,
+});
+
 export const HeaderRecordSchema = z.object({
   type: z.literal('header'),
   format: z.literal(TRACE_FORMAT_VERSION),
@@ -108,6 +134,7 @@ export const TraceRecordSchema = z.discriminatedUnion('type', [
   HeaderRecordSchema,
   StageRecordSchema,
   InputRecordSchema,
+  KvCheckRecordSchema,
   EndRecordSchema,
 ]);
 
@@ -115,4 +142,5 @@ export type StageRecord = z.infer<typeof StageRecordSchema>;
 export type InputRecord = z.infer<typeof InputRecordSchema>;
 export type HeaderRecord = z.infer<typeof HeaderRecordSchema>;
 export type EndRecord = z.infer<typeof EndRecordSchema>;
+export type KvCheckRecord = z.infer<typeof KvCheckRecordSchema>;
 export type TraceRecord = z.infer<typeof TraceRecordSchema>;

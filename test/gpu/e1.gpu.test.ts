@@ -6,6 +6,7 @@ import { analyzeRuns } from '../../src/analyze/analyze.js';
 import { loadTraceFile, readRow } from '../../src/analyze/load.js';
 import { resolveSelftestOptions } from '../../src/options.js';
 import { formatSelftest, runSelftest } from '../../src/selftest.js';
+import { POINTS } from '../../src/trace/points.js';
 import { traceWith } from '../helpers.js';
 
 const PROMPTS = 'p0_short,p4_sys,p6_long';
@@ -27,6 +28,27 @@ describe('E1 with --backend hip', () => {
         expect(r.first_mismatch_stage).toBe('NONE');
         expect(r.comparisons.length).toBe(32 * 7 + 3);
         for (const c of r.comparisons) expect(c.prefill_last.hash).toBe(c.decode0.hash);
+      }
+    }, 600_000);
+  }
+
+  for (const model of ['synthetic:tiny', 'synthetic:llama3-8b']) {
+    it(`${model}: every sub-stage point too (attention pipe per head, MLP), and the probe's pv is attn_out`, () => {
+      const run = traceWith({ prompt: PROMPTS, backend: 'hip', model, points: POINTS.join(','), heads: model === 'synthetic:tiny' ? 'all' : '0,7,31' });
+      const runs = loadTraceFile(run.out);
+      for (const r of analyzeRuns(runs)) {
+        console.log(`  ${model} ${r.prompt} sub-stages: first_mismatch=${r.first_mismatch_stage} pairs=${r.comparisons.length}`);
+        expect(r.first_mismatch_stage).toBe('NONE');
+        for (const c of r.comparisons) expect(c.prefill_last.hash).toBe(c.decode0.hash);
+      }
+      const stages = runs[0]!.stages;
+      const hd = Number(runs[0]!.header.config.head_dim);
+      for (const phase of ['prefill_last', 'decode0']) {
+        for (const layer of [0, 31]) {
+          const pick = (point: string) => stages.filter((s) => s.phase === phase && s.layer === layer && s.point === point && s.prompt === 'p6_long');
+          const att = readRow(runs[0]!, pick('attn_out')[0]!);
+          for (const s of pick('pv')) expect([...readRow(runs[0]!, s)]).toEqual([...att.subarray(s.head! * hd, (s.head! + 1) * hd)]);
+        }
       }
     }, 600_000);
   }

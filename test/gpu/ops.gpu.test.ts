@@ -227,6 +227,34 @@ describe(`hip ops on ${hip.device}`, () => {
     }
   });
 
+  it('attentionProbe: pv is the fused row bit for bit (decode split and causal rows, every option); scores and probs against the oracle', () => {
+    const [H, KVH, hd, keys] = [32, 8, 128, 205];
+    const [kh, ko] = pair([keys, KVH * hd], 'act');
+    const [vh, vo] = pair([keys, KVH * hd], 'act');
+    const M = 3;
+    const [qh, qo] = pair([M, H * hd], 'act');
+    const pos = Int32Array.from({ length: M }, (_, i) => keys - M + i);
+    for (const opts of [undefined, { scale: 0.25 }, { keyChunk: 16 }, { keyChunk: 32 }]) {
+      const all = hip.alloc('f32', [M, H * hd]);
+      hip.attention(all, qh, kh, vh, pos, H, KVH, hd, opts);
+      const one = hip.alloc('f32', [1, H * hd]);
+      hip.attention(one, qh.rows(M - 1, 1), kh, vh, pos.subarray(M - 1), H, KVH, hd, opts);
+      const rows = hip.download(all) as Float32Array;
+      for (let r = 0; r < M; r++) {
+        const n = pos[r]! + 1;
+        const [sc, pr, pv] = [hip.alloc('f32', [H, n]), hip.alloc('f32', [H, n]), hip.alloc('f32', [H, hd])];
+        hip.attentionProbe(sc, pr, pv, qh.rows(r, 1), kh, vh, pos[r]!, H, KVH, hd, opts);
+        const got = Buffer.from((hip.download(pv) as Float32Array).buffer);
+        expect(got, `row ${r} ${JSON.stringify(opts)}`).toEqual(Buffer.from(rows.slice(r * H * hd, (r + 1) * H * hd).buffer));
+        if (r === M - 1) expect(got).toEqual(Buffer.from((hip.download(one) as Float32Array).buffer));
+        const [so, po, vo2] = [oracle.alloc('f64', [H, n]), oracle.alloc('f64', [H, n]), oracle.alloc('f64', [H, hd])];
+        oracle.attentionProbe(so, po, vo2, qo.rows(r, 1), ko, vo, pos[r]!, H, KVH, hd, opts?.scale !== undefined ? opts : undefined);
+        compare(`probe scores row ${r} ${JSON.stringify(opts ?? {})}`, hip.download(sc) as Float32Array, oracle.download(so) as Float64Array, 5e-6);
+        compare(`probe probs row ${r} ${JSON.stringify(opts ?? {})}`, hip.download(pr) as Float32Array, oracle.download(po) as Float64Array, 5e-6);
+      }
+    }
+  });
+
   it('matmulVariant gives the CPU backend bits (both are defined step by step)', () => {
     const cpu = createBackend('cpu');
     for (const wd of ['f32', 'f16', 'bf16'] as const) {
