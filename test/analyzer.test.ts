@@ -11,7 +11,7 @@ import { SYNTHETIC_MODELS } from '../src/model/models.js';
 import { syntheticWeights } from '../src/model/weights.js';
 import { createBackend } from '../src/native.js';
 import { PROMPTS, tokenize } from '../src/prompts.js';
-import { LAYER_POINTS, POINTS } from '../src/trace/points.js';
+import { POINTS, STAGE_POINTS } from '../src/trace/points.js';
 import { TRACE_FORMAT_VERSION, TraceRecordSchema } from '../src/trace/schema.js';
 import { StageTracer } from '../src/trace/tracer.js';
 import { sidecarPath, TraceWriter } from '../src/trace/writer.js';
@@ -36,8 +36,8 @@ function e1WithDecodeEngine(buggyLayer: number, prompts: string[]): string {
     prompts: prompts.map((p) => ({ name: p, n_tokens: tokenize(PROMPTS[p]!).length })),
   });
   const tracer = new StageTracer(b, writer, 'bug', {
-    layers: new Set([0, 1, 2, 15, 31]), points: new Set(POINTS), phases: new Set(['prefill_last', 'decode0']),
-    debugInput: true, topk: 5,
+    layers: new Set([0, 1, 2, 15, 31]), points: new Set(STAGE_POINTS), phases: new Set(['prefill_last', 'decode0']),
+    debugInput: true, topk: 5, heads: null,
   });
   for (const p of prompts) {
     const ids = tokenize(PROMPTS[p]!);
@@ -69,7 +69,7 @@ describe('analyzer', () => {
     const table = formatTable(rows);
     expect(table.split('\n')[0]).toBe(
       '| prompt | exp | first_mismatch_stage | first_mismatch_layer | ' +
-        POINTS.map((p) => `${p}_mae`).join(' | ') +
+        STAGE_POINTS.map((p) => `${p}_mae`).join(' | ') +
         ' | prefill_last_top1 | decode0_top1 | collapse |',
     );
     expect(table).toContain('| p4_sys | E1 | wo_out | 15 |');
@@ -125,7 +125,7 @@ describe('trace file', () => {
     expect(header.options).toMatchObject({ layers: [0, 31], exp: ['E0', 'E1'] });
     const stages = recs.filter((r) => r.type === 'stage');
     // 2 prompts x 2 exps x 3 phases x (2 layers x 7 points + 3 final points)
-    expect(stages).toHaveLength(2 * 2 * 3 * (2 * LAYER_POINTS.length + 3));
+    expect(stages).toHaveLength(2 * 2 * 3 * (2 * 7 + 3));
     expect(recs.filter((r) => r.type === 'input')).toHaveLength(2 * 2 * 3);
     for (const s of stages) {
       if (s.type !== 'stage') continue;

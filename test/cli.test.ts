@@ -168,10 +168,10 @@ describe('greta selftest', () => {
   it('prints one row per case and exits 0 when every fault is found where planted', () => {
     const r = greta(['selftest', '--faults', 'kv_stale,lm_head_shift', '--fault-layers', '31']);
     expect(r.code, r.stderr).toBe(0);
-    expect(r.stdout).toContain('| p4_sys | none | NONE | NONE | 0 | 0 | pass |');
+    expect(r.stdout).toContain('| p4_sys | none | NONE | NONE | 0 | 0 | equal | equal | pass |');
     // decode0 attends to one key fewer: its scores row is shorter than prefill_last's.
-    expect(r.stdout).toMatch(/\| p4_sys \| kv_stale@31 \| layer 31 scores \| layer 31 scores \| \S+ \| \S+ \| pass \|/);
-    expect(r.stdout).toMatch(/\| p4_sys \| lm_head_shift \| final logits \| final logits \| .* \| pass \|/);
+    expect(r.stdout).toMatch(/\| p4_sys \| kv_stale@31 \| layer 31 scores \| layer 31 scores \| \S+ \| \S+ \| layer 31 pos 59 \| layer 31 pos 59 \| pass \|/);
+    expect(r.stdout).toMatch(/\| p4_sys \| lm_head_shift \| final logits \| final logits \| .* \| equal \| equal \| pass \|/);
     expect(r.stdout).toMatch(/selftest: 3 cases on synthetic:tiny, cpu .*: 3 passed, 0 failed/);
   });
 
