@@ -11,7 +11,7 @@ import { SYNTHETIC_MODELS } from '../src/model/models.js';
 import { syntheticWeights } from '../src/model/weights.js';
 import { createBackend } from '../src/native.js';
 import { PROMPTS, tokenize } from '../src/prompts.js';
-import { POINTS, STAGE_POINTS } from '../src/trace/points.js';
+import { STAGE_POINTS } from '../src/trace/points.js';
 import { TRACE_FORMAT_VERSION, TraceRecordSchema } from '../src/trace/schema.js';
 import { StageTracer } from '../src/trace/tracer.js';
 import { sidecarPath, TraceWriter } from '../src/trace/writer.js';
