@@ -39,6 +39,8 @@ export const TRACE_OPTIONS = {
   attnPipe: { flag: 'attn-pipe', env: 'GRETA_TRACE_ATTN_PIPE', type: 'boolean', def: '0', help: `also trace the attention pipe: ${ATTN_PIPE_POINTS.join(', ')}` },
   heads: { flag: 'heads', env: 'GRETA_TRACE_ATTN_HEADS', type: 'string', def: 'all', help: 'attention heads recorded of scores, probs and pv: all, or a list like 0,5 or 0-3' },
   phases: { flag: 'phases', env: 'GRETA_TRACE_STAGE_PHASES', type: 'string', def: DEFAULT_PHASES.join(','), help: 'phases to trace: prefill_last, decode0, decode1, ...' },
+  oracle: { flag: 'oracle', env: 'GRETA_TRACE_ORACLE', type: 'string', help: 'also trace the same phases on this backend as a third opinion: cpu-fp64' },
+  oracleTol: { flag: 'oracle-tol', env: 'GRETA_TRACE_ORACLE_TOL', type: 'string', def: '1e-4', help: 'relative L2 to the oracle beyond which a phase has departed from it' },
   kvCheck: { flag: 'kv-check', env: 'GRETA_TRACE_KV_CHECK', type: 'boolean', def: '0', help: "after decode0, compare every layer's K/V cache rows with those a prefill over the same tokens wrote" },
   postWo: { flag: 'post-wo', env: 'GRETA_TRACE_POST_WO', type: 'boolean', def: '0', help: `shorthand for --points ${POST_WO_POINTS.join(',')} (the points after WO)` },
   debugInput: { flag: 'debug-input', env: 'GRETA_TRACE_STAGE_DEBUG_INPUT', type: 'boolean', def: '0', help: 'also record token id, positions and embedding-row hash per phase' },
@@ -98,6 +100,15 @@ const intIn = (lo: number, hi: number) =>
     }
     return v;
   });
+
+export const positiveNumber = z.string().transform((s, ctx) => {
+  const v = Number(s);
+  if (s.trim() === '' || !Number.isFinite(v) || v <= 0) {
+    ctx.addIssue({ code: 'custom', message: `'${s}' is not a number > 0` });
+    return z.NEVER;
+  }
+  return v;
+});
 
 /** Layer list syntax: "all", or integers and ranges "a-b"; checked against the model later. */
 export type LayerSpec = 'all' | number[];
@@ -164,6 +175,8 @@ export const TraceOptionsSchema = z.object({
     PHASE_RE.test(x) ? undefined : `unknown phase '${x}' (allowed: prefill_last, decode0, decode1, ...)`,
   ),
   attnPipe: boolFlag,
+  oracle: z.enum(['cpu-fp64'], { error: (iss) => `unknown oracle '${String(iss.input)}' (allowed: cpu-fp64)` }).optional(),
+  oracleTol: positiveNumber,
   kvCheck: boolFlag,
   heads: z.string().transform((s, ctx): 'all' | number[] => {
     if (s.trim() === 'all') return 'all';

@@ -242,6 +242,8 @@ export function openSession(model: ModelSource, kind: BackendKind | 'auto', maxT
 /** What one run traces: its id, options (fault included), layers and prompts. */
 export interface RunSpec {
   runId: string;
+  /** The run this one is the oracle of (--oracle). */
+  oracleFor?: string;
   opts: TraceOptions;
   layers: number[];
   prompts: PromptInput[];
@@ -271,7 +273,13 @@ export function traceRun(session: Session, writer: TraceWriter, spec: RunSpec, l
     backend: backend.name,
     device: backend.device,
     git_commit: gitCommit(),
-    options: { ...opts, layers: spec.layers, out: spec.out, fault: opts.fault ? faultLabel(opts.fault) : undefined },
+    options: {
+      ...opts,
+      layers: spec.layers,
+      out: spec.out,
+      fault: opts.fault ? faultLabel(opts.fault) : undefined,
+      ...(spec.oracleFor ? { oracle_for: spec.oracleFor } : {}),
+    },
     prompts: prompts.map((p) => ({ name: p.name, n_tokens: p.ids.length, ids: p.ids })),
   });
   const tracer = new StageTracer(backend, writer, spec.runId, {
@@ -307,18 +315,30 @@ export function traceRun(session: Session, writer: TraceWriter, spec: RunSpec, l
 
 /** Runs the plan, writing header, stage records and an end record to plan.out. */
 export function runTrace(plan: TracePlan, log: (line: string) => void = () => {}): TraceRunOutput {
-  const maxTokens = Math.max(...plan.prompts.map((p) => p.ids.length)) + plan.opts.steps;
-  const session = openSession(plan.model, plan.opts.backend, maxTokens, log);
+  // E0's KV check prefills the decode token too.
+  const maxTokens = Math.max(...plan.prompts.map((p) => p.ids.length)) + plan.opts.steps + 1;
+  const writer = new TraceWriter(plan.out);
   try {
-    const writer = new TraceWriter(plan.out);
+    const session = openSession(plan.model, plan.opts.backend, maxTokens, log);
+    let results: RunResult[];
     try {
-      const results = traceRun(session, writer, plan, log);
-      return { out: plan.out, runId: plan.runId, results };
+      results = traceRun(session, writer, plan, log);
     } finally {
-      writer.close();
+      session.close();
     }
+    if (plan.opts.oracle) {
+      // The third opinion: the same phases and points on the oracle backend, same weights, no fault.
+      const oracle = openSession(plan.model, plan.opts.oracle, maxTokens, log);
+      try {
+        const opts = { ...plan.opts, fault: undefined, oracle: undefined, kvCheck: false, backend: plan.opts.oracle };
+        traceRun(oracle, writer, { ...plan, runId: `${plan.runId}-${plan.opts.oracle}`, oracleFor: plan.runId, opts }, (l) => log(`oracle: ${l}`));
+      } finally {
+        oracle.close();
+      }
+    }
+    return { out: plan.out, runId: plan.runId, results };
   } finally {
-    session.close();
+    writer.close();
   }
 }
 
