@@ -187,7 +187,9 @@ export function peakRssBytes(): number {
 export function runTrace(plan: TracePlan, log: (line: string) => void = () => {}): TraceRunOutput {
   const { opts, model, prompts } = plan;
   const t0 = performance.now();
+  // The backend first: when it fails (no GPU answers) its error is the only line.
   const backend = createBackend(resolveBackendKind(opts.backend));
+  log(`run ${plan.runId}: ${prompts.map((p) => `${p.name} (${p.ids.length} tokens)`).join(', ')} x ${opts.exp.join(',')}`);
   const maxTokens = Math.max(...prompts.map((p) => p.ids.length)) + opts.steps;
   const need = runBytes(model, maxTokens, backend.actDtype === 'f64' ? 8 : 4);
   const mem = backend.memInfo();

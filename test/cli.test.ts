@@ -110,6 +110,7 @@ describe('bad input: one line naming the value, exit 2, no output file', () => {
     ['unknown flag', ['--prompts', 'p4_sys'], /Unknown option '--prompts'/],
     ['post-wo with points', ['--post-wo', '--points', 'x_in'], /--post-wo: selects the points itself; give it or --points\/GRETA_TRACE_STAGE_POINTS, not both/],
     ['bad variable', [], /GRETA_TRACE_STAGE_LAYERS: 'x' is not a layer number/, { GRETA_TRACE_STAGE_LAYERS: 'x' }],
+    ['missing addon', [], /^gretacore: GRETA_ADDON: '\/nonexistent\/greta\.node' does not exist \(allowed: /, { GRETA_ADDON: '/nonexistent/greta.node' }],
   ];
   for (const [name, args, re, env] of cases) {
     it(name, () => {
@@ -124,6 +125,17 @@ describe('bad input: one line naming the value, exit 2, no output file', () => {
       expect(readdirSync(dir)).toEqual([]);
     });
   }
+
+  it('an addon that does not load is one EADDON line, exit 1', () => {
+    const dir = tempDir();
+    const bad = join(dir, 'greta.node');
+    writeFileSync(bad, 'not a shared object');
+    const r = greta(['trace', '--out', join(dir, 'out.jsonl')], { GRETA_ADDON: bad });
+    expect(r.code).toBe(1);
+    expect(r.stderr.trim().split('\n')).toHaveLength(1);
+    expect(r.stderr).toMatch(/^gretacore: \[EADDON\] cannot load the addon from .*greta\.node: /);
+    expect(readdirSync(dir)).toEqual(['greta.node']);
+  });
 
   it('unwritable output path', () => {
     const dir = tempDir();

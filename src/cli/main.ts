@@ -61,7 +61,6 @@ function traceCommand(argv: string[]): void {
   const opts = resolveTraceOptions(values as Record<string, string | boolean | undefined>, process.env);
   const plan = planTrace(opts, { prompt: values.prompt !== undefined });
   const log = (l: string) => console.error(l);
-  log(`run ${plan.runId}: ${plan.prompts.map((p) => `${p.name} (${p.ids.length} tokens)`).join(', ')} x ${opts.exp.join(',')}`);
   const t0 = performance.now();
   const out = runTrace(plan, log);
   log(`trace: ${out.out} (${(performance.now() - t0).toFixed(0)} ms)`);
