@@ -1,5 +1,8 @@
 #!/usr/bin/env bash
-# Builds the whole addon as `npm run build:hip` does on a GPU machine, once per
+# How `npm run build:hip` picks its toolchain: auto takes ROCm on a machine
+# that also has nvcc, a forced cuda takes nvcc, a bad value is refused, and a
+# ROCm laid out as /opt/rocm is found as well as Debian's (configure only).
+# Then builds the whole addon as build:hip does on a GPU machine, once per
 # vendor, and runs it here, where no GPU answers:
 #   rocm  CMake's HIP language with Debian's ROCm (HIP 5.2 runtime, CMake files
 #         under lib/<multiarch>), clang-19 for gfx942 (MI300X) with the device
@@ -78,6 +81,34 @@ run_checks() {
   echo "--backend auto: cpu, E1 bit-identical"
 }
 
+# How build:hip picks its toolchain (configure only).
+# $1 name, $2 regex the configure output must match, then env assignments and cmake-js args.
+configure() {
+  local name=$1 want=$2
+  shift 2
+  local envs=()
+  while [ $# -gt 0 ] && [[ $1 == *=* && $1 != --* ]]; do envs+=("$1"); shift; done
+  env "${envs[@]}" npx cmake-js configure -O "$out/cfg-$name" --CDGRETA_GPU=ON "$@" >"$out/cfg-$name.log" 2>&1 || true
+  # CMake wraps its error messages: match on the text with whitespace runs as one space.
+  tr -s ' \n' '  ' <"$out/cfg-$name.log" >"$out/cfg-$name.txt"
+  grep -qE "$want" "$out/cfg-$name.txt" || { tail -n 20 "$out/cfg-$name.log"; fail "configure $name: nothing matching '$want'"; }
+  echo "configure $name: $(grep -oE "$want" "$out/cfg-$name.txt" | head -n 1)"
+}
+configure auto-picks-rocm 'gretacore: toolchain rocm: [^ ]+ \(clang [0-9.]+\), HIP runtime /usr \(/usr/lib/[^/]+/cmake/hip-lang\)' --CDGPU_TARGETS=gfx90a
+configure forced-cuda 'gretacore: toolchain cuda: [^ ]+nvcc' --CDGRETA_GPU_TOOLCHAIN=cuda
+configure bad-toolchain "GRETA_GPU_TOOLCHAIN 'vulkan' is not a toolchain \(allowed: auto, rocm, cuda\)" --CDGRETA_GPU_TOOLCHAIN=vulkan
+# A ROCm laid out as /opt/rocm is (lib/cmake/hip-lang, llvm/bin/clang++), made
+# of links into the system's, found through ROCM_PATH.
+rocm_sys=$(dirname "$(dirname "$(find /usr/lib -path '*/cmake/hip-lang/hip-lang-config.cmake' | head -n 1)")")
+opt=$out/opt-rocm
+mkdir -p "$opt/lib/cmake" "$opt/llvm/bin" "$opt/share"
+for d in "$rocm_sys"/* /usr/lib/cmake/AMDDeviceLibs; do [ -e "$d" ] && ln -s "$d" "$opt/lib/cmake/"; done
+ln -s "$(command -v "$GFX942_CXX")" "$opt/llvm/bin/clang++"
+ln -s /usr/include "$opt/include"
+ln -s /usr/share/hip "$opt/share/hip"
+configure opt-rocm-layout "gretacore: toolchain rocm: [^ ]+ \(clang [0-9.]+\), HIP runtime $opt \($opt/lib/cmake/hip-lang\)" ROCM_PATH="$opt" --CDGPU_TARGETS=gfx90a \
+  "--CDCMAKE_HIP_FLAGS=--rocm-device-lib-path=/usr/lib/$(gcc -print-multiarch)/amdgcn/bitcode"
+
 devlibs=$(bash scripts/amd-device-libs.sh "$out/devlibs" "${GFX942_CXX/clang++/clang}")
 build rocm build-amd -ffp-contract=off --CDGRETA_GPU_TOOLCHAIN=rocm "--CDCMAKE_HIP_COMPILER=$GFX942_CXX" --CDGPU_TARGETS=gfx942 \
   "--CDCMAKE_HIP_FLAGS=--rocm-device-lib-path=$devlibs"
@@ -89,4 +120,4 @@ run_checks cuda "$out/build-cuda/Release/greta.node" ""
 [ "$(sha256sum "$cpu_addon")" = "$cpu_sum" ] || fail "$cpu_addon changed"
 kinds=$(node --input-type=module -e 'const n = await import("./dist/native.js"); console.log(n.availableBackends().join(","));')
 [ "$kinds" = "cpu,cpu-fp64" ] || fail "without GRETA_ADDON the addon has '$kinds' (want the CPU build: cpu,cpu-fp64)"
-echo "check:gpu-addon: rocm (gfx942) and cuda (sm_90) addons built, loaded, ENODEV and auto fallback ok; $cpu_addon untouched (cpu, cpu-fp64)"
+echo "check:gpu-addon: toolchain choice ok (auto takes ROCm over nvcc; /opt/rocm and Debian layouts); rocm (gfx942) and cuda (sm_90) addons built, loaded, ENODEV and auto fallback ok; $cpu_addon untouched (cpu, cpu-fp64)"
