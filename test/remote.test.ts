@@ -227,7 +227,7 @@ describe('run_remote through a real sshd on 127.0.0.1', () => {
     expect(r.status).toBe(8);
     const last = r.stderr.trim().split('\n').at(-1)!;
     expect(last).toMatch(
-      /^run_remote: verify: the device suite failed on greta-test: 1 of \d+ tests on cpu \(.*embedding, add, silu_mul, kv_write\); the trace matrix did not run \(log: verify\.log\); what came back is in .*run-1$/,
+      /^run_remote: verify: the device suite failed on greta-test: 1 of \d+ tests on cpu \(cpu ops on .* > embedding, add, silu_mul, kv_write\); the trace matrix did not run \(log: verify\.log\); what came back is in .*run-1$/,
     );
     expect(r.stderr).not.toMatch(/\] trace 1\/1/);
     const local = join(art, DATE, 'b3_41', 'run-1');
@@ -237,7 +237,7 @@ describe('run_remote through a real sshd on 127.0.0.1', () => {
     expect(String(rec.status)).toMatch(/^failed: verify: the device suite failed/);
     expect(rec.commit).toBe(sh(['git', '-C', clone, 'rev-parse', 'HEAD']).trim());
     expect(rec.verify).toMatchObject({ status: 'failed', backend: 'cpu', failed: 1 });
-    expect((rec.verify as { failures: string[] }).failures).toEqual([expect.stringMatching(/embedding, add, silu_mul, kv_write$/)]);
+    expect((rec.verify as { failures: string[] }).failures).toEqual([expect.stringMatching(/^cpu ops on .* > embedding, add, silu_mul, kv_write$/)]);
     // Nothing was traced on the host either.
     expect(readdirSync(join(String(rec.remote_dir), 'out')).filter((f) => f.endsWith('.jsonl'))).toEqual([]);
   }, 300_000);

@@ -56,10 +56,17 @@ export function readVerifyReport(file: string): VerifyVerdict | undefined {
       numTotalTests: number;
       numPassedTests: number;
       numFailedTests: number;
-      testResults: { assertionResults: { fullName: string; status: string }[]; status: string; message?: string; name: string }[];
+      testResults: {
+        assertionResults: { ancestorTitles?: string[]; title: string; fullName: string; status: string }[];
+        status: string;
+        message?: string;
+        name: string;
+      }[];
     };
     const failures = r.testResults.flatMap((f) => {
-      const tests = f.assertionResults.filter((a) => a.status === 'failed').map((a) => a.fullName);
+      const tests = f.assertionResults
+        .filter((a) => a.status === 'failed')
+        .map((a) => (a.ancestorTitles ? [...a.ancestorTitles, a.title].join(' > ') : a.fullName));
       // A file that fails before its tests run (e.g. no GPU answers) has no failed test of its own.
       return tests.length || f.status !== 'failed' ? tests : [`${f.name.replace(/^.*\/test\//, 'test/')}: ${(f.message ?? '').split('\n')[0]}`];
     });
