@@ -26,6 +26,8 @@ const TRACE_HELP = (() => {
     '  --help                 this text',
     '',
     'GRETA_TRACE_STAGE=1 is accepted for compatibility; the trace command always traces.',
+    'GRETA_ADDON=<greta.node> loads that addon instead of build/Release/greta.node',
+    '(e.g. one built with npm run build:hip -- -O DIR: DIR/Release/greta.node).',
     'Exit codes: 0 ok, 1 run failed, 2 bad input.',
   ].join('\n');
 })();
