@@ -45,16 +45,31 @@ function sh(argv: string[]): string {
   return r.stdout;
 }
 
-/** Runs the script as users do, without a shell, with a bounded time. */
-function runRemote(args: string[], env: NodeJS.ProcessEnv = {}, timeout = 60_000) {
-  const r = spawnSync('bash', [SCRIPT, ...args], {
-    encoding: 'utf8',
-    env: { PATH: process.env.PATH, HOME: process.env.HOME, ...env },
-    cwd: tempDir(),
-    timeout,
+/**
+ * Runs a run_remote.sh as users do, without a shell, with a bounded time.
+ * Asynchronously: a run takes minutes under load, and a test worker blocked
+ * that long misses its own RPC deadlines.
+ */
+function runScript(script: string, args: string[], env: NodeJS.ProcessEnv = {}, timeout = 60_000) {
+  return new Promise<{ code: number | null; stdout: string; stderr: string; signal: NodeJS.Signals | null }>((res) => {
+    const p = spawn('bash', [script, ...args], {
+      env: { PATH: process.env.PATH, HOME: process.env.HOME, ...env },
+      cwd: tempDir(),
+      stdio: ['ignore', 'pipe', 'pipe'],
+    });
+    let stdout = '';
+    let stderr = '';
+    p.stdout.on('data', (d: Buffer) => (stdout += d.toString()));
+    p.stderr.on('data', (d: Buffer) => (stderr += d.toString()));
+    const timer = setTimeout(() => p.kill('SIGTERM'), timeout);
+    p.on('close', (code, signal) => {
+      clearTimeout(timer);
+      res({ code, stdout, stderr, signal });
+    });
   });
-  return { code: r.status, stdout: r.stdout, stderr: r.stderr, signal: r.signal };
 }
+
+const runRemote = (args: string[], env: NodeJS.ProcessEnv = {}, timeout = 60_000) => runScript(SCRIPT, args, env, timeout);
 
 let sshd: ChildProcess | undefined;
 let sshdLog = '';
@@ -156,10 +171,10 @@ describe('run_remote through a real sshd on 127.0.0.1', () => {
     if (dir) rmSync(dir, { recursive: true, force: true });
   });
 
-  let full: ReturnType<typeof runRemote>;
+  let full: Awaited<ReturnType<typeof runRemote>>;
 
-  it('runs the device suite (--verify, cpu standing in), then the full matrix, pulls the artifacts and prints the table of a local run', () => {
-    full = runRemote(['greta-test', DATE, ...common(), '--verify'], {}, 240_000);
+  it('runs the device suite (--verify, cpu standing in), then the full matrix, pulls the artifacts and prints the table of a local run', async () => {
+    full = await runRemote(['greta-test', DATE, ...common(), '--verify'], {}, 240_000);
     if (full.code !== 0) console.error(full.stderr, sshdLog);
     expect(full.code).toBe(0);
     const local = join(artifacts, DATE, 'b3_41', 'run-1');
@@ -200,7 +215,7 @@ describe('run_remote through a real sshd on 127.0.0.1', () => {
     expect(full.stdout.split('\n').filter((l) => /^\| p\d/.test(l))).toHaveLength(3);
   }, 300_000);
 
-  it('--verify: one op that is wrong on the host stops the run before the traces, names the test, and brings the log home', () => {
+  it('--verify: one op that is wrong on the host stops the run before the traces, names the test, and brings the log home', async () => {
     // Ship a real defect: a commit of this tree whose fp32 add is off by 1e-3
     // (cpu-fp64, the oracle, is the same template in double and stays exact),
     // built on the host like any other. Its local half is this tree's dist/.
@@ -217,14 +232,14 @@ describe('run_remote through a real sshd on 127.0.0.1', () => {
     symlinkSync(join(ROOT, 'node_modules'), join(clone, 'node_modules'));
 
     const art = join(dir, 'art-verify');
-    const r = spawnSync('bash', [join(clone, 'scripts', 'run_remote.sh'), 'greta-test', DATE, '--ssh-config', sshConfig, '--remote-dir', remoteRoot, '--artifacts', art, '--backend', 'cpu', '--verify', '--prompts', 'p0_short'], {
-      encoding: 'utf8',
-      env: { PATH: process.env.PATH, HOME: process.env.HOME },
-      cwd: tempDir(),
-      timeout: 240_000,
-    });
-    if (r.status !== 8) console.error(r.stderr, sshdLog);
-    expect(r.status).toBe(8);
+    const r = await runScript(
+      join(clone, 'scripts', 'run_remote.sh'),
+      ['greta-test', DATE, '--ssh-config', sshConfig, '--remote-dir', remoteRoot, '--artifacts', art, '--backend', 'cpu', '--verify', '--prompts', 'p0_short'],
+      {},
+      240_000,
+    );
+    if (r.code !== 8) console.error(r.stderr, sshdLog);
+    expect(r.code).toBe(8);
     const last = r.stderr.trim().split('\n').at(-1)!;
     expect(last).toMatch(
       /^run_remote: verify: the device suite failed on greta-test: 1 of \d+ tests on cpu \(cpu ops on .* > embedding, add, silu_mul, kv_write\); the trace matrix did not run \(log: verify\.log\); what came back is in .*run-1$/,
@@ -242,9 +257,9 @@ describe('run_remote through a real sshd on 127.0.0.1', () => {
     expect(readdirSync(join(String(rec.remote_dir), 'out')).filter((f) => f.endsWith('.jsonl'))).toEqual([]);
   }, 300_000);
 
-  it('a build that fails stops with a clear message and keeps what came back, in a new run directory', () => {
+  it('a build that fails stops with a clear message and keeps what came back, in a new run directory', async () => {
     // --no-rsync: what came back comes by tar over ssh.
-    const r = runRemote(['greta-badbuild', DATE, ...common(), '--prompts', 'p0_short', '--no-rsync'], {}, 180_000);
+    const r = await runRemote(['greta-badbuild', DATE, ...common(), '--prompts', 'p0_short', '--no-rsync'], {}, 180_000);
     expect(r.code).toBe(5);
     expect(r.stderr).toMatch(/run_remote: build: the build failed .*what came back is in .*run-2$/m);
     expect(runDirs()).toEqual(['run-1', 'run-2']);
@@ -258,16 +273,16 @@ describe('run_remote through a real sshd on 127.0.0.1', () => {
     expect(existsSync(join(artifacts, DATE, 'b3_41', 'run-1', 'b3_41_analysis.txt'))).toBe(true);
   }, 200_000);
 
-  it('a host that refuses the connection fails with exit 3 and leaves no run directory', () => {
+  it('a host that refuses the connection fails with exit 3 and leaves no run directory', async () => {
     const art = join(tempDir(), 'art');
-    const r = runRemote(['greta-refused', DATE, '--ssh-config', sshConfig, '--remote-dir', remoteRoot, '--artifacts', art, '--prompts', 'p0_short'], {}, 60_000);
+    const r = await runRemote(['greta-refused', DATE, '--ssh-config', sshConfig, '--remote-dir', remoteRoot, '--artifacts', art, '--prompts', 'p0_short'], {}, 60_000);
     expect(r.code).toBe(3);
     expect(r.stderr).toMatch(/Connection refused/);
     expect(r.stderr.trim().split('\n').at(-1)).toMatch(/^run_remote: connecting: ssh to greta-refused failed \(exit 255/);
     expect(existsSync(art)).toBe(false);
   }, 90_000);
 
-  it('hostile arguments fail with one line naming the value, and nothing runs', () => {
+  it('hostile arguments fail with one line naming the value, and nothing runs', async () => {
     const t = tempDir();
     const x = join(t, 'x');
     const y = join(t, 'y');
@@ -284,13 +299,13 @@ describe('run_remote through a real sshd on 127.0.0.1', () => {
       [['greta-test', DATE, '--verify', '--no-verify'], /^run_remote: --verify and --no-verify: give one of them, not both$/],
     ];
     for (const [args, want] of cases) {
-      const r = runRemote([...args, '--ssh-config', sshConfig, '--artifacts', join(t, 'art')]);
+      const r = await runRemote([...args, '--ssh-config', sshConfig, '--artifacts', join(t, 'art')]);
       expect(r.code, args.join(' ')).toBe(2);
       expect(r.stdout).toBe('');
       expect(r.stderr.trim().split('\n'), args.join(' ')).toHaveLength(1);
       expect(r.stderr.trim()).toMatch(want);
     }
-    const env = runRemote(['greta-test', DATE, '--ssh-config', sshConfig], { GRETA_TRACE_STAGE_LAYERS: `0;touch ${x}` });
+    const env = await runRemote(['greta-test', DATE, '--ssh-config', sshConfig], { GRETA_TRACE_STAGE_LAYERS: `0;touch ${x}` });
     expect(env.code).toBe(2);
     expect(env.stderr.trim()).toMatch(/^run_remote: environment: GRETA_TRACE_STAGE_LAYERS='0;touch .*' cannot be passed/);
     expect(existsSync(x) || existsSync(y)).toBe(false);
@@ -300,7 +315,7 @@ describe('run_remote through a real sshd on 127.0.0.1', () => {
 });
 
 describe('run_remote --dry-run', () => {
-  it('prints every command, sbatch and srun with --slurm, and runs none', () => {
+  it('prints every command, sbatch and srun with --slurm, and runs none', async () => {
     // Every tool a run would start leaves a mark if started at all.
     const t = tempDir();
     const bin = join(t, 'bin');
@@ -311,7 +326,7 @@ describe('run_remote --dry-run', () => {
       chmodSync(join(bin, tool), 0o755);
     }
     const art = join(t, 'art');
-    const r = runRemote(
+    const r = await runRemote(
       ['nohost.invalid', DATE, '--slurm', '--partition', 'mi300x', '--backend', 'hip', '--gpu-targets', 'gfx942', '--dry-run', '--artifacts', art],
       { PATH: `${bin}:${process.env.PATH}`, GRETA_TRACE_STAGE_LAYERS: '0,1,2,15,31' },
     );
@@ -339,8 +354,8 @@ describe('run_remote --dry-run', () => {
     expect(out).toMatch(/ analyze .*b3_41_p0_short_E1\.jsonl .*b3_41_p6_long_E1\.jsonl$/m);
   });
 
-  it('without --slurm prints the ssh steps of each trace', () => {
-    const r = runRemote(['user@10.0.0.7', DATE, '--prompts', 'p4_sys', '--exp', 'E1,E0', '--port', '2222', '--dry-run', '--artifacts', join(tempDir(), 'a')]);
+  it('without --slurm prints the ssh steps of each trace', async () => {
+    const r = await runRemote(['user@10.0.0.7', DATE, '--prompts', 'p4_sys', '--exp', 'E1,E0', '--port', '2222', '--dry-run', '--artifacts', join(tempDir(), 'a')]);
     expect(r.code).toBe(0);
     expect(r.stdout).toMatch(/^ssh .* -p 2222 -- user@10\.0\.0\.7 'sh gretacore-runs\/.* - run build-hip\.log -- npm run build:hip'$/m);
     expect(r.stdout).toContain('run b3_41_p4_sys_E0.log -- npm run --silent trace -- --prompt p4_sys --exp E0 ');
@@ -349,15 +364,15 @@ describe('run_remote --dry-run', () => {
     expect(r.stdout).toMatch(/^# \d+\. verify: the device suite on hip .*a failure stops the run before the traces\n.* - verify verify\.log hip'$/m);
     expect(r.stdout.indexOf(' verify verify.log hip')).toBeGreaterThan(r.stdout.indexOf('npm run build:hip'));
     expect(r.stdout.indexOf(' verify verify.log hip')).toBeLessThan(r.stdout.indexOf('run b3_41_p4_sys_E1.log'));
-    const skipped = runRemote(['user@10.0.0.7', DATE, '--no-verify', '--dry-run', '--artifacts', join(tempDir(), 'a')]);
+    const skipped = await runRemote(['user@10.0.0.7', DATE, '--no-verify', '--dry-run', '--artifacts', join(tempDir(), 'a')]);
     expect(skipped.code).toBe(0);
     expect(skipped.stdout).not.toContain('verify');
-    const cpu = runRemote(['user@10.0.0.7', DATE, '--backend', 'cpu', '--dry-run', '--artifacts', join(tempDir(), 'a')]);
+    const cpu = await runRemote(['user@10.0.0.7', DATE, '--backend', 'cpu', '--dry-run', '--artifacts', join(tempDir(), 'a')]);
     expect(cpu.stdout).not.toContain('verify');
   });
 
-  it('--help prints the usage', () => {
-    const r = runRemote(['--help']);
+  it('--help prints the usage', async () => {
+    const r = await runRemote(['--help']);
     expect(r.code).toBe(0);
     for (const f of ['--prompts', '--exp', '--model', '--block', '--backend', '--ssh-config', '--remote-path', '--slurm', '--dry-run', '--verify', '--no-verify']) {
       expect(r.stdout).toContain(f + ' ');
