@@ -167,9 +167,9 @@ describe('run_remote through a real sshd on 127.0.0.1', () => {
       await Promise.race([gone, new Promise((r) => setTimeout(r, 5000))]);
       if (sshd.exitCode === null && sshd.signalCode === null) sshd.kill('SIGKILL');
     }
-    // The remote runs hold a node_modules each.
+    // The remote runs hold a node_modules each: removing them takes a while under load.
     if (dir) rmSync(dir, { recursive: true, force: true });
-  });
+  }, 60_000);
 
   let full: Awaited<ReturnType<typeof runRemote>>;
 
