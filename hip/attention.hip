@@ -4,6 +4,9 @@ namespace {
 using namespace greta_hip;
 
 constexpr int KEY_CHUNK = 64;  // keys per chunk: the fixed split size
+// The other splits the planted key-split fault may ask for (key_chunk 32, 16).
+constexpr int HALF_KEY_CHUNK = KEY_CHUNK / 2;
+constexpr int QUARTER_KEY_CHUNK = KEY_CHUNK / 4;
 constexpr int MAX_HEAD_DIM = 256;
 constexpr int WAVES = 4;  // waves per block, each on its own (row, head[, chunk])
 constexpr int DIMS = MAX_HEAD_DIM / GRETA_WAVE_SIZE;  // output dims per lane, at most
@@ -294,8 +297,8 @@ hipError_t greta_attention_probe(float* scores, float* probs, float* pv, const f
   switch (key_chunk) {
     case 0:
     case KEY_CHUNK: return launch_probe<KEY_CHUNK>(scores, probs, pv, factors, q, k_cache, v_cache, pos, n_heads, n_kv_heads, head_dim, custom_scale, stream);
-    case 32: return launch_probe<32>(scores, probs, pv, factors, q, k_cache, v_cache, pos, n_heads, n_kv_heads, head_dim, custom_scale, stream);
-    case 16: return launch_probe<16>(scores, probs, pv, factors, q, k_cache, v_cache, pos, n_heads, n_kv_heads, head_dim, custom_scale, stream);
+    case HALF_KEY_CHUNK: return launch_probe<HALF_KEY_CHUNK>(scores, probs, pv, factors, q, k_cache, v_cache, pos, n_heads, n_kv_heads, head_dim, custom_scale, stream);
+    case QUARTER_KEY_CHUNK: return launch_probe<QUARTER_KEY_CHUNK>(scores, probs, pv, factors, q, k_cache, v_cache, pos, n_heads, n_kv_heads, head_dim, custom_scale, stream);
     default: return hipErrorInvalidValue;
   }
 }
@@ -310,8 +313,8 @@ hipError_t greta_attention(float* out, const float* q, const float* k_cache, con
     switch (key_chunk) {
       case 0:
       case KEY_CHUNK: return launch_fault_rows<KEY_CHUNK>(out, q, k_cache, v_cache, pos, M, n_heads, n_kv_heads, head_dim, custom_scale, stream);
-      case 32: return launch_fault_rows<32>(out, q, k_cache, v_cache, pos, M, n_heads, n_kv_heads, head_dim, custom_scale, stream);
-      case 16: return launch_fault_rows<16>(out, q, k_cache, v_cache, pos, M, n_heads, n_kv_heads, head_dim, custom_scale, stream);
+      case HALF_KEY_CHUNK: return launch_fault_rows<HALF_KEY_CHUNK>(out, q, k_cache, v_cache, pos, M, n_heads, n_kv_heads, head_dim, custom_scale, stream);
+      case QUARTER_KEY_CHUNK: return launch_fault_rows<QUARTER_KEY_CHUNK>(out, q, k_cache, v_cache, pos, M, n_heads, n_kv_heads, head_dim, custom_scale, stream);
       default: return hipErrorInvalidValue;
     }
   }

@@ -1,6 +1,12 @@
 // Device helpers shared by the kernels: weight loads, the counter hash, and
 // the wave and block reductions whose fixed butterfly order every kernel's
 // reduction-order rule refers to.
+//
+// FP contraction is off in every build (-ffp-contract=off; nvcc --fmad=false),
+// so a * b + c is a product and a sum, each rounded, on every vendor; every
+// fused multiply-add a kernel relies on is written out (__fmaf_rn, __fma_rn).
+// (HIP's __fmul_rn and __fadd_rn are plain * and +: only with contraction off
+// does the compiler keep them apart.)
 #pragma once
 
 #include <cstdint>

@@ -7,12 +7,30 @@
 #if defined(__HIP_PLATFORM_AMD__) || (defined(__HIPCC__) && !defined(__CUDACC__))
 #include <hip/hip_runtime.h>
 #define GRETA_VENDOR "amd"
-// The device pass knows the target's wave size (64 on CDNA); the host pass
-// only needs it for launch shapes, and every target built here is CDNA.
-#if defined(__AMDGCN_WAVEFRONT_SIZE)
+// Wave size. The device pass takes it from the target (64 on CDNA; 32 on
+// RDNA unless built with -mwavefrontsize64). The host pass has no target (clang
+// defines the target macros there as 64 whatever the targets are), yet sizes
+// launches with it: it uses GRETA_AMD_WAVE_SIZE, the wave size of this build's
+// targets (64: CDNA, MI300X's gfx942 included), and every device pass checks
+// that its target agrees, so a wave-32 target fails to compile instead of
+// running kernels on blocks of the wrong shape. Build wave-32 targets alone,
+// with -DGRETA_AMD_WAVE_SIZE=32.
+#ifndef GRETA_AMD_WAVE_SIZE
+#define GRETA_AMD_WAVE_SIZE 64
+#endif
+#if defined(__HIP_DEVICE_COMPILE__)
+#if defined(__AMDGCN_WAVEFRONT_SIZE__)
+#define GRETA_WAVE_SIZE __AMDGCN_WAVEFRONT_SIZE__
+#elif defined(__AMDGCN_WAVEFRONT_SIZE)
 #define GRETA_WAVE_SIZE __AMDGCN_WAVEFRONT_SIZE
 #else
-#define GRETA_WAVE_SIZE 64
+#error "hip/compat.h: the compiler does not say the target's wave size (__AMDGCN_WAVEFRONT_SIZE__)"
+#endif
+#if GRETA_WAVE_SIZE != GRETA_AMD_WAVE_SIZE
+#error "hip/compat.h: this target's wave size differs from GRETA_AMD_WAVE_SIZE, which sizes the launches; build wave-32 targets alone with -DGRETA_AMD_WAVE_SIZE=32"
+#endif
+#else
+#define GRETA_WAVE_SIZE GRETA_AMD_WAVE_SIZE
 #endif
 #define GRETA_SHFL_XOR(v, mask) __shfl_xor((v), (mask))
 // Orders shared-memory accesses among the lanes of one wave.
@@ -26,6 +44,7 @@
 #elif defined(__CUDACC__)
 #include <cuda_runtime.h>
 #define GRETA_VENDOR "nvidia"
+// Every NVIDIA GPU has warps of 32 lanes (warpSize is not a constant expression).
 #define GRETA_WAVE_SIZE 32
 #define GRETA_SHFL_XOR(v, mask) __shfl_xor_sync(0xffffffffu, (v), (mask))
 #define GRETA_SYNC_WAVE() __syncwarp()

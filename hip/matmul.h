@@ -3,9 +3,9 @@
 //
 // Reduction-order rule: the W lanes of one wave split K into groups of 8
 // consecutive elements; lane l owns groups g with g mod W == l and adds them
-// in increasing g, each group's 8 products in increasing k, into one fp32
-// accumulator per output; the W lane sums are then combined by the wave_sum
-// butterfly. (When K % 8 != 0, groups are single elements: a choice made by K
+// in increasing g, each group's 8 products in increasing k, each one fma
+// (__fmaf_rn) into one fp32 accumulator per output; the W lane sums are then
+// combined by the wave_sum butterfly. (When K % 8 != 0, groups are single elements: a choice made by K
 // alone.) A wave computes a ROWS x COLS tile of outputs only to share loads:
 // every output has its own accumulator and the same chain of operations in
 // any tile, so M never changes a bit of any output.

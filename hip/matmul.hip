@@ -74,7 +74,7 @@ __global__ void matmul_kernel(float* __restrict__ out, const float* __restrict__
 #pragma unroll
           for (int c = 0; c < COLS; c++)
 #pragma unroll
-            for (int j = 0; j < 8; j++) acc[r][c] += xv[j] * wv[c][j];
+            for (int j = 0; j < 8; j++) acc[r][c] = __fmaf_rn(xv[j], wv[c][j], acc[r][c]);
         }
       }
     }
@@ -88,7 +88,7 @@ __global__ void matmul_kernel(float* __restrict__ out, const float* __restrict__
         if (r < rows) {
           const float xv = x[(m0 + r) * K + k];
 #pragma unroll
-          for (int c = 0; c < COLS; c++) acc[r][c] += xv * wv[c];
+          for (int c = 0; c < COLS; c++) acc[r][c] = __fmaf_rn(xv, wv[c], acc[r][c]);
         }
       }
     }

@@ -1,9 +1,9 @@
 // out[m, :] = x[m, :] / sqrt(mean(x[m, :]^2) + eps) * w
 //
 // Reduction-order rule: one block of BLOCK threads per row, whatever M is.
-// Thread t sums x[i]^2 for i = t, t + BLOCK, ... in increasing i; each wave
-// combines its lanes with the wave_sum butterfly; wave 0 then adds the wave
-// sums in wave order. The order depends on the row length alone.
+// Thread t sums x[i]^2 for i = t, t + BLOCK, ... in increasing i, one fma
+// each; each wave combines its lanes with the wave_sum butterfly; wave 0 then
+// adds the wave sums in wave order. The order depends on the row length alone.
 #pragma once
 
 #include "common.h"

@@ -12,7 +12,7 @@ __global__ void rmsnorm_kernel(float* __restrict__ out, const float* __restrict_
   __shared__ float inv_rms;
   const float* xr = x + static_cast<int64_t>(blockIdx.x) * D;
   float ss = 0.f;
-  for (int64_t i = threadIdx.x; i < D; i += BLOCK) ss += xr[i] * xr[i];
+  for (int64_t i = threadIdx.x; i < D; i += BLOCK) ss = __fmaf_rn(xr[i], xr[i], ss);
   ss = wave_sum(ss);
   const int wave = threadIdx.x / GRETA_WAVE_SIZE;
   if (threadIdx.x % GRETA_WAVE_SIZE == 0) wave_sums[wave] = ss;

@@ -15,8 +15,10 @@ __global__ void rope_kernel(float* x, const int32_t* pos, const float* inv_freq,
   const float c = cosf(angle), s = sinf(angle);
   float* hp = x + m * static_cast<int64_t>(n_heads) * head_dim + static_cast<int64_t>(h) * head_dim;
   const float x1 = hp[j], x2 = hp[j + half];
-  hp[j] = x1 * c - x2 * s;
-  hp[j + half] = x2 * c + x1 * s;
+  // Each rotation is one rounded product and one fma, written out: the form
+  // nvcc's default contraction gave these lines, now the same on every vendor.
+  hp[j] = __fmaf_rn(x1, c, -__fmul_rn(x2, s));
+  hp[j + half] = __fmaf_rn(x1, s, __fmul_rn(x2, c));
 }
 }  // namespace
 

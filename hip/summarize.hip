@@ -20,7 +20,7 @@ __global__ void summarize_kernel(const float* __restrict__ row, int64_t n, const
       const double d = v;
       s.sum += d;
       s.abs_sum += fabs(d);
-      s.sq += d * d;
+      s.sq = __fma_rn(d, d, s.sq);
       s.min = fmin(s.min, d);
       s.max = fmax(s.max, d);
       s.finite++;

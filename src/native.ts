@@ -2,8 +2,9 @@
 // typed here; the addon itself validates again and throws errors with a code.
 import { createRequire } from 'node:module';
 import { existsSync } from 'node:fs';
-import { dirname, join } from 'node:path';
+import { dirname, join, resolve } from 'node:path';
 import { fileURLToPath } from 'node:url';
+import { UsageError } from './errors.js';
 
 export type DType = 'f32' | 'f64' | 'f16' | 'bf16' | 'i32';
 export type WeightDType = 'f32' | 'f16' | 'bf16';
@@ -123,11 +124,26 @@ export function packageRoot(): string {
 
 let addon: Addon | undefined;
 
+/**
+ * The addon: GRETA_ADDON=<path to greta.node> when set (a second build kept
+ * beside the default one, e.g. `npm run build:hip -- -O build-hip`), else
+ * node-gyp-build's choice (build/Release). A file that does not load, such as
+ * a ROCm build on a machine without libamdhip64, is one error with code EADDON.
+ */
 function load(): Addon {
   if (!addon) {
     const require = createRequire(import.meta.url);
-    const nodeGypBuild = require('node-gyp-build') as (dir: string) => unknown;
-    addon = nodeGypBuild(packageRoot()) as Addon;
+    const explicit = process.env.GRETA_ADDON;
+    if (explicit !== undefined && !existsSync(explicit)) {
+      throw new UsageError(`GRETA_ADDON: '${explicit}' does not exist (allowed: the path of a greta.node, e.g. build/Release/greta.node)`);
+    }
+    const where = explicit !== undefined ? resolve(explicit) : packageRoot();
+    try {
+      addon = (explicit !== undefined ? require(where) : (require('node-gyp-build') as (dir: string) => unknown)(where)) as Addon;
+    } catch (e) {
+      const msg = (e as Error).message.split('\n')[0];
+      throw Object.assign(new Error(`cannot load the addon from ${where}: ${msg}`), { code: 'EADDON' });
+    }
   }
   return addon;
 }

@@ -225,12 +225,15 @@ export function openSession(model: ModelSource, kind: BackendKind | 'auto', maxT
       // Host memory high-water mark: on a GPU, proof that loading never held the model in RAM.
       `, peak RSS ${(peakRssBytes() / 1e9).toFixed(2)} GB`,
   );
+  let closed = false;
   return {
     backend,
     model,
     engine,
     loadS,
     close() {
+      if (closed) return;
+      closed = true;
       engine.fault = undefined;
       engine.invFreq.free();
       const w = weights;
@@ -317,18 +320,17 @@ export function traceRun(session: Session, writer: TraceWriter, spec: RunSpec, l
 export function runTrace(plan: TracePlan, log: (line: string) => void = () => {}): TraceRunOutput {
   // E0's KV check prefills the decode token too.
   const maxTokens = Math.max(...plan.prompts.map((p) => p.ids.length)) + plan.opts.steps + 1;
-  const writer = new TraceWriter(plan.out);
+  // The backend and model first: when no GPU answers, its error is the only line and no file is made.
+  const session = openSession(plan.model, plan.opts.backend, maxTokens, log);
+  let writer: TraceWriter | undefined;
   try {
-    const session = openSession(plan.model, plan.opts.backend, maxTokens, log);
-    let results: RunResult[];
-    try {
-      results = traceRun(session, writer, plan, log);
-    } finally {
-      session.close();
-    }
+    log(`run ${plan.runId}: ${plan.prompts.map((p) => `${p.name} (${p.ids.length} tokens)`).join(', ')} x ${plan.opts.exp.join(',')}`);
+    writer = new TraceWriter(plan.out);
+    const results = traceRun(session, writer, plan, log);
+    session.close();
     if (plan.opts.oracle) {
       // The third opinion: the same phases and points on the oracle backend, same weights, no fault.
-      const oracle = openSession(plan.model, plan.opts.oracle, maxTokens, log);
+      const oracle = openSession(plan.model, plan.opts.oracle, maxTokens, (l) => log(`oracle: ${l}`));
       try {
         const opts = { ...plan.opts, fault: undefined, oracle: undefined, kvCheck: false, backend: plan.opts.oracle };
         traceRun(oracle, writer, { ...plan, runId: `${plan.runId}-${plan.opts.oracle}`, oracleFor: plan.runId, opts }, (l) => log(`oracle: ${l}`));
@@ -338,7 +340,8 @@ export function runTrace(plan: TracePlan, log: (line: string) => void = () => {}
     }
     return { out: plan.out, runId: plan.runId, results };
   } finally {
-    writer.close();
+    session.close();
+    writer?.close();
   }
 }
 

@@ -116,6 +116,7 @@ describe('bad input: one line naming the value, exit 2, no output file', () => {
     ['fault layer out of range', ['--fault', 'wo_layout@32'], /--fault: layer 32 is out of range for synthetic:tiny \(allowed: 0-31\)/],
     ['layerless fault with a layer', ['--fault', 'lm_head_shift@3'], /--fault: fault 'lm_head_shift' acts outside the layers and takes no @LAYER/],
     ['bad fault variable', [], /GRETA_FAULT: unknown fault 'nope'/, { GRETA_FAULT: 'nope' }],
+    ['missing addon', [], /^gretacore: GRETA_ADDON: '\/nonexistent\/greta\.node' does not exist \(allowed: /, { GRETA_ADDON: '/nonexistent/greta.node' }],
   ];
   for (const [name, args, re, env] of cases) {
     it(name, () => {
@@ -130,6 +131,17 @@ describe('bad input: one line naming the value, exit 2, no output file', () => {
       expect(readdirSync(dir)).toEqual([]);
     });
   }
+
+  it('an addon that does not load is one EADDON line, exit 1', () => {
+    const dir = tempDir();
+    const bad = join(dir, 'greta.node');
+    writeFileSync(bad, 'not a shared object');
+    const r = greta(['trace', '--out', join(dir, 'out.jsonl')], { GRETA_ADDON: bad });
+    expect(r.code).toBe(1);
+    expect(r.stderr.trim().split('\n')).toHaveLength(1);
+    expect(r.stderr).toMatch(/^gretacore: \[EADDON\] cannot load the addon from .*greta\.node: /);
+    expect(readdirSync(dir)).toEqual(['greta.node']);
+  });
 
   it('unwritable output path', () => {
     const dir = tempDir();

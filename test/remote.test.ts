@@ -4,7 +4,7 @@
 // Without Debian's openssh-server (and rsync) these tests fail, never skip:
 // .ci/run installs them.
 import { spawn, spawnSync, type ChildProcess } from 'node:child_process';
-import { chmodSync, existsSync, mkdirSync, readdirSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
+import { chmodSync, existsSync, mkdirSync, readdirSync, readFileSync, rmSync, symlinkSync, writeFileSync } from 'node:fs';
 import { createConnection, createServer } from 'node:net';
 import { hostname, userInfo } from 'node:os';
 import { dirname, join } from 'node:path';
@@ -45,16 +45,31 @@ function sh(argv: string[]): string {
   return r.stdout;
 }
 
-/** Runs the script as users do, without a shell, with a bounded time. */
-function runRemote(args: string[], env: NodeJS.ProcessEnv = {}, timeout = 60_000) {
-  const r = spawnSync('bash', [SCRIPT, ...args], {
-    encoding: 'utf8',
-    env: { PATH: process.env.PATH, HOME: process.env.HOME, ...env },
-    cwd: tempDir(),
-    timeout,
+/**
+ * Runs a run_remote.sh as users do, without a shell, with a bounded time.
+ * Asynchronously: a run takes minutes under load, and a test worker blocked
+ * that long misses its own RPC deadlines.
+ */
+function runScript(script: string, args: string[], env: NodeJS.ProcessEnv = {}, timeout = 60_000) {
+  return new Promise<{ code: number | null; stdout: string; stderr: string; signal: NodeJS.Signals | null }>((res) => {
+    const p = spawn('bash', [script, ...args], {
+      env: { PATH: process.env.PATH, HOME: process.env.HOME, ...env },
+      cwd: tempDir(),
+      stdio: ['ignore', 'pipe', 'pipe'],
+    });
+    let stdout = '';
+    let stderr = '';
+    p.stdout.on('data', (d: Buffer) => (stdout += d.toString()));
+    p.stderr.on('data', (d: Buffer) => (stderr += d.toString()));
+    const timer = setTimeout(() => p.kill('SIGTERM'), timeout);
+    p.on('close', (code, signal) => {
+      clearTimeout(timer);
+      res({ code, stdout, stderr, signal });
+    });
   });
-  return { code: r.status, stdout: r.stdout, stderr: r.stderr, signal: r.signal };
 }
+
+const runRemote = (args: string[], env: NodeJS.ProcessEnv = {}, timeout = 60_000) => runScript(SCRIPT, args, env, timeout);
 
 let sshd: ChildProcess | undefined;
 let sshdLog = '';
@@ -152,14 +167,14 @@ describe('run_remote through a real sshd on 127.0.0.1', () => {
       await Promise.race([gone, new Promise((r) => setTimeout(r, 5000))]);
       if (sshd.exitCode === null && sshd.signalCode === null) sshd.kill('SIGKILL');
     }
-    // The remote runs hold a node_modules each.
+    // The remote runs hold a node_modules each: removing them takes a while under load.
     if (dir) rmSync(dir, { recursive: true, force: true });
-  });
+  }, 60_000);
 
-  let full: ReturnType<typeof runRemote>;
+  let full: Awaited<ReturnType<typeof runRemote>>;
 
-  it('runs the full matrix on the cpu backend, pulls the artifacts and prints the table of a local run', () => {
-    full = runRemote(['greta-test', DATE, ...common()], {}, 240_000);
+  it('runs the device suite (--verify, cpu standing in), then the full matrix, pulls the artifacts and prints the table of a local run', async () => {
+    full = await runRemote(['greta-test', DATE, ...common(), '--verify'], {}, 240_000);
     if (full.code !== 0) console.error(full.stderr, sshdLog);
     expect(full.code).toBe(0);
     const local = join(artifacts, DATE, 'b3_41', 'run-1');
@@ -168,6 +183,10 @@ describe('run_remote through a real sshd on 127.0.0.1', () => {
     }
     expect(existsSync(join(local, 'build.log'))).toBe(true);
     expect(readFileSync(join(local, 'b3_41_analysis.txt'), 'utf8')).toBe(full.stdout);
+    // The suite ran on the host before the first trace, and its log came home.
+    expect(full.stderr).toMatch(/^\[\d+\] verify: the device suite on cpu .*: ok \([\d.]+ s\)$/m);
+    expect(full.stderr.indexOf('verify: the device suite')).toBeLessThan(full.stderr.indexOf('] trace 1/3'));
+    expect(readFileSync(join(local, 'verify.log'), 'utf8')).toMatch(/Tests +\d+ passed/);
 
     const rec = JSON.parse(readFileSync(join(local, 'remote.json'), 'utf8')) as Record<string, unknown>;
     expect(rec.status).toBe('ok');
@@ -176,6 +195,9 @@ describe('run_remote through a real sshd on 127.0.0.1', () => {
     expect(typeof rec.gpu).toBe('string');
     expect((rec.gpu as string).length).toBeGreaterThan(0);
     expect(rec.backend).toBe('cpu');
+    const verify = rec.verify as { status: string; backend: string; tests: number; passed: number; failed: number; failures: string[] };
+    expect(verify).toMatchObject({ status: 'passed', backend: 'cpu', failed: 0, failures: [] });
+    expect(verify.passed).toBeGreaterThan(20);
     expect(String(rec.remote_dir).startsWith(join(remoteRoot, DATE, 'b3_41'))).toBe(true);
     // The remote built the shipped tree, and nothing of it came from the working tree.
     expect(existsSync(join(String(rec.remote_dir), 'src', 'package.json'))).toBe(true);
@@ -193,9 +215,51 @@ describe('run_remote through a real sshd on 127.0.0.1', () => {
     expect(full.stdout.split('\n').filter((l) => /^\| p\d/.test(l))).toHaveLength(3);
   }, 300_000);
 
-  it('a build that fails stops with a clear message and keeps what came back, in a new run directory', () => {
+  it('--verify: one op that is wrong on the host stops the run before the traces, names the test, and brings the log home', async () => {
+    // Ship a real defect: a commit of this tree whose fp32 add is off by 1e-3
+    // (cpu-fp64, the oracle, is the same template in double and stays exact),
+    // built on the host like any other. Its local half is this tree's dist/.
+    const clone = join(dir, 'clone');
+    sh(['git', 'clone', '-q', '--shared', '--no-checkout', ROOT, clone]);
+    sh(['git', '-C', clone, 'checkout', '-q', '--detach', sh(['git', '-C', ROOT, 'rev-parse', 'HEAD']).trim()]);
+    const cc = join(clone, 'native', 'cpu', 'cpu_backend.cc');
+    const src = readFileSync(cc, 'utf8');
+    const exact = 'o[i] = ap[i] + bp[i];';
+    expect(src.split(exact)).toHaveLength(2);
+    writeFileSync(cc, src.replace(exact, 'o[i] = ap[i] + bp[i] + (sizeof(A) == 4 ? A(1e-3) : A(0));'));
+    sh(['git', '-C', clone, '-c', 'user.name=greta-test', '-c', 'user.email=greta-test@localhost', 'commit', '-q', '-am', 'fp32 add off by 1e-3']);
+    sh(['cp', '-r', join(ROOT, 'dist'), join(clone, 'dist')]);
+    symlinkSync(join(ROOT, 'node_modules'), join(clone, 'node_modules'));
+
+    const art = join(dir, 'art-verify');
+    const r = await runScript(
+      join(clone, 'scripts', 'run_remote.sh'),
+      ['greta-test', DATE, '--ssh-config', sshConfig, '--remote-dir', remoteRoot, '--artifacts', art, '--backend', 'cpu', '--verify', '--prompts', 'p0_short'],
+      {},
+      240_000,
+    );
+    if (r.code !== 8) console.error(r.stderr, sshdLog);
+    expect(r.code).toBe(8);
+    const last = r.stderr.trim().split('\n').at(-1)!;
+    expect(last).toMatch(
+      /^run_remote: verify: the device suite failed on greta-test: 1 of \d+ tests on cpu \(cpu ops on .* > embedding, add, silu_mul, kv_write\); the trace matrix did not run \(log: verify\.log\); what came back is in .*run-1$/,
+    );
+    expect(r.stderr).not.toMatch(/\] trace 1\/1/);
+    const local = join(art, DATE, 'b3_41', 'run-1');
+    expect(readFileSync(join(local, 'verify.log'), 'utf8')).toMatch(/add +rel_l2 \d\.\d+e-\d+ \(bound 1e-7\)[\s\S]*1 failed/);
+    expect(readdirSync(local).filter((f) => f.endsWith('.jsonl'))).toEqual([]);
+    const rec = JSON.parse(readFileSync(join(local, 'remote.json'), 'utf8')) as Record<string, unknown>;
+    expect(String(rec.status)).toMatch(/^failed: verify: the device suite failed/);
+    expect(rec.commit).toBe(sh(['git', '-C', clone, 'rev-parse', 'HEAD']).trim());
+    expect(rec.verify).toMatchObject({ status: 'failed', backend: 'cpu', failed: 1 });
+    expect((rec.verify as { failures: string[] }).failures).toEqual([expect.stringMatching(/^cpu ops on .* > embedding, add, silu_mul, kv_write$/)]);
+    // Nothing was traced on the host either.
+    expect(readdirSync(join(String(rec.remote_dir), 'out')).filter((f) => f.endsWith('.jsonl'))).toEqual([]);
+  }, 300_000);
+
+  it('a build that fails stops with a clear message and keeps what came back, in a new run directory', async () => {
     // --no-rsync: what came back comes by tar over ssh.
-    const r = runRemote(['greta-badbuild', DATE, ...common(), '--prompts', 'p0_short', '--no-rsync'], {}, 180_000);
+    const r = await runRemote(['greta-badbuild', DATE, ...common(), '--prompts', 'p0_short', '--no-rsync'], {}, 180_000);
     expect(r.code).toBe(5);
     expect(r.stderr).toMatch(/run_remote: build: the build failed .*what came back is in .*run-2$/m);
     expect(runDirs()).toEqual(['run-1', 'run-2']);
@@ -209,16 +273,16 @@ describe('run_remote through a real sshd on 127.0.0.1', () => {
     expect(existsSync(join(artifacts, DATE, 'b3_41', 'run-1', 'b3_41_analysis.txt'))).toBe(true);
   }, 200_000);
 
-  it('a host that refuses the connection fails with exit 3 and leaves no run directory', () => {
+  it('a host that refuses the connection fails with exit 3 and leaves no run directory', async () => {
     const art = join(tempDir(), 'art');
-    const r = runRemote(['greta-refused', DATE, '--ssh-config', sshConfig, '--remote-dir', remoteRoot, '--artifacts', art, '--prompts', 'p0_short'], {}, 60_000);
+    const r = await runRemote(['greta-refused', DATE, '--ssh-config', sshConfig, '--remote-dir', remoteRoot, '--artifacts', art, '--prompts', 'p0_short'], {}, 60_000);
     expect(r.code).toBe(3);
     expect(r.stderr).toMatch(/Connection refused/);
     expect(r.stderr.trim().split('\n').at(-1)).toMatch(/^run_remote: connecting: ssh to greta-refused failed \(exit 255/);
     expect(existsSync(art)).toBe(false);
   }, 90_000);
 
-  it('hostile arguments fail with one line naming the value, and nothing runs', () => {
+  it('hostile arguments fail with one line naming the value, and nothing runs', async () => {
     const t = tempDir();
     const x = join(t, 'x');
     const y = join(t, 'y');
@@ -232,15 +296,16 @@ describe('run_remote through a real sshd on 127.0.0.1', () => {
       [['greta-test', DATE, '--model', `synthetic:tiny\`touch ${x}\``], /^run_remote: --model: .* is not a model/],
       [['greta test', DATE], /^run_remote: HOST: 'greta test' is not a host/],
       [['-oProxyCommand=touch', DATE], /^run_remote: Unknown option '-o'/],
+      [['greta-test', DATE, '--verify', '--no-verify'], /^run_remote: --verify and --no-verify: give one of them, not both$/],
     ];
     for (const [args, want] of cases) {
-      const r = runRemote([...args, '--ssh-config', sshConfig, '--artifacts', join(t, 'art')]);
+      const r = await runRemote([...args, '--ssh-config', sshConfig, '--artifacts', join(t, 'art')]);
       expect(r.code, args.join(' ')).toBe(2);
       expect(r.stdout).toBe('');
       expect(r.stderr.trim().split('\n'), args.join(' ')).toHaveLength(1);
       expect(r.stderr.trim()).toMatch(want);
     }
-    const env = runRemote(['greta-test', DATE, '--ssh-config', sshConfig], { GRETA_TRACE_STAGE_LAYERS: `0;touch ${x}` });
+    const env = await runRemote(['greta-test', DATE, '--ssh-config', sshConfig], { GRETA_TRACE_STAGE_LAYERS: `0;touch ${x}` });
     expect(env.code).toBe(2);
     expect(env.stderr.trim()).toMatch(/^run_remote: environment: GRETA_TRACE_STAGE_LAYERS='0;touch .*' cannot be passed/);
     expect(existsSync(x) || existsSync(y)).toBe(false);
@@ -250,7 +315,7 @@ describe('run_remote through a real sshd on 127.0.0.1', () => {
 });
 
 describe('run_remote --dry-run', () => {
-  it('prints every command, sbatch and srun with --slurm, and runs none', () => {
+  it('prints every command, sbatch and srun with --slurm, and runs none', async () => {
     // Every tool a run would start leaves a mark if started at all.
     const t = tempDir();
     const bin = join(t, 'bin');
@@ -261,7 +326,7 @@ describe('run_remote --dry-run', () => {
       chmodSync(join(bin, tool), 0o755);
     }
     const art = join(t, 'art');
-    const r = runRemote(
+    const r = await runRemote(
       ['nohost.invalid', DATE, '--slurm', '--partition', 'mi300x', '--backend', 'hip', '--gpu-targets', 'gfx942', '--dry-run', '--artifacts', art],
       { PATH: `${bin}:${process.env.PATH}`, GRETA_TRACE_STAGE_LAYERS: '0,1,2,15,31' },
     );
@@ -277,6 +342,9 @@ describe('run_remote --dry-run', () => {
     expect(out).toMatch(/sbatch --wait --parsable .*--gpus=1 .*--partition=mi300x .*job\.sbatch/);
     expect(out).toMatch(/submit --gpus=1 --time=01:00:00 --partition=mi300x'$/m);
     expect(out).toMatch(/^srun --ntasks=1 sh \.\/steps\.sh \. - run build-hip\.log -- npm run build:hip -- --CDGPU_TARGETS=gfx942$/m);
+    // The device suite after the build, before the first trace.
+    expect(out).toMatch(/^srun --ntasks=1 sh \.\/steps\.sh \. - verify verify\.log hip$/m);
+    expect(out.indexOf(' verify verify.log hip')).toBeLessThan(out.indexOf(' run b3_41_p0_short_E1.log'));
     for (const p of ['p0_short', 'p4_sys', 'p6_long']) {
       expect(out).toContain(
         `srun --ntasks=1 sh ./steps.sh . - run b3_41_${p}_E1.log GRETA_TRACE_STAGE_LAYERS=0,1,2,15,31 -- npm run --silent trace -- --prompt ${p} --exp E1 --model synthetic:tiny --backend hip --out ../out/b3_41_${p}_E1.jsonl`,
@@ -286,18 +354,27 @@ describe('run_remote --dry-run', () => {
     expect(out).toMatch(/ analyze .*b3_41_p0_short_E1\.jsonl .*b3_41_p6_long_E1\.jsonl$/m);
   });
 
-  it('without --slurm prints the ssh steps of each trace', () => {
-    const r = runRemote(['user@10.0.0.7', DATE, '--prompts', 'p4_sys', '--exp', 'E1,E0', '--port', '2222', '--dry-run', '--artifacts', join(tempDir(), 'a')]);
+  it('without --slurm prints the ssh steps of each trace', async () => {
+    const r = await runRemote(['user@10.0.0.7', DATE, '--prompts', 'p4_sys', '--exp', 'E1,E0', '--port', '2222', '--dry-run', '--artifacts', join(tempDir(), 'a')]);
     expect(r.code).toBe(0);
     expect(r.stdout).toMatch(/^ssh .* -p 2222 -- user@10\.0\.0\.7 'sh gretacore-runs\/.* - run build-hip\.log -- npm run build:hip'$/m);
     expect(r.stdout).toContain('run b3_41_p4_sys_E0.log -- npm run --silent trace -- --prompt p4_sys --exp E0 ');
     expect(r.stdout).not.toContain('sbatch');
+    // --backend hip verifies by default: the device suite between build:hip and the traces.
+    expect(r.stdout).toMatch(/^# \d+\. verify: the device suite on hip .*a failure stops the run before the traces\n.* - verify verify\.log hip'$/m);
+    expect(r.stdout.indexOf(' verify verify.log hip')).toBeGreaterThan(r.stdout.indexOf('npm run build:hip'));
+    expect(r.stdout.indexOf(' verify verify.log hip')).toBeLessThan(r.stdout.indexOf('run b3_41_p4_sys_E1.log'));
+    const skipped = await runRemote(['user@10.0.0.7', DATE, '--no-verify', '--dry-run', '--artifacts', join(tempDir(), 'a')]);
+    expect(skipped.code).toBe(0);
+    expect(skipped.stdout).not.toContain('verify');
+    const cpu = await runRemote(['user@10.0.0.7', DATE, '--backend', 'cpu', '--dry-run', '--artifacts', join(tempDir(), 'a')]);
+    expect(cpu.stdout).not.toContain('verify');
   });
 
-  it('--help prints the usage', () => {
-    const r = runRemote(['--help']);
+  it('--help prints the usage', async () => {
+    const r = await runRemote(['--help']);
     expect(r.code).toBe(0);
-    for (const f of ['--prompts', '--exp', '--model', '--block', '--backend', '--ssh-config', '--remote-path', '--slurm', '--dry-run']) {
+    for (const f of ['--prompts', '--exp', '--model', '--block', '--backend', '--ssh-config', '--remote-path', '--slurm', '--dry-run', '--verify', '--no-verify']) {
       expect(r.stdout).toContain(f + ' ');
     }
   });

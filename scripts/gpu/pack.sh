@@ -4,9 +4,15 @@
 # compiles the TypeScript, and packs Node and node_modules into .gpu/.
 # Then copy the tree (with build/, dist/ and .gpu/) there and run
 # scripts/gpu/run.sh. .gpu/ is ignored by git.
+#   usage: scripts/gpu/pack.sh [cuda|rocm|auto]
+# The toolchain is the GPU machine's, not this one's: cuda (the default) for
+# the NVIDIA machines these runs go to, even where this machine has ROCm too
+# (which build:hip's auto would take).
 set -euo pipefail
 cd "$(dirname "$0")/../.."
-npm run --silent build:hip
+toolchain=${1:-cuda}
+case $toolchain in cuda | rocm | auto) ;; *) echo "pack: '$toolchain' is not a toolchain (allowed: cuda, rocm, auto)" >&2; exit 2 ;; esac
+npm run --silent build:hip -- "--CDGRETA_GPU_TOOLCHAIN=$toolchain"
 npm run --silent build:ts
 mkdir -p .gpu
 xz -T2 -6 -c "$(command -v node)" > .gpu/node.xz

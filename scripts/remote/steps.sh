@@ -8,7 +8,7 @@
 # here evaluates one: values are only ever expanded inside double quotes and
 # handed to commands as arguments. Messages go to stderr as one line starting
 # with "greta-remote:". Exit codes: 10 missing tool, 11 a command failed,
-# 12 bad use of this script.
+# 12 bad use of this script, 13 the device suite failed.
 set -eu
 
 die() {
@@ -124,6 +124,24 @@ ci)
   fi
   tail -n 25 "$dir/out/$log" | sed 's/^/  | /' >&2
   die 11 "'$*' failed on $host with exit $rc (log: $log)"
+  ;;
+verify)
+  # verify LOG BACKEND: the device suite (npm run test:gpu: every op against
+  # cpu-fp64, the invariance checks, E1) on BACKEND in RUN_DIR/src; its output
+  # to RUN_DIR/out/LOG, vitest's JSON report to RUN_DIR/out/verify.json.
+  log=$1
+  backend=$2
+  case $log in '' | */* | .*) die 12 "bad log name '$log'" ;; esac
+  case $backend in hip | cpu | auto) ;; *) die 12 "bad backend '$backend'" ;; esac
+  cd "$dir/src"
+  if GRETA_TEST_BACKEND=$backend npm run --silent test:gpu -- --reporter=default --reporter=json \
+    --outputFile="$dir/out/verify.json" >"$dir/out/$log" 2>&1 </dev/null; then
+    tail -n 8 "$dir/out/$log" | grep -E '^ *(Tests|Duration) ' | sed 's/^ */  | /' >&2 || true
+  else
+    rc=$?
+    tail -n 25 "$dir/out/$log" | sed 's/^/  | /' >&2
+    die 13 "the device suite (npm run test:gpu on $backend) failed on $host with exit $rc (log: $log)"
+  fi
   ;;
 pack)
   # pack: RUN_DIR/out as a tar on stdout (when rsync is missing on either side).

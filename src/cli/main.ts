@@ -32,6 +32,8 @@ const TRACE_HELP = (() => {
     '  --help                 this text',
     '',
     'GRETA_TRACE_STAGE=1 is accepted for compatibility; the trace command always traces.',
+    'GRETA_ADDON=<greta.node> loads that addon instead of build/Release/greta.node',
+    '(e.g. one built with npm run build:hip -- -O DIR: DIR/Release/greta.node).',
     'Exit codes: 0 ok, 1 run failed, 2 bad input.',
   ].join('\n');
 })();
@@ -85,7 +87,6 @@ function traceCommand(argv: string[]): void {
   const opts = resolveTraceOptions(values as Record<string, string | boolean | undefined>, process.env);
   const plan = planTrace(opts, { prompt: values.prompt !== undefined });
   const log = (l: string) => console.error(l);
-  log(`run ${plan.runId}: ${plan.prompts.map((p) => `${p.name} (${p.ids.length} tokens)`).join(', ')} x ${opts.exp.join(',')}`);
   const t0 = performance.now();
   const out = runTrace(plan, log);
   log(`trace: ${out.out} (${(performance.now() - t0).toFixed(0)} ms)`);

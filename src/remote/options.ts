@@ -140,6 +140,8 @@ export const RemoteOptionsSchema = z.object({
   gpus: check((s) => /^([A-Za-z0-9_]{1,32}:)?\d{1,2}$/.test(s), (s) => `'${s}' is not a GPU count (allowed: N or TYPE:N, e.g. 1 or mi300x:1)`, id),
   dryRun: z.boolean(),
   noRsync: z.boolean(),
+  verify: z.boolean(),
+  noVerify: z.boolean(),
   traceEnv: z.array(z.tuple([z.string(), z.string()])).transform((kvs, ctx) => {
     for (const [k, v] of kvs) {
       if (!TRACE_ENV_NAME.test(k) || !TRACE_ENV_VALUE.test(v)) {
@@ -175,6 +177,13 @@ const FLAGS = {
   account: { key: 'account', v: 'A', def: undefined, help: 'Slurm account (sbatch --account)' },
   time: { key: 'time', v: 'T', def: '01:00:00', help: 'Slurm time limit (sbatch --time)' },
   gpus: { key: 'gpus', v: 'N', def: '1', help: 'GPUs for the job (sbatch --gpus)' },
+  verify: {
+    key: 'verify',
+    v: undefined,
+    def: undefined,
+    help: 'after the build, run the device suite (npm run test:gpu: every op against cpu-fp64, invariance, E1) on the host on --backend, and stop before the traces if it fails (default with hip and auto; with cpu, cpu stands in for the device)',
+  },
+  'no-verify': { key: 'noVerify', v: undefined, def: undefined, help: 'skip the device suite' },
   'no-rsync': { key: 'noRsync', v: undefined, def: undefined, help: 'pull with tar over ssh even when both sides have rsync' },
   'dry-run': { key: 'dryRun', v: undefined, def: undefined, help: 'print every command (ssh, rsync, remote steps, sbatch/srun) and execute none' },
 } as const;
@@ -198,8 +207,8 @@ export const REMOTE_HELP = [
   '',
   'GRETA_TRACE_* variables set here are passed to every remote trace.',
   'Exit codes: 0 ok, 2 bad input, 3 ssh failed, 4 tool missing on the host, 5 build failed,',
-  '6 a trace failed, 7 pulling or analyzing failed. After a failure, whatever artifacts came',
-  'back stay in the run directory.',
+  '6 a trace failed, 7 pulling or analyzing failed, 8 the device suite (--verify) failed.',
+  'After a failure, whatever artifacts came back stay in the run directory.',
 ].join('\n');
 
 /** Parses argv (after the script name); throws UsageError on the first bad value. */
@@ -242,5 +251,7 @@ export function parseRemoteArgs(argv: string[], env: NodeJS.ProcessEnv, defaultA
       if (values[flag] !== undefined) throw new UsageError(`--${flag}: only with --slurm`);
     }
   }
-  return o;
+  if (o.verify && o.noVerify) throw new UsageError('--verify and --no-verify: give one of them, not both');
+  // The device suite runs unless skipped; on cpu only when asked for.
+  return { ...o, verify: o.verify || (!o.noVerify && o.backend !== 'cpu') };
 }

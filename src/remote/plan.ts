@@ -76,6 +76,15 @@ export function buildHip(o: RemoteOptions): string[] {
   return ['npm', 'run', 'build:hip', ...(o.gpuTargets ? ['--', `--CDGPU_TARGETS=${o.gpuTargets.join(';')}`] : [])];
 }
 
+/** The device suite's log and report in RUN/out: verify.log, and vitest's JSON report verify.json. */
+export const VERIFY_LOG = 'verify.log';
+export const VERIFY_REPORT = 'verify.json';
+
+/** Remote `verify` step arguments: LOG BACKEND (the suite runs on --backend). */
+export function verifyArgs(o: RemoteOptions): string[] {
+  return [VERIFY_LOG, o.backend];
+}
+
 export function traceArgs(o: RemoteOptions, m: MatrixEntry): string[] {
   return [
     `${m.name}.log`,
@@ -108,6 +117,8 @@ export function slurmJob(o: RemoteOptions, l: RemoteLayout): string {
   if (o.backend === 'auto') {
     lines.push(`if srun --ntasks=1 sh -c 'command -v hipcc || command -v nvcc' >/dev/null; then srun --ntasks=1 ${step('run', hip)}; fi`);
   }
+  // The device suite before any trace: set -e ends the job when it fails.
+  if (o.verify) lines.push(`srun --ntasks=1 ${step('verify', verifyArgs(o))}`);
   for (const m of matrix(o)) lines.push(`srun --ntasks=1 ${step('run', traceArgs(o, m))}`);
   return lines.join('\n') + '\n';
 }

@@ -23,6 +23,9 @@ import {
   sshArgv,
   stepCommand,
   traceArgs,
+  VERIFY_LOG,
+  VERIFY_REPORT,
+  verifyArgs,
   type RemoteLayout,
 } from './plan.js';
 
@@ -36,7 +39,42 @@ export class RemoteFailure extends Error {
   }
 }
 
-export const EXIT = { ssh: 3, tool: 4, build: 5, trace: 6, pull: 7, other: 1 } as const;
+export const EXIT = { ssh: 3, tool: 4, build: 5, trace: 6, pull: 7, verify: 8, other: 1 } as const;
+
+/** What the device suite's report (vitest's JSON, pulled home) says. */
+export interface VerifyVerdict {
+  tests: number;
+  passed: number;
+  failed: number;
+  /** Full names of the failed tests. */
+  failures: string[];
+}
+
+export function readVerifyReport(file: string): VerifyVerdict | undefined {
+  try {
+    const r = JSON.parse(readFileSync(file, 'utf8')) as {
+      numTotalTests: number;
+      numPassedTests: number;
+      numFailedTests: number;
+      testResults: {
+        assertionResults: { ancestorTitles?: string[]; title: string; fullName: string; status: string }[];
+        status: string;
+        message?: string;
+        name: string;
+      }[];
+    };
+    const failures = r.testResults.flatMap((f) => {
+      const tests = f.assertionResults
+        .filter((a) => a.status === 'failed')
+        .map((a) => (a.ancestorTitles ? [...a.ancestorTitles, a.title].join(' > ') : a.fullName));
+      // A file that fails before its tests run (e.g. no GPU answers) has no failed test of its own.
+      return tests.length || f.status !== 'failed' ? tests : [`${f.name.replace(/^.*\/test\//, 'test/')}: ${(f.message ?? '').split('\n')[0]}`];
+    });
+    return { tests: r.numTotalTests, passed: r.numPassedTests, failed: Math.max(r.numFailedTests, failures.length), failures };
+  } catch {
+    return undefined;
+  }
+}
 
 interface Cmd {
   argv: string[];
@@ -170,6 +208,14 @@ export async function runRemote(o: RemoteOptions, ctx: RemoteContext): Promise<v
     exp: o.exp,
     trace_env: Object.fromEntries(o.traceEnv),
     slurm: o.slurm,
+    verify: o.verify
+      ? { status: 'pending', backend: o.backend, log: VERIFY_LOG }
+      : { status: 'skipped', reason: o.noVerify ? '--no-verify' : 'off for --backend cpu (--verify runs it)' },
+  };
+  const verdict = (status: string) => {
+    const v = localDir ? readVerifyReport(join(localDir, VERIFY_REPORT)) : undefined;
+    record.verify = { status, backend: o.backend, log: VERIFY_LOG, ...(v ?? {}) };
+    return v;
   };
   const saveRecord = () => {
     if (localDir) writeFileSync(join(localDir, 'remote.json'), JSON.stringify(record, null, 2) + '\n');
@@ -274,7 +320,7 @@ export async function runRemote(o: RemoteOptions, ctx: RemoteContext): Promise<v
       await step('Slurm job script (job.sbatch)', { argv: [...ssh, stepCommand(o, l, 'put', ['job.sbatch'])], stdinText: job }, sshFail('writing the job script', EXIT.other));
       await step(
         `submit and wait: sbatch --wait --parsable --output=${l.dir}/out/slurm-%j.out ${sbatchArgs(o).join(' ')} ${l.dir}/job.sbatch ` +
-          `(${o.backend === 'cpu' ? '' : 'build:hip and '}${matrix(o).length} traces with srun)`,
+          `(${o.backend === 'cpu' ? '' : 'build:hip, '}${o.verify ? 'the device suite, ' : ''}${matrix(o).length} traces with srun)`,
         { argv: [...ssh, stepCommand(o, l, 'submit', sbatchArgs(o))] },
         sshFail('Slurm job', EXIT.trace, { 11: ['the Slurm job failed (see slurm-*.out and the logs in the run directory)', EXIT.trace] }),
       );
@@ -283,6 +329,15 @@ export async function runRemote(o: RemoteOptions, ctx: RemoteContext): Promise<v
       if (hip) {
         const when = o.backend === 'auto' ? ' (auto: only when the host has hipcc or nvcc)' : '';
         await step(`build: ${buildHip(o).join(' ')}${dry ? when : ''} (log: build-hip.log)`, { argv: [...ssh, runStep('build-hip.log', buildHip(o))] }, buildFail);
+      }
+      if (o.verify) {
+        await step(
+          `verify: the device suite on ${o.backend} (npm run test:gpu: every op against cpu-fp64, invariance, E1; log: ${VERIFY_LOG}); a failure stops the run before the traces`,
+          { argv: [...ssh, stepCommand(o, l, 'verify', verifyArgs(o))] },
+          sshFail('verify', EXIT.verify, { 13: [`the device suite failed on ${o.host}`, EXIT.verify] }),
+        );
+        record.verify = { status: 'passed', backend: o.backend, log: VERIFY_LOG };
+        if (!dry) saveRecord();
       }
       const m = matrix(o);
       for (const [i, e] of m.entries()) {
@@ -297,13 +352,33 @@ export async function runRemote(o: RemoteOptions, ctx: RemoteContext): Promise<v
   } catch (e) {
     if (!dry && e instanceof RemoteFailure && localDir) {
       await pull(true);
-      record.status = `failed: ${e.message}`;
+      let failure = e;
+      if (o.verify) {
+        // The suite's report came home with the pull: name what failed. (In a
+        // Slurm job a failed suite ends the job before the traces, as a job failure.)
+        const v = verdict('failed');
+        if (v && v.failed > 0) {
+          const shown = v.failures.slice(0, 3).join('; ') + (v.failures.length > 3 ? `; and ${v.failures.length - 3} more` : '');
+          failure = new RemoteFailure(
+            `verify: the device suite failed on ${o.host}: ${v.failed} of ${v.tests} tests on ${o.backend} (${shown}); the trace matrix did not run (log: ${VERIFY_LOG})`,
+            EXIT.verify,
+          );
+        } else if (v) {
+          verdict('passed');
+        } else if (e.exitCode === EXIT.verify) {
+          failure = new RemoteFailure(`${e.message}; the trace matrix did not run (log: ${VERIFY_LOG})`, EXIT.verify);
+        } else {
+          record.verify = { status: 'not run', backend: o.backend };
+        }
+      }
+      record.status = `failed: ${failure.message}`;
       record.finished_at = new Date().toISOString();
       saveRecord();
-      throw new RemoteFailure(`${e.message}; what came back is in ${localDir}`, e.exitCode);
+      throw new RemoteFailure(`${failure.message}; what came back is in ${localDir}`, failure.exitCode);
     }
     throw e;
   }
+  if (o.verify && !dry) verdict('passed');
 
   if (o.slurm && !dry) {
     const gpuTxt = join(localDir, 'gpu.txt');
