@@ -116,6 +116,8 @@ describe('bad input: one line naming the value, exit 2, no output file', () => {
     ['fault layer out of range', ['--fault', 'wo_layout@32'], /--fault: layer 32 is out of range for synthetic:tiny \(allowed: 0-31\)/],
     ['layerless fault with a layer', ['--fault', 'lm_head_shift@3'], /--fault: fault 'lm_head_shift' acts outside the layers and takes no @LAYER/],
     ['bad fault variable', [], /GRETA_FAULT: unknown fault 'nope'/, { GRETA_FAULT: 'nope' }],
+    ['unknown oracle', ['--oracle', 'cpu'], /--oracle: unknown oracle 'cpu' \(allowed: cpu-fp64\)/],
+    ['bad oracle bound', ['--oracle', 'cpu-fp64', '--oracle-tol', '0'], /--oracle-tol: '0' is not a number > 0/],
     ['missing addon', [], /^gretacore: GRETA_ADDON: '\/nonexistent\/greta\.node' does not exist \(allowed: /, { GRETA_ADDON: '/nonexistent/greta.node' }],
   ];
   for (const [name, args, re, env] of cases) {

@@ -167,6 +167,8 @@ function markCollapse(rows: AnalysisRow[]): void {
 export function analyzeRuns(runs: TraceRun[], opts: AnalyzeOptions = { tol: 0 }): AnalysisRow[] {
   const rows: AnalysisRow[] = [];
   for (const run of runs) {
+    // An oracle run (--oracle) is a reference for another run, not a run to analyze itself.
+    if (run.header.options.oracle_for !== undefined) continue;
     const seen = new Set<string>();
     for (const s of run.stages) {
       const k = `${s.prompt}\u0000${s.exp}`;

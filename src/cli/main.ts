@@ -8,6 +8,7 @@ import { LoaderError } from '../loaders/errors.js';
 import { resolveSelftestOptions, resolveTraceOptions, SELFTEST_OPTIONS, TRACE_OPTIONS, type OptionSpec } from '../options.js';
 import { planTrace, runTrace } from '../run.js';
 import { formatKvCheck } from '../trace/kvcheck.js';
+import { formatOracle, oracleVerdicts } from '../analyze/oracle.js';
 import { formatSelftest, listFaults, runSelftest } from '../selftest.js';
 
 function optionLines(specs: Record<string, OptionSpec>): string[] {
@@ -91,11 +92,12 @@ function traceCommand(argv: string[]): void {
   const out = runTrace(plan, log);
   log(`trace: ${out.out} (${(performance.now() - t0).toFixed(0)} ms)`);
   for (const r of out.results) log(`${r.prompt} ${r.exp} generated: ${JSON.stringify(r.generated_text)}`);
-  const runs = loadTraceFile(out.out).filter((r) => r.header.run_id === out.runId);
+  const runs = loadTraceFile(out.out).filter((r) => r.header.run_id === out.runId || r.header.options.oracle_for === out.runId);
   const rows = analyzeRuns(runs);
   const kv = runs.flatMap((r) => r.kvChecks);
-  if (opts.json) console.log(JSON.stringify({ ...toJson(rows), kv_checks: kv }, null, 2));
-  else console.log([formatTable(rows), ...kv.map((c) => formatKvCheck(c.prompt, c.exp, c))].join('\n'));
+  const oracle = oracleVerdicts(runs, rows, opts.oracleTol);
+  if (opts.json) console.log(JSON.stringify({ ...toJson(rows), kv_checks: kv, oracle }, null, 2));
+  else console.log([formatTable(rows), ...kv.map((c) => formatKvCheck(c.prompt, c.exp, c)), ...(oracle.length ? [formatOracle(oracle)] : [])].join('\n'));
 }
 
 function analyzeCommand(argv: string[]): void {
