@@ -9,11 +9,13 @@ import type { LlamaConfig } from './config.js';
 import { ropeInvFreq } from './rope.js';
 import type { ModelWeights } from './weights.js';
 
-/** Per-layer K and V rows, [capacity, n_kv_heads * head_dim] each. */
+/** Per-layer K and V rows, [capacity, n_kv_heads * head_dim] each: row views of one allocation. */
 export interface KVCache {
   capacity: number;
   k: Tensor[];
   v: Tensor[];
+  /** The allocation k and v are views of. */
+  storage: Tensor;
   /** Number of positions written so far. */
   length: number;
 }
@@ -101,26 +103,23 @@ export class Engine {
     backend.upload(this.invFreq, backend.actDtype === 'f64' ? f : Float32Array.from(f));
   }
 
-  /** A zeroed cache: a row nobody wrote reads as zeros, the same on every backend and run. */
+  /**
+   * A zeroed cache, one allocation and one fill: a row nobody wrote reads as
+   * zeros, the same on every backend and run.
+   */
   newCache(capacity: number): KVCache {
     const kvDim = this.cfg.num_key_value_heads * this.cfg.head_dim;
+    const L = this.cfg.num_hidden_layers;
     const b = this.backend;
-    const zeroed = () => {
-      const t = b.alloc(b.actDtype, [capacity, kvDim]);
-      b.fillUniform(t, 0n, 0, 0);
-      return t;
-    };
-    const k: Tensor[] = [];
-    const v: Tensor[] = [];
-    for (let l = 0; l < this.cfg.num_hidden_layers; l++) {
-      k.push(zeroed());
-      v.push(zeroed());
-    }
-    return { capacity, k, v, length: 0 };
+    const storage = b.alloc(b.actDtype, [2 * L * capacity, kvDim]);
+    b.fillUniform(storage, 0n, 0, 0);
+    const k = Array.from({ length: L }, (_, l) => storage.rows(l * capacity, capacity));
+    const v = Array.from({ length: L }, (_, l) => storage.rows((L + l) * capacity, capacity));
+    return { capacity, k, v, storage, length: 0 };
   }
 
   freeCache(cache: KVCache): void {
-    for (const t of [...cache.k, ...cache.v]) t.free();
+    for (const t of [...cache.k, ...cache.v, cache.storage]) t.free();
     cache.length = 0;
   }
 
