@@ -114,6 +114,14 @@ describe('bad input: one line naming the value, exit 2, no output file', () => {
     ['fault layer out of range', ['--fault', 'wo_layout@32'], /--fault: layer 32 is out of range for synthetic:tiny \(allowed: 0-31\)/],
     ['layerless fault with a layer', ['--fault', 'lm_head_shift@3'], /--fault: fault 'lm_head_shift' acts outside the layers and takes no @LAYER/],
     ['bad fault variable', [], /GRETA_FAULT: unknown fault 'nope'/, { GRETA_FAULT: 'nope' }],
+    // An empty item is refused, not dropped: it is usually a value lost from a script.
+    ['empty layer item', ['--layers', '0,,1'], /^gretacore: --layers: '0,,1' has an empty item \(allowed: all, or e\.g\. 0,1,2,15,31 or 0-3,31\)$/],
+    ['trailing comma in layers', ['--layers', '0,1,'], /--layers: '0,1,' has an empty item \(allowed: all,/],
+    ['empty point item', ['--points', 'x_in,,logits'], /--points: 'x_in,,logits' has an empty item \(allowed: x_in, .*logits/],
+    ['trailing comma in prompts', ['--prompt', 'p0_short,'], /--prompt: 'p0_short,' has an empty item \(allowed: p0_short, p4_sys, p5_ba, p6_long\)/],
+    ['empty phase item', ['--phases', 'prefill_last,,decode0'], /--phases: 'prefill_last,,decode0' has an empty item \(allowed: prefill_last, decode0, decode1, \.\.\.\)/],
+    ['leading comma in experiments', ['--exp', ',E1'], /--exp: ',E1' has an empty item \(allowed: E0, E1\)/],
+    ['blank item in a variable', [], /GRETA_TRACE_STAGE_POINTS: 'x_in, ,logits' has an empty item/, { GRETA_TRACE_STAGE_POINTS: 'x_in, ,logits' }],
   ];
   for (const [name, args, re, env] of cases) {
     it(name, () => {
@@ -177,6 +185,14 @@ describe('greta selftest', () => {
     expect(r.code).toBe(2);
     expect(r.stdout).toBe('');
     expect(r.stderr.trim().split('\n')).toEqual([expect.stringMatching(/^gretacore: --faults: unknown fault 'nope' \(allowed: all, token,/)]);
+    for (const [flag, value, re] of [
+      ['--faults', 'token,', /^gretacore: --faults: 'token,' has an empty item \(allowed: all, token,/],
+      ['--fault-layers', '0,,31', /^gretacore: --fault-layers: '0,,31' has an empty item \(allowed: default, or e\.g\. 0,15,31\)$/],
+    ] as const) {
+      const e = greta(['selftest', flag, value]);
+      expect(e.code).toBe(2);
+      expect(e.stderr.trim().split('\n')).toEqual([expect.stringMatching(re)]);
+    }
   });
 });
 
