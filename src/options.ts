@@ -6,6 +6,7 @@ import { existsSync, statSync } from 'node:fs';
 import { join } from 'node:path';
 import { z } from 'zod';
 import { allowed, UsageError } from './errors.js';
+import { splitList } from './lists.js';
 import { BACKEND_KINDS } from './native.js';
 import { MODEL_NAMES } from './model/models.js';
 import { DEFAULT_PHASES, PHASE_RE, POINT_ALIASES, POINTS, type Point } from './trace/points.js';
@@ -51,18 +52,6 @@ function isModelPath(m: string): boolean {
   if (!existsSync(m)) return false;
   const st = statSync(m);
   return st.isDirectory() ? existsSync(join(m, 'config.json')) : st.isFile() && m.endsWith('.gguf');
-}
-
-/**
- * The items of a comma-separated list, trimmed. An empty item (`0,,1`, a
- * trailing comma) is an error, not dropped: it is most often a value lost
- * from a script. `allowedText` says what the items may be.
- */
-export function splitList(s: string, allowedText: string): { items: string[] } | { error: string } {
-  if (s.trim() === '') return { items: [] };
-  const items = s.split(',').map((x) => x.trim());
-  if (items.some((x) => x.length === 0)) return { error: `'${s}' has an empty item (${allowedText})` };
-  return { items };
 }
 
 const boolFlag = z

@@ -17,8 +17,8 @@ import { StageTracer } from '../src/trace/tracer.js';
 import { sidecarPath, TraceWriter } from '../src/trace/writer.js';
 import { tempDir, traceWith } from './helpers.js';
 
-/** E1 by hand, with decode run on `decodeEngine`. Returns the trace path. */
-function e1WithDecodeEngine(buggyLayer: number, prompts: string[]): string {
+/** E1 by hand, with decode reading a wrong WO at one layer. Returns the trace path. */
+function e1WithDecodeEngine(buggyLayer: number, prompts: string[], finish = true): string {
   const spec = SYNTHETIC_MODELS['synthetic:tiny']!;
   const b = createBackend('cpu');
   const w = syntheticWeights(b, spec.config, spec.weightDtype, spec.seed);
@@ -47,6 +47,7 @@ function e1WithDecodeEngine(buggyLayer: number, prompts: string[]): string {
     good.forward(ids.slice(0, n - 1), 0, cache);
     bad.forward([ids[n - 1]!], n - 1, cache, tracer.phase(p, 'E1', 'decode0'));
   }
+  if (finish) writer.write({ type: 'end', run_id: 'bug', status: 'ok', elapsed_ms: 0, results: [] });
   writer.close();
   return out;
 }
