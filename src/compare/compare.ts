@@ -174,7 +174,8 @@ function pickRun(f: TraceFile, role: string, ids: string[], taken?: string): Tra
   let named = ids.filter((id) => all.includes(id) && id !== taken);
   if (named.length > 1) named = named.slice(0, 1);
   if (named.length === 1) return f.runs.find((r) => r.header.run_id === named[0])!;
-  const left = f.runs.filter((r) => r.header.run_id !== taken);
+  // A file of one run given twice compares that run with itself.
+  const left = f.runs.length === 1 ? f.runs : f.runs.filter((r) => r.header.run_id !== taken);
   if (left.length === 1) return left[0]!;
   throw new UsageError(`--run: ${role} '${f.path}' holds ${all.length} runs; name one (runs: ${all.join(', ')})`);
 }
