@@ -196,6 +196,9 @@ describe('pairing', () => {
     expect(ok.code, ok.stderr).toBe(0);
     expect(ok.stdout).toContain(`base: ${a.out}, run ${a.runId}:`);
     expect(ok.stdout).toContain(`test: ${a.out}, run ${b.runId}:`);
+    // One run named in a file of two: the other is TEST.
+    const other = compareFiles(a.out, a.out, { runs: [b.runId] });
+    expect([other.base.run_id, other.test.run_id]).toEqual([b.runId, a.runId]);
     const unknown = greta(['compare', '--run', 'nope', a.out, a.out]);
     expect(unknown.code).toBe(2);
     expect(unknown.stderr.trim()).toBe(`gretacore: --run: no run 'nope' in BASE or TEST (runs: ${a.runId}, ${b.runId})`);

@@ -107,6 +107,8 @@ export interface TraceFileInfo {
   lines: number;
   /** A last line cut short that belongs to no run read (a header cut short): its line number. */
   orphanCutLine?: number;
+  /** Every run of the file, kept or not, in header order. */
+  runIds: string[];
 }
 
 /**
@@ -114,7 +116,14 @@ export interface TraceFileInfo {
  * record is read, then forgotten, so memory holds the index of the runs still
  * open, not of the file; runs without an end record follow at the end of the file.
  */
-export function streamTraceFile(path: string, onRun: (run: TraceRun) => void): TraceFileInfo {
+export function streamTraceFile(
+  path: string,
+  onRun: (run: TraceRun) => void,
+  keep: (header: HeaderRecord) => boolean = () => true,
+): TraceFileInfo {
+  // Runs not kept are still validated line by line; their records are not stored.
+  const skipped = new Set<string>();
+  const runIds: string[] = [];
   const runs = new Map<string, TraceRun>();
   const keys = new Map<string, Map<string, number>>();
   const ended = new Set<string>();
@@ -159,6 +168,8 @@ export function streamTraceFile(path: string, onRun: (run: TraceRun) => void): T
     if (rec.type === 'header') {
       if (runs.has(rec.run_id)) throw new UsageError(`${path}:${n}: second header for run ${rec.run_id}`);
       runs.set(rec.run_id, { header: rec, file: path, headerLine: n, stages: [], inputs: [], rows });
+      runIds.push(rec.run_id);
+      if (!keep(rec)) skipped.add(rec.run_id);
       keys.set(rec.run_id, new Map());
       continue;
     }
@@ -183,24 +194,29 @@ export function streamTraceFile(path: string, onRun: (run: TraceRun) => void): T
         throw new UsageError(`${path}:${n}: second record of ${where}${headOf(rec) === null ? '' : ` head ${headOf(rec)}`} in run ${rec.run_id} (first at line ${first})`);
       }
       seen.set(k, n);
-      run.stages.push(rec);
-    } else if (rec.type === 'input') run.inputs.push(rec);
+      if (!skipped.has(rec.run_id)) run.stages.push(rec);
+    } else if (rec.type === 'input') {
+      if (!skipped.has(rec.run_id)) run.inputs.push(rec);
+    }
     else {
       run.end = rec;
       runs.delete(rec.run_id);
       keys.delete(rec.run_id);
       ended.add(rec.run_id);
-      onRun(run);
+      if (!skipped.has(rec.run_id)) onRun(run);
     }
   }
-  for (const run of runs.values()) onRun(run);
-  return { path, bytes, lines, orphanCutLine };
+  for (const run of runs.values()) if (!skipped.has(run.header.run_id)) onRun(run);
+  return { path, bytes, lines, orphanCutLine, runIds };
 }
 
-/** Reads one trace file: every run in it, in the order of their headers, with the index of its records. */
-export function readTraceFile(path: string): TraceFile {
+/**
+ * Reads one trace file: every run in it (those `keep` accepts), in the order
+ * of their headers, with the index of its records.
+ */
+export function readTraceFile(path: string, keep?: (header: HeaderRecord) => boolean): TraceFile {
   const runs: TraceRun[] = [];
-  const info = streamTraceFile(path, (r) => runs.push(r));
+  const info = streamTraceFile(path, (r) => runs.push(r), keep);
   return { ...info, runs: runs.sort((x, y) => x.headerLine - y.headerLine) };
 }
 

@@ -169,14 +169,13 @@ const phaseRank = (ph: string) => (ph === 'prefill_last' ? -1 : Number(ph.slice(
 
 /** Picks the run of a file: the one there is, or the one --run names. */
 function pickRun(f: TraceFile, role: string, ids: string[], taken?: string): TraceRun {
-  const all = f.runs.map((r) => r.header.run_id);
+  const all = f.runIds;
   if (all.length === 0) throw new UsageError(`${role} '${f.path}' holds no run (no header record)`);
-  let named = ids.filter((id) => all.includes(id) && id !== taken);
-  if (named.length > 1) named = named.slice(0, 1);
-  if (named.length === 1) return f.runs.find((r) => r.header.run_id === named[0])!;
+  const named = ids.find((id) => all.includes(id) && id !== taken);
+  if (named !== undefined) return f.runs.find((r) => r.header.run_id === named)!;
   // A file of one run given twice compares that run with itself.
-  const left = f.runs.length === 1 ? f.runs : f.runs.filter((r) => r.header.run_id !== taken);
-  if (left.length === 1) return left[0]!;
+  const left = all.length === 1 ? all : all.filter((id) => id !== taken);
+  if (left.length === 1) return f.runs.find((r) => r.header.run_id === left[0])!;
   throw new UsageError(`--run: ${role} '${f.path}' holds ${all.length} runs; name one (runs: ${all.join(', ')})`);
 }
 
@@ -348,11 +347,18 @@ export function compareRuns(base: TraceRun, test: TraceRun, opts: CompareOptions
 
 /** Compares the run of BASE with the run of TEST (--run picks among several). */
 export function compareFiles(basePath: string, testPath: string, opts: CompareOptions = {}): CompareResult {
-  const bf = readTraceFile(basePath);
-  // The same file twice (two runs of one file): read it once.
-  const tf = resolve(basePath) === resolve(testPath) ? bf : readTraceFile(testPath);
   const ids = opts.runs ?? [];
-  const known = new Set([...bf.runs, ...tf.runs].map((r) => r.header.run_id));
+  // Only the runs that may be picked keep their records: those named, and a file's
+  // first (its only one, when it has one), or first two when it is BASE and TEST.
+  const keep = (unnamed: number) => {
+    let seen = 0;
+    return (h: { run_id: string }) => seen++ < unnamed || ids.includes(h.run_id);
+  };
+  const same = resolve(basePath) === resolve(testPath);
+  const bf = readTraceFile(basePath, keep(same ? 2 : 1));
+  // The same file twice (two runs of one file): read it once.
+  const tf = same ? bf : readTraceFile(testPath, keep(1));
+  const known = new Set([...bf.runIds, ...tf.runIds]);
   const unknown = ids.find((id) => !known.has(id));
   if (unknown !== undefined) {
     throw new UsageError(`--run: no run '${unknown}' in BASE or TEST (runs: ${[...known].join(', ') || 'none'})`);
