@@ -230,6 +230,21 @@ describe('rows that are not a real comparison', () => {
     expect(analysisExitCode(a)).toBe(ANALYZE_EXIT.notCompared);
   });
 
+  it('a run killed after its header: INCOMPLETE rows for what the header promised, else a problem', () => {
+    const t = traceWith({ prompt: 'p0_short,p4_sys', layers: '0' });
+    const header = JSON.parse(readFileSync(t.out, 'utf8').split('\n')[0]!) as { options: Record<string, unknown> };
+    writeFileSync(t.out, JSON.stringify(header) + '\n');
+    const a = analyzeFiles([t.out]);
+    expect(a.rows.map((r) => [r.prompt, r.exp, r.first_mismatch_stage])).toEqual([['p0_short', 'E1', 'INCOMPLETE'], ['p4_sys', 'E1', 'INCOMPLETE']]);
+    // A header from another writer that names no experiments: no row to show, still exit 3.
+    delete header.options.exp;
+    writeFileSync(t.out, JSON.stringify(header) + '\n');
+    const b = analyzeFiles([t.out]);
+    expect(b.rows).toEqual([]);
+    expect(b.problems).toEqual([`run ${t.runId} in ${t.out} has no stage records and no end record: it did not finish`]);
+    expect(analysisExitCode(b)).toBe(ANALYZE_EXIT.notCompared);
+  });
+
   it('a record after its end, or a second record of one (phase, layer, point), is bad input naming the line', () => {
     const t = traceWith({ prompt: 'p0_short', layers: '0' });
     const lines = readFileSync(t.out, 'utf8').trim().split('\n');

@@ -116,7 +116,8 @@ function side(r: StageRecord): PhaseSide {
   return { hash: r.hash, token_id: r.token_id, token_index: r.token_index, pos_id: r.pos_id, seq_len: r.seq_len };
 }
 
-const pairKey = (r: StageRecord) => `${r.layer ?? 'final'}:${r.point}${headOf(r) === null ? '' : `:h${headOf(r)}`}`;
+const keyOf = (layer: number | null, point: Point, head: number | null) => `${layer ?? 'final'}:${point}${head === null ? '' : `:h${head}`}`;
+const pairKey = (r: StageRecord) => keyOf(r.layer, r.point, headOf(r));
 
 function top1Of(run: TraceRun, logits: StageRecord | undefined, prompt: string, exp: Exp, phase: string): number | null {
   if (logits?.topk) return logits.topk.ids[0] ?? null;
@@ -204,8 +205,7 @@ function analyzeOne(run: TraceRun, g: Group, opts: AnalyzeOptions): ReportRow {
       point_mae[c.point] = Math.max(point_mae[c.point] ?? 0, c.mae);
     }
   }
-  const logits = (phase: string) =>
-    (phase === BASE_PHASE ? base : test).get(pairKey({ layer: null, point: 'logits' } as StageRecord));
+  const logits = (phase: string) => (phase === BASE_PHASE ? base : test).get(keyOf(null, 'logits', null));
   return {
     run_id: run.header.run_id,
     model: run.header.model.name,
@@ -302,6 +302,11 @@ export function analyzeFiles(paths: string[], opts: AnalyzeOptions = { tol: 0 })
       const f = streamTraceFile(p, (run) => {
         rowFiles = run.rows;
         const r = analyzeRunsNoCollapse([run], opts, false);
+        if (r.length === 0) {
+          // No prompt and experiment to make a row of: still not a comparison.
+          const end = run.end ? '' : ' and no end record: it did not finish';
+          problems.push(`run ${run.header.run_id} in ${p} has no stage records${end}`);
+        }
         done.push({ line: run.headerLine, rows: r });
         stats.runs++;
         stats.records += run.stages.length + run.inputs.length + 1 + (run.end ? 1 : 0);
