@@ -4,7 +4,7 @@
 // (the tokenizer, the addon) when they run, so reading traces stays light.
 import { parseArgs, type ParseArgsConfig } from 'node:util';
 import { analysisExitCode, analyzeFiles, analyzeTrace, ANALYZE_EXIT, formatAnalysis, formatTable, toJson } from '../analyze/analyze.js';
-import { loadTraceFile } from '../analyze/load.js';
+import { readTraceFile } from '../analyze/load.js';
 import { peakRssBytes } from '../analyze/rss.js';
 import { COMPARE_EXIT, compareFiles, formatCompare, FP32_REL_L2, FP32_REL_L2_OTHER } from '../compare/compare.js';
 import { UsageError } from '../errors.js';
@@ -129,7 +129,8 @@ async function traceCommand(argv: string[]): Promise<void> {
   const out = runTrace(plan, log);
   log(`trace: ${out.out} (${(performance.now() - t0).toFixed(0)} ms)`);
   for (const r of out.results) log(`${r.prompt} ${r.exp} generated: ${JSON.stringify(r.generated_text)}`);
-  const rows = analyzeTrace(loadTraceFile(out.out).filter((r) => r.header.run_id === out.runId));
+  // Only this run's records: the file may hold many earlier runs.
+  const rows = analyzeTrace(readTraceFile(out.out, (h) => h.run_id === out.runId).runs);
   console.log(opts.json ? JSON.stringify(toJson(rows), null, 2) : formatTable(rows));
 }
 
