@@ -6,6 +6,7 @@ import { existsSync, statSync } from 'node:fs';
 import { join } from 'node:path';
 import { z } from 'zod';
 import { allowed, UsageError } from './errors.js';
+import { splitList } from './lists.js';
 import { BACKEND_KINDS } from './native.js';
 import { MODEL_NAMES } from './model/models.js';
 import { ATTN_PIPE_POINTS, DEFAULT_PHASES, inForwardOrder, PHASE_RE, POINT_ALIASES, POINTS, STAGE_POINTS, type Point } from './trace/points.js';
@@ -58,12 +59,6 @@ function isModelPath(m: string): boolean {
   return st.isDirectory() ? existsSync(join(m, 'config.json')) : st.isFile() && m.endsWith('.gguf');
 }
 
-const list = (s: string) =>
-  s
-    .split(',')
-    .map((x) => x.trim())
-    .filter((x) => x.length > 0);
-
 const boolFlag = z
   .string()
   .transform((s, ctx) => {
@@ -74,11 +69,16 @@ const boolFlag = z
     return z.NEVER;
   });
 
-const nonEmptyList = (what: string, check: (x: string) => string | undefined) =>
+const nonEmptyList = (what: string, allowedText: string, check: (x: string) => string | undefined) =>
   z.string().transform((s, ctx) => {
-    const items = list(s);
+    const l = splitList(s, allowedText);
+    if ('error' in l) {
+      ctx.addIssue({ code: 'custom', message: l.error });
+      return z.NEVER;
+    }
+    const items = l.items;
     if (items.length === 0) {
-      ctx.addIssue({ code: 'custom', message: `empty ${what} list` });
+      ctx.addIssue({ code: 'custom', message: `empty ${what} list (${allowedText})` });
       return z.NEVER;
     }
     for (const x of items) {
@@ -113,10 +113,17 @@ export const positiveNumber = z.string().transform((s, ctx) => {
 /** Layer list syntax: "all", or integers and ranges "a-b"; checked against the model later. */
 export type LayerSpec = 'all' | number[];
 
+const LAYERS_ALLOWED = 'allowed: all, or e.g. 0,1,2,15,31 or 0-3,31';
+
 const layerSpec = z.string().transform((s, ctx): LayerSpec => {
   if (s.trim() === 'all') return 'all';
+  const parsed = splitList(s, LAYERS_ALLOWED);
+  if ('error' in parsed) {
+    ctx.addIssue({ code: 'custom', message: parsed.error });
+    return z.NEVER;
+  }
   const out: number[] = [];
-  for (const item of list(s)) {
+  for (const item of parsed.items) {
     const m = /^(\d+)(?:-(\d+))?$/.exec(item);
     if (!m) {
       ctx.addIssue({ code: 'custom', message: `'${item}' is not a layer number or range (allowed: all, or e.g. 0,1,2,15,31 or 0-3)` });
@@ -131,7 +138,7 @@ const layerSpec = z.string().transform((s, ctx): LayerSpec => {
     for (let l = a; l <= b; l++) out.push(l);
   }
   if (out.length === 0) {
-    ctx.addIssue({ code: 'custom', message: 'empty layer list (allowed: all, or e.g. 0,1,2,15,31)' });
+    ctx.addIssue({ code: 'custom', message: `empty layer list (${LAYERS_ALLOWED})` });
     return z.NEVER;
   }
   return [...new Set(out)].sort((x, y) => x - y);
@@ -150,12 +157,12 @@ const resolvePoint = (x: string): Point | undefined =>
   (POINTS as readonly string[]).includes(x) ? (x as Point) : POINT_ALIASES[x];
 
 export const TraceOptionsSchema = z.object({
-  prompt: nonEmptyList('prompt', (x) =>
+  prompt: nonEmptyList('prompt', allowed(PROMPT_NAMES), (x) =>
     PROMPT_NAMES.includes(x) ? undefined : `unknown prompt '${x}' (${allowed(PROMPT_NAMES)})`,
   ),
   promptText: z.string().min(1, 'prompt text is empty').optional(),
   promptFile: z.string().min(1).optional(),
-  exp: nonEmptyList('experiment', (x) =>
+  exp: nonEmptyList('experiment', allowed(ExpSchema.options), (x) =>
     ExpSchema.safeParse(x).success ? undefined : `unknown experiment '${x}' (${allowed(ExpSchema.options)})`,
   ).transform((xs) => xs as ('E0' | 'E1')[]),
   model: z.string().refine((m) => MODEL_NAMES.includes(m) || isModelPath(m), {
@@ -168,10 +175,10 @@ export const TraceOptionsSchema = z.object({
   steps: intIn(1, 4096),
   out: z.string().min(1).optional(),
   layers: layerSpec,
-  points: nonEmptyList('point', (x) =>
+  points: nonEmptyList('point', allowed([...POINTS, ...Object.keys(POINT_ALIASES)]), (x) =>
     resolvePoint(x) ? undefined : `unknown point '${x}' (${allowed([...POINTS, ...Object.keys(POINT_ALIASES)])})`,
   ).transform((xs) => [...new Set(xs.map((x) => resolvePoint(x)!))]),
-  phases: nonEmptyList('phase', (x) =>
+  phases: nonEmptyList('phase', 'allowed: prefill_last, decode0, decode1, ...', (x) =>
     PHASE_RE.test(x) ? undefined : `unknown phase '${x}' (allowed: prefill_last, decode0, decode1, ...)`,
   ),
   attnPipe: boolFlag,
@@ -276,7 +283,12 @@ export const SELFTEST_OPTIONS = {
 export const SelftestOptionsSchema = z.object({
   faults: z.string().transform((s, ctx): FaultName[] => {
     if (s.trim() === 'all') return [...FAULT_NAMES];
-    const items = list(s);
+    const l = splitList(s, `allowed: all, ${FAULT_NAMES.join(', ')}`);
+    if ('error' in l) {
+      ctx.addIssue({ code: 'custom', message: l.error });
+      return z.NEVER;
+    }
+    const items = l.items;
     const bad = items.find((x) => !(FAULT_NAMES as string[]).includes(x));
     if (items.length === 0 || bad !== undefined) {
       ctx.addIssue({ code: 'custom', message: `${bad === undefined ? 'empty fault list' : `unknown fault '${bad}'`} (allowed: all, ${FAULT_NAMES.join(', ')})` });
@@ -286,6 +298,11 @@ export const SelftestOptionsSchema = z.object({
   }),
   faultLayers: z.string().transform((s, ctx): LayerSpec | 'default' => {
     if (s.trim() === 'default') return 'default';
+    const items = splitList(s, 'allowed: default, or e.g. 0,15,31');
+    if ('error' in items) {
+      ctx.addIssue({ code: 'custom', message: items.error });
+      return z.NEVER;
+    }
     const r = layerSpec.safeParse(s);
     if (!r.success || r.data === 'all') {
       ctx.addIssue({ code: 'custom', message: r.success ? `'all' is not allowed here (allowed: default, or e.g. 0,15,31)` : r.error.issues[0]!.message });

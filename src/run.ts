@@ -13,6 +13,7 @@ import { UsageError } from './errors.js';
 import { Engine } from './model/engine.js';
 import { openModel, type ModelSource } from './model/source.js';
 import { checkFault, faultLabel, plantFault } from './faults.js';
+import { peakRssBytes } from './rss.js';
 import { availableBackends, createBackend, packageRoot, resolveBackendKind, type Backend, type BackendKind } from './native.js';
 import type { TraceOptions } from './options.js';
 import { checkKvCache } from './trace/kvcheck.js';
@@ -177,20 +178,6 @@ export interface TraceRunOutput {
   results: RunResult[];
 }
 
-/**
- * This program's resident-set high-water mark. Linux's VmHWM, because getrusage's
- * maxrss also counts the parent's RSS at fork (kept across exec): a trace
- * started from a large Python process would report that process's size.
- */
-export function peakRssBytes(): number {
-  try {
-    const m = /^VmHWM:\s+(\d+) kB$/m.exec(readFileSync('/proc/self/status', 'utf8'));
-    if (m) return Number(m[1]) * 1024;
-  } catch {
-    // not Linux
-  }
-  return process.resourceUsage().maxRSS * 1024;
-}
 
 /** A model loaded on a backend, shared by every run of a process; close() frees its device memory. */
 export interface Session {

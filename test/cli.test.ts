@@ -1,6 +1,6 @@
 // The CLI as users run it: the compiled entry point in a child process.
 import { spawn, spawnSync } from 'node:child_process';
-import { existsSync, readdirSync, readFileSync, statSync, writeFileSync } from 'node:fs';
+import { existsSync, readdirSync, readFileSync, statSync, truncateSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { describe, expect, it } from 'vitest';
 import { loadTraceFile } from '../src/analyze/load.js';
@@ -119,6 +119,14 @@ describe('bad input: one line naming the value, exit 2, no output file', () => {
     ['unknown oracle', ['--oracle', 'cpu'], /--oracle: unknown oracle 'cpu' \(allowed: cpu-fp64\)/],
     ['bad oracle bound', ['--oracle', 'cpu-fp64', '--oracle-tol', '0'], /--oracle-tol: '0' is not a number > 0/],
     ['missing addon', [], /^gretacore: GRETA_ADDON: '\/nonexistent\/greta\.node' does not exist \(allowed: /, { GRETA_ADDON: '/nonexistent/greta.node' }],
+    // An empty item is refused, not dropped: it is usually a value lost from a script.
+    ['empty layer item', ['--layers', '0,,1'], /^gretacore: --layers: '0,,1' has an empty item \(allowed: all, or e\.g\. 0,1,2,15,31 or 0-3,31\)$/],
+    ['trailing comma in layers', ['--layers', '0,1,'], /--layers: '0,1,' has an empty item \(allowed: all,/],
+    ['empty point item', ['--points', 'x_in,,logits'], /--points: 'x_in,,logits' has an empty item \(allowed: x_in, .*logits/],
+    ['trailing comma in prompts', ['--prompt', 'p0_short,'], /--prompt: 'p0_short,' has an empty item \(allowed: p0_short, p4_sys, p5_ba, p6_long\)/],
+    ['empty phase item', ['--phases', 'prefill_last,,decode0'], /--phases: 'prefill_last,,decode0' has an empty item \(allowed: prefill_last, decode0, decode1, \.\.\.\)/],
+    ['leading comma in experiments', ['--exp', ',E1'], /--exp: ',E1' has an empty item \(allowed: E0, E1\)/],
+    ['blank item in a variable', [], /GRETA_TRACE_STAGE_POINTS: 'x_in, ,logits' has an empty item/, { GRETA_TRACE_STAGE_POINTS: 'x_in, ,logits' }],
   ];
   for (const [name, args, re, env] of cases) {
     it(name, () => {
@@ -166,6 +174,38 @@ describe('bad input: one line naming the value, exit 2, no output file', () => {
     const b = greta(['analyze', bad]);
     expect(b.code).toBe(2);
     expect(b.stderr).toMatch(/bad.jsonl:1: not a trace record/);
+    // A line cut short with whole lines after it is not an interrupted write: bad input.
+    const good = join(dir, 'good.jsonl');
+    expect(greta(['trace', '--prompt', 'p0_short', '--layers', '0', '--out', good]).code).toBe(0);
+    const lines = readFileSync(good, 'utf8').trim().split('\n');
+    writeFileSync(good, [lines[0], lines[1]!.slice(0, 50), ...lines.slice(2)].join('\n') + '\n');
+    const m = greta(['analyze', good]);
+    expect(m.code).toBe(2);
+    expect(m.stdout).toBe('');
+    expect(m.stderr.trim().split('\n')).toEqual([`gretacore: ${good}:2: not a JSON line`]);
+    const t = greta(['analyze', '--tol=-1', good]);
+    expect(t.code).toBe(2);
+    expect(t.stderr.trim()).toBe("gretacore: --tol: '-1' is not a number >= 0");
+  });
+});
+
+describe('the KV check and the oracle in trace and analyze', () => {
+  it('print the KV verdict and which side departed from fp64, from the trace and again from the file', () => {
+    const out = join(tempDir(), 'o.jsonl');
+    const t = greta(['trace', '--prompt', 'p4_sys', '--kv-check', '--oracle', 'cpu-fp64', '--fault', 'wo_layout@3', '--layers', '2,3', '--out', out]);
+    expect(t.code, t.stderr).toBe(0);
+    const kv = /p4_sys E1 kv-check: first differing row: layer 4 position 59 kv head 0 \(k\)/;
+    const oracle = /p4_sys E1 oracle \(cpu-fp64, bound 1\.00e-4\): at layer 3 wo_out prefill_last is [\d.e+-]+ from fp64 and decode0 [\d.e+-]+: decode0 departed/;
+    expect(t.stdout).toMatch(kv);
+    expect(t.stdout).toMatch(oracle);
+    const a = greta(['analyze', out]);
+    expect(a.code, a.stderr).toBe(0);
+    expect(a.stdout).toMatch(kv);
+    expect(a.stdout).toMatch(oracle);
+    expect(a.stdout.match(/^\| p4_sys \| E1 \|/gm)).toHaveLength(1); // the oracle run is no row of its own
+    const j = JSON.parse(greta(['analyze', '--json', out]).stdout) as { oracle: { departed: string }[]; kv_checks: { equal: boolean }[] };
+    expect(j.oracle[0]!.departed).toBe('decode0');
+    expect(j.kv_checks[0]!.equal).toBe(false);
   });
 });
 
@@ -194,6 +234,14 @@ describe('greta selftest', () => {
     expect(r.code).toBe(2);
     expect(r.stdout).toBe('');
     expect(r.stderr.trim().split('\n')).toEqual([expect.stringMatching(/^gretacore: --faults: unknown fault 'nope' \(allowed: all, token,/)]);
+    for (const [flag, value, re] of [
+      ['--faults', 'token,', /^gretacore: --faults: 'token,' has an empty item \(allowed: all, token,/],
+      ['--fault-layers', '0,,31', /^gretacore: --fault-layers: '0,,31' has an empty item \(allowed: default, or e\.g\. 0,15,31\)$/],
+    ] as const) {
+      const e = greta(['selftest', flag, value]);
+      expect(e.code).toBe(2);
+      expect(e.stderr.trim().split('\n')).toEqual([expect.stringMatching(re)]);
+    }
   });
 });
 
@@ -229,5 +277,58 @@ describe('interrupted run', () => {
     expect(run!.stages.length).toBeGreaterThan(100);
     const last = run!.stages.at(-1)!;
     expect(last.row.offset + last.row.bytes).toBeLessThanOrEqual(statSync(sidecarPath(out)).size);
+
+    // The analysis of a run that did not finish is never NONE, and says why; exit 3.
+    const a = greta(['analyze', out]);
+    expect(a.code, a.stderr).toBe(3);
+    expect(a.stdout).toMatch(/^\| p6_long \| E1 \| INCOMPLETE \| - \|/m);
+    expect(a.stdout).not.toMatch(/NONE|all bit-identical/);
+    expect(a.stdout).toContain(`p6_long E1: INCOMPLETE: run ${run!.header.run_id} in ${out} has no end record: it did not finish;`);
+    const j = greta(['analyze', '--json', out]);
+    expect(j.code).toBe(3);
+    expect((JSON.parse(j.stdout) as { rows: unknown[] }).rows).toEqual([expect.objectContaining({ status: 'incomplete', first_mismatch_stage: 'INCOMPLETE' })]);
+
+    // Killed in the middle of a line: the line is named, the run is INCOMPLETE, nothing aborts.
+    const n = lines.length;
+    truncateSync(out, Buffer.byteLength(text) - 40);
+    const c = greta(['analyze', out]);
+    expect(c.code, c.stderr).toBe(3);
+    expect(c.stderr).toBe('');
+    expect(c.stdout).toMatch(/^\| p6_long \| E1 \| INCOMPLETE \|/m);
+    expect(c.stdout).toContain(`did not finish; ${out}:${n} is cut short`);
   }, 60_000);
+});
+
+describe('greta analyze', () => {
+  it('exit 0 and the CI lines for a finished run; --stats reports time and peak RSS', () => {
+    const out = join(tempDir(), 'ok.jsonl');
+    expect(greta(['trace', '--prompt', 'p4_sys', '--layers', '0,31', '--out', out]).code).toBe(0);
+    const r = greta(['analyze', '--stats', out]);
+    expect(r.code, r.stderr).toBe(0);
+    expect(r.stdout).toMatch(/^\| p4_sys \| E1 \| NONE \| - \| 0 \|/m);
+    expect(r.stdout).toContain('p4_sys E1: 17 (layer, point) pairs, all bit-identical');
+    const st = /^analyze: 1 file\(s\), [\d.]+ MB of JSONL \(\d+ lines, 1 runs, (\d+) records\), [\d.]+ MB of rows \((\d+) rows, 17 pairs\) in [\d.]+ s; peak RSS ([\d.]+) MB$/m.exec(r.stderr);
+    expect(st, r.stderr).not.toBeNull();
+    expect(Number(st![2])).toBe(34);
+    // Reading traces loads no model: well under the trace command's footprint.
+    expect(Number(st![3])).toBeGreaterThan(10);
+    expect(Number(st![3])).toBeLessThan(150);
+  });
+
+  it('exit 3 when a prompt has nothing to pair (NO_DATA)', () => {
+    const out = join(tempDir(), 'pre.jsonl');
+    expect(greta(['trace', '--prompt', 'p0_short', '--layers', '0', '--phases', 'prefill_last', '--out', out]).code).toBe(0);
+    const r = greta(['analyze', out]);
+    expect(r.code).toBe(3);
+    expect(r.stdout).toMatch(/^\| p0_short \| E1 \| NO_DATA \| - \|/m);
+    expect(r.stdout).toContain('p0_short E1: NO_DATA: no decode0 records');
+  });
+
+  it('--help documents every option and the exit codes', () => {
+    const h = greta(['analyze', '--help']);
+    expect(h.code).toBe(0);
+    for (const f of ['--json', '--tol', '--stats', '--help']) expect(h.stdout).toContain(f + ' ');
+    expect(h.stdout).toMatch(/Exit codes: 0 every row is a real comparison/);
+    expect(h.stdout).toMatch(/3 a row is INCOMPLETE or NO_DATA/);
+  });
 });

@@ -10,7 +10,7 @@
 // fp32 rounding behind.
 import type { Point } from '../trace/points.js';
 import type { Exp, StageRecord } from '../trace/schema.js';
-import { BASE_PHASE, compareRows, TEST_PHASE, type AnalysisRow } from './analyze.js';
+import { BASE_PHASE, compareRows, TEST_PHASE, type ReportRow } from './analyze.js';
 import { readRow, type TraceRun } from './load.js';
 
 export const DEFAULT_ORACLE_BOUND = 1e-4;
@@ -20,7 +20,7 @@ export type Departed = 'decode0' | 'prefill_last' | 'both' | 'neither';
 export interface OraclePair {
   layer: number | null;
   point: Point;
-  head?: number;
+  head?: number | null;
   prefill_last_rel_l2: number | null;
   decode0_rel_l2: number | null;
 }
@@ -42,7 +42,7 @@ export interface OracleVerdict {
   pairs: OraclePair[];
 }
 
-const key = (phase: string, s: { layer: number | null; point: string; head?: number }) =>
+const key = (phase: string, s: { layer: number | null; point: string; head?: number | null }) =>
   `${phase}|${s.layer ?? 'final'}|${s.point}|${s.head ?? ''}`;
 
 function index(run: TraceRun, prompt: string, exp: Exp): Map<string, StageRecord> {
@@ -51,7 +51,7 @@ function index(run: TraceRun, prompt: string, exp: Exp): Map<string, StageRecord
   return m;
 }
 
-export function oracleVerdicts(runs: TraceRun[], rows: AnalysisRow[], bound = DEFAULT_ORACLE_BOUND): OracleVerdict[] {
+export function oracleVerdicts(runs: TraceRun[], rows: ReportRow[], bound = DEFAULT_ORACLE_BOUND): OracleVerdict[] {
   const out: OracleVerdict[] = [];
   for (const row of rows) {
     const run = runs.find((r) => r.header.run_id === row.run_id);
@@ -59,7 +59,7 @@ export function oracleVerdicts(runs: TraceRun[], rows: AnalysisRow[], bound = DE
     if (!run || !oracle) continue;
     const mine = index(run, row.prompt, row.exp);
     const theirs = index(oracle, row.prompt, row.exp);
-    const distance = (phase: string, c: { layer: number | null; point: string; head?: number }): number | null => {
+    const distance = (phase: string, c: { layer: number | null; point: string; head?: number | null }): number | null => {
       const a = mine.get(key(phase, c));
       const o = theirs.get(key(phase, c));
       if (!a || !o) return null;
@@ -70,7 +70,7 @@ export function oracleVerdicts(runs: TraceRun[], rows: AnalysisRow[], bound = DE
     const pairs: OraclePair[] = row.comparisons.map((c) => ({
       layer: c.layer,
       point: c.point,
-      ...(c.head !== undefined ? { head: c.head } : {}),
+      ...(c.head !== undefined && c.head !== null ? { head: c.head } : {}),
       prefill_last_rel_l2: distance(BASE_PHASE, c),
       decode0_rel_l2: distance(TEST_PHASE, c),
     }));
@@ -78,7 +78,7 @@ export function oracleVerdicts(runs: TraceRun[], rows: AnalysisRow[], bound = DE
       let w: OracleVerdict['worst']['decode0'] = null;
       for (const p of pairs) {
         const v = f(p);
-        if (v !== null && (w === null || v > w.rel_l2)) w = { rel_l2: v, layer: p.layer, point: p.point, ...(p.head !== undefined ? { head: p.head } : {}) };
+        if (v !== null && (w === null || v > w.rel_l2)) w = { rel_l2: v, layer: p.layer, point: p.point, ...(p.head != null ? { head: p.head } : {}) };
       }
       return w;
     };
@@ -97,7 +97,7 @@ export function oracleVerdicts(runs: TraceRun[], rows: AnalysisRow[], bound = DE
       oracle_run: oracle.header.run_id,
       oracle_backend: oracle.header.backend,
       bound,
-      at: first ? { layer: first.layer, point: first.point, ...(first.head !== undefined ? { head: first.head } : {}) } : null,
+      at: first ? { layer: first.layer, point: first.point, ...(first.head != null ? { head: first.head } : {}) } : null,
       prefill_last_rel_l2: first?.prefill_last_rel_l2 ?? null,
       decode0_rel_l2: first?.decode0_rel_l2 ?? null,
       departed,
@@ -109,8 +109,8 @@ export function oracleVerdicts(runs: TraceRun[], rows: AnalysisRow[], bound = DE
 }
 
 const e = (v: number | null) => (v === null ? '-' : v === 0 ? '0' : v.toExponential(2));
-const where = (w: { layer: number | null; point: string; head?: number }) =>
-  `${w.layer === null ? '' : `layer ${w.layer} `}${w.point}${w.head !== undefined ? ` head ${w.head}` : ''}`;
+const where = (w: { layer: number | null; point: string; head?: number | null }) =>
+  `${w.layer === null ? '' : `layer ${w.layer} `}${w.point}${w.head != null ? ` head ${w.head}` : ''}`;
 
 export function formatOracle(vs: OracleVerdict[]): string {
   return vs

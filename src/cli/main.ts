@@ -1,15 +1,19 @@
 #!/usr/bin/env node
-// greta trace | analyze | selftest. Bad input: one line on stderr, exit 2.
+// greta trace | analyze | compare | selftest. Bad input: one line on stderr, exit 2.
+// analyze and compare load no model code: trace and selftest import theirs
+// (the tokenizer, the addon) when they run, so reading traces stays light.
 import { parseArgs, type ParseArgsConfig } from 'node:util';
-import { analyzeRuns, formatTable, toJson } from '../analyze/analyze.js';
-import { loadTraceFile } from '../analyze/load.js';
-import { UsageError } from '../errors.js';
-import { LoaderError } from '../loaders/errors.js';
-import { resolveSelftestOptions, resolveTraceOptions, SELFTEST_OPTIONS, TRACE_OPTIONS, type OptionSpec } from '../options.js';
-import { planTrace, runTrace } from '../run.js';
+import { analysisExitCode, analyzeFiles, analyzeTrace, ANALYZE_EXIT, formatAnalysis, formatTable, toJson } from '../analyze/analyze.js';
+import { readTraceFile } from '../analyze/load.js';
+import { DEFAULT_ORACLE_BOUND, formatOracle, oracleVerdicts } from '../analyze/oracle.js';
 import { formatKvCheck } from '../trace/kvcheck.js';
-import { formatOracle, oracleVerdicts } from '../analyze/oracle.js';
-import { formatSelftest, listFaults, runSelftest } from '../selftest.js';
+import { peakRssBytes } from '../rss.js';
+import { COMPARE_EXIT, compareFiles, formatCompare, FP32_REL_L2, FP32_REL_L2_OTHER } from '../compare/compare.js';
+import { UsageError } from '../errors.js';
+import { splitList } from '../lists.js';
+import { LoaderError } from '../loaders/errors.js';
+import type { OptionSpec } from '../options.js';
+import { POINT_ALIASES, POINTS, type Point } from '../trace/points.js';
 
 function optionLines(specs: Record<string, OptionSpec>): string[] {
   return Object.values(specs).map((o) => {
@@ -20,8 +24,8 @@ function optionLines(specs: Record<string, OptionSpec>): string[] {
   });
 }
 
-const TRACE_HELP = (() => {
-  const lines = optionLines(TRACE_OPTIONS);
+function traceHelp(specs: Record<string, OptionSpec>): string {
+  const lines = optionLines(specs);
   return [
     'usage: npm run trace -- [options]',
     '',
@@ -37,20 +41,55 @@ const TRACE_HELP = (() => {
     '(e.g. one built with npm run build:hip -- -O DIR: DIR/Release/greta.node).',
     'Exit codes: 0 ok, 1 run failed, 2 bad input.',
   ].join('\n');
-})();
+}
 
 const ANALYZE_HELP = [
-  'usage: npm run analyze -- [--json] [--tol X] <trace.jsonl ...>',
+  'usage: npm run analyze -- [--json] [--tol X] [--stats] <trace.jsonl ...>',
   '',
   'Pairs prefill_last with decode0 per (layer, point) in each run of the files,',
-  'finds the first mismatch in forward order and prints the table.',
+  'finds the first mismatch in forward order and prints the table. A run without',
+  'its end record is INCOMPLETE, a prompt and experiment with nothing to pair',
+  'NO_DATA; neither is ever NONE.',
   '',
   '  --json      print the analysis as JSON on stdout',
   '  --tol <x>   count a pair as a mismatch only when its MAE exceeds x (default 0: any bit)',
+  '  --oracle-tol <x>  relative L2 to the oracle run (--oracle) beyond which a phase departed (default 1e-4)',
+  '  --stats     print time, bytes read and peak RSS to stderr',
   '  --help      this text',
+  '',
+  `Exit codes: ${ANALYZE_EXIT.ok} every row is a real comparison (NONE or a first mismatch),`,
+  `${ANALYZE_EXIT.badInput} bad input (a missing file, a malformed line), ${ANALYZE_EXIT.notCompared} a row is INCOMPLETE or NO_DATA`,
+  'or a line was cut short, 1 the analysis failed.',
 ].join('\n');
 
-const SELFTEST_HELP = [
+const COMPARE_HELP = [
+  'usage: npm run compare -- [options] BASE.jsonl TEST.jsonl',
+  '',
+  'Pairs the stage records of two traces by (prompt, exp, phase, layer, point[, head])',
+  'and position, computes MAE, max abs, relative L2 (to BASE) and cosine similarity',
+  'in float64 on the full rows, and prints the first pair beyond tolerance in forward',
+  'order, each phase\'s count, the worst relative L2 of each layer per phase (error',
+  'growth through depth) and the records on one side only.',
+  '',
+  '  --tol <x>            relative-L2 bound for every point; 0 means bits equal',
+  '  --tol-point <p=x,..> bounds for single points, over the default or --tol (e.g. logits=1e-4,attn_out=2e-5)',
+  '  --run <id>           the run to take from a file holding several; repeat for the other file,',
+  '                       or give two for two runs of one file (BASE first)',
+  '  --json               print the comparison as JSON on stdout (every pair)',
+  '  --stats              print time, bytes read and peak RSS to stderr',
+  '  --help               this text',
+  '',
+  'Default tolerance: bits equal when both runs name the same backend and model;',
+  'otherwise each point\'s relative L2 within its fp32-against-fp64 bound',
+  `(${Object.entries(FP32_REL_L2).map(([p, b]) => `${p} ${b.toExponential()}`).join(', ')}; other points ${FP32_REL_L2_OTHER.toExponential()}).`,
+  'A token or position that differs (token_id, token_index, pos_id) is a mismatch.',
+  '',
+  `Exit codes: ${COMPARE_EXIT.ok} every common pair within tolerance, ${COMPARE_EXIT.beyond} a pair beyond it,`,
+  `${COMPARE_EXIT.badInput} bad input (a missing file or flag value, no common pairs, an ambiguous run),`,
+  `${COMPARE_EXIT.unfinished} every pair within tolerance but a run did not finish.`,
+].join('\n');
+
+const selftestHelp = (specs: Record<string, OptionSpec>) => [
   'usage: npm run selftest -- [options]',
   '',
   'Plants each known decode defect (--list) in turn, traces E1 at every layer and',
@@ -58,13 +97,13 @@ const SELFTEST_HELP = [
   'and that the run without a fault is bit-identical. One row per case.',
   '',
   'options (flag beats the environment variable in brackets):',
-  ...optionLines(SELFTEST_OPTIONS),
+  ...optionLines(specs),
   '  --help                 this text',
   '',
   'Exit codes: 0 every case passed, 1 a case failed or the run failed, 2 bad input.',
 ].join('\n');
 
-function parse(argv: string[], options: NonNullable<ParseArgsConfig['options']>) {
+function parse<const O extends NonNullable<ParseArgsConfig['options']>>(argv: string[], options: O) {
   try {
     return parseArgs({ args: argv, options, allowPositionals: true, strict: true });
   } catch (e) {
@@ -78,10 +117,12 @@ function parseSpecs(argv: string[], specs: Record<string, OptionSpec>) {
   return parse(argv, options);
 }
 
-function traceCommand(argv: string[]): void {
+async function traceCommand(argv: string[]): Promise<void> {
+  const { resolveTraceOptions, TRACE_OPTIONS } = await import('../options.js');
+  const { planTrace, runTrace } = await import('../run.js');
   const { values, positionals } = parseSpecs(argv, TRACE_OPTIONS);
   if (values.help) {
-    console.log(TRACE_HELP);
+    console.log(traceHelp(TRACE_OPTIONS));
     return;
   }
   if (positionals.length) throw new UsageError(`unexpected argument '${positionals[0]}' (see --help)`);
@@ -92,38 +133,122 @@ function traceCommand(argv: string[]): void {
   const out = runTrace(plan, log);
   log(`trace: ${out.out} (${(performance.now() - t0).toFixed(0)} ms)`);
   for (const r of out.results) log(`${r.prompt} ${r.exp} generated: ${JSON.stringify(r.generated_text)}`);
-  const runs = loadTraceFile(out.out).filter((r) => r.header.run_id === out.runId || r.header.options.oracle_for === out.runId);
-  const rows = analyzeRuns(runs);
+  // Only this run's records (and its oracle's): the file may hold many earlier runs.
+  const runs = readTraceFile(out.out, (h) => h.run_id === out.runId || h.options.oracle_for === out.runId).runs;
+  const rows = analyzeTrace(runs);
   const kv = runs.flatMap((r) => r.kvChecks);
   const oracle = oracleVerdicts(runs, rows, opts.oracleTol);
   if (opts.json) console.log(JSON.stringify({ ...toJson(rows), kv_checks: kv, oracle }, null, 2));
   else console.log([formatTable(rows), ...kv.map((c) => formatKvCheck(c.prompt, c.exp, c)), ...(oracle.length ? [formatOracle(oracle)] : [])].join('\n'));
 }
 
-function analyzeCommand(argv: string[]): void {
+/** A bound: a finite number >= 0. */
+function bound(flag: string, v: string): number {
+  const x = Number(v);
+  if (v.trim() === '' || !Number.isFinite(x) || x < 0) throw new UsageError(`${flag}: '${v}' is not a number >= 0`);
+  return x;
+}
+
+function statsLine(cmd: string, t0: number, parts: string[]): string {
+  const s = ((performance.now() - t0) / 1e3).toFixed(2);
+  return `${cmd}: ${parts.join(', ')} in ${s} s; peak RSS ${(peakRssBytes() / 1e6).toFixed(1)} MB`;
+}
+
+const mb = (b: number) => `${(b / 1e6).toFixed(1)} MB`;
+
+/** Returns the exit code: 3 when a row is not a real comparison. */
+function analyzeCommand(argv: string[]): number {
+  const t0 = performance.now();
   const { values, positionals } = parse(argv, {
     json: { type: 'boolean' },
     tol: { type: 'string' },
+    'oracle-tol': { type: 'string' },
+    stats: { type: 'boolean' },
     help: { type: 'boolean' },
   });
   if (values.help) {
     console.log(ANALYZE_HELP);
-    return;
+    return 0;
   }
   if (positionals.length === 0) throw new UsageError('analyze: give at least one trace .jsonl file (see --help)');
-  const tol = values.tol === undefined ? 0 : Number(values.tol);
-  if (!Number.isFinite(tol) || tol < 0) throw new UsageError(`--tol: '${values.tol}' is not a number >= 0`);
-  const runs = positionals.flatMap((p) => loadTraceFile(String(p)));
-  const rows = analyzeRuns(runs, { tol });
-  if (rows.length === 0) throw new UsageError(`analyze: no stage records in ${positionals.join(', ')}`);
-  console.log(values.json ? JSON.stringify(toJson(rows), null, 2) : formatTable(rows));
+  const tol = values.tol === undefined ? 0 : bound('--tol', values.tol);
+  const oracleTol = values['oracle-tol'] === undefined ? DEFAULT_ORACLE_BOUND : bound('--oracle-tol', values['oracle-tol']);
+  const a = analyzeFiles(positionals.map(String), { tol });
+  if (a.rows.length === 0 && a.problems.length === 0) throw new UsageError(`analyze: no runs in ${positionals.join(', ')}`);
+  // Runs with an oracle: their records and the oracle's, indexed again (rows stay on disk).
+  const oracle = [...a.oracled].flatMap(([file, ids]) => {
+    const runs = readTraceFile(file, (h) => ids.has(h.run_id) || ids.has(String(h.options.oracle_for))).runs;
+    return oracleVerdicts(runs, analyzeTrace(runs, { tol }), oracleTol);
+  });
+  if (values.json) console.log(JSON.stringify({ ...toJson(a.rows, a.problems), kv_checks: a.kvChecks, oracle }, null, 2));
+  else {
+    const extra = [...a.kvChecks.map((c) => formatKvCheck(c.prompt, c.exp, c)), ...(oracle.length ? [formatOracle(oracle)] : [])];
+    console.log([formatAnalysis(a), ...extra].join('\n'));
+  }
+  if (values.stats) {
+    const st = a.stats;
+    console.error(
+      statsLine('analyze', t0, [
+        `${st.files} file(s), ${mb(st.bytes)} of JSONL (${st.lines} lines, ${st.runs} runs, ${st.records} records)`,
+        `${mb(st.row_bytes_read)} of rows (${st.rows_read} rows, ${st.pairs} pairs)`,
+      ]),
+    );
+  }
+  return analysisExitCode(a);
+}
+
+function parseTolPoint(v: string): Partial<Record<Point, number>> {
+  const names = [...POINTS, ...Object.keys(POINT_ALIASES)];
+  const what = `allowed: POINT=BOUND items, comma-separated, POINT one of ${names.join(', ')}`;
+  const l = splitList(v, what);
+  if ('error' in l) throw new UsageError(`--tol-point: ${l.error}`);
+  if (l.items.length === 0) throw new UsageError(`--tol-point: empty list (${what})`);
+  const out: Partial<Record<Point, number>> = {};
+  for (const item of l.items) {
+    const m = /^([a-z_0-9]+)=(.+)$/.exec(item);
+    if (!m) throw new UsageError(`--tol-point: '${item}' is not POINT=BOUND (${what})`);
+    const p = (POINTS as readonly string[]).includes(m[1]!) ? (m[1] as Point) : POINT_ALIASES[m[1]!];
+    if (!p) throw new UsageError(`--tol-point: unknown point '${m[1]}' (allowed: ${names.join(', ')})`);
+    out[p] = bound(`--tol-point ${m[1]}`, m[2]!);
+  }
+  return out;
+}
+
+/** Returns the exit code: 1 beyond tolerance, 3 a run did not finish. */
+function compareCommand(argv: string[]): number {
+  const t0 = performance.now();
+  const { values, positionals } = parse(argv, {
+    tol: { type: 'string' },
+    'tol-point': { type: 'string' },
+    run: { type: 'string', multiple: true },
+    json: { type: 'boolean' },
+    stats: { type: 'boolean' },
+    help: { type: 'boolean' },
+  });
+  if (values.help) {
+    console.log(COMPARE_HELP);
+    return 0;
+  }
+  if (positionals.length !== 2) {
+    throw new UsageError(`compare: give two trace files, BASE.jsonl TEST.jsonl (got ${positionals.length}; see --help)`);
+  }
+  const tol = values.tol === undefined ? undefined : bound('--tol', values.tol);
+  const tolPoint = values['tol-point'] === undefined ? undefined : parseTolPoint(values['tol-point']);
+  const r = compareFiles(String(positionals[0]), String(positionals[1]), { tol, tolPoint, runs: values.run });
+  console.log(values.json ? JSON.stringify(r, null, 2) : formatCompare(r));
+  if (values.stats) {
+    console.error(statsLine('compare', t0, [`${r.pairs.length} pairs`, `${mb(r.stats.row_bytes_read)} of rows (${r.stats.rows_read} rows)`]));
+  }
+  return r.exit;
 }
 
 /** Returns the exit code: 1 when a case missed. */
-function selftestCommand(argv: string[]): number {
+async function selftestCommand(argv: string[]): Promise<number> {
+  const { resolveSelftestOptions, SELFTEST_OPTIONS } = await import('../options.js');
+  const { formatSelftest, listFaults, runSelftest } = await import('../selftest.js');
   const { values, positionals } = parseSpecs(argv, SELFTEST_OPTIONS);
   if (values.help) {
-    console.log(SELFTEST_HELP);
+    console.log(selftestHelp(SELFTEST_OPTIONS));
     return 0;
   }
   if (positionals.length) throw new UsageError(`unexpected argument '${positionals[0]}' (see --help)`);
@@ -137,14 +262,15 @@ function selftestCommand(argv: string[]): number {
   return r.failed > 0 ? 1 : 0;
 }
 
-const COMMANDS = ['trace', 'analyze', 'selftest'];
+const COMMANDS = ['trace', 'analyze', 'compare', 'selftest'];
 
-function main(argv: string[]): number {
+async function main(argv: string[]): Promise<number> {
   const [cmd, ...rest] = argv;
   try {
-    if (cmd === 'trace') traceCommand(rest);
-    else if (cmd === 'analyze') analyzeCommand(rest);
-    else if (cmd === 'selftest') return selftestCommand(rest);
+    if (cmd === 'trace') await traceCommand(rest);
+    else if (cmd === 'analyze') return analyzeCommand(rest);
+    else if (cmd === 'compare') return compareCommand(rest);
+    else if (cmd === 'selftest') return await selftestCommand(rest);
     else if (cmd === undefined || cmd === '--help' || cmd === 'help') console.log(`usage: greta <${COMMANDS.join('|')}> [options]; --help on each`);
     else throw new UsageError(`unknown command '${cmd}' (allowed: ${COMMANDS.join(', ')})`);
     return 0;
@@ -160,4 +286,4 @@ function main(argv: string[]): number {
   }
 }
 
-process.exitCode = main(process.argv.slice(2));
+process.exitCode = await main(process.argv.slice(2));
