@@ -6,10 +6,9 @@ import { execFileSync, spawnSync } from 'node:child_process';
 import { copyFileSync, readFileSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { beforeAll, describe, expect, it } from 'vitest';
-import { compareRows } from '../src/analyze/analyze.js';
+import { analyzeRuns, compareRows } from '../src/analyze/analyze.js';
 import { loadTraceFile, readRow, type TraceRun } from '../src/analyze/load.js';
 import { oracleVerdicts } from '../src/analyze/oracle.js';
-import { analyzeRuns } from '../src/analyze/analyze.js';
 import { SYNTHETIC_MODELS } from '../src/model/models.js';
 import { createBackend } from '../src/native.js';
 import { LLAMA3_TOKENIZER } from '../src/tokenizer.js';
@@ -24,6 +23,11 @@ const hasTorch = spawnSync(PY, ['-c', 'import torch, numpy'], { stdio: 'ignore' 
 if (!hasTorch) {
   console.warn(`emitter tests skipped: ${PY} cannot import torch and numpy (apt-get install --no-install-recommends python3-torch)`);
 }
+
+// .ci/run installs python3-torch: in CI a skip would hide the emitter's tests, so it fails instead.
+it.runIf(!hasTorch && !!process.env.CI)('CI has PyTorch for the emitter tests', () => {
+  expect.fail(`${PY} cannot import torch and numpy; .ci/run installs python3-torch`);
+});
 
 // The points a module hook can see (emit_trace.HOOK_POINTS).
 const POINTS = 'x_in,v,attn_out,wo_out,x_after_attn,ffn_norm,gate,up,act,mlp_out,x_out,final_norm,lm_head_in,logits';
