@@ -37,6 +37,32 @@ SHAPES = {
 }
 
 
+def llama_config(shape):
+    """A Llama 3 LlamaConfig (vocabulary, RoPE theta and scaling) at one of SHAPES."""
+    return LlamaConfig(vocab_size=128256, rms_norm_eps=1e-5, rope_theta=500000.0, max_position_embeddings=8192,
+                       rope_scaling=dict(rope_type="llama3", factor=8.0, low_freq_factor=1.0, high_freq_factor=4.0,
+                                         original_max_position_embeddings=8192),
+                       tie_word_embeddings=False, attention_bias=False, mlp_bias=False, **SHAPES[shape])
+
+
+def build_checkpoint(shape, dtype, work):
+    """A random-weight LlamaForCausalLM saved with save_pretrained in WORK/llama-SHAPE (reused when there)."""
+    ckpt = os.path.join(work, f"llama-{shape}")
+    if not os.path.exists(os.path.join(ckpt, "config.json")):
+        torch.manual_seed(0)
+        model = LlamaForCausalLM(llama_config(shape)).to(getattr(torch, dtype))
+        # Norm gains near 1 but not 1, so the trace would notice a norm weight read wrongly.
+        with torch.no_grad():
+            for name, p in model.named_parameters():
+                if name.endswith("norm.weight"):
+                    p.uniform_(0.9, 1.1)
+        model.save_pretrained(ckpt, safe_serialization=True)
+        # Gone before the trace starts, so the host memory it reports is its own.
+        del model
+        gc.collect()
+    return ckpt
+
+
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--shape", choices=sorted(SHAPES), default="small")
@@ -51,26 +77,11 @@ def main() -> int:
     ap.add_argument("--workdir", default=None)
     args = ap.parse_args()
 
-    torch.manual_seed(0)
     torch.backends.cuda.matmul.allow_tf32 = False
     torch.backends.cudnn.allow_tf32 = False
-    cfg = LlamaConfig(vocab_size=128256, rms_norm_eps=1e-5, rope_theta=500000.0, max_position_embeddings=8192,
-                      rope_scaling=dict(rope_type="llama3", factor=8.0, low_freq_factor=1.0, high_freq_factor=4.0,
-                                        original_max_position_embeddings=8192),
-                      tie_word_embeddings=False, attention_bias=False, mlp_bias=False, **SHAPES[args.shape])
+    cfg = llama_config(args.shape)
     work = args.workdir or tempfile.mkdtemp(prefix="greta-oracle-")
-    ckpt = os.path.join(work, f"llama-{args.shape}")
-    if not os.path.exists(os.path.join(ckpt, "config.json")):
-        model = LlamaForCausalLM(cfg).to(getattr(torch, args.dtype))
-        # Norm gains near 1 but not 1, so the trace would notice a norm weight read wrongly.
-        with torch.no_grad():
-            for name, p in model.named_parameters():
-                if name.endswith("norm.weight"):
-                    p.uniform_(0.9, 1.1)
-        model.save_pretrained(ckpt, safe_serialization=True)
-        # Gone before the trace starts, so the host memory it reports is its own.
-        del model
-        gc.collect()
+    ckpt = build_checkpoint(args.shape, args.dtype, work)
 
     out = os.path.join(work, "trace.jsonl")
     for f in (out, out[: -len(".jsonl")] + ".rows.bin"):
