@@ -115,6 +115,15 @@ describe.skipIf(!hasTorch)('a PyTorch Llama traced by scripts/emit_trace.py', ()
     }
   });
 
+  it('greta compare: ours against the emitter, every pair within the default fp32 bounds of different engines (exit 0)', () => {
+    const r = spawnSync(process.execPath, [join(packageRoot(), 'dist', 'cli', 'main.js'), 'compare', '--json', oursFile, pyFile], { encoding: 'utf8' });
+    expect(r.status, r.stderr).toBe(0);
+    const j = JSON.parse(r.stdout) as { exact: boolean; first_beyond: unknown; pairs: unknown[] };
+    expect(j.exact).toBe(false);
+    expect(j.first_beyond).toBeNull();
+    expect(j.pairs).toHaveLength(py.stages.length);
+  });
+
   it("greta analyze reads it: E1 through PyTorch's own KV cache, E0 departing at layer 0 x_in by construction", () => {
     const { rows } = analyzeCli(pyFile);
     const e1 = rows.find((r) => r.exp === 'E1')!;
