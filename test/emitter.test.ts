@@ -10,7 +10,7 @@ import { analyzeRuns, compareRows } from '../src/analyze/analyze.js';
 import { loadTraceFile, readRow, type TraceRun } from '../src/analyze/load.js';
 import { oracleVerdicts } from '../src/analyze/oracle.js';
 import { SYNTHETIC_MODELS } from '../src/model/models.js';
-import { createBackend } from '../src/native.js';
+import { createBackend, packageRoot } from '../src/native.js';
 import { LLAMA3_TOKENIZER } from '../src/tokenizer.js';
 import type { StageRecord } from '../src/trace/schema.js';
 import { exportWeights, writeHfDir } from './hf-model.js';
@@ -116,12 +116,13 @@ describe.skipIf(!hasTorch)('a PyTorch Llama traced by scripts/emit_trace.py', ()
   });
 
   it('greta compare: ours against the emitter, every pair within the default fp32 bounds of different engines (exit 0)', () => {
-    const r = spawnSync(process.execPath, [join(packageRoot(), 'dist', 'cli', 'main.js'), 'compare', '--json', oursFile, pyFile], { encoding: 'utf8' });
+    const r = spawnSync(process.execPath, [join(packageRoot(), 'dist', 'cli', 'main.js'), 'compare', '--json', oursFile, pyFile], { encoding: 'utf8', maxBuffer: 1 << 28 });
     expect(r.status, r.stderr).toBe(0);
-    const j = JSON.parse(r.stdout) as { exact: boolean; first_beyond: unknown; pairs: unknown[] };
-    expect(j.exact).toBe(false);
-    expect(j.first_beyond).toBeNull();
+    const j = JSON.parse(r.stdout) as { mode: string; first: unknown; pairs: unknown[]; only_base: unknown[]; only_test: unknown[] };
+    expect(j.mode).toBe('fp32');
+    expect(j.first).toBeNull();
     expect(j.pairs).toHaveLength(py.stages.length);
+    expect(j.only_test).toEqual([]);
   });
 
   it("greta analyze reads it: E1 through PyTorch's own KV cache, E0 departing at layer 0 x_in by construction", () => {
