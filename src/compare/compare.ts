@@ -18,23 +18,29 @@ import type { Exp, StageRecord } from '../trace/schema.js';
  *   x_in 1.26e-6, attn_out 7.04e-7, wo_out 7.71e-7, x_after_attn 1.25e-6,
  *   ffn_norm 1.25e-6, mlp_out 2.56e-6, x_out 1.26e-6, final_norm 1.20e-6,
  *   lm_head_in 1.20e-6, logits 1.20e-6.
- * Each bound is 10x its worst, rounded up to a 1-2-5 step: fp32 error grows
- * with depth and width, and at Llama-3-8B shapes our fp32 trace is 1.0e-5
- * from fp64 at worst (docs/oracle-results.md), inside the residual bounds.
+ * fp32 error grows with depth and width. At Llama-3-8B shapes (H100, hip
+ * against transformers' fp32 forward of the same bf16 checkpoint, p4_sys, E1
+ * and E0, every layer: scripts/gpu/emitter_transformers.py) two fp32 engines
+ * were at most: x_in 1.19e-5, v 1.17e-5, attn_out 1.93e-5, wo_out 1.90e-5,
+ * x_after_attn 1.19e-5, ffn_norm 1.19e-5, gate 1.19e-5, up 1.22e-5, act
+ * 1.73e-5, mlp_out 1.71e-5, x_out 1.21e-5, final points 1.21e-5; and our
+ * fp32 trace is 1.0e-5 from fp64 at worst (docs/oracle-results.md). Each
+ * bound is the larger of 10x the small-shape worst and 2.5x the 8B-shape
+ * worst, rounded up to a 1-2-5 step: 5e-5 for every point.
  */
 export const FP32_REL_L2: Readonly<Partial<Record<Point, number>>> = {
-  x_in: 2e-5,
-  attn_out: 1e-5,
-  wo_out: 1e-5,
-  x_after_attn: 2e-5,
-  ffn_norm: 2e-5,
+  x_in: 5e-5,
+  attn_out: 5e-5,
+  wo_out: 5e-5,
+  x_after_attn: 5e-5,
+  ffn_norm: 5e-5,
   mlp_out: 5e-5,
-  x_out: 2e-5,
-  final_norm: 2e-5,
-  lm_head_in: 2e-5,
-  logits: 2e-5,
+  x_out: 5e-5,
+  final_norm: 5e-5,
+  lm_head_in: 5e-5,
+  logits: 5e-5,
 };
-/** Points without a measured bound (sub-stage points added later): the loosest measured one. */
+/** Points without a measured bound (scores, probs): the loosest measured one. */
 export const FP32_REL_L2_OTHER = Math.max(...Object.values(FP32_REL_L2));
 
 /** Exit codes of `greta compare`. */
