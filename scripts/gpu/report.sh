@@ -23,7 +23,9 @@ scripts/gpu/report.sh results $DATE > docs/gpu-results.md
 
 ## E1 on the GPU: prefill_last vs decode0, every layer and point
 
-From \`test:gpu\` (32 layers x 7 points + 3 final points = 227 pairs per prompt):
+From \`test:gpu\` (32 layers x 7 points + 3 final points = 227 pairs per prompt; then every
+sub-stage point too: q, k, v, gate, up, act, and scores, probs and pv per head, all 4 heads at
+small width, heads 0, 7 and 31 at Llama-3-8B shape):
 
 \`\`\`
 $(grep -E "^synthetic|first_mismatch=" "$D/test-gpu.log")
