@@ -184,7 +184,8 @@ export function runSelftest(opts: SelftestOptions, log: (line: string) => void =
 
 const fmtWhere = (w: Where | null) =>
   w === null ? 'no data' : w.point === 'NONE' ? 'NONE' : `${w.layer === null ? 'final' : `layer ${w.layer}`} ${w.point}`;
-const fmtNum = (v: number | null) => (v === null ? '-' : v === 0 ? '0' : v.toExponential(3));
+// Infinite: the rows differ in width (e.g. decode attends to one key fewer), not in value.
+const fmtNum = (v: number | null) => (v === null ? '-' : v === 0 ? '0' : v === Infinity ? 'widths differ' : v.toExponential(3));
 const fmtKv = (k: KvRow | null) => (k === null ? 'no data' : k.layer === null ? 'equal' : `layer ${k.layer} pos ${k.position}`);
 
 export function formatSelftest(r: SelftestResult): string {

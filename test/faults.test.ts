@@ -93,6 +93,14 @@ describe('selftest on cpu, synthetic:tiny, p4_sys', () => {
     expect(kv('lm_head_shift')).toEqual({ layer: null, position: null });
   });
 
+  it('a decode row that attends to one key fewer differs in width: the note says so', () => {
+    const runs = loadTraceFile(out).filter((x) => x.header.options.fault === 'kv_length@2');
+    const [row] = analyzeRuns(runs);
+    const first = row!.comparisons.find((c) => !c.equal)!;
+    expect(first).toMatchObject({ layer: 2, point: 'scores', head: 0, widths: { prefill_last: 60, decode0: 59 } });
+    expect(formatTable([row!])).toContain('first mismatch at layer 2 scores head 0: rows of different widths, prefill_last 60 and decode0 59');
+  });
+
   it('the header names the planted fault and the analyzer reports it', () => {
     const runs = loadTraceFile(out).filter((x) => x.header.options.fault === 'wo_layout@30');
     expect(runs.length).toBe(1);

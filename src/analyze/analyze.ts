@@ -44,6 +44,8 @@ export interface Comparison {
   mae: number;
   max_abs: number;
   rel_l2: number;
+  /** Row widths when they differ (a decode row attending to another number of keys); the metrics are then infinite. */
+  widths?: { prefill_last: number; decode0: number };
   prefill_last: PhaseSide;
   decode0: PhaseSide;
 }
@@ -175,11 +177,15 @@ function analyzeOne(run: TraceRun, g: Group, opts: AnalyzeOptions): ReportRow {
   for (const [k, a] of base) {
     const b = test.get(k);
     if (!b) continue;
-    // Two rows at a time: read, measure, drop.
-    const m: RowMetrics = compareRows(run.rows.readInto(a, ROW_A), run.rows.readInto(b, ROW_B));
-    const equal = opts.tol === 0 ? a.hash === b.hash && m.max_abs === 0 : m.mae <= opts.tol;
+    const width = (r: StageRecord) => r.shape.reduce((x, y) => x * y, 1);
+    const [wa, wb] = [width(a), width(b)];
+    // Two rows at a time: read, measure, drop. Rows of different widths differ by shape alone.
+    const m: RowMetrics =
+      wa === wb ? compareRows(run.rows.readInto(a, ROW_A), run.rows.readInto(b, ROW_B)) : { mae: Infinity, max_abs: Infinity, rel_l2: Infinity, cosine: 0 };
+    const equal = wa === wb && (opts.tol === 0 ? a.hash === b.hash && m.max_abs === 0 : m.mae <= opts.tol);
     comparisons.push({
       layer: a.layer, point: a.point, head: headOf(a), equal, mae: m.mae, max_abs: m.max_abs, rel_l2: m.rel_l2,
+      ...(wa !== wb ? { widths: { prefill_last: wa, decode0: wb } } : {}),
       prefill_last: side(a), decode0: side(b),
     });
   }
@@ -413,8 +419,11 @@ export function formatTable(rows: ReportRow[], problems: string[] = []): string 
     } else {
       const pos = (s: PhaseSide) => `token ${s.token_id} index ${s.token_index} pos ${s.pos_id} seq_len ${s.seq_len}`;
       notes.push(
-        `${r.prompt} ${r.exp}: first mismatch at ${where(c)}: mae ${fmt(c.mae)}, max_abs ${fmt(c.max_abs)}, ` +
-          `rel_l2 ${fmt(c.rel_l2)}; ${BASE_PHASE} ${pos(c.prefill_last)}; ${TEST_PHASE} ${pos(c.decode0)}`,
+        `${r.prompt} ${r.exp}: first mismatch at ${where(c)}: ` +
+          (c.widths
+            ? `rows of different widths, ${BASE_PHASE} ${c.widths.prefill_last} and ${TEST_PHASE} ${c.widths.decode0} (another number of keys or heads)`
+            : `mae ${fmt(c.mae)}, max_abs ${fmt(c.max_abs)}, rel_l2 ${fmt(c.rel_l2)}`) +
+          `; ${BASE_PHASE} ${pos(c.prefill_last)}; ${TEST_PHASE} ${pos(c.decode0)}`,
       );
     }
     if (r.unpaired.length) notes.push(`${r.prompt} ${r.exp}: traced in one phase only: ${r.unpaired.join(', ')}`);
