@@ -210,13 +210,18 @@ describe(`${hip.name} ops on ${hip.device}`, () => {
     });
   }
 
-  it('attention options (the faults\' scale and key splits) against the oracle; decode row = causal row', () => {
-    const [H, KVH, hd, keys] = [32, 8, 128, 205];
+  /** Llama-3-8B heads over 205 keys, the last 3 rows as queries, on both backends. */
+  function attentionInputs() {
+    const [H, KVH, hd, keys, M] = [32, 8, 128, 205, 3];
     const [kh, ko] = pair([keys, KVH * hd], 'act');
     const [vh, vo] = pair([keys, KVH * hd], 'act');
-    const M = 3;
     const [qh, qo] = pair([M, H * hd], 'act');
     const pos = Int32Array.from({ length: M }, (_, i) => keys - M + i);
+    return { H, KVH, hd, M, kh, ko, vh, vo, qh, qo, pos };
+  }
+
+  it('attention options (the faults\' scale and key splits) against the oracle; decode row = causal row', () => {
+    const { H, KVH, hd, M, kh, ko, vh, vo, qh, qo, pos } = attentionInputs();
     for (const opts of [{ scale: 0.25 }, { keyChunk: 16 }, { keyChunk: 32 }, { keyChunk: 64 }]) {
       const g = guarded(hip, M, H * hd);
       hip.attention(g.out, qh, kh, vh, pos, H, KVH, hd, opts);
@@ -231,12 +236,7 @@ describe(`${hip.name} ops on ${hip.device}`, () => {
   });
 
   it('attentionProbe: pv is the fused row bit for bit (decode split and causal rows, every option); scores and probs against the oracle', () => {
-    const [H, KVH, hd, keys] = [32, 8, 128, 205];
-    const [kh, ko] = pair([keys, KVH * hd], 'act');
-    const [vh, vo] = pair([keys, KVH * hd], 'act');
-    const M = 3;
-    const [qh, qo] = pair([M, H * hd], 'act');
-    const pos = Int32Array.from({ length: M }, (_, i) => keys - M + i);
+    const { H, KVH, hd, M, kh, ko, vh, vo, qh, qo, pos } = attentionInputs();
     for (const opts of [undefined, { scale: 0.25 }, { keyChunk: 16 }, { keyChunk: 32 }]) {
       const all = hip.alloc('f32', [M, H * hd]);
       hip.attention(all, qh, kh, vh, pos, H, KVH, hd, opts);
