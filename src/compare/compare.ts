@@ -174,13 +174,15 @@ export function pairLabel(r: { prompt: string; exp: string; phase: string; layer
 const phaseRank = (ph: string) => (ph === 'prefill_last' ? -1 : Number(ph.slice('decode'.length)));
 
 /** Picks the run of a file: the one there is, or the one --run names. */
-function pickRun(f: TraceFile, role: string, ids: string[], taken?: string): TraceRun {
+function pickRun(f: TraceFile, role: string, ids: string[], oracles: ReadonlySet<string>, taken?: string): TraceRun {
   const all = f.runIds;
   if (all.length === 0) throw new UsageError(`${role} '${f.path}' holds no run (no header record)`);
   const named = ids.find((id) => all.includes(id) && id !== taken);
   if (named !== undefined) return f.runs.find((r) => r.header.run_id === named)!;
-  // A file of one run given twice compares that run with itself.
-  const left = all.length === 1 ? all : all.filter((id) => id !== taken);
+  // A file of one run given twice compares that run with itself; an oracle run (--oracle) is
+  // picked only when named.
+  const own = all.filter((id) => !oracles.has(id));
+  const left = own.length === 1 ? own : own.filter((id) => id !== taken);
   if (left.length === 1) return f.runs.find((r) => r.header.run_id === left[0])!;
   throw new UsageError(`--run: ${role} '${f.path}' holds ${all.length} runs; name one (runs: ${all.join(', ')})`);
 }
@@ -356,9 +358,16 @@ export function compareFiles(basePath: string, testPath: string, opts: CompareOp
   const ids = opts.runs ?? [];
   // Only the runs that may be picked keep their records: those named, and a file's
   // first (its only one, when it has one), or first two when it is BASE and TEST.
+  const oracles = new Set<string>();
   const keep = (unnamed: number) => {
     let seen = 0;
-    return (h: { run_id: string }) => seen++ < unnamed || ids.includes(h.run_id);
+    return (h: { run_id: string; options: Record<string, unknown> }) => {
+      if (h.options.oracle_for !== undefined) {
+        oracles.add(h.run_id);
+        return ids.includes(h.run_id);
+      }
+      return seen++ < unnamed || ids.includes(h.run_id);
+    };
   };
   const same = resolve(basePath) === resolve(testPath);
   const bf = readTraceFile(basePath, keep(same ? 2 : 1));
@@ -369,8 +378,8 @@ export function compareFiles(basePath: string, testPath: string, opts: CompareOp
   if (unknown !== undefined) {
     throw new UsageError(`--run: no run '${unknown}' in BASE or TEST (runs: ${[...known].join(', ') || 'none'})`);
   }
-  const base = pickRun(bf, 'BASE', ids);
-  const test = pickRun(tf, 'TEST', ids.filter((id) => id !== base.header.run_id), bf === tf ? base.header.run_id : undefined);
+  const base = pickRun(bf, 'BASE', ids, oracles);
+  const test = pickRun(tf, 'TEST', ids.filter((id) => id !== base.header.run_id), oracles, bf === tf ? base.header.run_id : undefined);
   const r = compareRuns(base, test, opts);
   for (const f of bf === tf ? [bf] : [bf, tf]) {
     if (f.orphanCutLine !== undefined) r.notes.push(`${f.path}:${f.orphanCutLine} is cut short and belongs to no run read`);
