@@ -105,6 +105,20 @@ export interface Backend {
   summarize(x: Tensor, row: number, sample: number[]): RowSummary;
 }
 
+/**
+ * Runs fn on a view of rows of t and frees the view after: a view holds its
+ * parent's storage until freed, and a finalizer only runs when the event loop
+ * turns, so views made in a loop of runs would keep whole activations alive.
+ */
+export function withRows<T>(t: Tensor, start: number, count: number, fn: (view: Tensor) => T): T {
+  const view = t.rows(start, count);
+  try {
+    return fn(view);
+  } finally {
+    view.free();
+  }
+}
+
 interface Addon {
   Backend: new (kind: string) => Backend;
   backendKinds: string[];

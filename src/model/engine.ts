@@ -3,7 +3,7 @@
 // -> rmsnorm -> swiglu -> residual, then final norm and classifier. Each
 // `at` call is a trace point; prefill and decode run this same code. A
 // planted fault (src/faults.ts) acts at a trace point of decode calls only.
-import type { AttentionOptions, Backend, Tensor } from '../native.js';
+import { withRows, type AttentionOptions, type Backend, type Tensor } from '../native.js';
 import { HEAD_POINTS, type Point } from '../trace/points.js';
 import type { LlamaConfig } from './config.js';
 import { ropeInvFreq } from './rope.js';
@@ -170,7 +170,7 @@ export class Engine {
     };
 
     b.embedding(x, w.embed, Int32Array.from(ids));
-    tap?.input?.(x.rows(last, 1), info);
+    if (tap?.input) withRows(x, last, 1, (row) => tap.input!(row, info));
 
     for (let l = 0; l < cfg.num_hidden_layers; l++) {
       const lw = w.layers[l]!;
@@ -191,7 +191,9 @@ export class Engine {
         b.kvWrite(cache.v[l]!, v, kv.write);
       }
       b.attention(att, q, cache.k[l]!, cache.v[l]!, kv.read, cfg.num_attention_heads, cfg.num_key_value_heads, cfg.head_dim, kv.opts);
-      if (tap && HEAD_POINTS.some((p) => tap.wants(l, p))) this.probeAttention(tap, l, q.rows(last, 1), cache, kv.read[last]!, kv.opts, info);
+      if (tap && HEAD_POINTS.some((p) => tap.wants(l, p))) {
+        withRows(q, last, 1, (qRow) => this.probeAttention(tap, l, qRow, cache, kv.read[last]!, kv.opts, info));
+      }
       at(l, 'attn_out', att);
 
       b.matmul(wo, att, lw.wo);
@@ -224,7 +226,7 @@ export class Engine {
     b.matmul(logits, fin, w.lmHead);
     at(null, 'logits', logits, 0);
 
-    for (const t of [x, x2, xb, q, k, v, att, wo, gate, up, mlp, fin]) t.free();
+    for (const t of [x, x2, xb, q, k, v, att, wo, gate, up, mlp, xl, fin]) t.free();
     const top1 = b.topk(logits, 1).ids[0]!;
     return { logits, top1 };
   }

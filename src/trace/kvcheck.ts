@@ -5,7 +5,7 @@
 // through its effect on attn_out.
 import type { LlamaConfig } from '../model/config.js';
 import type { KVCache } from '../model/engine.js';
-import type { Backend } from '../native.js';
+import { withRows, type Backend } from '../native.js';
 import type { KvCheck } from './schema.js';
 
 type Rows = Float32Array | Float64Array;
@@ -19,7 +19,7 @@ export function checkKvCache(b: Backend, cfg: LlamaConfig, test: KVCache, ref: K
   let differing = 0;
   const layers = new Set<number>();
   for (let l = 0; l < cfg.num_hidden_layers; l++) {
-    const [tk, tv, rk, rv] = [test.k[l]!, test.v[l]!, ref.k[l]!, ref.v[l]!].map((t) => b.download(t.rows(0, positions)) as Rows);
+    const [tk, tv, rk, rv] = [test.k[l]!, test.v[l]!, ref.k[l]!, ref.v[l]!].map((t) => withRows(t, 0, positions, (v) => b.download(v)) as Rows);
     for (let p = 0; p < positions; p++) {
       for (let h = 0; h < kvHeads; h++) {
         for (const [tensor, t, r] of [['k', tk!, rk!], ['v', tv!, rv!]] as const) {

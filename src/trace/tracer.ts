@@ -1,7 +1,7 @@
 // StageTrace: turns activations at trace points into JSONL records. The
 // backend computes stats, hash and sample; the full row is copied once to the
 // sidecar so the analyzer's errors are exact.
-import type { Backend, Tensor } from '../native.js';
+import { withRows, type Backend, type Tensor } from '../native.js';
 import type { Tap, TapInfo } from '../model/engine.js';
 import type { Point } from './points.js';
 import { toJsonNumber, type Exp, type StageRecord } from './schema.js';
@@ -71,7 +71,7 @@ export class StageTracer {
     const width = t.shape[1]!;
     const indices = sampleIndices(width);
     const s = b.summarize(t, row, indices);
-    const data = b.download(t.rows(row, 1)) as Float32Array | Float64Array;
+    const data = withRows(t, row, 1, (v) => b.download(v)) as Float32Array | Float64Array;
     const rec: StageRecord = {
       type: 'stage',
       ...this.position(ctx, info),
@@ -87,7 +87,7 @@ export class StageTracer {
     };
     if (point === 'logits') {
       const k = Math.min(this.sel.topk, width);
-      const top = b.topk(t.rows(row, 1), k);
+      const top = withRows(t, row, 1, (v) => b.topk(v, k));
       rec.topk = { ids: Array.from(top.ids), values: Array.from(top.values, toJsonNumber) };
     }
     this.writer.write(rec);
