@@ -245,6 +245,27 @@ describe('greta selftest', () => {
   });
 });
 
+describe('npm run bench: bad input', () => {
+  const bench = (args: string[]) => spawnSync(process.execPath, [join(packageRoot(), 'dist', 'bench', 'main.js'), ...args], { encoding: 'utf8' });
+  for (const [args, re] of [
+    [['--bogus'], /^gretacore: bench: Unknown option '--bogus' \(see --help\)$/],
+    [['--reps', '0'], /^gretacore: --reps: '0' is not an integer >= 1$/],
+    [['--backend', 'tpu'], /^gretacore: --backend: unknown backend 'tpu' \(allowed: auto, cpu, cpu-fp64, hip\)$/],
+  ] as const) {
+    it(`${args.join(' ')}: one line, exit 2, nothing measured`, () => {
+      const r = bench([...args]);
+      expect(r.status).toBe(2);
+      expect(r.stdout).toBe('');
+      expect(r.stderr.trim().split('\n')).toEqual([expect.stringMatching(re)]);
+    });
+  }
+  it('--help documents the options', () => {
+    const r = bench(['--help']);
+    expect(r.status).toBe(0);
+    for (const f of ['--backend', '--reps', '--help']) expect(r.stdout).toContain(f + ' ');
+  });
+});
+
 describe('interrupted run', () => {
   it('a killed trace leaves only whole lines, each with its row on disk', async () => {
     const dir = tempDir();

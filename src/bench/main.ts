@@ -230,17 +230,42 @@ function loadBench(b: Backend, reps: number): void {
   }
 }
 
-const { values } = parseArgs({
-  options: { reps: { type: 'string', default: '7' }, backend: { type: 'string', default: 'auto' } },
-});
-const reps = Number(values.reps);
-if (!Number.isInteger(reps) || reps < 1) {
-  console.error(`gretacore: --reps: '${values.reps}' is not an integer >= 1`);
+const HELP = [
+  'usage: npm run bench -- [--backend auto|cpu|cpu-fp64|hip] [--reps N]',
+  '',
+  'Medians of the ops at Llama-3-8B row shapes, of weight loading and of whole forward',
+  'passes (synthetic:tiny, and synthetic:llama3-8b on hip), each against a baseline',
+  'measured in the same process; a decode step with a planted fault and after it.',
+  '',
+  '  --backend <b>  auto (default), cpu, cpu-fp64, hip',
+  '  --reps <n>     samples per median (default 7)',
+  '  --help         this text',
+  '',
+  'Exit codes: 0 ok, 1 a run failed, 2 bad input.',
+].join('\n');
+
+function usage(message: string): never {
+  console.error(`gretacore: ${message}`);
   process.exit(2);
 }
+
+let values: { reps?: string; backend?: string; help?: boolean };
+try {
+  ({ values } = parseArgs({
+    options: { reps: { type: 'string', default: '7' }, backend: { type: 'string', default: 'auto' }, help: { type: 'boolean' } },
+    strict: true,
+  }));
+} catch (e) {
+  usage(`bench: ${(e as Error).message.split('\n')[0]!.replace(/\. To specify.*$/, '')} (see --help)`);
+}
+if (values.help) {
+  console.log(HELP);
+  process.exit(0);
+}
+const reps = Number(values.reps);
+if (!/^\d+$/.test(values.reps ?? '') || reps < 1) usage(`--reps: '${values.reps}' is not an integer >= 1`);
 if (values.backend !== 'auto' && !(BACKEND_KINDS as readonly string[]).includes(values.backend!)) {
-  console.error(`gretacore: --backend: unknown backend '${values.backend}' (allowed: auto, ${BACKEND_KINDS.join(', ')})`);
-  process.exit(2);
+  usage(`--backend: unknown backend '${values.backend}' (allowed: auto, ${BACKEND_KINDS.join(', ')})`);
 }
 const kind = resolveBackendKind(values.backend as BackendKind | 'auto');
 opBench(createBackend(kind), reps);
