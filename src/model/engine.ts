@@ -2,7 +2,8 @@
 // embed, then per layer rmsnorm -> qkv -> rope -> attention -> wo -> residual
 // -> rmsnorm -> swiglu -> residual, then final norm and classifier. Each
 // `at` call is a trace point; prefill and decode run this same code. A
-// planted fault (src/faults.ts) acts at a trace point of decode calls only.
+// planted fault (src/faults.ts) acts on decode calls only: on the token
+// embedded, on where K/V are written and read, or at a trace point.
 import { withRows, type AttentionOptions, type Backend, type Tensor } from '../native.js';
 import { HEAD_POINTS, type Point } from '../trace/points.js';
 import type { LlamaConfig } from './config.js';
