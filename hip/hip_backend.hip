@@ -152,9 +152,14 @@ class HipBackend final : public Backend {
           "rmsnorm");
   }
 
-  void matmul(const Tensor& out, const Tensor& x, const Tensor& w) override {
-    check(greta_matmul(out.as<float>(), x.as<float>(), w.ptr(), weight_type(w, "matmul"), x.rows(), w.rows(), x.cols(), 0),
-          "matmul");
+  void matmul(const std::vector<Tensor>& outs, const Tensor& x, const Tensor& w) override {
+    GretaMatmulOuts o{};
+    int64_t end = 0;
+    for (const Tensor& t : outs) {
+      o.ptr[o.count] = t.as<float>();
+      o.end[o.count++] = end += t.cols();
+    }
+    check(greta_matmul(o, x.as<float>(), w.ptr(), weight_type(w, "matmul"), x.rows(), w.rows(), x.cols(), 0), "matmul");
   }
 
   void matmul_variant(const Tensor& out, const Tensor& x, const Tensor& w, MatmulVariant v) override {

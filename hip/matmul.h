@@ -13,7 +13,19 @@
 
 #include "common.h"
 
+// Where the N output columns go: up to GRETA_MATMUL_MAX_OUTS row-major
+// outputs side by side, out s taking columns [end[s-1], end[s]) as its own
+// [M, end[s] - end[s-1]]. A fused projection (Q, K and V from one weight of
+// their rows stacked) writes its three outputs in one launch; where a column
+// is stored never changes how it is computed.
+constexpr int GRETA_MATMUL_MAX_OUTS = 3;
+struct GretaMatmulOuts {
+  float* ptr[GRETA_MATMUL_MAX_OUTS];
+  int64_t end[GRETA_MATMUL_MAX_OUTS];
+  int count;
+};
+
 // x and w must be 16-byte aligned (device allocations and row views of them
 // are, since row strides are multiples of 8 elements when K % 8 == 0).
-hipError_t greta_matmul(float* out, const float* x, const void* w, int w_type, int64_t M, int64_t N, int64_t K,
-                        hipStream_t stream);
+hipError_t greta_matmul(const GretaMatmulOuts& out, const float* x, const void* w, int w_type, int64_t M, int64_t N,
+                        int64_t K, hipStream_t stream);

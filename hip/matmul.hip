@@ -39,7 +39,7 @@ __device__ __forceinline__ void load8(const f16* p, float (&o)[8]) {
 // weights run together, so for prefill the slice comes from HBM once and from
 // L2 for the other row tiles.
 template <typename W>
-__global__ void matmul_kernel(float* __restrict__ out, const float* __restrict__ x, const W* __restrict__ w, int64_t M,
+__global__ void matmul_kernel(GretaMatmulOuts out, const float* __restrict__ x, const W* __restrict__ w, int64_t M,
                               int64_t N, int64_t K, int64_t row_tiles) {
   const int lane = threadIdx.x % GRETA_WAVE_SIZE;
   const int64_t block = blockIdx.x;
@@ -94,17 +94,24 @@ __global__ void matmul_kernel(float* __restrict__ out, const float* __restrict__
     }
   }
 #pragma unroll
-  for (int r = 0; r < ROWS; r++)
+  for (int c = 0; c < COLS; c++) {
+    const int64_t n = n0 + c;
+    int s = 0;
+    while (s + 1 < out.count && n >= out.end[s]) s++;
+    const int64_t begin = s ? out.end[s - 1] : 0;
+    float* const col = out.ptr[s] + (n - begin);
+    const int64_t ld = out.end[s] - begin;
 #pragma unroll
-    for (int c = 0; c < COLS; c++) {
+    for (int r = 0; r < ROWS; r++) {
       const float v = wave_sum(acc[r][c]);
       // Every lane holds every sum; spread the stores over the lanes.
-      if (lane == (r * COLS + c) % GRETA_WAVE_SIZE && r < rows && c < cols) out[(m0 + r) * N + n0 + c] = v;
+      if (lane == (r * COLS + c) % GRETA_WAVE_SIZE && r < rows && c < cols) col[(m0 + r) * ld] = v;
     }
+  }
 }
 
 template <typename W>
-hipError_t launch(float* out, const float* x, const void* w, int64_t M, int64_t N, int64_t K, hipStream_t stream) {
+hipError_t launch(const GretaMatmulOuts& out, const float* x, const void* w, int64_t M, int64_t N, int64_t K, hipStream_t stream) {
   const int64_t row_tiles = (M + ROWS - 1) / ROWS;
   const int64_t col_blocks = (N + WAVES * COLS - 1) / (WAVES * COLS);
   if (row_tiles * col_blocks > 0x7fffffff) return hipErrorInvalidValue;
@@ -115,8 +122,9 @@ hipError_t launch(float* out, const float* x, const void* w, int64_t M, int64_t 
 }
 }  // namespace
 
-hipError_t greta_matmul(float* out, const float* x, const void* w, int w_type, int64_t M, int64_t N, int64_t K,
-                        hipStream_t stream) {
+hipError_t greta_matmul(const GretaMatmulOuts& out, const float* x, const void* w, int w_type, int64_t M, int64_t N,
+                        int64_t K, hipStream_t stream) {
+  if (out.count < 1 || out.count > GRETA_MATMUL_MAX_OUTS || out.end[out.count - 1] != N) return hipErrorInvalidValue;
   if (K % 8 == 0 && ((reinterpret_cast<uintptr_t>(x) | reinterpret_cast<uintptr_t>(w)) & 15) != 0)
     return hipErrorInvalidValue;  // the vector path needs 16-byte alignment; never fall back silently
   switch (w_type) {

@@ -375,11 +375,24 @@ class BackendWrap : public Napi::ObjectWrap<BackendWrap> {
     });
   }
 
+  // matmul(out | [out, ...], x, w)
   Napi::Value Matmul(const Napi::CallbackInfo& info) {
     return guarded(info.Env(), [&]() -> Napi::Value {
-      const Tensor &out = T(info, 0), &x = T(info, 1), &w = T(info, 2);
-      check_matmul(*b_, out, x, w);
-      b_->matmul(out, x, w);
+      std::vector<Tensor> outs;
+      if (info[0].IsArray()) {
+        Napi::Array a = info[0].As<Napi::Array>();
+        for (uint32_t i = 0; i < a.Length(); i++) {
+          Napi::Value v = a.Get(i);
+          if (!v.IsObject() || !v.As<Napi::Object>().InstanceOf(TensorWrap::ctor.Value()))
+            throw_js(info.Env(), "EINVAL", "matmul: outputs[" + std::to_string(i) + "] must be a Tensor");
+          outs.push_back(TensorWrap::Unwrap(v.As<Napi::Object>())->tensor(info.Env()));
+        }
+      } else {
+        outs.push_back(T(info, 0));
+      }
+      const Tensor &x = T(info, 1), &w = T(info, 2);
+      check_matmul(*b_, outs, x, w);
+      b_->matmul(outs, x, w);
       return info.Env().Undefined();
     });
   }

@@ -72,8 +72,12 @@ class Backend {
   virtual void embedding(const Tensor& out, const Tensor& table, const int32_t* ids) = 0;
   // out[m, :] = x[m, :] / sqrt(mean(x[m, :]^2) + eps) * w
   virtual void rmsnorm(const Tensor& out, const Tensor& x, const Tensor& w, double eps) = 0;
-  // out[m, n] = sum_k x[m, k] * w[n, k]
-  virtual void matmul(const Tensor& out, const Tensor& x, const Tensor& w) = 0;
+  // out[m, n] = sum_k x[m, k] * w[n, k], the N columns split over outs in
+  // order (one output, or Q, K and V from their weights stacked in one
+  // tensor): out s is [M, its share of N]. Which output a column goes to never
+  // changes how it is computed, so a fused projection equals the unfused ones
+  // bit for bit.
+  virtual void matmul(const std::vector<Tensor>& outs, const Tensor& x, const Tensor& w) = 0;
   // In place, rotate-half convention (HF Llama): pairs (i, i + head_dim/2) of
   // every head of row m rotate by pos[m] * inv_freq[i].
   virtual void rope(const Tensor& x, const int32_t* pos, const Tensor& inv_freq, int n_heads,

@@ -61,21 +61,37 @@ inline void check_rmsnorm(const Backend& b, const Tensor& out, const Tensor& x, 
   expect(eps > 0, op, "eps must be > 0, got " + std::to_string(eps));
 }
 
-inline void check_matmul(const Backend& b, const Tensor& out, const Tensor& x, const Tensor& w) {
+// Up to 3 outputs (Q, K, V of a fused projection).
+constexpr size_t MATMUL_MAX_OUTS = 3;
+
+inline void check_matmul(const Backend& b, const std::vector<Tensor>& outs, const Tensor& x, const Tensor& w) {
   const std::string op = "matmul";
-  expect_2d(out, op, "out");
+  expect(!outs.empty() && outs.size() <= MATMUL_MAX_OUTS, op,
+         "got " + std::to_string(outs.size()) + " outputs (allowed: 1 to " + std::to_string(MATMUL_MAX_OUTS) + ")");
   expect_2d(x, op, "x");
   expect_2d(w, op, "w");
-  expect_act(b, out, op, "out");
   expect_act(b, x, op, "x");
   expect_weight(w, op, "w");
   expect(x.cols() == w.cols(), op, "x " + x.describe() + " and w " + w.describe() + " differ in K");
-  expect(out.rows() == x.rows() && out.cols() == w.rows(), op,
-         "out " + out.describe() + " must be [" + std::to_string(x.rows()) + "," + std::to_string(w.rows()) + "]");
+  int64_t n = 0;
+  std::string widths;
+  for (const Tensor& out : outs) {
+    expect_2d(out, op, "out");
+    expect_act(b, out, op, "out");
+    expect(out.rows() == x.rows(), op, "out " + out.describe() + " must have " + std::to_string(x.rows()) + " rows");
+    n += out.cols();
+    widths += (widths.empty() ? "" : "+") + std::to_string(out.cols());
+  }
+  if (outs.size() == 1)
+    expect(n == w.rows(), op,
+           "out " + outs[0].describe() + " must be [" + std::to_string(x.rows()) + "," + std::to_string(w.rows()) + "]");
+  else
+    expect(n == w.rows(), op, "outputs " + widths + " wide do not add up to w " + w.describe() + "'s " +
+                                  std::to_string(w.rows()) + " rows");
 }
 
 inline void check_matmul_variant(const Backend& b, const Tensor& out, const Tensor& x, const Tensor& w, int variant) {
-  check_matmul(b, out, x, w);
+  check_matmul(b, {out}, x, w);
   expect(variant == static_cast<int>(MatmulVariant::F16_ACCUMULATE) || variant == static_cast<int>(MatmulVariant::REVERSE_K),
          "matmulVariant", "unknown variant " + std::to_string(variant));
 }

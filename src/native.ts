@@ -66,7 +66,12 @@ export interface Backend {
   fillUniform(t: Tensor, seed: bigint, scale: number, offset: number): void;
   embedding(out: Tensor, table: Tensor, ids: Int32Array): void;
   rmsnorm(out: Tensor, x: Tensor, w: Tensor, eps: number): void;
-  matmul(out: Tensor, x: Tensor, w: Tensor): void;
+  /**
+   * out = x w^T. With several outputs (at most 3) they take the product's
+   * columns in order: Q, K and V from one stacked weight in one call, each
+   * column computed exactly as alone.
+   */
+  matmul(out: Tensor | readonly Tensor[], x: Tensor, w: Tensor): void;
   matmulVariant(out: Tensor, x: Tensor, w: Tensor, variant: MatmulVariant): void;
   rope(x: Tensor, positions: Int32Array, invFreq: Tensor, nHeads: number, headDim: number): void;
   kvWrite(cache: Tensor, src: Tensor, positions: Int32Array): void;

@@ -248,10 +248,20 @@ class CpuBackend final : public Backend {
     });
   }
 
-  void matmul(const Tensor& out, const Tensor& x, const Tensor& w) override {
+  void matmul(const std::vector<Tensor>& outs, const Tensor& x, const Tensor& w) override {
     const int64_t m_len = x.rows(), k_len = x.cols(), n_len = w.rows();
     const A* xp = x.as<A>();
-    A* o = out.as<A>();
+    // Column n of the product goes to out s at column n - begin[s], stride width[s].
+    std::vector<int64_t> owner(static_cast<size_t>(n_len));
+    std::vector<int64_t> begin(outs.size());
+    for (size_t s = 0, n = 0; s < outs.size(); s++) {
+      begin[s] = static_cast<int64_t>(n);
+      for (int64_t c = 0; c < outs[s].cols(); c++) owner[n++] = static_cast<int64_t>(s);
+    }
+    auto at = [&](int64_t m, int64_t n) -> A& {
+      const size_t s = static_cast<size_t>(owner[n]);
+      return outs[s].as<A>()[m * outs[s].cols() + n - begin[s]];
+    };
     const float* f16 = f16_table();
     with_weight<A>(w, [&](auto* wp) {
       // Weight rows outer so each is read once per call, whatever M is. With
@@ -262,11 +272,11 @@ class CpuBackend final : public Backend {
         for (int64_t n = lo; n < hi; n++) {
           const auto* wn = wp + n * k_len;
           if (m_len == 1) {
-            o[n] = dot<A>(xp, wn, k_len, f16);
+            at(0, n) = dot<A>(xp, wn, k_len, f16);
             continue;
           }
           for (int64_t k = 0; k < k_len; k++) wrow[k] = load<A>(wn[k], f16);
-          for (int64_t m = 0; m < m_len; m++) o[m * n_len + n] = dot<A>(xp + m * k_len, wrow.data(), k_len, f16);
+          for (int64_t m = 0; m < m_len; m++) at(m, n) = dot<A>(xp + m * k_len, wrow.data(), k_len, f16);
         }
       });
     });

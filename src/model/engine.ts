@@ -178,9 +178,7 @@ export class Engine {
       at(l, 'x_in', x);
 
       b.rmsnorm(xb, x, lw.attnNorm, cfg.rms_norm_eps);
-      b.matmul(q, xb, lw.wq);
-      b.matmul(k, xb, lw.wk);
-      b.matmul(v, xb, lw.wv);
+      b.matmul([q, k, v], xb, lw.wqkv);
       b.rope(q, pos, this.invFreq, cfg.num_attention_heads, cfg.head_dim);
       b.rope(k, pos, this.invFreq, cfg.num_key_value_heads, cfg.head_dim);
       at(l, 'q', q);
@@ -204,9 +202,8 @@ export class Engine {
 
       b.rmsnorm(xb, x2, lw.ffnNorm, cfg.rms_norm_eps);
       at(l, 'ffn_norm', xb);
-      b.matmul(gate, xb, lw.wGate);
+      b.matmul([gate, up], xb, lw.wGateUp);
       at(l, 'gate', gate);
-      b.matmul(up, xb, lw.wUp);
       at(l, 'up', up);
       b.siluMul(gate, gate, up);
       at(l, 'act', gate);

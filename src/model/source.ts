@@ -5,14 +5,14 @@
 import { existsSync, readFileSync, statSync } from 'node:fs';
 import { join } from 'node:path';
 import { LoaderError } from '../loaders/errors.js';
-import { dequantizeQ8_0, readGguf, readGgufTensor, type GgufFile, type GgufTensorInfo } from '../loaders/gguf.js';
+import { dequantizeQ8_0, f16ToNumber, readGguf, readGgufTensor, type GgufFile, type GgufTensorInfo } from '../loaders/gguf.js';
 import { openSafetensorsDir, type TensorInfo } from '../loaders/safetensors.js';
 import type { Backend, Tensor, WeightDType } from '../native.js';
 import { hfTokenizer, LLAMA3_TOKENIZER, type PromptTokenizer } from '../tokenizer.js';
 import { LlamaConfigSchema, type LlamaConfig } from './config.js';
 import { SYNTHETIC_MODELS, type SyntheticModelSpec } from './models.js';
 import { ropeInvFreq } from './rope.js';
-import { tensorSpan, WeightStreamer, type RowStage } from './stream.js';
+import { tensorSpan, WeightStreamer, type RowSpan, type RowStage } from './stream.js';
 import { syntheticWeights, type LayerWeights, type ModelWeights } from './weights.js';
 
 export interface LoadProgress {
@@ -129,11 +129,13 @@ function assemble(c: LlamaConfig, get: (key: string) => Tensor): ModelWeights {
     const t = (role: string) => get(`${l}.${role}`);
     layers.push({
       attnNorm: t('attnNorm'),
+      wqkv: t('wqkv'),
       wq: t('wq'),
       wk: t('wk'),
       wv: t('wv'),
       wo: t('wo'),
       ffnNorm: t('ffnNorm'),
+      wGateUp: t('wGateUp'),
       wGate: t('wGate'),
       wUp: t('wUp'),
       wDown: t('wDown'),
@@ -239,9 +241,9 @@ export function hfSource(dir: string): ModelSource {
     tokenizer,
     invFreq: ropeInvFreq(config),
     load(b, progress) {
-      return streamAll(b, config, bytes, progress, (s, key) => {
+      return streamAll(b, config, bytes, progress, (key) => {
         const info = infos.get(key)!;
-        return s.tensor(info.dtype as WeightDType, info.shape, tensorSpan(info.file, info.name, info.offset, info.shape, info.bytes));
+        return { dtype: info.dtype as WeightDType, shape: info.shape, span: tensorSpan(info.file, info.name, info.offset, info.shape, info.bytes) };
       });
     },
   };
@@ -276,13 +278,47 @@ export function unpermuteRows(src: Buffer, dst: Buffer, rows: number, rowBytes: 
       }
 }
 
-/** Streams every expected tensor (by role key) through one WeightStreamer and assembles the model. */
+/** How one expected tensor comes from its file. */
+interface TensorPlan {
+  dtype: WeightDType;
+  shape: number[];
+  span: RowSpan;
+  stages?: RowStage[];
+}
+
+/** Projections that read the same input, stacked into one weight at load so one matmul computes them. */
+const FUSED: readonly { key: 'wqkv' | 'wGateUp'; parts: readonly string[] }[] = [
+  { key: 'wqkv', parts: ['wq', 'wk', 'wv'] },
+  { key: 'wGateUp', parts: ['wGate', 'wUp'] },
+];
+
+/** f16 or bf16 rows widened to f32 (exact), for a fused weight whose parts differ in dtype. */
+function widenToF32(dtype: WeightDType, cols: number): RowStage {
+  return {
+    rowBytes: cols * 4,
+    groupRows: 1,
+    apply(src, dst, rows) {
+      const n = rows * cols;
+      for (let i = 0; i < n; i++) {
+        const h = src.readUInt16LE(2 * i);
+        dst.writeFloatLE(dtype === 'bf16' ? new Float32Array(new Uint32Array([h << 16]).buffer)[0]! : f16ToNumber(h), 4 * i);
+      }
+    },
+  };
+}
+
+/**
+ * Streams every expected tensor (by role key) through one WeightStreamer and
+ * assembles the model. The parts of a fused projection land side by side in
+ * one allocation (widened to f32 if their dtypes differ) and stay reachable
+ * as row views of it.
+ */
 function streamAll(
   b: Backend,
   c: LlamaConfig,
   total: number,
   progress: LoadProgress | undefined,
-  load: (s: WeightStreamer, key: string) => Tensor,
+  plan: (key: string) => TensorPlan,
 ): ModelWeights {
   let done = 0;
   const s = new WeightStreamer(b, (n) => {
@@ -291,7 +327,32 @@ function streamAll(
   });
   try {
     const up = new Map<string, Tensor>();
-    for (const { key } of expectedTensors(c)) up.set(key, load(s, key));
+    const fusedPart = new Set(FUSED.flatMap((f) => f.parts));
+    for (const { key } of expectedTensors(c)) {
+      const role = key.split('.')[1];
+      if (role !== undefined && fusedPart.has(role)) continue;
+      const p = plan(key);
+      up.set(key, s.tensor(p.dtype, p.shape, p.span, p.stages));
+    }
+    for (let l = 0; l < c.num_hidden_layers; l++) {
+      for (const f of FUSED) {
+        const plans = f.parts.map((r) => plan(`${l}.${r}`));
+        const same = plans.every((p) => p.dtype === plans[0]!.dtype);
+        const dtype: WeightDType = same ? plans[0]!.dtype : 'f32';
+        const rows = plans.reduce((n, p) => n + p.shape[0]!, 0);
+        const cols = plans[0]!.shape[1]!;
+        const fused = b.alloc(dtype, [rows, cols]);
+        let row = 0;
+        f.parts.forEach((r, i) => {
+          const p = plans[i]!;
+          const stages = [...(p.stages ?? []), ...(p.dtype === dtype ? [] : [widenToF32(p.dtype, cols)])];
+          s.fill(fused, row * cols * DTYPE_BYTES[dtype]!, p.span, stages);
+          up.set(`${l}.${r}`, fused.rows(row, p.shape[0]!));
+          row += p.shape[0]!;
+        });
+        up.set(`${l}.${f.key}`, fused);
+      }
+    }
     return assemble(c, (k) => up.get(k)!);
   } finally {
     s.close();
@@ -367,7 +428,7 @@ export function ggufSource(path: string): ModelSource {
     tokenizer: LLAMA3_TOKENIZER,
     invFreq,
     load(b, progress) {
-      return streamAll(b, config, bytes, progress, (s, key) => {
+      return streamAll(b, config, bytes, progress, (key) => {
         const info = infos.get(key)!;
         const cols = info.shape[info.shape.length - 1]!;
         const span = tensorSpan(info.file, info.name, info.offset, info.shape, info.bytes);
@@ -383,7 +444,7 @@ export function ggufSource(path: string): ModelSource {
           const rowBytes = cols * DTYPE_BYTES[dtype]!;
           stages.push({ rowBytes, groupRows: headRows, apply: (src, dst, n) => unpermuteRows(src, dst, n, rowBytes, headRows) });
         }
-        return s.tensor(dtype, info.shape, span, stages);
+        return { dtype, shape: info.shape, span, stages };
       });
     },
   };

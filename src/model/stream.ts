@@ -52,6 +52,13 @@ export class WeightStreamer {
 
   /** A new tensor of dtype/shape filled from `span`, passed through `stages` in order. */
   tensor(dtype: DType, shape: number[], span: RowSpan, stages: RowStage[] = []): Tensor {
+    const t = this.backend.alloc(dtype, shape);
+    this.fill(t, 0, span, stages);
+    return t;
+  }
+
+  /** Fills `t` from byte `at` on with the rows of `span`, passed through `stages` in order. */
+  fill(t: Tensor, at: number, span: RowSpan, stages: RowStage[] = []): void {
     const { fd, size } = this.open(span.file);
     const end = span.offset + span.rows * span.rowBytes;
     if (end > size) {
@@ -61,8 +68,7 @@ export class WeightStreamer {
     const group = stages.reduce((g, s) => lcm(g, s.groupRows), 1);
     const widest = Math.max(...rowBytes);
     const chunkRows = Math.min(span.rows, Math.max(group, Math.floor(this.chunkBytes / widest / group) * group));
-    const t = this.backend.alloc(dtype, shape);
-    let dst = 0;
+    let dst = at;
     for (let row = 0; row < span.rows; row += chunkRows) {
       const rows = Math.min(chunkRows, span.rows - row);
       let buf = this.buffer(0, rows * span.rowBytes);
@@ -77,7 +83,6 @@ export class WeightStreamer {
       dst += n;
       this.onBytes(n);
     }
-    return t;
   }
 
   /** Closes the files; the staging buffers go with the garbage collector. */

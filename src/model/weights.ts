@@ -2,13 +2,19 @@
 import type { Backend, Tensor, WeightDType } from '../native.js';
 import type { LlamaConfig } from './config.js';
 
+/**
+ * Projections that read the same input are stacked in one tensor (wqkv,
+ * wGateUp) so one matmul computes them; the parts are row views of it.
+ */
 export interface LayerWeights {
   attnNorm: Tensor; // [hidden]
+  wqkv: Tensor; // [(n_heads + 2 n_kv_heads) * head_dim, hidden]: wq, wk, wv
   wq: Tensor; // [n_heads * head_dim, hidden]
   wk: Tensor; // [n_kv_heads * head_dim, hidden]
   wv: Tensor; // [n_kv_heads * head_dim, hidden]
   wo: Tensor; // [hidden, n_heads * head_dim]
   ffnNorm: Tensor; // [hidden]
+  wGateUp: Tensor; // [2 intermediate, hidden]: wGate, wUp
   wGate: Tensor; // [intermediate, hidden]
   wUp: Tensor; // [intermediate, hidden]
   wDown: Tensor; // [hidden, intermediate]
@@ -45,18 +51,40 @@ export function syntheticWeights(b: Backend, cfg: LlamaConfig, dtype: WeightDTyp
   const norm = (name: string) => make(name, [cfg.hidden_size], 0.1, 1);
   const q = cfg.num_attention_heads * cfg.head_dim;
   const kv = cfg.num_key_value_heads * cfg.head_dim;
+  // Parts of a stacked projection: row views of one tensor, each filled as if alone.
+  const stacked = (parts: [name: string, rows: number][], inp: number): Tensor[] => {
+    const t = b.alloc(dtype, [parts.reduce((n, [, r]) => n + r, 0), inp]);
+    let row = 0;
+    const views = parts.map(([name, rows]) => {
+      const v = t.rows(row, rows);
+      b.fillUniform(v, nameSeed(seed, name), Math.sqrt(3 / inp), 0);
+      row += rows;
+      return v;
+    });
+    return [t, ...views];
+  };
   const layers: LayerWeights[] = [];
   for (let l = 0; l < cfg.num_hidden_layers; l++) {
     const p = `model.layers.${l}.`;
+    const [wqkv, wq, wk, wv] = stacked(
+      [[p + 'self_attn.q_proj.weight', q], [p + 'self_attn.k_proj.weight', kv], [p + 'self_attn.v_proj.weight', kv]],
+      cfg.hidden_size,
+    ) as [Tensor, Tensor, Tensor, Tensor];
+    const [wGateUp, wGate, wUp] = stacked(
+      [[p + 'mlp.gate_proj.weight', cfg.intermediate_size], [p + 'mlp.up_proj.weight', cfg.intermediate_size]],
+      cfg.hidden_size,
+    ) as [Tensor, Tensor, Tensor];
     layers.push({
       attnNorm: norm(p + 'input_layernorm.weight'),
-      wq: proj(p + 'self_attn.q_proj.weight', q, cfg.hidden_size),
-      wk: proj(p + 'self_attn.k_proj.weight', kv, cfg.hidden_size),
-      wv: proj(p + 'self_attn.v_proj.weight', kv, cfg.hidden_size),
+      wqkv,
+      wq,
+      wk,
+      wv,
       wo: proj(p + 'self_attn.o_proj.weight', cfg.hidden_size, q),
       ffnNorm: norm(p + 'post_attention_layernorm.weight'),
-      wGate: proj(p + 'mlp.gate_proj.weight', cfg.intermediate_size, cfg.hidden_size),
-      wUp: proj(p + 'mlp.up_proj.weight', cfg.intermediate_size, cfg.hidden_size),
+      wGateUp,
+      wGate,
+      wUp,
       wDown: proj(p + 'mlp.down_proj.weight', cfg.hidden_size, cfg.intermediate_size),
     });
   }

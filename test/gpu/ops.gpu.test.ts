@@ -117,6 +117,31 @@ describe(`${hip.name} ops on ${hip.device}`, () => {
     }
   });
 
+  // The fused projections of Llama-3-8B (Q, K, V and gate, up): each output equals its own matmul bit for bit.
+  it('matmul with split outputs equals the unfused matmuls, bit for bit', () => {
+    for (const [M, K, widths] of [
+      [1, 4096, [4096, 1024, 1024]],
+      [205, 4096, [4096, 1024, 1024]],
+      [1, 4096, [14336, 14336]],
+      [7, 1000, [333, 5, 8]],
+    ] as const) {
+      const N = widths.reduce((a, c) => a + c, 0);
+      const [xh] = pair([M, K], 'act');
+      const [wh] = pair([N, K], 'bf16', Math.sqrt(3 / K));
+      const outs = widths.map((c) => hip.alloc('f32', [M, c]));
+      hip.matmul(outs, xh, wh);
+      let row = 0;
+      widths.forEach((c, i) => {
+        const alone = hip.alloc('f32', [M, c]);
+        hip.matmul(alone, xh, wh.rows(row, c));
+        expect(Buffer.from((hip.download(outs[i]!) as Float32Array).buffer)).toEqual(
+          Buffer.from((hip.download(alone) as Float32Array).buffer),
+        );
+        row += c;
+      });
+    }
+  });
+
   for (const [M, D] of [
     [1, 4096],
     [5, 64],

@@ -98,6 +98,42 @@ describe.each(KINDS)('matmul on %s', (kind) => {
     }
   });
 
+  // A fused projection: Q, K and V rows stacked in one weight, one call with
+  // three outputs; each output equals its own matmul bit for bit.
+  describe('split outputs', () => {
+    for (const [M, K, widths, wd] of [
+      [1, 64, [24, 8, 8], 'bf16'],
+      [5, 130, [16, 16], 'f16'],
+      [9, 257, [33, 5, 7], 'f32'],
+    ] as const) {
+      it(`M=${M} K=${K} outputs ${widths.join('+')} (w ${wd}) equal the unfused matmuls`, () => {
+        const rng = new Rng(31 * M + K);
+        const N = widths.reduce((a, c) => a + c, 0);
+        const x = uploadAct(b, [M, K], rng.normals(M * K));
+        const w = uploadWeight(b, wd, [N, K], rng.uniforms(N * K, -1, 1));
+        const outs = widths.map((c) => b.alloc(b.actDtype, [M, c]));
+        b.matmul(outs, x.t, w.t);
+        let row = 0;
+        widths.forEach((c, i) => {
+          const alone = b.alloc(b.actDtype, [M, c]);
+          b.matmul(alone, x.t, w.t.rows(row, c));
+          expect(bitsEqual(downloadRaw(b, outs[i]!), downloadRaw(b, alone))).toBe(true);
+          row += c;
+        });
+      });
+    }
+
+    it('rejects widths that do not add up to the weight rows, and more than 3 outputs', () => {
+      const x = b.alloc(b.actDtype, [2, 8]);
+      const w = b.alloc('f32', [6, 8]);
+      const o = (c: number) => b.alloc(b.actDtype, [2, c]);
+      expectError(() => b.matmul([o(2), o(3)], x, w), 'EINVAL', /matmul: outputs 2\+3 wide do not add up to w f32\[6,8\]'s 6 rows/);
+      expectError(() => b.matmul([o(1), o(1), o(2), o(2)], x, w), 'EINVAL', /matmul: got 4 outputs \(allowed: 1 to 3\)/);
+      expectError(() => b.matmul([], x, w), 'EINVAL', /matmul: got 0 outputs/);
+      expectError(() => b.matmul([o(3), b.alloc(b.actDtype, [1, 3])], x, w), 'EINVAL', /matmul: out .* must have 2 rows/);
+    });
+  });
+
   describe('errors', () => {
     it('rejects a K mismatch between x and w', () => {
       const x = b.alloc(b.actDtype, [2, 8]);
