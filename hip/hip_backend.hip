@@ -214,6 +214,13 @@ class HipBackend final : public Backend {
     check(greta_add(out.as<float>(), a.as<float>(), b.as<float>(), out.numel(), 0), "add");
   }
 
+  void add_rmsnorm(const Tensor& sum, const Tensor& out, const Tensor& a, const Tensor& b, const Tensor& w,
+                   double eps) override {
+    check(greta_add_rmsnorm(sum.as<float>(), out.as<float>(), a.as<float>(), b.as<float>(), w.ptr(),
+                            weight_type(w, "addRmsnorm"), a.rows(), a.cols(), static_cast<float>(eps), 0),
+          "addRmsnorm");
+  }
+
   void topk(const Tensor& x, int k, int32_t* ids, double* values) override {
     const size_t n = static_cast<size_t>(x.rows()) * k;
     char* buf = static_cast<char*>(scratch_out_.get(n * 8, "topk"));

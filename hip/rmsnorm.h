@@ -10,3 +10,9 @@
 
 hipError_t greta_rmsnorm(float* out, const float* x, const void* w, int w_type, int64_t M, int64_t D, float eps,
                          hipStream_t stream);
+
+// sum = a + b, then out = rmsnorm(sum): the residual add fused with the norm
+// that follows it, in the same order (each thread adds the elements it then
+// squares), so the bits equal greta_add then greta_rmsnorm.
+hipError_t greta_add_rmsnorm(float* sum, float* out, const float* a, const float* b, const void* w, int w_type, int64_t M,
+                             int64_t D, float eps, hipStream_t stream);

@@ -202,6 +202,7 @@ class BackendWrap : public Napi::ObjectWrap<BackendWrap> {
             InstanceMethod<&BackendWrap::Attention>("attention"),
             InstanceMethod<&BackendWrap::SiluMul>("siluMul"),
             InstanceMethod<&BackendWrap::Add>("add"),
+            InstanceMethod<&BackendWrap::AddRmsnorm>("addRmsnorm"),
             InstanceMethod<&BackendWrap::Topk>("topk"),
             InstanceMethod<&BackendWrap::Summarize>("summarize"),
         });
@@ -494,6 +495,17 @@ class BackendWrap : public Napi::ObjectWrap<BackendWrap> {
       const Tensor &out = T(info, 0), &a = T(info, 1), &b = T(info, 2);
       check_elementwise(*b_, out, a, b, "add");
       b_->add(out, a, b);
+      return info.Env().Undefined();
+    });
+  }
+
+  // addRmsnorm(sum, out, a, b, w, eps)
+  Napi::Value AddRmsnorm(const Napi::CallbackInfo& info) {
+    return guarded(info.Env(), [&]() -> Napi::Value {
+      const Tensor &sum = T(info, 0), &out = T(info, 1), &a = T(info, 2), &b = T(info, 3), &w = T(info, 4);
+      double eps = Num(info, 5);
+      check_add_rmsnorm(*b_, sum, out, a, b, w, eps);
+      b_->add_rmsnorm(sum, out, a, b, w, eps);
       return info.Env().Undefined();
     });
   }

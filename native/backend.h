@@ -104,6 +104,10 @@ class Backend {
   virtual void silu_mul(const Tensor& out, const Tensor& gate, const Tensor& up) = 0;
   // out = a + b
   virtual void add(const Tensor& out, const Tensor& a, const Tensor& b) = 0;
+  // sum = a + b, then out = rmsnorm(sum, w, eps): the residual add and the
+  // norm after it in one pass, each exactly as add and rmsnorm compute it.
+  virtual void add_rmsnorm(const Tensor& sum, const Tensor& out, const Tensor& a, const Tensor& b, const Tensor& w,
+                           double eps) = 0;
   // Per row: the k largest values, descending; ties go to the lower index.
   virtual void topk(const Tensor& x, int k, int32_t* ids, double* values) = 0;
   // Stats, bit hash and sample of row `row` of x.

@@ -61,6 +61,24 @@ inline void check_rmsnorm(const Backend& b, const Tensor& out, const Tensor& x, 
   expect(eps > 0, op, "eps must be > 0, got " + std::to_string(eps));
 }
 
+inline void check_add_rmsnorm(const Backend& b, const Tensor& sum, const Tensor& out, const Tensor& x, const Tensor& y,
+                              const Tensor& w, double eps) {
+  const std::string op = "addRmsnorm";
+  for (const auto& [t, name] : {std::pair<const Tensor&, const char*>{sum, "sum"}, {out, "out"}, {x, "a"}, {y, "b"}}) {
+    expect_2d(t, op, name);
+    expect_act(b, t, op, name);
+  }
+  expect_same_shape(x, y, op, "a", "b");
+  expect_same_shape(sum, x, op, "sum", "a");
+  expect_same_shape(out, x, op, "out", "a");
+  auto same = [](const Tensor& p, const Tensor& q) { return p.storage == q.storage && p.offset_bytes == q.offset_bytes; };
+  expect(!same(sum, out) && !same(sum, x) && !same(sum, y) && !same(out, x) && !same(out, y), op,
+         "sum and out must be tensors of their own, not a or b or each other");
+  expect_weight(w, op, "w");
+  expect(w.numel() == x.cols(), op, "w " + w.describe() + " must have " + std::to_string(x.cols()) + " elements");
+  expect(eps > 0, op, "eps must be > 0, got " + std::to_string(eps));
+}
+
 // Up to 3 outputs (Q, K, V of a fused projection).
 constexpr size_t MATMUL_MAX_OUTS = 3;
 

@@ -69,6 +69,12 @@ function redoRope(ctx: Ctx, layer: number, st: ForwardState, ropePos: Int32Array
   b.rope(a.k, ropePos, invFreq, cfg.num_key_value_heads, cfg.head_dim);
 }
 
+/** The engine makes x_after_attn and ffn_norm in one op: a fault that changes the first redoes the second. */
+function renormFfn(ctx: Ctx, layer: number, st: ForwardState): void {
+  const { engine } = ctx;
+  ctx.b.rmsnorm(st.acts.xb, st.acts.x2, engine.weights.layers[layer]!.ffnNorm, engine.cfg.rms_norm_eps);
+}
+
 const ATTENTION_ON: readonly Point[] = ['scores', 'probs', 'pv', 'attn_out'];
 const ROPE_ON: readonly Point[] = ['q', 'k', ...ATTENTION_ON];
 
@@ -199,14 +205,20 @@ const FAULTS = {
     kv: 'next',
     corrupts: ['x_after_attn'],
     layered: true,
-    plant: (ctx) => (_l, st) => ctx.b.upload(st.acts.x2, ctx.b.download(st.acts.wo)),
+    plant: (ctx) => (l, st) => {
+      ctx.b.upload(st.acts.x2, ctx.b.download(st.acts.wo));
+      renormFfn(ctx, l!, st);
+    },
   },
   residual_double: {
     description: 'decode adds the attention output twice: x_after_attn = x_in + 2 wo_out',
     kv: 'next',
     corrupts: ['x_after_attn'],
     layered: true,
-    plant: (ctx) => (_l, st) => ctx.b.add(st.acts.x2, st.acts.x2, st.acts.wo),
+    plant: (ctx) => (l, st) => {
+      ctx.b.add(st.acts.x2, st.acts.x2, st.acts.wo);
+      renormFfn(ctx, l!, st);
+    },
   },
   ffn_norm_eps: {
     description: 'decode ffn RMSNorm with 10x the epsilon',

@@ -106,6 +106,8 @@ export interface Backend {
   ): void;
   siluMul(out: Tensor, gate: Tensor, up: Tensor): void;
   add(out: Tensor, a: Tensor, b: Tensor): void;
+  /** sum = a + b, then out = rmsnorm(sum): the residual add and the norm after it in one pass, the bits of add then rmsnorm. */
+  addRmsnorm(sum: Tensor, out: Tensor, a: Tensor, b: Tensor, w: Tensor, eps: number): void;
   topk(x: Tensor, k: number): TopK;
   summarize(x: Tensor, row: number, sample: number[]): RowSummary;
 }

@@ -373,6 +373,12 @@ class CpuBackend final : public Backend {
     for (int64_t i = 0; i < n; i++) o[i] = ap[i] + bp[i];
   }
 
+  void add_rmsnorm(const Tensor& sum, const Tensor& out, const Tensor& a, const Tensor& b, const Tensor& w,
+                   double eps) override {
+    add(sum, a, b);
+    rmsnorm(out, sum, w, eps);
+  }
+
   void topk(const Tensor& x, int k, int32_t* ids, double* values) override {
     const int64_t n = x.cols();
     std::vector<int32_t> idx(n);

@@ -197,10 +197,8 @@ export class Engine {
 
       b.matmul(wo, att, lw.wo);
       at(l, 'wo_out', wo);
-      b.add(x2, x, wo);
+      b.addRmsnorm(x2, xb, x, wo, lw.ffnNorm, cfg.rms_norm_eps);
       at(l, 'x_after_attn', x2);
-
-      b.rmsnorm(xb, x2, lw.ffnNorm, cfg.rms_norm_eps);
       at(l, 'ffn_norm', xb);
       b.matmul([gate, up], xb, lw.wGateUp);
       at(l, 'gate', gate);

@@ -97,6 +97,42 @@ describe.each(KINDS)('rmsnorm on %s', (kind) => {
     }
   });
 
+  // The residual add fused with the norm after it: the bits of add, then rmsnorm.
+  describe('addRmsnorm', () => {
+    for (const [M, D, wd] of [
+      [1, 9, 'f32'],
+      [5, 130, 'bf16'],
+      [3, 257, 'f16'],
+    ] as const) {
+      it(`equals add then rmsnorm bit for bit (M=${M} D=${D} w ${wd})`, () => {
+        const rng = new Rng(M * 131 + D);
+        const x = uploadAct(b, [M, D], rng.normals(M * D));
+        const y = uploadAct(b, [M, D], rng.normals(M * D));
+        const w = uploadWeight(b, wd, [D], rng.uniforms(D, 0.5, 1.5));
+        const sum = b.alloc(b.actDtype, [M, D]);
+        const out = b.alloc(b.actDtype, [M, D]);
+        b.addRmsnorm(sum, out, x.t, y.t, w.t, 1e-5);
+        const sum2 = b.alloc(b.actDtype, [M, D]);
+        const out2 = b.alloc(b.actDtype, [M, D]);
+        b.add(sum2, x.t, y.t);
+        b.rmsnorm(out2, sum2, w.t, 1e-5);
+        expect(bitsEqual(downloadRaw(b, sum), downloadRaw(b, sum2))).toBe(true);
+        expect(bitsEqual(downloadRaw(b, out), downloadRaw(b, out2))).toBe(true);
+      });
+    }
+
+    it('rejects an output that is an input, and shapes that differ', () => {
+      const x = b.alloc(b.actDtype, [2, 8]);
+      const y = b.alloc(b.actDtype, [2, 8]);
+      const w = b.alloc('f32', [8]);
+      const out = b.alloc(b.actDtype, [2, 8]);
+      expectError(() => b.addRmsnorm(x, out, x, y, w, 1e-5), 'EINVAL', /addRmsnorm: sum and out must be tensors of their own/);
+      expectError(() => b.addRmsnorm(out, out, x, y, w, 1e-5), 'EINVAL', /addRmsnorm: sum and out must be tensors of their own/);
+      const z = b.alloc(b.actDtype, [3, 8]);
+      expectError(() => b.addRmsnorm(z, out, x, y, w, 1e-5), 'EINVAL', /addRmsnorm: sum .* and a .* differ in shape/);
+    });
+  });
+
   describe('errors', () => {
     it('rejects a weight of the wrong length', () => {
       const x = b.alloc(b.actDtype, [2, 8]);
