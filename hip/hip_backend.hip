@@ -62,6 +62,55 @@ struct Scratch {
   }
 };
 
+// Small host int arrays (token ids, positions) reach the device without
+// stalling the host: each is staged in page-locked memory and copied
+// asynchronously in stream order, to the next free slot of a ring. Once the
+// ring is full the stream is drained (every copy from it has landed) and the
+// ring starts over; a copy never overwrites a slot a pending one reads.
+class IntRing {
+ public:
+  const int32_t* put(const int32_t* src, int64_t n, const char* op) {
+    const size_t count = static_cast<size_t>(n);
+    const size_t slot = (count + ALIGN - 1) / ALIGN * ALIGN;  // keeps every slot 16-byte aligned
+    if (slot > cap_) grow(slot, op);
+    if (used_ + slot > cap_) {
+      check(hipStreamSynchronize(0), std::string(op) + ": drain the index ring");
+      used_ = 0;
+    }
+    std::memcpy(host_ + used_, src, count * 4);
+    check(hipMemcpyAsync(dev_ + used_, host_ + used_, count * 4, hipMemcpyHostToDevice, 0),
+          std::string(op) + ": copy indices");
+    const int32_t* d = dev_ + used_;
+    used_ += slot;
+    return d;
+  }
+  ~IntRing() { release(); }
+
+ private:
+  static constexpr size_t ALIGN = 4;             // ints per 16 bytes
+  static constexpr size_t MIN_CAP = 1 << 18;     // 1 MiB: thousands of decode steps between drains
+  int32_t* host_ = nullptr;
+  int32_t* dev_ = nullptr;
+  size_t cap_ = 0, used_ = 0;
+
+  void grow(size_t need, const char* op) {
+    check(hipStreamSynchronize(0), std::string(op) + ": drain the index ring");
+    release();
+    const size_t cap = std::max(need, MIN_CAP);
+    check(hipHostMalloc(reinterpret_cast<void**>(&host_), cap * 4, hipHostMallocDefault), std::string(op) + ": index ring");
+    check(hipMalloc(reinterpret_cast<void**>(&dev_), cap * 4), std::string(op) + ": index ring");
+    cap_ = cap;
+    used_ = 0;
+  }
+  void release() {
+    if (host_) (void)hipHostFree(host_);
+    if (dev_) (void)hipFree(dev_);
+    host_ = nullptr;
+    dev_ = nullptr;
+    cap_ = used_ = 0;
+  }
+};
+
 int weight_type(const Tensor& w, const char* op) {
   switch (w.dtype) {
     case DType::F32: return greta_hip::W_F32;
@@ -266,13 +315,9 @@ class HipBackend final : public Backend {
  private:
   std::string desc_;
   Scratch scratch_in_, scratch_out_, scratch_work_;
+  IntRing ints_;
 
-  // Copies small host int arrays (ids, positions) to the device.
-  const int32_t* ints(const int32_t* host, int64_t n, const char* op) {
-    void* d = scratch_in_.get(static_cast<size_t>(n) * 4, op);
-    check(hipMemcpy(d, host, static_cast<size_t>(n) * 4, hipMemcpyHostToDevice), std::string(op) + ": copy indices");
-    return static_cast<const int32_t*>(d);
-  }
+  const int32_t* ints(const int32_t* host, int64_t n, const char* op) { return ints_.put(host, n, op); }
 };
 
 }  // namespace

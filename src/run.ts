@@ -222,6 +222,7 @@ export function openSession(model: ModelSource, kind: BackendKind | 'auto', maxT
       if (closed) return;
       closed = true;
       engine.fault = undefined;
+      engine.close();
       engine.invFreq.free();
       const w = weights;
       for (const t of [w.embed, w.finalNorm, w.lmHead, ...w.layers.flatMap((l) => Object.values(l))]) t.free();

@@ -19,6 +19,8 @@ export interface KVCache {
   storage: Tensor;
   /** Number of positions written so far. */
   length: number;
+  /** The pooled allocation `storage` is a view of, until freeCache returns it. */
+  whole?: Tensor;
 }
 
 /** Where a traced row sits in the call. */
@@ -83,15 +85,31 @@ export interface DecodeFault {
 }
 
 export interface ForwardResult {
-  /** Logits of the last row, [1, vocab] on the backend. */
+  /** Logits of the last row, [1, vocab]: a view of the engine's workspace, valid until the next forward call. */
   logits: Tensor;
   top1: number;
 }
 
+/** Every activation of a forward call, for up to `rows` rows; calls use row views of it. */
+interface Workspace {
+  rows: number;
+  acts: Required<Activations>;
+}
+
+/**
+ * Runs the model on a backend. Device memory is taken once and reused: the
+ * activations live in a workspace that grows to the largest call seen, KV
+ * caches come from a pool of allocations kept for reuse, so a forward pass
+ * allocates and frees nothing, and neither does a run after the first. close()
+ * releases it all.
+ */
 export class Engine {
   readonly invFreq: Tensor;
   /** Acts on decode calls (one token after a cached prefix) while set. */
   fault: DecodeFault | undefined;
+  private ws: Workspace | undefined;
+  /** KV allocations not in use, [rows, kvDim] each. */
+  private readonly freeKv: Tensor[] = [];
 
   constructor(
     readonly backend: Backend,
@@ -105,23 +123,74 @@ export class Engine {
   }
 
   /**
-   * A zeroed cache, one allocation and one fill: a row nobody wrote reads as
-   * zeros, the same on every backend and run.
+   * A zeroed cache: a row nobody wrote reads as zeros, the same on every
+   * backend and run. Its K and V are row views of one allocation, taken from
+   * the pool when one there is large enough (one fill of the rows it uses).
    */
   newCache(capacity: number): KVCache {
     const kvDim = this.cfg.num_key_value_heads * this.cfg.head_dim;
     const L = this.cfg.num_hidden_layers;
     const b = this.backend;
-    const storage = b.alloc(b.actDtype, [2 * L * capacity, kvDim]);
+    const rows = 2 * L * capacity;
+    const i = this.freeKv.findIndex((t) => t.shape[0]! >= rows);
+    let whole: Tensor;
+    if (i >= 0) {
+      whole = this.freeKv.splice(i, 1)[0]!;
+    } else {
+      // A new allocation replaces the largest smaller one, so the pool never holds more than the runs need at once.
+      this.freeKv.sort((p, q) => q.shape[0]! - p.shape[0]!).shift()?.free();
+      whole = b.alloc(b.actDtype, [rows, kvDim]);
+    }
+    const storage = whole.rows(0, rows);
     b.fillUniform(storage, 0n, 0, 0);
     const k = Array.from({ length: L }, (_, l) => storage.rows(l * capacity, capacity));
     const v = Array.from({ length: L }, (_, l) => storage.rows((L + l) * capacity, capacity));
-    return { capacity, k, v, storage, length: 0 };
+    return { capacity, k, v, storage, length: 0, whole };
   }
 
+  /** Returns the cache's allocation to the pool. */
   freeCache(cache: KVCache): void {
     for (const t of [...cache.k, ...cache.v, cache.storage]) t.free();
     cache.length = 0;
+    if (cache.whole) this.freeKv.push(cache.whole);
+    cache.whole = undefined;
+  }
+
+  /** Frees the workspace and the pooled caches (the weights belong to whoever loaded them). */
+  close(): void {
+    if (this.ws) for (const t of Object.values(this.ws.acts)) t.free();
+    this.ws = undefined;
+    for (const t of this.freeKv.splice(0)) t.free();
+  }
+
+  /** The workspace, grown (once, to the new largest call) when `m` rows do not fit. */
+  private workspace(m: number): Workspace {
+    if (this.ws && this.ws.rows >= m) return this.ws;
+    const { backend: b, cfg } = this;
+    const act = b.actDtype;
+    if (this.ws) for (const t of Object.values(this.ws.acts)) t.free();
+    const D = cfg.hidden_size;
+    const qDim = cfg.num_attention_heads * cfg.head_dim;
+    const kvDim = cfg.num_key_value_heads * cfg.head_dim;
+    this.ws = {
+      rows: m,
+      acts: {
+        x: b.alloc(act, [m, D]),
+        x2: b.alloc(act, [m, D]),
+        xb: b.alloc(act, [m, D]),
+        q: b.alloc(act, [m, qDim]),
+        k: b.alloc(act, [m, kvDim]),
+        v: b.alloc(act, [m, kvDim]),
+        att: b.alloc(act, [m, qDim]),
+        wo: b.alloc(act, [m, D]),
+        gate: b.alloc(act, [m, cfg.intermediate_size]),
+        up: b.alloc(act, [m, cfg.intermediate_size]),
+        mlp: b.alloc(act, [m, D]),
+        fin: b.alloc(act, [1, D]),
+        logits: b.alloc(act, [1, cfg.vocab_size]),
+      },
+    };
+    return this.ws;
   }
 
   /**
@@ -142,26 +211,25 @@ export class Engine {
     if (startPos + m > cache.capacity) {
       throw new Error(`forward: positions up to ${startPos + m - 1} exceed the KV cache capacity ${cache.capacity}`);
     }
-    const D = cfg.hidden_size;
-    const qDim = cfg.num_attention_heads * cfg.head_dim;
-    const kvDim = cfg.num_key_value_heads * cfg.head_dim;
-    const act = b.actDtype;
     const pos = Int32Array.from(ids, (_, i) => startPos + i);
     const last = m - 1;
     const info: TapInfo = { tokenIndex: last, posId: startPos + last, seqLen: startPos + last + 1, tokenId: ids[last]! };
 
+    // This call's rows of the workspace: views, freed at the end; nothing is allocated.
+    const ws = this.workspace(m).acts;
+    const rowsOf = (t: Tensor) => (t.shape[0] === m ? t : t.rows(0, m));
     const acts: Activations = {
-      x: b.alloc(act, [m, D]),
-      x2: b.alloc(act, [m, D]),
-      xb: b.alloc(act, [m, D]),
-      q: b.alloc(act, [m, qDim]),
-      k: b.alloc(act, [m, kvDim]),
-      v: b.alloc(act, [m, kvDim]),
-      att: b.alloc(act, [m, qDim]),
-      wo: b.alloc(act, [m, D]),
-      gate: b.alloc(act, [m, cfg.intermediate_size]),
-      up: b.alloc(act, [m, cfg.intermediate_size]),
-      mlp: b.alloc(act, [m, D]),
+      x: rowsOf(ws.x),
+      x2: rowsOf(ws.x2),
+      xb: rowsOf(ws.xb),
+      q: rowsOf(ws.q),
+      k: rowsOf(ws.k),
+      v: rowsOf(ws.v),
+      att: rowsOf(ws.att),
+      wo: rowsOf(ws.wo),
+      gate: rowsOf(ws.gate),
+      up: rowsOf(ws.up),
+      mlp: rowsOf(ws.mlp),
     };
     const { x, x2, xb, q, k, v, att, wo, gate, up, mlp } = acts;
     const state: ForwardState = { acts, cache, pos };
@@ -213,18 +281,17 @@ export class Engine {
     cache.length = startPos + m;
 
     // Only the last row goes on to the classifier.
-    const xl = x.rows(last, 1);
-    const fin = (acts.fin = b.alloc(act, [1, D]));
-    b.rmsnorm(fin, xl, w.finalNorm, cfg.rms_norm_eps);
+    const fin = (acts.fin = ws.fin);
+    withRows(x, last, 1, (xl) => b.rmsnorm(fin, xl, w.finalNorm, cfg.rms_norm_eps));
     at(null, 'final_norm', fin, 0);
     at(null, 'lm_head_in', fin, 0);
-    const logits = (acts.logits = b.alloc(act, [1, cfg.vocab_size]));
+    const logits = (acts.logits = ws.logits);
     b.matmul(logits, fin, w.lmHead);
     at(null, 'logits', logits, 0);
 
-    for (const t of [x, x2, xb, q, k, v, att, wo, gate, up, mlp, xl, fin]) t.free();
+    for (const t of [x, x2, xb, q, k, v, att, wo, gate, up, mlp]) if (!Object.values(ws).includes(t)) t.free();
     const top1 = b.topk(logits, 1).ids[0]!;
-    return { logits, top1 };
+    return { logits: logits.rows(0, 1), top1 };
   }
 
   /**
