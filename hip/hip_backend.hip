@@ -175,6 +175,10 @@ class HipBackend final : public Backend {
     check(hipMemcpy(dst, src.ptr(), src.bytes(), hipMemcpyDeviceToHost), "download " + src.describe());
   }
 
+  void copy(const Tensor& dst, const Tensor& src) override {
+    check(hipMemcpyAsync(dst.ptr(), src.ptr(), src.bytes(), hipMemcpyDeviceToDevice, 0), "copy " + src.describe());
+  }
+
   // Page-locked, so uploads from it are one DMA instead of a copy through the
   // driver's own bounce buffer.
   void* alloc_host(size_t bytes) override {

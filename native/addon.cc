@@ -4,6 +4,9 @@
 #include <napi.h>
 
 #include <cstring>
+#if defined(__GLIBC__)
+#include <malloc.h>
+#endif
 #include <memory>
 #include <string>
 #include <vector>
@@ -190,6 +193,7 @@ class BackendWrap : public Napi::ObjectWrap<BackendWrap> {
             InstanceMethod<&BackendWrap::Alloc>("alloc"),
             InstanceMethod<&BackendWrap::Upload>("upload"),
             InstanceMethod<&BackendWrap::Download>("download"),
+            InstanceMethod<&BackendWrap::Copy>("copy"),
             InstanceMethod<&BackendWrap::HostBuffer>("hostBuffer"),
             InstanceMethod<&BackendWrap::FillUniform>("fillUniform"),
             InstanceMethod<&BackendWrap::Embedding>("embedding"),
@@ -499,6 +503,16 @@ class BackendWrap : public Napi::ObjectWrap<BackendWrap> {
     });
   }
 
+  // copy(dst, src)
+  Napi::Value Copy(const Napi::CallbackInfo& info) {
+    return guarded(info.Env(), [&]() -> Napi::Value {
+      const Tensor &dst = T(info, 0), &src = T(info, 1);
+      check_copy(dst, src);
+      b_->copy(dst, src);
+      return info.Env().Undefined();
+    });
+  }
+
   // addRmsnorm(sum, out, a, b, w, eps)
   Napi::Value AddRmsnorm(const Napi::CallbackInfo& info) {
     return guarded(info.Env(), [&]() -> Napi::Value {
@@ -571,6 +585,16 @@ Napi::Object Init(Napi::Env env, Napi::Object exports) {
 #else
                 return Napi::Number::New(info.Env(), 0);
 #endif
+              }));
+  // trimHostHeap(): hands the free pages of the C heap back to the OS. Runs
+  // free what they took, but glibc keeps freed pages in its arenas; a process
+  // that runs the model many times calls this when a session closes so its
+  // RSS says what it holds.
+  exports.Set("trimHostHeap", Napi::Function::New(env, [](const Napi::CallbackInfo& info) -> Napi::Value {
+#if defined(__GLIBC__)
+                malloc_trim(0);
+#endif
+                return info.Env().Undefined();
               }));
   return exports;
 }

@@ -191,6 +191,12 @@ inline void check_elementwise(const Backend& b, const Tensor& out, const Tensor&
   expect_same_shape(a, c, op, "a", "b");
 }
 
+inline void check_copy(const Tensor& dst, const Tensor& src) {
+  const std::string op = "copy";
+  expect(dst.dtype == src.dtype && dst.numel() == src.numel(), op,
+         "dst " + dst.describe() + " and src " + src.describe() + " differ in dtype or size");
+}
+
 inline void check_topk(const Backend& b, const Tensor& x, int k) {
   const std::string op = "topk";
   expect_2d(x, op, "x");

@@ -3,6 +3,8 @@
 // so a row view of an activation keeps its parent alive without a copy.
 #pragma once
 
+#include <sys/mman.h>
+
 #include <cstddef>
 #include <cstdint>
 #include <memory>
@@ -51,12 +53,28 @@ struct Storage {
   virtual ~Storage() = default;
 };
 
+// Large blocks are mapped from the OS and unmapped when freed, so memory a run
+// gave back is gone from the process; through malloc it can stay in the
+// heap's arenas (glibc raises its mmap threshold after the first large free)
+// and the RSS of a process that runs the model many times creeps up.
 struct HostStorage : Storage {
+  static constexpr size_t MAP_BYTES = size_t{1} << 20;
   explicit HostStorage(size_t n) {
     bytes = n;
-    data = n ? ::operator new(n) : nullptr;
+    if (n >= MAP_BYTES) {
+      void* p = mmap(nullptr, n, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+      if (p == MAP_FAILED) throw std::bad_alloc();
+      data = p;
+    } else {
+      data = n ? ::operator new(n) : nullptr;
+    }
   }
-  ~HostStorage() override { ::operator delete(data); }
+  ~HostStorage() override {
+    if (bytes >= MAP_BYTES)
+      munmap(data, bytes);
+    else
+      ::operator delete(data);
+  }
 };
 
 struct Tensor {

@@ -206,7 +206,7 @@ const FAULTS = {
     corrupts: ['x_after_attn'],
     layered: true,
     plant: (ctx) => (l, st) => {
-      ctx.b.upload(st.acts.x2, ctx.b.download(st.acts.wo));
+      ctx.b.copy(st.acts.x2, st.acts.wo);
       renormFfn(ctx, l!, st);
     },
   },

@@ -63,6 +63,8 @@ export interface Backend {
   /** Host memory that upload reads fastest (page-locked on hip); loaders stage weights in it. */
   hostBuffer(bytes: number): ArrayBuffer;
   download(t: Tensor): Float32Array | Float64Array | Int32Array | Uint16Array;
+  /** dst = src (same dtype and size), where they live: device to device on hip, in stream order. */
+  copy(dst: Tensor, src: Tensor): void;
   fillUniform(t: Tensor, seed: bigint, scale: number, offset: number): void;
   embedding(out: Tensor, table: Tensor, ids: Int32Array): void;
   rmsnorm(out: Tensor, x: Tensor, w: Tensor, eps: number): void;
@@ -130,6 +132,7 @@ interface Addon {
   Backend: new (kind: string) => Backend;
   backendKinds: string[];
   gpuDeviceCount(): number;
+  trimHostHeap(): void;
 }
 
 /** Repository root: the nearest parent holding package.json (works from src/ and dist/). */
@@ -177,6 +180,15 @@ export function availableBackends(): string[] {
 /** GPUs the HIP runtime sees; 0 without a HIP build, a driver or a device. */
 export function gpuDeviceCount(): number {
   return load().gpuDeviceCount();
+}
+
+/**
+ * Hands the C heap's free pages back to the OS (glibc keeps freed pages in
+ * its arenas). Called when a session closes, so the RSS of a process that
+ * runs many traces says what it holds.
+ */
+export function trimHostHeap(): void {
+  load().trimHostHeap();
 }
 
 /** auto: hip when the addon has it and a device answers, else cpu. */

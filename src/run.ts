@@ -14,7 +14,7 @@ import { Engine } from './model/engine.js';
 import { openModel, type ModelSource } from './model/source.js';
 import { checkFault, faultLabel, plantFault } from './faults.js';
 import { peakRssBytes } from './rss.js';
-import { availableBackends, createBackend, packageRoot, resolveBackendKind, type Backend, type BackendKind } from './native.js';
+import { availableBackends, createBackend, packageRoot, trimHostHeap, resolveBackendKind, type Backend, type BackendKind } from './native.js';
 import type { TraceOptions } from './options.js';
 import { checkKvCache } from './trace/kvcheck.js';
 import { TRACE_FORMAT_VERSION, type KvCheck, type RunResult } from './trace/schema.js';
@@ -226,6 +226,7 @@ export function openSession(model: ModelSource, kind: BackendKind | 'auto', maxT
       engine.invFreq.free();
       const w = weights;
       for (const t of [w.embed, w.finalNorm, w.lmHead, ...w.layers.flatMap((l) => Object.values(l))]) t.free();
+      trimHostHeap();
     },
   };
 }

@@ -12,7 +12,11 @@
 
 #include <algorithm>
 #include <cmath>
+#include <condition_variable>
 #include <cstring>
+#include <exception>
+#include <functional>
+#include <mutex>
 #include <thread>
 #include <unistd.h>
 #include <vector>
@@ -54,25 +58,94 @@ inline A dot(const A* x, const W* w, int64_t k_len, const float* f16) {
   return ((acc[0] + acc[4]) + (acc[2] + acc[6])) + ((acc[1] + acc[5]) + (acc[3] + acc[7]));
 }
 
-// Splits [0, n) into contiguous chunks over threads. Each output element is
-// computed whole by one thread, so results do not depend on the thread count.
+// Workers that live as long as the process. Starting threads for every op
+// cost more than small ops themselves, and each new thread's malloc arena
+// kept memory the process never got back, so RSS crept up over many runs.
+class Pool {
+ public:
+  static Pool& get() {
+    static Pool* pool = new Pool(std::max(1u, std::thread::hardware_concurrency()) - 1);  // never joined: lives to exit
+    return *pool;
+  }
+  unsigned threads() const { return static_cast<unsigned>(workers_) + 1; }
+
+  // Runs fn(0) .. fn(tasks - 1) on the workers and the calling thread; returns
+  // when all are done, rethrowing the first exception one of them threw.
+  void run(int64_t tasks, const std::function<void(int64_t)>& fn) {
+    std::lock_guard<std::mutex> one_job(job_mutex_);
+    std::unique_lock<std::mutex> lk(m_);
+    job_ = &fn;
+    tasks_ = tasks;
+    next_ = 0;
+    finished_ = 0;
+    error_ = nullptr;
+    generation_++;
+    wake_.notify_all();
+    work(lk);
+    done_.wait(lk, [&] { return finished_ == tasks_; });
+    job_ = nullptr;
+    if (error_) std::rethrow_exception(error_);
+  }
+
+ private:
+  explicit Pool(unsigned workers) : workers_(workers) {
+    for (unsigned i = 0; i < workers; i++) std::thread([this] { loop(); }).detach();
+  }
+
+  void loop() {
+    uint64_t seen = 0;
+    std::unique_lock<std::mutex> lk(m_);
+    for (;;) {
+      wake_.wait(lk, [&] { return generation_ != seen; });
+      seen = generation_;
+      work(lk);
+    }
+  }
+
+  // Takes tasks of the current job until none is left; called with m_ held.
+  void work(std::unique_lock<std::mutex>& lk) {
+    while (job_ && next_ < tasks_) {
+      const int64_t t = next_++;
+      const std::function<void(int64_t)>* fn = job_;
+      lk.unlock();
+      std::exception_ptr e;
+      try {
+        (*fn)(t);
+      } catch (...) {
+        e = std::current_exception();
+      }
+      lk.lock();
+      if (e && !error_) error_ = e;
+      if (++finished_ == tasks_) done_.notify_all();
+    }
+  }
+
+  const unsigned workers_;
+  std::mutex job_mutex_, m_;
+  std::condition_variable wake_, done_;
+  const std::function<void(int64_t)>* job_ = nullptr;
+  int64_t tasks_ = 0, next_ = 0, finished_ = 0;
+  uint64_t generation_ = 0;
+  std::exception_ptr error_;
+};
+
+// Splits [0, n) into contiguous chunks over the pool's threads. Each output
+// element is computed whole by one thread, so results do not depend on the
+// thread count.
 template <typename F>
 void parallel_for(int64_t n, int64_t work_per_item, F fn) {
-  unsigned hw = std::max(1u, std::thread::hardware_concurrency());
-  int64_t threads = std::min<int64_t>(hw, std::max<int64_t>(1, n * work_per_item / (1 << 18)));
+  Pool& pool = Pool::get();
+  int64_t threads = std::min<int64_t>(pool.threads(), std::max<int64_t>(1, n * work_per_item / (1 << 18)));
   threads = std::min<int64_t>(threads, n);
   if (threads <= 1) {
     fn(0, n);
     return;
   }
-  std::vector<std::thread> pool;
-  int64_t chunk = (n + threads - 1) / threads;
-  for (int64_t t = 0; t < threads; t++) {
-    int64_t lo = t * chunk, hi = std::min(n, lo + chunk);
-    if (lo >= hi) break;
-    pool.emplace_back([=] { fn(lo, hi); });
-  }
-  for (auto& th : pool) th.join();
+  const int64_t chunk = (n + threads - 1) / threads;
+  pool.run(threads, [&](int64_t t) {
+    const int64_t lo = t * chunk, hi = std::min(n, lo + chunk);
+    if (lo < hi) fn(lo, hi);
+  });
 }
 
 template <typename A, typename F>
@@ -198,6 +271,7 @@ class CpuBackend final : public Backend {
     std::memcpy(static_cast<uint8_t*>(dst.ptr()) + offset, src, bytes);
   }
   void download(const Tensor& src, void* dst) override { std::memcpy(dst, src.ptr(), src.bytes()); }
+  void copy(const Tensor& dst, const Tensor& src) override { std::memmove(dst.ptr(), src.ptr(), src.bytes()); }
   void* alloc_host(size_t bytes) override {
     void* p = std::malloc(bytes ? bytes : 1);
     if (!p) throw GretaError("ENOMEM", "hostBuffer: cannot allocate " + std::to_string(bytes) + " bytes");

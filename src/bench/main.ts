@@ -1,23 +1,34 @@
-// npm run bench [-- --backend auto|cpu|cpu-fp64|hip --reps N]: medians of the
-// ops at Llama-3-8B row shapes, of weight loading and of whole forward passes,
-// with ratios against baselines measured in the same process: the bandwidth of
-// our own elementwise add (what a memory-bound kernel can reach on this
-// device), reading the weight file alone (what loading can reach), and the
-// untraced forward passes for the cost of tracing.
-import { closeSync, mkdtempSync, openSync, readSync, rmSync, writeSync } from 'node:fs';
+// npm run bench [-- --backend auto|cpu|cpu-fp64|hip --reps N --json FILE --torch auto|off]:
+// where we stand, with every number against a baseline measured in the same
+// process. The device-to-device copy rate is the ceiling of memory-bound work:
+// each op at Llama-3-8B shapes is stated as GB/s and a fraction of it, a
+// decode step as a fraction of its floor (weight bytes at the copy rate).
+// Decode is timed untraced, with the seeds' layers traced and with every layer
+// and point traced; E1 is re-checked bit for bit on the model timed; weight
+// loading is timed against reading the file alone. On a machine with a CUDA
+// PyTorch (the GPU machine), scripts/gpu/bench_torch.py runs in the same
+// process's run and its rows (cuBLAS, SDPA, F.rms_norm, transformers' decode
+// step) print beside ours. --json writes all of it with device and commit.
+import { spawnSync } from 'node:child_process';
+import { closeSync, existsSync, mkdtempSync, openSync, readSync, rmSync, writeFileSync, writeSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { parseArgs } from 'node:util';
 import { plantFault } from '../faults.js';
-import { Engine } from '../model/engine.js';
+import { Engine, type Tap } from '../model/engine.js';
 import { SYNTHETIC_MODELS } from '../model/models.js';
+import { paramCount } from '../model/source.js';
 import { WeightStreamer } from '../model/stream.js';
 import { syntheticWeights } from '../model/weights.js';
 import { readRange } from '../loaders/io.js';
-import { BACKEND_KINDS, createBackend, resolveBackendKind, type Backend, type BackendKind, type DType, type Tensor } from '../native.js';
-import { resolveTraceOptions } from '../options.js';
+import { BACKEND_KINDS, createBackend, packageRoot, resolveBackendKind, type Backend, type BackendKind, type DType, type Tensor } from '../native.js';
 import { PROMPTS, tokenize } from '../prompts.js';
-import { planTrace, runTrace } from '../run.js';
+import { POINTS, STAGE_POINTS, type Point } from '../trace/points.js';
+import { StageTracer } from '../trace/tracer.js';
+import { TraceWriter } from '../trace/writer.js';
+
+/** The seeds' layer list (B3.27 .. B3.41: GRETA_TRACE_STAGE_LAYERS), within the model's depth. */
+const SEED_LAYERS = [0, 1, 2, 15, 31];
 
 function median(xs: number[]): number {
   const s = [...xs].sort((a, b) => a - b);
@@ -42,141 +53,248 @@ function time(fn: () => void, reps: number, sync: () => void, inner = 1): number
   return median(t);
 }
 
-function opBench(b: Backend, reps: number): void {
+interface OpRow {
+  op: string;
+  shape: string;
+  weights: string;
+  ms: number;
+  gbs: number;
+  /** GB/s over the copy rate measured in the same run. */
+  of_copy: number;
+  tflops?: number;
+}
+
+interface ModelRow {
+  model: string;
+  prompt_tokens: number;
+  weight_bytes: number;
+  /** Weight bytes at the copy rate: what one decode step cannot beat. */
+  floor_ms: number;
+  prefill_ms: number;
+  decode_ms: number;
+  decode_tokens_per_s: number;
+  /** floor_ms / decode_ms. */
+  decode_of_floor: number;
+  decode_traced_seed_layers_ms: number;
+  decode_traced_all_ms: number;
+  decode_fault_planted_ms: number;
+  decode_fault_released_ms: number;
+  /** prefill_last and decode0 hashes equal at every layer and point of the model timed. */
+  e1_bit_identical: boolean;
+  e1_pairs: number;
+}
+
+interface BenchReport {
+  backend: BackendKind;
+  device: string;
+  commit: string;
+  date: string;
+  reps: number;
+  copy: { bytes: number; ms: number; gbs: number };
+  ops: OpRow[];
+  models: ModelRow[];
+  load?: { read_only_gbs: number; whole_gbs: number; streamed_gbs: number };
+  torch?: unknown;
+}
+
+/** The device-to-device copy of 1 GiB (2^28 f32 on a GPU; 2^24 on a CPU): bytes read plus written per second. */
+function copyRate(b: Backend, reps: number): BenchReport['copy'] {
+  const n = b.name === 'hip' ? 1 << 28 : 1 << 24;
+  const src = b.alloc(b.actDtype, [n]);
+  const dst = b.alloc(b.actDtype, [n]);
+  b.fillUniform(src, 1n, 1, 0);
+  const ms = time(() => b.copy(dst, src), reps, () => void b.download(probeOf(b)));
+  const bytes = 2 * n * (b.actDtype === 'f64' ? 8 : 4);
+  src.free();
+  dst.free();
+  return { bytes, ms, gbs: bytes / ms / 1e6 };
+}
+
+const probes = new Map<Backend, Tensor>();
+/** A one-element tensor whose download waits for the device: the end of a timed sample. */
+function probeOf(b: Backend): Tensor {
+  let p = probes.get(b);
+  if (!p) {
+    p = b.alloc(b.actDtype, [1, 1]);
+    probes.set(b, p);
+  }
+  return p;
+}
+
+function opBench(b: Backend, reps: number, copyGBs: number): OpRow[] {
   const act = b.actDtype;
-  const probe = b.alloc(act, [1, 1]);
-  const sync = () => void b.download(probe);
+  const sync = () => void b.download(probeOf(b));
   const inner = b.name === 'hip' ? 20 : 1;
   const T = (fn: () => void) => time(fn, reps, sync, inner);
   const actBytes = act === 'f64' ? 8 : 4;
-
-  // Baseline: out = a + b over 2^24 elements moves 3 x 2^24 elements.
-  const n = 1 << 24;
-  const [a, c, o] = [b.alloc(act, [n]), b.alloc(act, [n]), b.alloc(act, [n])];
-  b.fillUniform(a, 1n, 1, 0);
-  b.fillUniform(c, 2n, 1, 0);
-  const addMs = T(() => b.add(o, a, c));
-  const baseGBs = (3 * n * actBytes) / addMs / 1e6;
-  for (const t of [a, c, o]) t.free();
-
-  console.log(`\n## ops on ${b.name}: ${b.device}; median of ${reps}\n`);
-  console.log(`baseline: add over 2^24 elements, ${addMs.toFixed(3)} ms, ${baseGBs.toFixed(1)} GB/s moved\n`);
-  console.log('| op | shape | weights | median ms | GB/s | vs add baseline |');
-  console.log('|---|---|---|---:|---:|---:|');
-  const row = (op: string, shape: string, w: string, ms: number, bytes: number) =>
-    console.log(
-      `| ${op} | ${shape} | ${w} | ${ms.toFixed(3)} | ${(bytes / ms / 1e6).toFixed(1)} | ${(bytes / ms / 1e6 / baseGBs).toFixed(2)} |`,
-    );
-  const K = 4096;
-  const shapes: [number, number, DType][] = [
-    [4096, K, 'bf16'],
-    [14336, K, 'bf16'],
-    [4096, 14336, 'bf16'],
-    [4096, K, 'f32'],
+  const rows: OpRow[] = [];
+  const row = (op: string, shape: string, weights: string, ms: number, bytes: number, flops?: number) => {
+    const gbs = bytes / ms / 1e6;
+    rows.push({ op, shape, weights, ms, gbs, of_copy: gbs / copyGBs, ...(flops ? { tflops: flops / ms / 1e9 } : {}) });
+  };
+  // Llama-3-8B's projections as the engine runs them (Q, K, V fused; gate and up fused).
+  const shapes: [string, number, number, DType][] = [
+    ['qkv', 6144, 4096, 'bf16'],
+    ['wo', 4096, 4096, 'bf16'],
+    ['gate_up', 28672, 4096, 'bf16'],
+    ['down', 4096, 14336, 'bf16'],
+    ['wo f32', 4096, 4096, 'f32'],
   ];
-  if (b.name === 'hip') shapes.push([128256, K, 'bf16']);
-  for (const [N, KK, wd] of shapes) {
-    const w = b.alloc(wd, [N, KK]);
+  if (b.name === 'hip') shapes.push(['lm_head', 128256, 4096, 'bf16']);
+  for (const [name, N, K, wd] of shapes) {
+    const w = b.alloc(wd, [N, K]);
     b.fillUniform(w, 3n, 0.02, 0);
     for (const M of b.name === 'hip' ? [1, 16, 205] : [1, 16]) {
-      const x = b.alloc(act, [M, KK]);
+      const x = b.alloc(act, [M, K]);
       b.fillUniform(x, 4n, 1, 0);
       const out = b.alloc(act, [M, N]);
       const ms = T(() => b.matmul(out, x, w));
-      const bytes = N * KK * (wd === 'f32' ? 4 : 2) + (M * KK + M * N) * actBytes;
-      row(`matmul M=${M}`, `[${M},${KK}] x [${N},${KK}]^T`, wd, ms, bytes);
+      const bytes = N * K * (wd === 'f32' ? 4 : 2) + (M * K + M * N) * actBytes;
+      row(`matmul ${name} M=${M}`, `[${M},${K}] x [${N},${K}]^T`, wd, ms, bytes, 2 * M * N * K);
       x.free();
       out.free();
     }
     w.free();
   }
+  const K = 4096;
   for (const M of [1, 205]) {
     const x = b.alloc(act, [M, K]);
+    const y = b.alloc(act, [M, K]);
+    const s = b.alloc(act, [M, K]);
+    const o = b.alloc(act, [M, K]);
     const g = b.alloc('bf16', [K]);
     b.fillUniform(x, 5n, 1, 0);
+    b.fillUniform(y, 9n, 1, 0);
     b.fillUniform(g, 6n, 0.1, 1);
-    row('rmsnorm', `[${M},${K}]`, 'bf16', T(() => b.rmsnorm(x, x, g, 1e-5)), 2 * M * K * actBytes + 2 * K);
+    row('rmsnorm', `[${M},${K}]`, 'bf16', T(() => b.rmsnorm(o, x, g, 1e-5)), 2 * M * K * actBytes + 2 * K);
+    row('addRmsnorm', `[${M},${K}]`, 'bf16', T(() => b.addRmsnorm(s, o, x, y, g, 1e-5)), 4 * M * K * actBytes + 2 * K);
+    for (const t of [x, y, s, o, g]) t.free();
   }
-  // Decode attention as in Llama-3-8B: 32 query heads, 8 KV heads of 128.
-  for (const keys of [205, 4096]) {
+  // Attention as in Llama-3-8B: 32 query heads, 8 KV heads of 128; one decode row, and prefill rows.
+  const maxKeys = b.name === 'hip' ? 32768 : 4096;
+  const kc = b.alloc(act, [maxKeys, 8 * 128]);
+  const vc = b.alloc(act, [maxKeys, 8 * 128]);
+  b.fillUniform(kc, 8n, 1, 0);
+  b.fillUniform(vc, 9n, 1, 0);
+  for (const keys of [291, 4096, 32768].filter((k) => k <= maxKeys)) {
     const q = b.alloc(act, [1, 32 * 128]);
-    const kc = b.alloc(act, [keys, 8 * 128]);
-    const vc = b.alloc(act, [keys, 8 * 128]);
     const out = b.alloc(act, [1, 32 * 128]);
-    for (const [t, s] of [
-      [q, 7n],
-      [kc, 8n],
-      [vc, 9n],
-    ] as [Tensor, bigint][])
-      b.fillUniform(t, s, 1, 0);
+    b.fillUniform(q, 7n, 1, 0);
     const ms = T(() => b.attention(out, q, kc, vc, Int32Array.of(keys - 1), 32, 8, 128));
     row('attention decode', `32/8 heads x 128, ${keys} keys`, '-', ms, 2 * keys * 8 * 128 * actBytes);
+    q.free();
+    out.free();
   }
+  for (const n of b.name === 'hip' ? [291, 4096] : [291]) {
+    const q = b.alloc(act, [n, 32 * 128]);
+    const out = b.alloc(act, [n, 32 * 128]);
+    b.fillUniform(q, 7n, 1, 0);
+    const pos = Int32Array.from({ length: n }, (_, i) => i);
+    const ms = time(() => b.attention(out, q, kc, vc, pos, 32, 8, 128), reps, sync);
+    // Causal: row i reads i + 1 keys; the FLOPs of q.k and p.v.
+    const flops = 2 * 2 * 32 * 128 * ((n * (n + 1)) / 2);
+    row('attention prefill', `${n} rows, 32/8 heads x 128`, '-', ms, 2 * n * 8 * 128 * actBytes, flops);
+    q.free();
+    out.free();
+  }
+  kc.free();
+  vc.free();
+  return rows;
 }
 
-function modelBench(kind: BackendKind, modelName: string, reps: number): void {
+/** Hashes of every traced (layer, point) row of one forward call: E1's evidence, at the cost of a hash per point. */
+function hashTap(b: Backend, into: Map<string, string>): Tap {
+  return {
+    wants: () => true,
+    record: (layer, point, t, row, _info, head) => into.set(`${layer}/${point}/${head ?? ''}`, b.summarize(t, row, []).hash),
+    heads: (n) => Array.from({ length: n }, (_, h) => h),
+  };
+}
+
+function modelBench(kind: BackendKind, modelName: string, reps: number, copyGBs: number): ModelRow {
   const spec = SYNTHETIC_MODELS[modelName]!;
+  const cfg = spec.config;
   const b = createBackend(kind);
-  const probe = b.alloc(b.actDtype, [1, 1]);
-  const sync = () => void b.download(probe);
-  const engine = new Engine(b, spec.config, syntheticWeights(b, spec.config, spec.weightDtype, spec.seed));
+  const sync = () => void b.download(probeOf(b));
+  const weights = syntheticWeights(b, cfg, spec.weightDtype, spec.seed);
+  const engine = new Engine(b, cfg, weights);
   const ids = tokenize(PROMPTS.p6_long!);
   const n = ids.length;
-  console.log(`\n## ${modelName} on ${kind}, p6_long (${n} tokens), median of ${reps}\n`);
+  const weightBytes = paramCount(cfg) * (spec.weightDtype === 'f32' ? 4 : 2);
+  // The embedding table is not read by a decode step but for one row.
+  const decodeBytes = weightBytes - cfg.vocab_size * cfg.hidden_size * (spec.weightDtype === 'f32' ? 4 : 2);
+  const floorMs = decodeBytes / copyGBs / 1e6;
+
   const prefill = time(() => {
     const c = engine.newCache(n + 1);
     engine.forward(ids, 0, c).logits.free();
     engine.freeCache(c);
   }, reps, sync);
   const prefix = engine.newCache(n + 1);
-  engine.forward(ids.slice(0, n - 1), 0, prefix);
-  const decode = time(() => {
+  engine.forward(ids.slice(0, n - 1), 0, prefix).logits.free();
+  const step = (tap?: Tap) => {
     prefix.length = n - 1;
-    engine.forward([ids[n - 1]!], n - 1, prefix).logits.free();
-  }, reps, sync);
-  // A planted fault (here a residual fault in the last layer, one extra add)
-  // costs only where it is planted; no fault is the model's own path.
-  const last = spec.config.num_hidden_layers - 1;
-  const planted = plantFault(engine, { name: 'residual_double', layer: last });
-  const faulted = time(() => {
-    prefix.length = n - 1;
-    engine.forward([ids[n - 1]!], n - 1, prefix).logits.free();
-  }, reps, sync);
-  planted.release();
-  const unfaulted = time(() => {
-    prefix.length = n - 1;
-    engine.forward([ids[n - 1]!], n - 1, prefix).logits.free();
-  }, reps, sync);
-  engine.freeCache(prefix);
-  console.log('| what | median ms | tokens/s |');
-  console.log('|---|---:|---:|');
-  console.log(`| prefill ${n} tokens | ${prefill.toFixed(1)} | ${((n / prefill) * 1e3).toFixed(0)} |`);
-  console.log(`| decode 1 token at ${n - 1} | ${decode.toFixed(2)} | ${(1e3 / decode).toFixed(1)} |`);
-  console.log(`| decode, fault residual_double@${last} planted | ${faulted.toFixed(2)} | ${(1e3 / faulted).toFixed(1)} |`);
-  console.log(`| decode after the fault is released | ${unfaulted.toFixed(2)} | ${(1e3 / unfaulted).toFixed(1)} |`);
+    engine.forward([ids[n - 1]!], n - 1, prefix, tap).logits.free();
+  };
+  const decode = time(() => step(), reps, sync);
 
-  // The whole traced E1 run against the same forward passes untraced.
+  // Traced decode steps: the tracer writes JSONL and rows to a scratch file, as a trace does.
   const dir = mkdtempSync(join(tmpdir(), 'greta-bench-'));
-  let i = 0;
-  const traced = time(() => {
-    const opts = resolveTraceOptions({ prompt: 'p6_long', backend: kind, model: modelName, out: join(dir, `t${i++}.jsonl`) }, {});
-    runTrace(planTrace(opts, { prompt: true }));
-  }, Math.min(reps, 3), sync);
-  const untraced = time(() => {
-    const full = engine.newCache(n + 1);
-    engine.forward(ids, 0, full).logits.free();
-    const c = engine.newCache(n + 1);
-    engine.forward(ids.slice(0, n - 1), 0, c);
-    engine.forward([ids[n - 1]!], n - 1, c).logits.free();
-    engine.freeCache(full);
-    engine.freeCache(c);
-  }, reps, sync);
+  const traced = (layers: number[], points: readonly Point[]) => {
+    const writer = new TraceWriter(join(dir, `t${layers.length}-${points.length}.jsonl`));
+    const tracer = new StageTracer(b, writer, 'bench', {
+      layers: new Set(layers),
+      points: new Set(points),
+      phases: new Set(['decode0']),
+      debugInput: false,
+      topk: 5,
+      heads: null,
+    });
+    try {
+      return time(() => step(tracer.phase('p6_long', 'E1', 'decode0')), reps, sync);
+    } finally {
+      writer.close();
+    }
+  };
+  const all = Array.from({ length: cfg.num_hidden_layers }, (_, l) => l);
+  const seedMs = traced(SEED_LAYERS.filter((l) => l < cfg.num_hidden_layers), STAGE_POINTS);
+  const allMs = traced(all, POINTS);
   rmSync(dir, { recursive: true, force: true });
-  console.log('\n| E1 p6_long, 32 layers x 10 points, both phases | median ms |');
-  console.log('|---|---:|');
-  console.log(`| untraced forward passes (baseline) | ${untraced.toFixed(1)} |`);
-  console.log(`| npm run trace (model build, trace, JSONL, rows, analysis input) | ${traced.toFixed(1)} |`);
-  console.log(`| ratio | ${(traced / untraced).toFixed(2)} |`);
+
+  // A planted fault (a residual fault in the last layer, one extra add) costs only where it is planted.
+  const planted = plantFault(engine, { name: 'residual_double', layer: cfg.num_hidden_layers - 1 });
+  const faulted = time(() => step(), reps, sync);
+  planted.release();
+  const unfaulted = time(() => step(), reps, sync);
+
+  // E1 on the model just timed: decode0 after a prefill of n - 1 tokens against the last row of a prefill of n.
+  const pre = new Map<string, string>();
+  const dec = new Map<string, string>();
+  const full = engine.newCache(n + 1);
+  engine.forward(ids, 0, full, hashTap(b, pre)).logits.free();
+  step(hashTap(b, dec));
+  engine.freeCache(full);
+  engine.freeCache(prefix);
+  const e1 = pre.size === dec.size && [...pre].every(([k, h]) => dec.get(k) === h);
+
+  engine.close();
+  for (const t of [weights.embed, weights.finalNorm, weights.lmHead, ...weights.layers.flatMap((l) => Object.values(l))]) t.free();
+  return {
+    model: modelName,
+    prompt_tokens: n,
+    weight_bytes: decodeBytes,
+    floor_ms: floorMs,
+    prefill_ms: prefill,
+    decode_ms: decode,
+    decode_tokens_per_s: 1e3 / decode,
+    decode_of_floor: floorMs / decode,
+    decode_traced_seed_layers_ms: seedMs,
+    decode_traced_all_ms: allMs,
+    decode_fault_planted_ms: faulted,
+    decode_fault_released_ms: unfaulted,
+    e1_bit_identical: e1,
+    e1_pairs: pre.size,
+  };
 }
 
 /**
@@ -184,7 +302,7 @@ function modelBench(kind: BackendKind, modelName: string, reps: number): void {
  * streamer against two baselines in the same process, reading the file alone
  * (the ceiling) and reading each tensor whole, then uploading it.
  */
-function loadBench(b: Backend, reps: number): void {
+function loadBench(b: Backend, reps: number): NonNullable<BenchReport['load']> {
   const tensors = 16;
   const [rows, cols] = [4096, 8192]; // bf16: 64 MiB a tensor, 1 GiB in all
   const tensorBytes = rows * cols * 2;
@@ -218,27 +336,96 @@ function loadBench(b: Backend, reps: number): void {
     }, reps, sync);
     s.close();
 
-    const gbs = (ms: number) => (total / ms / 1e6).toFixed(2);
-    console.log(`\n## weight loading on ${b.name}: ${tensors} bf16 tensors of [${rows}, ${cols}] (1 GiB) from the page cache, median of ${reps}\n`);
-    console.log('| what | median ms | GB/s | vs read only |');
-    console.log('|---|---:|---:|---:|');
-    console.log(`| read the file only (ceiling) | ${readOnly.toFixed(1)} | ${gbs(readOnly)} | 1.00 |`);
-    console.log(`| read each tensor whole, then upload (baseline) | ${whole.toFixed(1)} | ${gbs(whole)} | ${(readOnly / whole).toFixed(2)} |`);
-    console.log(`| WeightStreamer (64 MiB staging${b.name === 'hip' ? ', page-locked' : ''}) | ${streamed.toFixed(1)} | ${gbs(streamed)} | ${(readOnly / streamed).toFixed(2)} |`);
+    const gbs = (ms: number) => total / ms / 1e6;
+    return { read_only_gbs: gbs(readOnly), whole_gbs: gbs(whole), streamed_gbs: gbs(streamed) };
   } finally {
     rmSync(dir, { recursive: true, force: true });
   }
 }
 
+/** The PyTorch rows (scripts/gpu/bench_torch.py), where python3 has a PyTorch that sees a GPU; else why not. */
+function torchRows(reps: number): unknown {
+  const script = join(packageRoot(), 'scripts', 'gpu', 'bench_torch.py');
+  const r = spawnSync('python3', [script, '--reps', String(reps)], { encoding: 'utf8', maxBuffer: 1 << 24 });
+  if (r.error) return { error: `python3: ${r.error.message}` };
+  const last = r.stdout.trim().split('\n').pop() ?? '';
+  try {
+    return JSON.parse(last) as unknown;
+  } catch {
+    return { error: `bench_torch.py exit ${r.status}: ${(r.stderr || r.stdout).trim().split('\n').slice(-3).join(' | ')}` };
+  }
+}
+
+function commitOf(): string {
+  if (process.env.GRETA_COMMIT) return process.env.GRETA_COMMIT;
+  const r = spawnSync('git', ['rev-parse', '--short', 'HEAD'], { cwd: packageRoot(), encoding: 'utf8' });
+  return r.status === 0 ? r.stdout.trim() : 'unknown';
+}
+
+function printReport(r: BenchReport): void {
+  const f = (x: number, d = 2) => x.toFixed(d);
+  console.log(`# bench: ${r.backend} on ${r.device}, commit ${r.commit}, ${r.date}, median of ${r.reps}\n`);
+  console.log(`copy rate (baseline): ${f(r.copy.bytes / 2 ** 30, 1)} GiB read + written in ${f(r.copy.ms, 3)} ms, ${f(r.copy.gbs, 1)} GB/s\n`);
+  console.log('| op | shape | weights | median ms | GB/s | of copy rate | TFLOP/s |');
+  console.log('|---|---|---|---:|---:|---:|---:|');
+  for (const o of r.ops) {
+    console.log(`| ${o.op} | ${o.shape} | ${o.weights} | ${f(o.ms, 4)} | ${f(o.gbs, 1)} | ${f(o.of_copy)} | ${o.tflops !== undefined ? f(o.tflops, 1) : ''} |`);
+  }
+  for (const m of r.models) {
+    console.log(`\n## ${m.model}, p6_long (${m.prompt_tokens} tokens)\n`);
+    console.log('| what | median ms | tokens/s | ratio |');
+    console.log('|---|---:|---:|---:|');
+    console.log(`| prefill ${m.prompt_tokens} tokens | ${f(m.prefill_ms, 1)} | ${f((m.prompt_tokens / m.prefill_ms) * 1e3, 0)} | |`);
+    console.log(`| decode step floor: ${f(m.weight_bytes / 1e9)} GB of weights at the copy rate | ${f(m.floor_ms, 3)} | ${f(1e3 / m.floor_ms, 1)} | 1.00 |`);
+    console.log(`| decode step, untraced | ${f(m.decode_ms, 3)} | ${f(m.decode_tokens_per_s, 1)} | ${f(m.decode_of_floor)} of the floor |`);
+    console.log(`| decode step, seeds' layers x 10 stage points traced | ${f(m.decode_traced_seed_layers_ms, 3)} | | ${f(m.decode_traced_seed_layers_ms / m.decode_ms)}x untraced |`);
+    console.log(`| decode step, every layer and point traced | ${f(m.decode_traced_all_ms, 3)} | | ${f(m.decode_traced_all_ms / m.decode_ms)}x untraced |`);
+    console.log(`| decode step, fault residual_double planted in the last layer | ${f(m.decode_fault_planted_ms, 3)} | | ${f(m.decode_fault_planted_ms / m.decode_ms)}x |`);
+    console.log(`| decode step after the fault is released | ${f(m.decode_fault_released_ms, 3)} | | ${f(m.decode_fault_released_ms / m.decode_ms)}x |`);
+    console.log(`\nE1 on the model timed: ${m.e1_bit_identical ? 'bit-identical' : 'DIFFERS'} at all ${m.e1_pairs} (layer, point) pairs`);
+  }
+  if (r.load) {
+    const l = r.load;
+    console.log('\n## weight loading: 16 bf16 tensors of [4096, 8192] (1 GiB) from the page cache\n');
+    console.log('| what | GB/s | vs read only |');
+    console.log('|---|---:|---:|');
+    console.log(`| read the file only (ceiling) | ${f(l.read_only_gbs)} | 1.00 |`);
+    console.log(`| read each tensor whole, then upload (baseline) | ${f(l.whole_gbs)} | ${f(l.whole_gbs / l.read_only_gbs)} |`);
+    console.log(`| WeightStreamer | ${f(l.streamed_gbs)} | ${f(l.streamed_gbs / l.read_only_gbs)} |`);
+  }
+  const t = r.torch as { error?: string; torch?: string; device?: string; rows?: { op: string; shape: string; dtype: string; ms: number; gbs: number; tflops?: number }[]; model?: Record<string, unknown> } | undefined;
+  if (t) {
+    console.log('\n## PyTorch in the same run (scripts/gpu/bench_torch.py)\n');
+    if (t.error) {
+      console.log(`not measured: ${t.error}`);
+    } else {
+      const copy = t.rows!.find((x) => x.op === 'copy')!;
+      console.log(`torch ${t.torch} on ${t.device}; its copy rate ${f(copy.gbs, 1)} GB/s\n`);
+      console.log('| op | shape | dtype | median ms | GB/s | of our copy rate | TFLOP/s |');
+      console.log('|---|---|---|---:|---:|---:|---:|');
+      for (const o of t.rows!) {
+        console.log(`| ${o.op} | ${o.shape} | ${o.dtype} | ${f(o.ms, 4)} | ${f(o.gbs, 1)} | ${f(o.gbs / r.copy.gbs)} | ${o.tflops !== undefined ? f(o.tflops, 1) : ''} |`);
+      }
+      if (t.model) console.log(`\ntransformers' own decode step: ${JSON.stringify(t.model)}`);
+    }
+  }
+}
+
 const HELP = [
-  'usage: npm run bench -- [--backend auto|cpu|cpu-fp64|hip] [--reps N]',
+  'usage: npm run bench -- [--backend auto|cpu|cpu-fp64|hip] [--reps N] [--json FILE] [--torch auto|off]',
   '',
-  'Medians of the ops at Llama-3-8B row shapes, of weight loading and of whole forward',
-  'passes (synthetic:tiny, and synthetic:llama3-8b on hip), each against a baseline',
-  'measured in the same process; a decode step with a planted fault and after it.',
+  'Medians of the ops at Llama-3-8B shapes (GB/s and fraction of the device-to-device copy',
+  'rate measured in the same run; TFLOP/s), of weight loading, and of whole forward passes',
+  '(synthetic:tiny, and synthetic:llama3-8b on hip): prefill, the decode step untraced, with',
+  "the seeds' layers traced and with every layer and point traced, against the floor of",
+  'weight bytes at the copy rate; E1 re-checked bit for bit on the model timed. With a CUDA',
+  'PyTorch on the machine, scripts/gpu/bench_torch.py runs the same shapes through cuBLAS,',
+  "SDPA and F.rms_norm, and transformers' decode step, in the same run.",
   '',
   '  --backend <b>  auto (default), cpu, cpu-fp64, hip',
   '  --reps <n>     samples per median (default 7)',
+  '  --json <file>  also write the report as JSON (device, commit, every row)',
+  '  --torch <m>    auto (default: run the PyTorch rows on hip when python3 has torch), off',
   '  --help         this text',
   '',
   'Exit codes: 0 ok, 1 a run failed, 2 bad input.',
@@ -249,10 +436,16 @@ function usage(message: string): never {
   process.exit(2);
 }
 
-let values: { reps?: string; backend?: string; help?: boolean };
+let values: { reps?: string; backend?: string; json?: string; torch?: string; help?: boolean };
 try {
   ({ values } = parseArgs({
-    options: { reps: { type: 'string', default: '7' }, backend: { type: 'string', default: 'auto' }, help: { type: 'boolean' } },
+    options: {
+      reps: { type: 'string', default: '7' },
+      backend: { type: 'string', default: 'auto' },
+      json: { type: 'string' },
+      torch: { type: 'string', default: 'auto' },
+      help: { type: 'boolean' },
+    },
     strict: true,
   }));
 } catch (e) {
@@ -267,8 +460,27 @@ if (!/^\d+$/.test(values.reps ?? '') || reps < 1) usage(`--reps: '${values.reps}
 if (values.backend !== 'auto' && !(BACKEND_KINDS as readonly string[]).includes(values.backend!)) {
   usage(`--backend: unknown backend '${values.backend}' (allowed: auto, ${BACKEND_KINDS.join(', ')})`);
 }
+if (values.torch !== 'auto' && values.torch !== 'off') usage(`--torch: '${values.torch}' is not a mode (allowed: auto, off)`);
+if (values.json !== undefined && (values.json === '' || !existsSync(join(values.json, '..')))) {
+  usage(`--json: '${values.json}' is not a file in an existing directory`);
+}
 const kind = resolveBackendKind(values.backend as BackendKind | 'auto');
-opBench(createBackend(kind), reps);
-loadBench(createBackend(kind), reps);
-modelBench(kind, 'synthetic:tiny', reps);
-if (kind === 'hip') modelBench(kind, 'synthetic:llama3-8b', reps);
+const b = createBackend(kind);
+const copy = copyRate(b, reps);
+const report: BenchReport = {
+  backend: kind,
+  device: b.device,
+  commit: commitOf(),
+  date: new Date().toISOString(),
+  reps,
+  copy,
+  ops: opBench(b, reps, copy.gbs),
+  models: [],
+};
+report.models.push(modelBench(kind, 'synthetic:tiny', reps, copy.gbs));
+if (kind === 'hip') report.models.push(modelBench(kind, 'synthetic:llama3-8b', reps, copy.gbs));
+report.load = loadBench(b, reps);
+if (kind === 'hip' && values.torch === 'auto') report.torch = torchRows(Math.max(reps, 10));
+printReport(report);
+if (values.json) writeFileSync(values.json, JSON.stringify(report, null, 1) + '\n');
+if (report.models.some((m) => !m.e1_bit_identical)) process.exitCode = 1;

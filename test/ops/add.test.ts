@@ -58,3 +58,27 @@ describe.each(KINDS)('add on %s', (kind) => {
     });
   });
 });
+
+// copy: dst = src, any dtype, any shape of the same size.
+describe.each(KINDS)('copy on %s', (kind) => {
+  const b = backend(kind);
+
+  it('copies the bits of f32/f64 activations and of bf16 weights', () => {
+    const rng = new Rng(5);
+    const a = uploadAct(b, [3, 7], rng.normals(21));
+    const out = b.alloc(b.actDtype, [21]);
+    b.copy(out, a.t);
+    expect(Array.from(downloadAct(b, out))).toEqual(Array.from(downloadAct(b, a.t)));
+    const w = b.alloc('bf16', [4, 4]);
+    b.upload(w, Uint16Array.from({ length: 16 }, (_, i) => 0x3f80 + i));
+    const w2 = b.alloc('bf16', [16]);
+    b.copy(w2, w);
+    expect(Array.from(b.download(w2))).toEqual(Array.from({ length: 16 }, (_, i) => 0x3f80 + i));
+  });
+
+  it('rejects tensors of another dtype or size', () => {
+    const a = b.alloc(b.actDtype, [2, 4]);
+    expectError(() => b.copy(b.alloc(b.actDtype, [7]), a), 'EINVAL', /copy: dst .* and src .* differ in dtype or size/);
+    expectError(() => b.copy(b.alloc('bf16', [8]), a), 'EINVAL', /copy: dst .* and src .* differ in dtype or size/);
+  });
+});
