@@ -573,6 +573,13 @@ class BackendWrap : public Napi::ObjectWrap<BackendWrap> {
 Napi::FunctionReference BackendWrap::ctor;
 
 Napi::Object Init(Napi::Env env, Napi::Object exports) {
+#if defined(__GLIBC__)
+  // Blocks of 256 kB and more (a row of logits, a weight row widened) are
+  // mapped and unmapped by glibc rather than cut from its heap. Left to
+  // itself, glibc raises that threshold after the first such free, and a
+  // process running the model many times fragments its heap and grows.
+  mallopt(M_MMAP_THRESHOLD, 256 * 1024);
+#endif
   exports.Set("Tensor", TensorWrap::Init(env));
   exports.Set("Backend", BackendWrap::Init(env));
   Napi::Array ks = Napi::Array::New(env);

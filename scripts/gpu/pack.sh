@@ -15,6 +15,8 @@ case $toolchain in cuda | rocm | auto) ;; *) echo "pack: '$toolchain' is not a t
 npm run --silent build:hip -- "--CDGRETA_GPU_TOOLCHAIN=$toolchain"
 npm run --silent build:ts
 mkdir -p .gpu
+# The bench states the commit it measured; the tree that travels has no .git.
+git rev-parse --short HEAD > .gpu/commit
 xz -T2 -6 -c "$(command -v node)" > .gpu/node.xz
 # vitest and the runtime dependencies; the compilers stay here.
 tar cf - --exclude=node_modules/typescript --exclude=node_modules/cmake-js node_modules | xz -T2 -6 > .gpu/node_modules.tar.xz

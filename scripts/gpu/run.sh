@@ -1,8 +1,9 @@
 #!/usr/bin/env bash
 # On the GPU machine, in the packed tree (scripts/gpu/pack.sh): unpacks Node
 # and node_modules, runs the GPU test suite, a traced 8B-shaped run, the
-# selftest at 8B shape and the benchmark, and writes their logs to the
-# directory given (default gpu-results/).
+# selftest at 8B shape, the benchmark (with PyTorch's rows where it is
+# installed) and 1000 traces in one process for memory, and writes their logs
+# and the bench's JSON to the directory given (default gpu-results/).
 set -euo pipefail
 cd "$(dirname "$0")/../.."
 results=${1:-gpu-results}
@@ -22,6 +23,9 @@ rm -f "$results"/trace-llama3-8b.jsonl "$results"/trace-llama3-8b.rows.bin
 /usr/bin/time -f 'selftest wall %e s, max RSS %M kB' node dist/cli/main.js selftest --backend hip --model synthetic:llama3-8b \
   2>&1 | tee "$results/selftest-llama3-8b.log"
 selftest=${PIPESTATUS[0]}
-node dist/bench/main.js --backend hip 2>&1 | tee "$results/bench-hip.log"
+[ -f .gpu/commit ] && export GRETA_COMMIT=$(cat .gpu/commit)
+node dist/bench/main.js --backend hip --json "$results/bench-hip.json" 2>&1 | tee "$results/bench-hip.log"
 bench=${PIPESTATUS[0]}
-exit $(( tests || trace || selftest || bench ))
+node --expose-gc dist/bench/memory.js --backend hip --runs "${MEMORY_RUNS:-1000}" 2>&1 | tee "$results/memory-hip.log"
+memory=${PIPESTATUS[0]}
+exit $(( tests || trace || selftest || bench || memory ))

@@ -142,6 +142,31 @@ describe(`${hip.name} ops on ${hip.device}`, () => {
     }
   });
 
+  it('addRmsnorm equals add then rmsnorm bit for bit, and copy moves the bits', () => {
+    for (const [M, D] of [
+      [1, 4096],
+      [205, 4096],
+      [3, 1000],
+    ] as const) {
+      const [a] = pair([M, D], 'act');
+      const [c] = pair([M, D], 'act');
+      const [w] = pair([D], 'bf16', 0.1);
+      const sum = hip.alloc('f32', [M, D]);
+      const out = hip.alloc('f32', [M, D]);
+      hip.addRmsnorm(sum, out, a, c, w, 1e-5);
+      const sum2 = hip.alloc('f32', [M, D]);
+      const out2 = hip.alloc('f32', [M, D]);
+      hip.add(sum2, a, c);
+      hip.rmsnorm(out2, sum2, w, 1e-5);
+      const bits = (t: Tensor) => Buffer.from((hip.download(t) as Float32Array).buffer);
+      expect(bits(sum)).toEqual(bits(sum2));
+      expect(bits(out)).toEqual(bits(out2));
+      const copied = hip.alloc('f32', [M * D]);
+      hip.copy(copied, out);
+      expect(bits(copied)).toEqual(bits(out));
+    }
+  });
+
   for (const [M, D] of [
     [1, 4096],
     [5, 64],
