@@ -342,7 +342,9 @@ class CpuBackend final : public Backend {
       // several rows the weight row is widened to A once (exactly), then the
       // same dot runs on it: identical arithmetic, M-fold fewer conversions.
       parallel_for(n_len, m_len * k_len, [&](int64_t lo, int64_t hi) {
-        std::vector<A> wrow(m_len > 1 ? k_len : 0);
+        // Per-thread and kept: workers that allocate and free on every op fragment their malloc arenas.
+        thread_local std::vector<A> wrow;
+        if (m_len > 1) wrow.resize(static_cast<size_t>(k_len));
         for (int64_t n = lo; n < hi; n++) {
           const auto* wn = wp + n * k_len;
           if (m_len == 1) {
@@ -384,7 +386,7 @@ class CpuBackend final : public Backend {
                  int n_heads, int n_kv_heads, int head_dim, const AttentionOptions& opt) override {
     const int64_t rows = q.rows();
     parallel_for(rows * n_heads, static_cast<int64_t>(head_dim) * (pos[rows - 1] + 1) * 2, [&](int64_t lo, int64_t hi) {
-      HeadScratch s;
+      thread_local HeadScratch s;  // kept per thread, as matmul's widened row
       for (int64_t task = lo; task < hi; task++) {
         const int64_t m = task / n_heads;
         const int h = static_cast<int>(task % n_heads);
