@@ -14,6 +14,7 @@
 #include "backend.h"
 #include "checks.h"
 #include "cpu/cpu_backend.h"
+#include "summary.h"
 #ifdef GRETA_HAVE_HIP
 #include "../hip/hip_backend.h"
 #endif
@@ -176,6 +177,22 @@ std::string hex64(uint64_t h) {
   char buf[17];
   std::snprintf(buf, sizeof buf, "%016llx", static_cast<unsigned long long>(h));
   return buf;
+}
+
+Napi::Object summary_to_js(Napi::Env env, const RowSummary& s) {
+  Napi::Object r = Napi::Object::New(env);
+  r.Set("mean", s.mean);
+  r.Set("abs_mean", s.abs_mean);
+  r.Set("rms", s.rms);
+  r.Set("min", s.min);
+  r.Set("max", s.max);
+  r.Set("nan", static_cast<double>(s.nan));
+  r.Set("inf", static_cast<double>(s.inf));
+  r.Set("hash", hex64(s.hash));
+  Napi::Float64Array sv = Napi::Float64Array::New(env, s.sample.size());
+  std::memcpy(sv.Data(), s.sample.data(), s.sample.size() * sizeof(double));
+  r.Set("sample", sv);
+  return r;
 }
 
 class BackendWrap : public Napi::ObjectWrap<BackendWrap> {
@@ -551,21 +568,7 @@ class BackendWrap : public Napi::ObjectWrap<BackendWrap> {
       std::vector<int64_t> sample;
       for (uint32_t i = 0; i < a.Length(); i++) sample.push_back(a.Get(i).As<Napi::Number>().Int64Value());
       check_summarize(*b_, x, row, sample);
-      RowSummary s = b_->summarize(x, row, sample);
-      Napi::Env env = info.Env();
-      Napi::Object r = Napi::Object::New(env);
-      r.Set("mean", s.mean);
-      r.Set("abs_mean", s.abs_mean);
-      r.Set("rms", s.rms);
-      r.Set("min", s.min);
-      r.Set("max", s.max);
-      r.Set("nan", static_cast<double>(s.nan));
-      r.Set("inf", static_cast<double>(s.inf));
-      r.Set("hash", hex64(s.hash));
-      Napi::Float64Array sv = Napi::Float64Array::New(env, s.sample.size());
-      std::memcpy(sv.Data(), s.sample.data(), s.sample.size() * sizeof(double));
-      r.Set("sample", sv);
-      return r;
+      return summary_to_js(info.Env(), b_->summarize(x, row, sample));
     });
   }
 };
@@ -592,6 +595,33 @@ Napi::Object Init(Napi::Env env, Napi::Object exports) {
 #else
                 return Napi::Number::New(info.Env(), 0);
 #endif
+              }));
+  // summarizeRow(data: Float32Array | Float64Array, offset, width, sample):
+  // the statistics of data[offset, offset + width) on the host, as the cpu
+  // backends' summarize computes them (the tracer's rows come back in one copy).
+  exports.Set("summarizeRow", Napi::Function::New(env, [](const Napi::CallbackInfo& info) -> Napi::Value {
+                return guarded(info.Env(), [&]() -> Napi::Value {
+                  Napi::Env e = info.Env();
+                  expect(info[0].IsTypedArray(), "summarizeRow", "data must be a Float32Array or Float64Array");
+                  Napi::TypedArray ta = info[0].As<Napi::TypedArray>();
+                  const bool f32 = ta.TypedArrayType() == napi_float32_array;
+                  expect(f32 || ta.TypedArrayType() == napi_float64_array, "summarizeRow", "data must be a Float32Array or Float64Array");
+                  const double off = info[1].As<Napi::Number>().DoubleValue(), width = info[2].As<Napi::Number>().DoubleValue();
+                  const double len = static_cast<double>(ta.ElementLength());
+                  expect(off >= 0 && width >= 1 && off + width <= len && off == std::floor(off) && width == std::floor(width), "summarizeRow",
+                         "elements [" + num_str(off) + ", " + num_str(off + width) + ") are outside the " + num_str(len) + " given");
+                  Napi::Array a = info[3].As<Napi::Array>();
+                  std::vector<int64_t> sample;
+                  for (uint32_t i = 0; i < a.Length(); i++) {
+                    const int64_t k = a.Get(i).As<Napi::Number>().Int64Value();
+                    expect(k >= 0 && k < static_cast<int64_t>(width), "summarizeRow", "sample index " + std::to_string(k) + " is outside the row");
+                    sample.push_back(k);
+                  }
+                  const auto o = static_cast<int64_t>(off), n = static_cast<int64_t>(width);
+                  const uint8_t* base = static_cast<const uint8_t*>(ta.ArrayBuffer().Data()) + ta.ByteOffset();
+                  return summary_to_js(e, f32 ? summarize_row(reinterpret_cast<const float*>(base) + o, n, sample)
+                                              : summarize_row(reinterpret_cast<const double*>(base) + o, n, sample));
+                });
               }));
   // trimHostHeap(): hands the free pages of the C heap back to the OS. Runs
   // free what they took, but glibc keeps freed pages in its arenas; a process

@@ -133,6 +133,7 @@ interface Addon {
   backendKinds: string[];
   gpuDeviceCount(): number;
   trimHostHeap(): void;
+  summarizeRow(data: Float32Array | Float64Array, offset: number, width: number, sample: number[]): RowSummary;
 }
 
 /** Repository root: the nearest parent holding package.json (works from src/ and dist/). */
@@ -180,6 +181,11 @@ export function availableBackends(): string[] {
 /** GPUs the HIP runtime sees; 0 without a HIP build, a driver or a device. */
 export function gpuDeviceCount(): number {
   return load().gpuDeviceCount();
+}
+
+/** The statistics, hash and sample of data[offset, offset + width) on the host, as the cpu backends' summarize computes them. */
+export function summarizeRow(data: Float32Array | Float64Array, offset: number, width: number, sample: number[]): RowSummary {
+  return load().summarizeRow(data, offset, width, sample);
 }
 
 /**

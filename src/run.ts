@@ -298,9 +298,16 @@ export function traceRun(session: Session, writer: TraceWriter, spec: RunSpec, l
         );
       }
     }
+  } catch (e) {
+    // What was traced before the failure is still written; a failure to write it does not hide the first.
+    try {
+      tracer.close();
+    } catch {}
+    throw e;
   } finally {
     planted?.release();
   }
+  tracer.close();
   writer.write({ type: 'end', run_id: spec.runId, status: 'ok', elapsed_ms: performance.now() - t0, results });
   return results;
 }

@@ -10,6 +10,8 @@
 // work is only ever split across threads by output element, never inside one.
 #include "cpu_backend.h"
 
+#include "../summary.h"
+
 #include <algorithm>
 #include <cmath>
 #include <condition_variable>
@@ -478,42 +480,7 @@ class CpuBackend final : public Backend {
   }
 
   RowSummary summarize(const Tensor& x, int64_t row, const std::vector<int64_t>& sample) override {
-    RowSummary s;
-    const int64_t n = x.cols();
-    const A* r = x.as<A>() + row * n;
-    double sum = 0, abs_sum = 0, sq = 0;
-    double mn = INFINITY, mx = -INFINITY;
-    int64_t finite = 0;
-    for (int64_t i = 0; i < n; i++) {
-      A v = r[i];
-      uint64_t bits = 0;
-      std::memcpy(&bits, &v, sizeof(A));
-      s.hash += hash_element(bits, static_cast<uint64_t>(i));
-      if (std::isnan(v)) {
-        s.nan++;
-        continue;
-      }
-      if (std::isinf(v)) {
-        s.inf++;
-        continue;
-      }
-      double d = static_cast<double>(v);
-      sum += d;
-      abs_sum += std::fabs(d);
-      sq += d * d;
-      mn = std::min(mn, d);
-      mx = std::max(mx, d);
-      finite++;
-    }
-    if (finite > 0) {
-      s.mean = sum / finite;
-      s.abs_mean = abs_sum / finite;
-      s.rms = std::sqrt(sq / finite);
-      s.min = mn;
-      s.max = mx;
-    }
-    for (int64_t i : sample) s.sample.push_back(static_cast<double>(r[i]));
-    return s;
+    return summarize_row(x.as<A>() + row * x.cols(), x.cols(), sample);
   }
 };
 

@@ -253,6 +253,7 @@ function modelBench(kind: BackendKind, modelName: string, reps: number, copyGBs:
     try {
       return time(() => step(tracer.phase('p6_long', 'E1', 'decode0')), reps, sync);
     } finally {
+      tracer.close();
       writer.close();
     }
   };

@@ -39,6 +39,8 @@ export interface Tap {
   input?(embeddingRow: Tensor, info: TapInfo): void;
   /** The heads to record of per-head points, out of nHeads. */
   heads(nHeads: number): number[];
+  /** Called when the forward call is done: a tap that defers its records writes them here. */
+  end?(): void;
 }
 
 /** The activations of one forward call, [rows, width] each; what a planted fault may redo. */
@@ -289,6 +291,7 @@ export class Engine {
     b.matmul(logits, fin, w.lmHead);
     at(null, 'logits', logits, 0);
 
+    tap?.end?.();
     for (const t of [x, x2, xb, q, k, v, att, wo, gate, up, mlp]) if (!Object.values(ws).includes(t)) t.free();
     const top1 = b.topk(logits, 1).ids[0]!;
     return { logits: logits.rows(0, 1), top1 };

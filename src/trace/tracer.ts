@@ -1,7 +1,10 @@
-// StageTrace: turns activations at trace points into JSONL records. The
-// backend computes stats, hash and sample; the full row is copied once to the
-// sidecar so the analyzer's errors are exact.
-import { withRows, type Backend, type Tensor } from '../native.js';
+// StageTrace: turns activations at trace points into JSONL records. During a
+// forward call each traced row is copied, in stream order and without a
+// sync, into a trace buffer on the backend; when the call ends the buffer
+// comes back in one copy, and the statistics, hash, sample and top-k of each
+// row are computed on the host from the very bits the sidecar keeps, so the
+// analyzer's errors are exact.
+import { summarizeRow, withRows, type Backend, type Tensor } from '../native.js';
 import type { Tap, TapInfo } from '../model/engine.js';
 import type { Point } from './points.js';
 import { toJsonNumber, type Exp, type StageRecord } from './schema.js';
@@ -23,8 +26,32 @@ export function sampleIndices(n: number, count = 16): number[] {
   return Array.from({ length: count }, (_, i) => Math.floor((i * n) / count));
 }
 
+interface Ctx {
+  prompt: string;
+  exp: Exp;
+  phase: string;
+}
+
+/** A row copied into the trace buffer, waiting for the end of its forward call. */
+interface Pending {
+  ctx: Ctx;
+  layer: number | null;
+  point: Point;
+  head?: number;
+  info: TapInfo;
+  /** Element offset in the buffer, and width. */
+  at: number;
+  width: number;
+}
+
+/** Elements the trace buffer starts with: every stage point of an 8B decode step, sub-stages and 32 heads included. */
+const BUFFER_ELEMENTS = 1 << 22;
+
 export class StageTracer {
-  private ctx: { prompt: string; exp: Exp; phase: string } | undefined;
+  /** [capacity, 1]: rows land at element offsets as [width, 1] views. */
+  private buffer: Tensor | undefined;
+  private used = 0;
+  private pending: Pending[] = [];
 
   constructor(
     private readonly backend: Backend,
@@ -42,10 +69,18 @@ export class StageTracer {
       record: (layer, point, t, row, info, head) => this.record(ctx, layer, point, t, row, info, head),
       input: this.sel.debugInput ? (emb, info) => this.input(ctx, emb, info) : undefined,
       heads: (n) => (this.sel.heads ? this.sel.heads.filter((h) => h < n) : Array.from({ length: n }, (_, h) => h)),
+      end: () => this.flush(),
     };
   }
 
-  private position(ctx: { prompt: string; exp: Exp; phase: string }, info: TapInfo) {
+  /** Frees the trace buffer; records still pending are written first. */
+  close(): void {
+    this.flush();
+    this.buffer?.free();
+    this.buffer = undefined;
+  }
+
+  private position(ctx: Ctx, info: TapInfo) {
     return {
       run_id: this.runId,
       prompt: ctx.prompt,
@@ -58,43 +93,77 @@ export class StageTracer {
     };
   }
 
-  private record(
-    ctx: { prompt: string; exp: Exp; phase: string },
-    layer: number | null,
-    point: Point,
-    t: Tensor,
-    row: number,
-    info: TapInfo,
-    head?: number,
-  ): void {
+  private record(ctx: Ctx, layer: number | null, point: Point, t: Tensor, row: number, info: TapInfo, head?: number): void {
     const b = this.backend;
     const width = t.shape[1]!;
-    const indices = sampleIndices(width);
-    const s = b.summarize(t, row, indices);
-    const data = withRows(t, row, 1, (v) => b.download(v)) as Float32Array | Float64Array;
-    const rec: StageRecord = {
-      type: 'stage',
-      ...this.position(ctx, info),
-      layer,
-      point,
-      ...(head !== undefined ? { head } : {}),
-      shape: [1, width],
-      dtype: b.actDtype,
-      stats: { mean: s.mean, abs_mean: s.abs_mean, rms: s.rms, min: s.min, max: s.max, nan: s.nan, inf: s.inf },
-      hash: s.hash,
-      sample: { indices, values: Array.from(s.sample, toJsonNumber) },
-      row: this.writer.writeRow(data),
-    };
-    if (point === 'logits') {
-      const k = Math.min(this.sel.topk, width);
-      const top = withRows(t, row, 1, (v) => b.topk(v, k));
-      rec.topk = { ids: Array.from(top.ids), values: Array.from(top.values, toJsonNumber) };
+    const cap = this.buffer?.shape[0] ?? 0;
+    if (this.used + width > cap) {
+      this.flush();
+      if (width > cap) {
+        this.buffer?.free();
+        this.buffer = b.alloc(b.actDtype, [Math.max(BUFFER_ELEMENTS, width), 1]);
+      }
     }
-    this.writer.write(rec);
+    const at = this.used;
+    const dst = this.buffer!.rows(at, width);
+    withRows(t, row, 1, (src) => b.copy(dst, src));
+    dst.free();
+    this.used += width;
+    this.pending.push({ ctx, layer, point, head, info, at, width });
   }
 
-  private input(ctx: { prompt: string; exp: Exp; phase: string }, emb: Tensor, info: TapInfo): void {
+  /** One copy of the buffer back, then a record per pending row in the order they were traced. */
+  private flush(): void {
+    if (this.pending.length === 0) return;
+    const b = this.backend;
+    const data = withRows(this.buffer!, 0, this.used, (v) => b.download(v)) as Float32Array | Float64Array;
+    for (const p of this.pending) {
+      const indices = sampleIndices(p.width);
+      const s = summarizeRow(data, p.at, p.width, indices);
+      const row = data.subarray(p.at, p.at + p.width);
+      const rec: StageRecord = {
+        type: 'stage',
+        ...this.position(p.ctx, p.info),
+        layer: p.layer,
+        point: p.point,
+        ...(p.head !== undefined ? { head: p.head } : {}),
+        shape: [1, p.width],
+        dtype: b.actDtype,
+        stats: { mean: s.mean, abs_mean: s.abs_mean, rms: s.rms, min: s.min, max: s.max, nan: s.nan, inf: s.inf },
+        hash: s.hash,
+        sample: { indices, values: Array.from(s.sample, toJsonNumber) },
+        row: this.writer.writeRow(row),
+      };
+      if (p.point === 'logits') {
+        const top = topK(row, Math.min(this.sel.topk, p.width));
+        rec.topk = { ids: top.map((i) => i), values: top.map((i) => toJsonNumber(row[i]!)) };
+      }
+      this.writer.write(rec);
+    }
+    this.pending = [];
+    this.used = 0;
+  }
+
+  private input(ctx: Ctx, emb: Tensor, info: TapInfo): void {
     const s = this.backend.summarize(emb, 0, []);
     this.writer.write({ type: 'input', ...this.position(ctx, info), embedding_hash: s.hash });
   }
+}
+
+/** Indices of the k largest values, descending; ties go to the lower index (the backends' topk). NaN never wins. */
+export function topK(row: Float32Array | Float64Array, k: number): number[] {
+  const best: number[] = [];
+  for (let i = 0; i < row.length; i++) {
+    const v = row[i]!;
+    if (Number.isNaN(v)) continue;
+    if (best.length === k && !(v > row[best[k - 1]!]!)) continue;
+    let j = best.length < k ? best.length : k - 1;
+    best[j] = i;
+    while (j > 0 && row[best[j - 1]!]! < v) {
+      best[j] = best[j - 1]!;
+      best[j - 1] = i;
+      j--;
+    }
+  }
+  return best;
 }
