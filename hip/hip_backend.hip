@@ -66,11 +66,14 @@ struct Scratch {
 // stalling the host: each is staged in page-locked memory and copied
 // asynchronously in stream order, to the next free slot of a ring. Once the
 // ring is full the stream is drained (every copy from it has landed) and the
-// ring starts over; a copy never overwrites a slot a pending one reads.
+// ring starts over; a copy never overwrites a slot a pending one reads. The
+// same positions passed again (rope, the KV writes and attention of every
+// layer take the call's positions) reuse the slot already on the device.
 class IntRing {
  public:
   const int32_t* put(const int32_t* src, int64_t n, const char* op) {
     const size_t count = static_cast<size_t>(n);
+    if (last_ && count == last_count_ && std::memcmp(host_ + (last_ - dev_), src, count * 4) == 0) return last_;
     const size_t slot = (count + ALIGN - 1) / ALIGN * ALIGN;  // keeps every slot 16-byte aligned
     if (slot > cap_) grow(slot, op);
     if (used_ + slot > cap_) {
@@ -80,9 +83,10 @@ class IntRing {
     std::memcpy(host_ + used_, src, count * 4);
     check(hipMemcpyAsync(dev_ + used_, host_ + used_, count * 4, hipMemcpyHostToDevice, 0),
           std::string(op) + ": copy indices");
-    const int32_t* d = dev_ + used_;
+    last_ = dev_ + used_;
+    last_count_ = count;
     used_ += slot;
-    return d;
+    return last_;
   }
   ~IntRing() { release(); }
 
@@ -92,6 +96,8 @@ class IntRing {
   int32_t* host_ = nullptr;
   int32_t* dev_ = nullptr;
   size_t cap_ = 0, used_ = 0;
+  const int32_t* last_ = nullptr;  // the latest slot and its length, while it is in the ring
+  size_t last_count_ = 0;
 
   void grow(size_t need, const char* op) {
     check(hipStreamSynchronize(0), std::string(op) + ": drain the index ring");
@@ -108,6 +114,7 @@ class IntRing {
     host_ = nullptr;
     dev_ = nullptr;
     cap_ = used_ = 0;
+    last_ = nullptr;
   }
 };
 
