@@ -103,8 +103,8 @@ struct Buf {
 };
 
 enum Path { NEW, OLD, T_A, T_B, T_C, T_D, R_A, R_B, R_C, R_2, R_4, R_E, NPATHS };
-const char* path_name[NPATHS] = {"new(dispatch)",      "old(cuda-core)",     "tiled 4x1 f2 t4 s3", "tiled 4x2 f2 t4 s3",
-                                 "tiled 4x2 f2 t2 s4", "tiled 2x2 f2 t4 s4", "rows f1 t1 kw8",     "rows f2 t1 kw8",
+const char* path_name[NPATHS] = {"new(dispatch)",      "old(cuda-core)",     "tiled 4x1 f2 t4 s3", "tiled 4x1 f2 t4 s2",
+                                 "tiled 2x1 f2 t4 s3", "tiled 4x1 f1 t4 s3", "rows f1 t1 kw8",     "rows f2 t1 kw8",
                                  "rows f1 t1 kw16",    "rows f1 t2 kw8",     "rows f1 t4 kw8",
                                  "rows f1 t1 kw8 r2"};
 int rows_tokens(int p) { return p == R_E ? greta_mma::TILE_J : p == R_2 ? 2 * greta_mma::TILE_J : p == R_4 ? 4 * greta_mma::TILE_J : greta_mma::TILE_J; }
@@ -117,9 +117,9 @@ hipError_t run(Path p, const GretaMatmulOuts& o, const float* x, const void* w, 
     case NEW: return greta_matmul(o, x, w, wt, M, N, K, 0);
     case OLD: return launch_simt<W>(o, x, w, M, N, K, 0);
     case T_A: return launch_tiled<W, 4, 1, F, 4, 3>(o, x, w, M, N, K, 0);
-    case T_B: return launch_tiled<W, 4, 2, F, 4, 3>(o, x, w, M, N, K, 0);
-    case T_C: return launch_tiled<W, 4, 2, F, 2, 4>(o, x, w, M, N, K, 0);
-    case T_D: return launch_tiled<W, 2, 2, F, 4, 4>(o, x, w, M, N, K, 0);
+    case T_B: return launch_tiled<W, 4, 1, F, 4, 2>(o, x, w, M, N, K, 0);
+    case T_C: return launch_tiled<W, 2, 1, F, 4, 3>(o, x, w, M, N, K, 0);
+    case T_D: return launch_tiled<W, 4, 1, 1, 4, 3>(o, x, w, M, N, K, 0);
     case R_A: return launch_rows<W, 1, 1, 8>(o, x, w, M, N, K, 0);
     case R_B: return launch_rows<W, 2, 1, 8>(o, x, w, M, N, K, 0);
     case R_C: return launch_rows<W, 1, 1, 16>(o, x, w, M, N, K, 0);
@@ -289,7 +289,7 @@ void bench(const char* name, int64_t N, int64_t K, const std::vector<Path>& pref
     const float mo = timeit<W>(OLD, M, N, K, 9);
     std::printf("| %-22s | M=%-3lld | new %.4f ms (%.1f TFLOP/s) | old %.4f ms |", name, (long long)M, ms,
                 2.0 * M * N * K / (ms * 1e-3) / 1e12, mo);
-    if (M > 8) std::printf(" tiled 4x1 %.4f | 4x2 %.4f |", timeit<W>(T_A, M, N, K, 9), timeit<W>(T_B, M, N, K, 9));
+    if (M > 8) std::printf(" tiled 4x1 %.4f | 2x1 %.4f |", timeit<W>(T_A, M, N, K, 9), timeit<W>(T_C, M, N, K, 9));
     if (M <= 16) std::printf(" rows t2 %.4f |", timeit<W>(R_2, M, N, K, 9));
     if (M <= 32) std::printf(" rows t4 %.4f |", timeit<W>(R_4, M, N, K, 9));
     std::printf("\n");

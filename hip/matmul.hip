@@ -212,8 +212,9 @@ __device__ __forceinline__ int chunk_at(int r, int c) {
 
 // Prefill: a block computes BN weight rows x BT tokens; warp (wn, wt) FN x TM
 // tiles. Both operands go through shared memory in STAGES KBLOCK stages
-// (cp.async on NVIDIA); each warp splits its activations into bf16 terms after
-// loading them, so only fp32 is staged. Per KBLOCK every tile's c_s is formed
+// (cp.async on NVIDIA); once a stage has landed, the block splits its
+// activations into bf16 terms once (each thread one lane chunk), for every
+// warp to read. Per KBLOCK every tile's c_s is formed
 // (the FN x TM chains interleaved: the matrix unit's latency is hidden by
 // independent chains) and added to its accumulator: the chain of matmul.h.
 template <typename W, int WN, int WT, int FN, int TM, int STAGES>
@@ -228,8 +229,10 @@ __global__ void __launch_bounds__(WN * WT * GRETA_WAVE_SIZE)
   constexpr int WPER = LANE_K * static_cast<int>(sizeof(W)) / 16;  // chunks a lane reads per row
   constexpr int W_ELEMS = 16 / static_cast<int>(sizeof(W));
   constexpr int X_ELEMS = 16 / static_cast<int>(sizeof(float));
+  constexpr int XT = KBLOCK / LANE_K;  // lane chunks of a token row
   __shared__ uint4 ws[STAGES][BN * WCH];
   __shared__ uint4 xs[STAGES][BT * XCH];
+  __shared__ uint4 xt[3][BT * XT];  // the split stage: term, token row, lane chunk (64-byte rows)
 
   const int lane = threadIdx.x % GRETA_WAVE_SIZE;
   const int warp = threadIdx.x / GRETA_WAVE_SIZE;
@@ -269,13 +272,21 @@ __global__ void __launch_bounds__(WN * WT * GRETA_WAVE_SIZE)
     copy_commit();
   }
   const int wchunk = lane_k(lane) / W_ELEMS;
-  const int xchunk = lane_k(lane) / X_ELEMS;
   for (int64_t s = 0; s < S; s++) {
     copy_wait<STAGES - 2>();
     __syncthreads();
     if (s + STAGES - 1 < S) load(static_cast<int>((s + STAGES - 1) % STAGES), s + STAGES - 1);
     copy_commit();
     const int st = static_cast<int>(s % STAGES);
+#pragma unroll
+    for (int u = threadIdx.x; u < BT * XT; u += THREADS) {
+      const int r = u / XT, c = u % XT;
+      MmaB b[3];
+      act_terms(xs[st][chunk_at<XCH>(r, 2 * c)], xs[st][chunk_at<XCH>(r, 2 * c + 1)], b);
+#pragma unroll
+      for (int i = 0; i < 3; i++) xt[i][u] = b[i].v;
+    }
+    __syncthreads();
 
     MmaA a[FN][Terms<W>::N];
 #pragma unroll
@@ -293,7 +304,8 @@ __global__ void __launch_bounds__(WN * WT * GRETA_WAVE_SIZE)
 #pragma unroll
     for (int t = 0; t < TM; t++) {
       const int row = (wt * TM + t) * TILE_J + b_col(lane);
-      act_terms(xs[st][chunk_at<XCH>(row, xchunk)], xs[st][chunk_at<XCH>(row, xchunk + 1)], b[t]);
+#pragma unroll
+      for (int i = 0; i < 3; i++) b[t][i].v = xt[i][row * XT + lane_k(lane) / LANE_K];
     }
     MmaC c[FN][TM];
 #pragma unroll
@@ -468,19 +480,20 @@ hipError_t launch_rows(const GretaMatmulOuts& out, const float* x, const void* w
 }
 
 // Launch shapes (speed only: every shape runs the same chain). Up to 4 token
-// tiles: the rows kernel, 8 warps over K; wide outputs take 2 row tiles a
+// tiles: the rows kernel, 8 warps over K, 2 blocks a round (registers for 2
+// blocks of 8 warps per SM); outputs as wide as lm_head take 2 row tiles a
 // block (4 token tiles where the slots fit: NVIDIA). Beyond: the prefill
 // kernel, 4 warps of 32 weight rows x 4 token tiles (2 on AMD), three stages
 // (36 KB of shared memory for 2-byte weights).
 constexpr int ROWS_KW = 8;
-constexpr int64_t WIDE_N = 8192;
+constexpr int64_t WIDE_N = 1 << 16;
 
 template <typename W>
 hipError_t launch_mma(const GretaMatmulOuts& out, const float* x, const void* w, int64_t M, int64_t N, int64_t K,
                       hipStream_t stream) {
   if (M <= TILE_J) {
     if (N >= WIDE_N) return launch_rows<W, 2, 1, ROWS_KW>(out, x, w, M, N, K, stream);
-    return launch_rows<W, 1, 1, ROWS_KW>(out, x, w, M, N, K, stream);
+    return launch_rows<W, 1, 1, ROWS_KW, 2>(out, x, w, M, N, K, stream);
   }
   if (M <= 2 * TILE_J) return launch_rows<W, 1, 2, ROWS_KW>(out, x, w, M, N, K, stream);
   if constexpr (rows_r<1, 4, ROWS_KW>() >= 1) {
