@@ -217,8 +217,9 @@ __device__ __forceinline__ int chunk_at(int r, int c) {
 // warp to read. Per KBLOCK every tile's c_s is formed
 // (the FN x TM chains interleaved: the matrix unit's latency is hidden by
 // independent chains) and added to its accumulator: the chain of matmul.h.
-template <typename W, int WN, int WT, int FN, int TM, int STAGES>
-__global__ void __launch_bounds__(WN * WT * GRETA_WAVE_SIZE)
+// MINB: blocks an SM should hold (registers capped to fit).
+template <typename W, int WN, int WT, int FN, int TM, int STAGES, int MINB>
+__global__ void __launch_bounds__(WN * WT * GRETA_WAVE_SIZE, MINB)
     mma_tiled_kernel(GretaMatmulOuts out, const float* __restrict__ x, const W* __restrict__ w, int64_t M, int64_t N,
                      int64_t K, int64_t token_tiles) {
   constexpr int THREADS = WN * WT * GRETA_WAVE_SIZE;
@@ -242,21 +243,29 @@ __global__ void __launch_bounds__(WN * WT * GRETA_WAVE_SIZE)
   const int64_t m0 = (blockIdx.x % token_tiles) * BT;
   const int64_t S = (K + KBLOCK - 1) / KBLOCK;
 
+  // Each thread copies the same chunk column of rows r0, r0 + RS, ... in every
+  // stage: one pointer each, advanced by KBLOCK a stage (RS even keeps the
+  // swizzle of chunk_at, so the shared-memory offsets are constants).
+  static_assert(THREADS % WCH == 0 && THREADS % XCH == 0 && (BN * WCH) % THREADS == 0 && (BT * XCH) % THREADS == 0,
+                "the block copies whole stages");
+  constexpr int WRS = THREADS / WCH, XRS = THREADS / XCH;
+  static_assert(WRS % 2 == 0 && XRS % 2 == 0, "row steps keep the swizzle");
+  const int wr0 = threadIdx.x / WCH, wc = threadIdx.x % WCH;
+  const int xr0 = threadIdx.x / XCH, xc = threadIdx.x % XCH;
+  const W* const wbase = w + (n0 + wr0) * K + wc * W_ELEMS;
+  const float* const xbase = x + (m0 + xr0) * K + xc * X_ELEMS;
+  const int wdst = chunk_at<WCH>(wr0, wc), xdst = chunk_at<XCH>(xr0, xc);
   auto load = [&](int st, int64_t s) {
     const int64_t k0 = s * KBLOCK;
 #pragma unroll
-    for (int c = threadIdx.x; c < BN * WCH; c += THREADS) {
-      const int r = c / WCH, ch = c % WCH;
-      const int64_t n = n0 + r, k = k0 + ch * W_ELEMS;
-      const bool ok = n < N && k < K;
-      copy16_async(&ws[st][chunk_at<WCH>(r, ch)], ok ? w + n * K + k : w, ok);
+    for (int i = 0; i < BN * WCH / THREADS; i++) {
+      const bool ok = n0 + wr0 + i * WRS < N && k0 + wc * W_ELEMS < K;
+      copy16_async(&ws[st][wdst + i * WRS * WCH], ok ? wbase + i * WRS * K + k0 : w, ok);
     }
 #pragma unroll
-    for (int c = threadIdx.x; c < BT * XCH; c += THREADS) {
-      const int r = c / XCH, ch = c % XCH;
-      const int64_t m = m0 + r, k = k0 + ch * X_ELEMS;
-      const bool ok = m < M && k < K;
-      copy16_async(&xs[st][chunk_at<XCH>(r, ch)], ok ? x + m * K + k : x, ok);
+    for (int i = 0; i < BT * XCH / THREADS; i++) {
+      const bool ok = m0 + xr0 + i * XRS < M && k0 + xc * X_ELEMS < K;
+      copy16_async(&xs[st][xdst + i * XRS * XCH], ok ? xbase + i * XRS * K + k0 : x, ok);
     }
   };
 
@@ -446,14 +455,25 @@ __global__ void __launch_bounds__(KW * GRETA_WAVE_SIZE)
   }
 }
 
+// Blocks of the prefill kernel an SM holds: 4 where its shared memory allows
+// (registers are then capped to fit), else as many as fit.
 template <typename W, int WN, int WT, int FN, int TM, int STAGES>
+constexpr int tiled_min_blocks() {
+  constexpr int bytes = STAGES * (WN * FN * TILE_I * KBLOCK * static_cast<int>(sizeof(W)) +
+                                  WT * TM * TILE_J * KBLOCK * static_cast<int>(sizeof(float))) +
+                        3 * WT * TM * TILE_J * KBLOCK * 2;
+  return SHARED_PER_SM / bytes >= 4 ? 4 : SHARED_PER_SM / bytes >= 1 ? SHARED_PER_SM / bytes : 1;
+}
+
+template <typename W, int WN, int WT, int FN, int TM, int STAGES,
+          int MINB = tiled_min_blocks<W, WN, WT, FN, TM, STAGES>()>
 hipError_t launch_tiled(const GretaMatmulOuts& out, const float* x, const void* w, int64_t M, int64_t N, int64_t K,
                         hipStream_t stream) {
   constexpr int64_t BN = WN * FN * TILE_I, BT = WT * TM * TILE_J;
   const int64_t token_tiles = (M + BT - 1) / BT;
   const int64_t blocks = token_tiles * ((N + BN - 1) / BN);
   if (blocks > 0x7fffffff) return hipErrorInvalidValue;
-  hipLaunchKernelGGL((mma_tiled_kernel<W, WN, WT, FN, TM, STAGES>), dim3(static_cast<unsigned>(blocks)),
+  hipLaunchKernelGGL((mma_tiled_kernel<W, WN, WT, FN, TM, STAGES, MINB>), dim3(static_cast<unsigned>(blocks)),
                      dim3(WN * WT * GRETA_WAVE_SIZE), 0, stream, out, x, static_cast<const W*>(w), M, N, K, token_tiles);
   return hipGetLastError();
 }
@@ -484,7 +504,7 @@ hipError_t launch_rows(const GretaMatmulOuts& out, const float* x, const void* w
 // blocks of 8 warps per SM); outputs as wide as lm_head take 2 row tiles a
 // block (4 token tiles where the slots fit: NVIDIA). Beyond: the prefill
 // kernel, 4 warps of 32 weight rows x 4 token tiles (2 on AMD), three stages
-// (36 KB of shared memory for 2-byte weights).
+// (42 KB of shared memory for 2-byte weights), 4 blocks an SM on NVIDIA.
 constexpr int ROWS_KW = 8;
 constexpr int64_t WIDE_N = 1 << 16;
 

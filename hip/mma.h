@@ -22,9 +22,10 @@
 // the row alone, where it sits in column 0 instead of r mod J).
 //
 // Rounding of one instruction: products of bf16 are exact in fp32; the sum of
-// the 16 products and C is not documented by either vendor. Measured on NVIDIA
-// tensor cores (Fasi et al. 2021): significands aligned to the largest term
-// and truncated, fp32 result, so |error| <= (16 + 1) 2^-23 max(|c|, |a_k b_k|).
+// the 16 products and C is not documented by either vendor. Fasi, Higham,
+// Mikaitis and Pranesh (2021) found NVIDIA's tensor cores align the addends to
+// the largest and truncate, so we take |error| <= (16 + 1) 2^-23 max(|c|,
+// |a_k b_k|), the bound hip/matmul.h builds on (its test: rel L2 vs fp64).
 #pragma once
 
 #include "common.h"
@@ -47,6 +48,7 @@ constexpr int LANE_CHUNKS = KBLOCK / LANE_K;  // lanes that share a row in a blo
 #endif
 constexpr int TILE_J = 16;
 constexpr int A_ROWS = 1;               // rows of A a lane loads
+constexpr int SHARED_PER_SM = 1 << 16;  // LDS of a CU (gfx90a, gfx942)
 __device__ __forceinline__ int a_row(int lane, int) { return lane % TILE_I; }
 __device__ __forceinline__ int b_col(int lane) { return lane % TILE_J; }
 __device__ __forceinline__ int lane_k(int lane) { return LANE_K * (lane / TILE_J); }
@@ -58,6 +60,7 @@ __device__ __forceinline__ int c_col(int lane, int) { return lane % TILE_J; }
 // C[g + 8 h][2 t + {0,1}] in c{2 h + 0,1}.
 constexpr int TILE_J = 8;
 constexpr int A_ROWS = 2;
+constexpr int SHARED_PER_SM = 228 * 1024;  // shared memory of an SM (sm_90; sm_80: 164 KB)
 __device__ __forceinline__ int a_row(int lane, int r) { return lane / LANE_CHUNKS + TILE_J * r; }
 __device__ __forceinline__ int b_col(int lane) { return lane / LANE_CHUNKS; }
 __device__ __forceinline__ int lane_k(int lane) { return LANE_K * (lane % LANE_CHUNKS); }
