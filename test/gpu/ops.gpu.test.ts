@@ -123,7 +123,9 @@ describe(`${hip.name} ops on ${hip.device}`, () => {
 
   // The matrix-unit path at Llama-3-8B projection shapes: decode (M = 1), each launch shape and its
   // edges (8, 9, 16, 17, 32, 33) and prefill (205) give every row the bits of the 205-row call.
-  it('matmul rows are the same bits at every M on the Llama-3-8B shapes (1 to 33 rows, 205)', () => {
+  // hip only: on the cpu stand-in (GRETA_TEST_BACKEND=cpu) these shapes take minutes, and
+  // test/ops/matmul.test.ts holds the cpu backend's invariance.
+  it.skipIf(hip.name !== 'hip')('matmul rows are the same bits at every M on the Llama-3-8B shapes (1 to 33 rows, 205)', () => {
     for (const [N, K] of [
       [6144, 4096],
       [4096, 14336],
