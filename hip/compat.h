@@ -7,6 +7,7 @@
 #if defined(__HIP_PLATFORM_AMD__) || (defined(__HIPCC__) && !defined(__CUDACC__))
 #include <hip/hip_runtime.h>
 #define GRETA_VENDOR "amd"
+#define GRETA_VENDOR_AMD 1
 // Wave size. The device pass takes it from the target (64 on CDNA; 32 on
 // RDNA unless built with -mwavefrontsize64). The host pass has no target (clang
 // defines the target macros there as 64 whatever the targets are), yet sizes
@@ -44,6 +45,7 @@
 #elif defined(__CUDACC__)
 #include <cuda_runtime.h>
 #define GRETA_VENDOR "nvidia"
+#define GRETA_VENDOR_NVIDIA 1
 // Every NVIDIA GPU has warps of 32 lanes (warpSize is not a constant expression).
 #define GRETA_WAVE_SIZE 32
 #define GRETA_SHFL_XOR(v, mask) __shfl_xor_sync(0xffffffffu, (v), (mask))

@@ -7,7 +7,9 @@
 // Bounds are relative L2 against fp64, and follow from fp32 arithmetic
 // (unit roundoff u = 6e-8):
 // - embedding, kv_write, add: exact copies or one rounding: 0 / 1e-7.
-// - matmul: one K-long fp32 dot; random-sign terms grow error ~ sqrt(K) u: 2e-6 up to K = 4096.
+// - matmul: an fp32 sum of K/32 block products from the matrix unit, each exact up to its
+//   instruction's rounding (hip/matmul.h); random-sign terms grow error ~ sqrt(K) u: 2e-6 up to
+//   K = 14336.
 // - rmsnorm: a D-long sum of squares, one sqrt, two products: 1e-6.
 // - rope: the fp32 angle pos * inv_freq carries |angle| u absolute error; positions < 64: 1e-5.
 // - silu_mul: expf and one division: 1e-6.
@@ -80,6 +82,8 @@ describe(`${hip.name} ops on ${hip.device}`, () => {
     [37, 1000, 333],
     [64, 64, 192],
     [3, 13, 5],
+    [205, 4096, 512],
+    [17, 14336, 256],
   ] as const) {
     for (const wd of ['f32', 'f16', 'bf16'] as const) {
       it(`matmul [${M},${K}] x [${N},${K}]^T ${wd}`, () => {
@@ -116,6 +120,43 @@ describe(`${hip.name} ops on ${hip.device}`, () => {
       }
     }
   });
+
+  // The matrix-unit path at Llama-3-8B projection shapes: decode (M = 1), each launch shape and its
+  // edges (8, 9, 16, 17, 32, 33) and prefill (205) give every row the bits of the 205-row call.
+  // hip only: on the cpu stand-in (GRETA_TEST_BACKEND=cpu) these shapes take minutes, and
+  // test/ops/matmul.test.ts holds the cpu backend's invariance.
+  it.skipIf(hip.name !== 'hip')('matmul rows are the same bits at every M on the Llama-3-8B shapes (1 to 33 rows, 205)', () => {
+    for (const [N, K] of [
+      [6144, 4096],
+      [4096, 14336],
+      [28672, 4096],
+      [128256, 4096],
+    ] as const) {
+      // On the device only: no oracle copy of a 1 GB weight.
+      const xh = hip.alloc('f32', [205, K]);
+      hip.fillUniform(xh, seed++, 1, 0);
+      const wh = hip.alloc('bf16', [N, K]);
+      hip.fillUniform(wh, seed++, Math.sqrt(3 / K), 0);
+      const all = hip.alloc('f32', [205, N]);
+      hip.matmul(all, xh, wh);
+      const full = hip.download(all) as Float32Array;
+      all.free();
+      for (const M of [1, 8, 9, 16, 17, 32, 33]) {
+        const part = hip.alloc('f32', [M, N]);
+        hip.matmul(part, xh.rows(0, M), wh);
+        const got = Buffer.from((hip.download(part) as Float32Array).buffer);
+        // Buffer.equals: toEqual walks 100 MB element by element.
+        expect(got.equals(Buffer.from(full.buffer, 0, M * N * 4)), `N=${N} K=${K} M=${M}`).toBe(true);
+        part.free();
+      }
+      const last = hip.alloc('f32', [1, N]);
+      hip.matmul(last, xh.rows(204, 1), wh);
+      const got = Buffer.from((hip.download(last) as Float32Array).buffer);
+      expect(got.equals(Buffer.from(full.buffer, 204 * N * 4, N * 4)), `N=${N} K=${K} row 204 alone`).toBe(true);
+      for (const t of [last, xh, wh]) t.free();
+    }
+  });
+
 
   // The fused projections of Llama-3-8B (Q, K, V and gate, up): each output
   // equals its own matmul bit for bit. Device operands only (no oracle copy);
