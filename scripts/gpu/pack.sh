@@ -17,7 +17,11 @@ npm run --silent build:ts
 mkdir -p .gpu
 # The bench states the commit it measured; the tree that travels has no .git.
 git rev-parse --short HEAD > .gpu/commit
-xz -T2 -6 -c "$(command -v node)" > .gpu/node.xz
+# Node itself is packed once per version (compressing it takes minutes).
+if [ "$(cat .gpu/node.version 2>/dev/null)" != "$(node --version)" ] || [ ! -s .gpu/node.xz ]; then
+  xz -T2 -6 -c "$(command -v node)" > .gpu/node.xz
+  node --version > .gpu/node.version
+fi
 # vitest and the runtime dependencies; the compilers stay here.
 tar cf - --exclude=node_modules/typescript --exclude=node_modules/cmake-js node_modules | xz -T2 -6 > .gpu/node_modules.tar.xz
 du -ch .gpu/* build/Release/greta.node | tail -n 1
