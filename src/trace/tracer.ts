@@ -117,6 +117,9 @@ export class StageTracer {
     if (this.pending.length === 0) return;
     const b = this.backend;
     const data = withRows(this.buffer!, 0, this.used, (v) => b.download(v)) as Float32Array | Float64Array;
+    // The rows lie in the buffer in record order: one write puts them all in the sidecar.
+    const rows = this.writer.writeRow(data.subarray(0, this.used));
+    const records: StageRecord[] = [];
     for (const p of this.pending) {
       const indices = sampleIndices(p.width);
       const s = summarizeRow(data, p.at, p.width, indices);
@@ -132,14 +135,15 @@ export class StageTracer {
         stats: { mean: s.mean, abs_mean: s.abs_mean, rms: s.rms, min: s.min, max: s.max, nan: s.nan, inf: s.inf },
         hash: s.hash,
         sample: { indices, values: Array.from(s.sample, toJsonNumber) },
-        row: this.writer.writeRow(row),
+        row: { file: rows.file, offset: rows.offset + p.at * data.BYTES_PER_ELEMENT, bytes: p.width * data.BYTES_PER_ELEMENT },
       };
       if (p.point === 'logits') {
         const top = topK(row, Math.min(this.sel.topk, p.width));
         rec.topk = { ids: top.map((i) => i), values: top.map((i) => toJsonNumber(row[i]!)) };
       }
-      this.writer.write(rec);
+      records.push(rec);
     }
+    this.writer.writeLines(records);
     this.pending = [];
     this.used = 0;
   }

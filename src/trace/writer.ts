@@ -1,6 +1,8 @@
 // Appends trace records to a JSONL file and full rows to its sidecar. Each row
-// is written before the line that points at it, and each line is one write,
-// so an interrupted run leaves only whole lines whose rows are on disk.
+// is written before the line that points at it, and lines go out whole (one
+// record, or the records of one forward call, per write), so an interrupted
+// run leaves whole lines whose rows are on disk, and at worst a last line cut
+// short, which the reader reports.
 import { closeSync, fstatSync, openSync, writeSync } from 'node:fs';
 import { basename } from 'node:path';
 import type { TraceRecord } from './schema.js';
@@ -39,6 +41,11 @@ export class TraceWriter {
 
   write(record: TraceRecord): void {
     writeAll(this.fd, Buffer.from(JSON.stringify(record) + '\n', 'utf8'));
+  }
+
+  /** Several records in one write (a forward call's): the lines are whole, and their rows were written before. */
+  writeLines(records: readonly TraceRecord[]): void {
+    if (records.length) writeAll(this.fd, Buffer.from(records.map((r) => JSON.stringify(r) + '\n').join(''), 'utf8'));
   }
 
   close(): void {
