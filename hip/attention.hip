@@ -31,13 +31,20 @@ constexpr int MAX_HEAD_DIM = 256;
 // order of every reduction is fixed per thread or exact, whatever the wave.
 constexpr int BLOCK = 128;
 constexpr int QUAD = 4;                       // query heads per block, all of one KV head
-constexpr int DIMS = MAX_HEAD_DIM / BLOCK;    // output dims per thread, at most: d = t + i * BLOCK
+constexpr int MAX_DIMS = MAX_HEAD_DIM / BLOCK;  // output dims per thread, at most: d = t + i * BLOCK
 constexpr int K_SLICE = 128;                  // dims of the K tile staged at a time
 constexpr int K_PAD = 4;                      // floats of padding per tile row (float4 reads, no bank conflicts)
 constexpr int K_ROW = K_SLICE + K_PAD;
-constexpr int V_BATCH = 16;                   // V loads issued together in p.V
+// V values a thread has in flight at once: the first ones go out with the K
+// tile. Half a chunk balances bytes in flight against registers (H100,
+// dev/attention.hip, decode at 32768 keys: 1.67 TB/s, against 1.32 for a whole
+// chunk, which leaves room for only 2 blocks per SM, and 1.66 for a quarter).
+constexpr int V_LOADS = KEY_CHUNK / 2;
+// Resident blocks per multiprocessor asked of the compiler (GRETA_LAUNCH_BOUNDS):
+// on NVIDIA it caps registers at 168 (64K over 3 blocks of 128 threads).
+[[maybe_unused]] constexpr int MIN_BLOCKS = 3;  // unused where the vendor has no such bound
 static_assert(QUAD == 4, "p.V reads one float4 of exp(s - m_c) per key");
-static_assert(BLOCK * DIMS >= MAX_HEAD_DIM && (KEY_CHUNK * K_SLICE / 4) % BLOCK == 0, "tile and dims cover the block");
+static_assert(BLOCK * MAX_DIMS >= MAX_HEAD_DIM && (KEY_CHUNK * K_SLICE / 4) % BLOCK == 0, "tile and dims cover the block");
 
 struct Geometry {
   int n_heads, n_kv_heads, head_dim, group, quads;
@@ -63,21 +70,26 @@ __device__ __forceinline__ Heads heads_of(int64_t unit, const Geometry& g) {
 }
 
 // Running softmax state of one head, one thread's share of the dims.
+// D: dims per thread, 1 for head_dim <= BLOCK, else 2 (the dims a thread
+// holds change nothing in how each is computed).
+template <int D>
 struct Run {
   float m, l;
-  float acc[DIMS];
+  float acc[D];
 };
 
-__device__ __forceinline__ void init(Run& s) {
+template <int D>
+__device__ __forceinline__ void init(Run<D>& s) {
   s.m = -INFINITY;
   s.l = 0.f;
 #pragma unroll
-  for (int i = 0; i < DIMS; i++) s.acc[i] = 0.f;
+  for (int i = 0; i < D; i++) s.acc[i] = 0.f;
 }
 
 // Merges a partial into a running state: the probe reads the two rescale
 // factors back (a for what came before, b for the partial).
-__device__ __forceinline__ void merge(Run& s, float m_c, float l_c, const float* acc_c, float* a_out = nullptr,
+template <int D>
+__device__ __forceinline__ void merge(Run<D>& s, float m_c, float l_c, const float* acc_c, float* a_out = nullptr,
                                       float* b_out = nullptr) {
   const float m = fmaxf(s.m, m_c);
   const float a = expf(__fadd_rn(s.m, -m));  // 0 while s is empty
@@ -88,14 +100,15 @@ __device__ __forceinline__ void merge(Run& s, float m_c, float l_c, const float*
   }
   s.l = __fadd_rn(__fmul_rn(s.l, a), __fmul_rn(l_c, b));
 #pragma unroll
-  for (int i = 0; i < DIMS; i++) s.acc[i] = __fadd_rn(__fmul_rn(s.acc[i], a), __fmul_rn(acc_c[i], b));
+  for (int i = 0; i < D; i++) s.acc[i] = __fadd_rn(__fmul_rn(s.acc[i], a), __fmul_rn(acc_c[i], b));
   s.m = m;
 }
 
-__device__ __forceinline__ void finish(const Run& s, float* out, int head_dim) {
+template <int D>
+__device__ __forceinline__ void finish(const Run<D>& s, float* out, int head_dim) {
   const float inv = __fdiv_rn(1.f, s.l);
 #pragma unroll
-  for (int i = 0; i < DIMS; i++) {
+  for (int i = 0; i < D; i++) {
     const int d = static_cast<int>(threadIdx.x) + i * BLOCK;
     if (d < head_dim) out[d] = __fmul_rn(s.acc[i], inv);
   }
@@ -123,13 +136,43 @@ __device__ __forceinline__ void load_q(float (*q_s)[MAX_HEAD_DIM], const float* 
   }
 }
 
+// V of keys j0 .. j0+VB-1 (those < len) at this thread's dims.
+template <int VB, int D>
+__device__ __forceinline__ void load_v(float (&v)[VB][D], const float* vbase, int j0, int len, int64_t kv_stride,
+                                       int head_dim) {
+  const int t = static_cast<int>(threadIdx.x);
+  const float* row = vbase + j0 * kv_stride;  // stepped, not recomputed: one address register per load stream
+#pragma unroll
+  for (int jj = 0; jj < VB; jj++, row += kv_stride)
+#pragma unroll
+    for (int i = 0; i < D; i++) v[jj][i] = j0 + jj < len && t + i * BLOCK < head_dim ? row[i * BLOCK] : 0.f;
+}
+
+// p.V and the exp-sum over keys j0 .. j0+VB-1 (those < len), sequential in j.
+template <int VB, int D>
+__device__ __forceinline__ void pv_batch(float (&l)[QUAD], float (&acc)[QUAD][D], const float (&v)[VB][D],
+                                         const float (*e_s)[QUAD], int j0, int len) {
+#pragma unroll
+  for (int jj = 0; jj < VB; jj++) {
+    if (j0 + jj >= len) break;
+    const float4 e4 = *reinterpret_cast<const float4*>(e_s[j0 + jj]);
+    const float e[QUAD] = {e4.x, e4.y, e4.z, e4.w};
+#pragma unroll
+    for (int p = 0; p < QUAD; p++) {
+      l[p] = __fadd_rn(l[p], e[p]);
+#pragma unroll
+      for (int i = 0; i < D; i++) acc[p][i] = __fmaf_rn(e[p], v[jj][i], acc[p][i]);
+    }
+  }
+}
+
 // The partial of one chunk (keys c0 .. c0+len-1) for the block's heads: each
 // thread gets m_c, l_c (every thread the same bits) and acc_c of its dims.
 // The probe (PROBE) also stores each score and each exp(s - m_c) to
 // scores_out/p_out [head][key - c0] (head stride `pstride`); the model's
 // instantiations have no such stores.
-template <int CHUNK, bool PROBE>
-__device__ void chunk_partial(Run (&part)[QUAD], Smem<CHUNK>& sm, const float* __restrict__ kc,
+template <int CHUNK, bool PROBE, int D, bool EARLY_V = false>
+__device__ void chunk_partial(Run<D> (&part)[QUAD], Smem<CHUNK>& sm, const float* __restrict__ kc,
                               const float* __restrict__ vc, int64_t c0, int len, const Heads& hs, const Geometry& g,
                               float scale, float* scores_out = nullptr, float* p_out = nullptr, int64_t pstride = 0) {
   constexpr int KEY_ROWS = BLOCK / CHUNK > QUAD ? QUAD : BLOCK / CHUNK;  // head rows of threads in the score phase
@@ -138,6 +181,12 @@ __device__ void chunk_partial(Run (&part)[QUAD], Smem<CHUNK>& sm, const float* _
   const int t = static_cast<int>(threadIdx.x);
   const int64_t kv_off = static_cast<int64_t>(hs.kvh) * g.head_dim;
   const bool vec = g.head_dim % 4 == 0;
+  // V's first batch goes out with the K tile; with EARLY_V (decode, whose
+  // blocks hold one chunk and no running state) the second after the scores.
+  constexpr int VB = V_LOADS / D < CHUNK ? V_LOADS / D : CHUNK;
+  const float* vbase = vc + c0 * g.kv_stride + kv_off + t;
+  float v[VB][D];
+  load_v(v, vbase, 0, len, g.kv_stride, g.head_dim);
 
   // Scores: thread (key j, heads r, r + KEY_ROWS, ...) over d in K_SLICE slices.
   const int j = t % CHUNK, r = t / CHUNK;
@@ -149,47 +198,69 @@ __device__ void chunk_partial(Run (&part)[QUAD], Smem<CHUNK>& sm, const float* _
     __syncthreads();  // the tile's previous contents are used
     if (vec) {
       // Every load of the tile in flight before the first store.
-      const int w4 = w / 4;
-      float4 v[TILE_LOADS];
+      float4 kt[TILE_LOADS];
+      if (w == K_SLICE) {
+        // Thread t loads dims 4*(t % W4).. of rows t / W4 + i * (BLOCK / W4).
+        constexpr int W4 = K_SLICE / 4;
+        const int j_first = t / W4, d4 = t % W4;
+        const float* row = kc + (c0 + j_first) * g.kv_stride + kv_off + ds + d4 * 4;
+        const int64_t step = BLOCK / W4 * g.kv_stride;
 #pragma unroll
-      for (int i = 0; i < TILE_LOADS; i++) {
-        const int idx = t + i * BLOCK, jj = idx / w4, d4 = idx % w4;
-        if (jj < len)
-          v[i] = *reinterpret_cast<const float4*>(kc + (c0 + jj) * g.kv_stride + kv_off + ds + d4 * 4);
-      }
+        for (int i = 0; i < TILE_LOADS; i++, row += step)
+          if (j_first + i * (BLOCK / W4) < len) kt[i] = *reinterpret_cast<const float4*>(row);
 #pragma unroll
-      for (int i = 0; i < TILE_LOADS; i++) {
-        const int idx = t + i * BLOCK, jj = idx / w4, d4 = idx % w4;
-        if (jj < len) *reinterpret_cast<float4*>(&sm.k[jj][d4 * 4]) = v[i];
+        for (int i = 0; i < TILE_LOADS; i++)
+          if (j_first + i * (BLOCK / W4) < len)
+            *reinterpret_cast<float4*>(&sm.k[j_first + i * (BLOCK / W4)][d4 * 4]) = kt[i];
+      } else {
+        const int w4 = w / 4;
+#pragma unroll
+        for (int i = 0; i < TILE_LOADS; i++) {
+          const int idx = t + i * BLOCK, jj = idx / w4, dd = idx % w4;
+          if (jj < len)
+            kt[i] = *reinterpret_cast<const float4*>(kc + (c0 + jj) * g.kv_stride + kv_off + ds + dd * 4);
+        }
+#pragma unroll
+        for (int i = 0; i < TILE_LOADS; i++) {
+          const int idx = t + i * BLOCK, jj = idx / w4, dd = idx % w4;
+          if (jj < len) *reinterpret_cast<float4*>(&sm.k[jj][dd * 4]) = kt[i];
+        }
       }
     } else {
       for (int idx = t; idx < len * w; idx += BLOCK) sm.k[idx / w][idx % w] = kc[(c0 + idx / w) * g.kv_stride + kv_off + ds + idx % w];
     }
     __syncthreads();
     if (j < len && r < QUAD) {
+      // d outer, heads inner: each K value read from shared memory once.
       const float* kj = sm.k[j];
+      if (vec) {
+#pragma unroll 2
+        for (int d = 0; d < w; d += 4) {
+          const float4 k4 = *reinterpret_cast<const float4*>(kj + d);
 #pragma unroll
-      for (int i = 0; i < PAIRS; i++) {
-        const int p = r + i * KEY_ROWS;
-        if (p >= hs.n) continue;
-        const float* qp = sm.q[p] + ds;
-        float a = s[i];
-        if (vec) {
-          for (int d = 0; d < w; d += 4) {
-            const float4 k4 = *reinterpret_cast<const float4*>(kj + d);
-            const float4 q4 = *reinterpret_cast<const float4*>(qp + d);
-            a = __fmaf_rn(q4.x, k4.x, a);
-            a = __fmaf_rn(q4.y, k4.y, a);
-            a = __fmaf_rn(q4.z, k4.z, a);
-            a = __fmaf_rn(q4.w, k4.w, a);
+          for (int i = 0; i < PAIRS; i++) {
+            const int p = r + i * KEY_ROWS;
+            if (p >= hs.n) continue;
+            const float4 q4 = *reinterpret_cast<const float4*>(sm.q[p] + ds + d);
+            s[i] = __fmaf_rn(q4.x, k4.x, s[i]);
+            s[i] = __fmaf_rn(q4.y, k4.y, s[i]);
+            s[i] = __fmaf_rn(q4.z, k4.z, s[i]);
+            s[i] = __fmaf_rn(q4.w, k4.w, s[i]);
           }
-        } else {
-          for (int d = 0; d < w; d++) a = __fmaf_rn(qp[d], kj[d], a);
         }
-        s[i] = a;
+      } else {
+        for (int d = 0; d < w; d++) {
+#pragma unroll
+          for (int i = 0; i < PAIRS; i++) {
+            const int p = r + i * KEY_ROWS;
+            if (p < hs.n) s[i] = __fmaf_rn(sm.q[p][ds + d], kj[d], s[i]);
+          }
+        }
       }
     }
   }
+  float v2[EARLY_V ? VB : 1][D];
+  if (EARLY_V && VB < len) load_v(v2, vbase, VB, len, g.kv_stride, g.head_dim);
   if (j < len && r < QUAD) {
 #pragma unroll
     for (int i = 0; i < PAIRS; i++) {
@@ -212,8 +283,12 @@ __device__ void chunk_partial(Run (&part)[QUAD], Smem<CHUNK>& sm, const float* _
         continue;
       }
       float m = -INFINITY;
-#pragma unroll 8
-      for (int jj = 0; jj < len; jj++) m = fmaxf(m, sm.s[p][jj]);
+      int jj = 0;
+      for (; jj + 4 <= len; jj += 4) {
+        const float4 x = *reinterpret_cast<const float4*>(&sm.s[p][jj]);
+        m = fmaxf(m, fmaxf(fmaxf(x.x, x.y), fmaxf(x.z, x.w)));
+      }
+      for (; jj < len; jj++) m = fmaxf(m, sm.s[p][jj]);
       const float e = expf(__fadd_rn(sm.s[p][j], -m));
       sm.e[j][p] = e;
       if (PROBE) p_out[p * pstride + j] = e;
@@ -222,40 +297,25 @@ __device__ void chunk_partial(Run (&part)[QUAD], Smem<CHUNK>& sm, const float* _
   }
   __syncthreads();
   // p.V and the exp-sum: one thread per output dim, sequential over keys.
-  float l[QUAD], acc[QUAD][DIMS];
+  float l[QUAD], acc[QUAD][D];
 #pragma unroll
   for (int p = 0; p < QUAD; p++) {
     l[p] = 0.f;
 #pragma unroll
-    for (int i = 0; i < DIMS; i++) acc[p][i] = 0.f;
+    for (int i = 0; i < D; i++) acc[p][i] = 0.f;
   }
-  const float* vbase = vc + c0 * g.kv_stride + kv_off + t;
-  for (int j0 = 0; j0 < len; j0 += V_BATCH) {
-    float v[V_BATCH][DIMS];
-#pragma unroll
-    for (int jj = 0; jj < V_BATCH; jj++)
-#pragma unroll
-      for (int i = 0; i < DIMS; i++)
-        v[jj][i] = j0 + jj < len && t + i * BLOCK < g.head_dim ? vbase[(j0 + jj) * g.kv_stride + i * BLOCK] : 0.f;
-#pragma unroll
-    for (int jj = 0; jj < V_BATCH; jj++) {
-      if (j0 + jj >= len) break;
-      const float4 e4 = *reinterpret_cast<const float4*>(sm.e[j0 + jj]);
-      const float e[QUAD] = {e4.x, e4.y, e4.z, e4.w};
-#pragma unroll
-      for (int p = 0; p < QUAD; p++) {
-        l[p] = __fadd_rn(l[p], e[p]);
-#pragma unroll
-        for (int i = 0; i < DIMS; i++) acc[p][i] = __fmaf_rn(e[p], v[jj][i], acc[p][i]);
-      }
-    }
+  pv_batch(l, acc, v, sm.e, 0, len);
+  if (EARLY_V && VB < len) pv_batch(l, acc, v2, sm.e, VB, len);
+  for (int j0 = EARLY_V ? 2 * VB : VB; j0 < len; j0 += VB) {
+    load_v(v, vbase, j0, len, g.kv_stride, g.head_dim);
+    pv_batch(l, acc, v, sm.e, j0, len);
   }
 #pragma unroll
   for (int p = 0; p < QUAD; p++) {
     part[p].m = sm.m[p];
     part[p].l = l[p];
 #pragma unroll
-    for (int i = 0; i < DIMS; i++) part[p].acc[i] = acc[p][i];
+    for (int i = 0; i < D; i++) part[p].acc[i] = acc[p][i];
   }
 }
 
@@ -265,8 +325,8 @@ __device__ void chunk_partial(Run (&part)[QUAD], Smem<CHUNK>& sm, const float* _
 // The probe (PROBE, row 0 at position probe_pos) also writes each score, each
 // exp(s - m_c) and the merge factors: per head 2 * (chunks + groups) floats,
 // a_c at [c], b_c at [nc + c], A_g at [2nc + g], B_g at [2nc + ng + g].
-template <int CHUNK, bool CUSTOM_SCALE, bool PROBE>
-__global__ void __launch_bounds__(BLOCK) attention_rows_kernel(
+template <int CHUNK, bool CUSTOM_SCALE, bool PROBE, int D>
+__global__ void GRETA_LAUNCH_BOUNDS(BLOCK, MIN_BLOCKS) attention_rows_kernel(
     float* __restrict__ out, const float* __restrict__ q, const float* __restrict__ kc, const float* __restrict__ vc,
     const int32_t* __restrict__ pos, int32_t probe_pos, int n_heads, int n_kv_heads, int head_dim, float custom_scale,
     float* __restrict__ scores, float* __restrict__ probs, float* __restrict__ factors) {
@@ -276,10 +336,10 @@ __global__ void __launch_bounds__(BLOCK) attention_rows_kernel(
   const int64_t m = PROBE ? 0 : static_cast<int64_t>(blockIdx.x) / units;
   const Heads hs = heads_of(static_cast<int64_t>(blockIdx.x) % units, g);
   const float scale = CUSTOM_SCALE ? custom_scale : default_scale(head_dim);
+  load_q(sm.q, q + m * g.q_stride, hs, g);
   const int64_t n_keys = static_cast<int64_t>(PROBE ? probe_pos : pos[m]) + 1;
   const int64_t nc = (n_keys + CHUNK - 1) / CHUNK, ng = (nc + CHUNKS_PER_GROUP - 1) / CHUNKS_PER_GROUP;
-  load_q(sm.q, q + m * g.q_stride, hs, g);
-  Run total[QUAD], grp[QUAD], part[QUAD];
+  Run<D> total[QUAD], grp[QUAD], part[QUAD];
 #pragma unroll
   for (int p = 0; p < QUAD; p++) {
     init(total[p]);
@@ -288,8 +348,9 @@ __global__ void __launch_bounds__(BLOCK) attention_rows_kernel(
   for (int64_t c = 0; c < nc; c++) {
     const int64_t c0 = c * CHUNK;
     const int len = static_cast<int>(n_keys - c0 < CHUNK ? n_keys - c0 : CHUNK);
-    chunk_partial<CHUNK, PROBE>(part, sm, kc, vc, c0, len, hs, g, scale, PROBE ? scores + hs.h0 * n_keys + c0 : nullptr,
-                                PROBE ? probs + hs.h0 * n_keys + c0 : nullptr, n_keys);
+    chunk_partial<CHUNK, PROBE, D>(part, sm, kc, vc, c0, len, hs, g, scale,
+                                   PROBE ? scores + hs.h0 * n_keys + c0 : nullptr,
+                                   PROBE ? probs + hs.h0 * n_keys + c0 : nullptr, n_keys);
     const bool group_end = (c + 1) % CHUNKS_PER_GROUP == 0 || c + 1 == nc;
 #pragma unroll
     for (int p = 0; p < QUAD; p++) {
@@ -339,9 +400,34 @@ __global__ void __launch_bounds__(BLOCK) attention_rows_kernel(
 // [m, l, acc[0 .. head_dim)], head_dim + 2 floats.
 __device__ __forceinline__ int64_t rec_floats(int head_dim) { return head_dim + 2; }
 
+template <int D>
+__device__ __forceinline__ void store_record(float* rec, const Run<D>& s, int head_dim) {
+  if (threadIdx.x == 0) {
+    rec[0] = s.m;
+    rec[1] = s.l;
+  }
+#pragma unroll
+  for (int i = 0; i < D; i++) {
+    const int d = static_cast<int>(threadIdx.x) + i * BLOCK;
+    if (d < head_dim) rec[2 + d] = s.acc[i];
+  }
+}
+
+template <int D>
+__device__ __forceinline__ void load_record(Run<D>& s, const float* rec, int head_dim) {
+  s.m = rec[0];
+  s.l = rec[1];
+#pragma unroll
+  for (int i = 0; i < D; i++) {
+    const int d = static_cast<int>(threadIdx.x) + i * BLOCK;
+    s.acc[i] = d < head_dim ? rec[2 + d] : 0.f;
+  }
+}
+
 // One block per (chunk, KV head, quad): writes the chunk partial of each head,
 // at partials + (h * n_chunks + c) * rec_floats.
-__global__ void __launch_bounds__(BLOCK) attention_chunks_kernel(
+template <int D>
+__global__ void GRETA_LAUNCH_BOUNDS(BLOCK, MIN_BLOCKS) attention_chunks_kernel(
     float* __restrict__ partials, const float* __restrict__ q, const float* __restrict__ kc,
     const float* __restrict__ vc, const int32_t* __restrict__ pos, int n_heads, int n_kv_heads, int head_dim) {
   __shared__ Smem<KEY_CHUNK> sm;
@@ -350,43 +436,39 @@ __global__ void __launch_bounds__(BLOCK) attention_chunks_kernel(
   // Neighbouring blocks take the KV heads of one chunk: the rows they read lie together.
   const int64_t c = static_cast<int64_t>(blockIdx.x) / units;
   const Heads hs = heads_of(static_cast<int64_t>(blockIdx.x) % units, g);
+  load_q(sm.q, q, hs, g);
   const int64_t n_keys = static_cast<int64_t>(pos[0]) + 1;
   const int64_t nc = (n_keys + KEY_CHUNK - 1) / KEY_CHUNK;
   const int64_t c0 = c * KEY_CHUNK;
   const int len = static_cast<int>(n_keys - c0 < KEY_CHUNK ? n_keys - c0 : KEY_CHUNK);
-  load_q(sm.q, q, hs, g);
-  Run part[QUAD];
-  chunk_partial<KEY_CHUNK, false>(part, sm, kc, vc, c0, len, hs, g, default_scale(head_dim));
+  Run<D> part[QUAD];
+  chunk_partial<KEY_CHUNK, false, D, true>(part, sm, kc, vc, c0, len, hs, g, default_scale(head_dim));
   const int64_t rf = rec_floats(head_dim);
 #pragma unroll
-  for (int p = 0; p < QUAD; p++) {
-    if (p >= hs.n) break;
-    float* rec = partials + (static_cast<int64_t>(hs.h0 + p) * nc + c) * rf;
-    if (threadIdx.x == 0) {
-      rec[0] = part[p].m;
-      rec[1] = part[p].l;
-    }
-#pragma unroll
-    for (int i = 0; i < DIMS; i++) {
-      const int d = static_cast<int>(threadIdx.x) + i * BLOCK;
-      if (d < head_dim) rec[2 + d] = part[p].acc[i];
-    }
-  }
+  for (int p = 0; p < QUAD; p++)
+    if (p < hs.n) store_record(partials + (static_cast<int64_t>(hs.h0 + p) * nc + c) * rf, part[p], head_dim);
 }
 
-__device__ __forceinline__ void merge_record(Run& s, const float* rec, int head_dim) {
-  float acc[DIMS];
+// Merges records first .. end-1 (at stride rf from recs) into s in order, the
+// loads of each batch of CHUNKS_PER_GROUP issued before its merges.
+template <int D>
+__device__ __forceinline__ void merge_records(Run<D>& s, const float* recs, int64_t first, int64_t end, int64_t rf,
+                                              int head_dim) {
+  for (int64_t b0 = first; b0 < end; b0 += CHUNKS_PER_GROUP) {
+    Run<D> r[CHUNKS_PER_GROUP];
 #pragma unroll
-  for (int i = 0; i < DIMS; i++) {
-    const int d = static_cast<int>(threadIdx.x) + i * BLOCK;
-    acc[i] = d < head_dim ? rec[2 + d] : 0.f;
+    for (int k = 0; k < CHUNKS_PER_GROUP; k++)
+      if (b0 + k < end) load_record(r[k], recs + (b0 + k) * rf, head_dim);
+#pragma unroll
+    for (int k = 0; k < CHUNKS_PER_GROUP; k++)
+      if (b0 + k < end) merge(s, r[k].m, r[k].l, r[k].acc);
   }
-  merge(s, rec[0], rec[1], acc);
 }
 
 // One block per (group, head): the group's chunk partials merged in chunk
 // order. With one group this is the output; otherwise the group's record, at
 // groups + (h * n_groups + g) * rec_floats.
+template <int D>
 __global__ void __launch_bounds__(BLOCK) attention_merge_chunks_kernel(
     float* __restrict__ out, float* __restrict__ groups, const float* __restrict__ partials,
     const int32_t* __restrict__ pos, int n_heads, int head_dim) {
@@ -396,26 +478,17 @@ __global__ void __launch_bounds__(BLOCK) attention_merge_chunks_kernel(
   const int64_t ng = (nc + CHUNKS_PER_GROUP - 1) / CHUNKS_PER_GROUP;
   const int64_t rf = rec_floats(head_dim);
   const int64_t c_end = (gi + 1) * CHUNKS_PER_GROUP < nc ? (gi + 1) * CHUNKS_PER_GROUP : nc;
-  Run s;
+  Run<D> s;
   init(s);
-  for (int64_t c = gi * CHUNKS_PER_GROUP; c < c_end; c++) merge_record(s, partials + (h * nc + c) * rf, head_dim);
-  if (ng == 1) {
+  merge_records(s, partials + h * nc * rf, gi * CHUNKS_PER_GROUP, c_end, rf, head_dim);
+  if (ng == 1)
     finish(s, out + static_cast<int64_t>(h) * head_dim, head_dim);
-    return;
-  }
-  float* rec = groups + (h * ng + gi) * rf;
-  if (threadIdx.x == 0) {
-    rec[0] = s.m;
-    rec[1] = s.l;
-  }
-#pragma unroll
-  for (int i = 0; i < DIMS; i++) {
-    const int d = static_cast<int>(threadIdx.x) + i * BLOCK;
-    if (d < head_dim) rec[2 + d] = s.acc[i];
-  }
+  else
+    store_record(groups + (h * ng + gi) * rf, s, head_dim);
 }
 
 // One block per head: group partials merged in group order, then the output.
+template <int D>
 __global__ void __launch_bounds__(BLOCK) attention_merge_groups_kernel(float* __restrict__ out,
                                                                        const float* __restrict__ groups,
                                                                        const int32_t* __restrict__ pos, int head_dim) {
@@ -423,9 +496,9 @@ __global__ void __launch_bounds__(BLOCK) attention_merge_groups_kernel(float* __
   const int64_t nc = (static_cast<int64_t>(pos[0]) + KEY_CHUNK) / KEY_CHUNK;
   const int64_t ng = (nc + CHUNKS_PER_GROUP - 1) / CHUNKS_PER_GROUP;
   const int64_t rf = rec_floats(head_dim);
-  Run s;
+  Run<D> s;
   init(s);
-  for (int64_t gi = 0; gi < ng; gi++) merge_record(s, groups + (h * ng + gi) * rf, head_dim);
+  merge_records(s, groups + h * ng * rf, 0, ng, rf, head_dim);
   finish(s, out + static_cast<int64_t>(h) * head_dim, head_dim);
 }
 
@@ -435,27 +508,49 @@ int64_t units_for(int n_heads, int n_kv_heads) {
   return static_cast<int64_t>(n_kv_heads) * ((n_heads / n_kv_heads + QUAD - 1) / QUAD);
 }
 
-template <int CHUNK, bool PROBE>
+template <int CHUNK, bool CUSTOM_SCALE, bool PROBE>
 hipError_t launch_rows(float* out, const float* q, const float* k_cache, const float* v_cache, const int32_t* pos,
-                       int32_t probe_pos, int64_t M, int n_heads, int n_kv_heads, int head_dim,
-                       const float* custom_scale, float* scores, float* probs, float* factors, hipStream_t stream) {
+                       int32_t probe_pos, int64_t M, int n_heads, int n_kv_heads, int head_dim, float custom_scale,
+                       float* scores, float* probs, float* factors, hipStream_t stream) {
   const dim3 grid(static_cast<unsigned>(M * units_for(n_heads, n_kv_heads))), block(BLOCK);
-  if (custom_scale)
-    hipLaunchKernelGGL((attention_rows_kernel<CHUNK, true, PROBE>), grid, block, 0, stream, out, q, k_cache, v_cache,
-                       pos, probe_pos, n_heads, n_kv_heads, head_dim, *custom_scale, scores, probs, factors);
+  if (head_dim <= BLOCK)
+    hipLaunchKernelGGL((attention_rows_kernel<CHUNK, CUSTOM_SCALE, PROBE, 1>), grid, block, 0, stream, out, q, k_cache,
+                       v_cache, pos, probe_pos, n_heads, n_kv_heads, head_dim, custom_scale, scores, probs, factors);
   else
-    hipLaunchKernelGGL((attention_rows_kernel<CHUNK, false, PROBE>), grid, block, 0, stream, out, q, k_cache, v_cache,
-                       pos, probe_pos, n_heads, n_kv_heads, head_dim, 0.f, scores, probs, factors);
+    hipLaunchKernelGGL((attention_rows_kernel<CHUNK, CUSTOM_SCALE, PROBE, MAX_DIMS>), grid, block, 0, stream, out, q,
+                       k_cache, v_cache, pos, probe_pos, n_heads, n_kv_heads, head_dim, custom_scale, scores, probs,
+                       factors);
   return hipGetLastError();
 }
 
-// The model's own path only: no planted fault reaches it.
-hipError_t launch_model_rows(float* out, const float* q, const float* k_cache, const float* v_cache,
-                             const int32_t* pos, int64_t M, int n_heads, int n_kv_heads, int head_dim,
-                             hipStream_t stream) {
-  const dim3 grid(static_cast<unsigned>(M * units_for(n_heads, n_kv_heads))), block(BLOCK);
-  hipLaunchKernelGGL((attention_rows_kernel<KEY_CHUNK, false, false>), grid, block, 0, stream, out, q, k_cache,
-                     v_cache, pos, 0, n_heads, n_kv_heads, head_dim, 0.f, nullptr, nullptr, nullptr);
+// The planted faults and the probe: their own instantiations.
+template <int CHUNK, bool PROBE>
+hipError_t launch_option_rows(float* out, const float* q, const float* k_cache, const float* v_cache,
+                              const int32_t* pos, int32_t probe_pos, int64_t M, int n_heads, int n_kv_heads,
+                              int head_dim, const float* custom_scale, float* scores, float* probs, float* factors,
+                              hipStream_t stream) {
+  if (custom_scale)
+    return launch_rows<CHUNK, true, PROBE>(out, q, k_cache, v_cache, pos, probe_pos, M, n_heads, n_kv_heads, head_dim,
+                                           *custom_scale, scores, probs, factors, stream);
+  return launch_rows<CHUNK, false, PROBE>(out, q, k_cache, v_cache, pos, probe_pos, M, n_heads, n_kv_heads, head_dim,
+                                          0.f, scores, probs, factors, stream);
+}
+
+template <int D>
+hipError_t launch_decode(float* out, const float* q, const float* k_cache, const float* v_cache, const int32_t* pos,
+                         int n_heads, int n_kv_heads, int head_dim, int64_t nc, float* partials, hipStream_t stream) {
+  const int64_t ng = groups_for(nc);
+  float* groups = partials + static_cast<int64_t>(n_heads) * nc * (head_dim + 2);
+  hipLaunchKernelGGL(attention_chunks_kernel<D>, dim3(static_cast<unsigned>(nc * units_for(n_heads, n_kv_heads))),
+                     dim3(BLOCK), 0, stream, partials, q, k_cache, v_cache, pos, n_heads, n_kv_heads, head_dim);
+  hipError_t e = hipGetLastError();
+  if (e != hipSuccess) return e;
+  hipLaunchKernelGGL(attention_merge_chunks_kernel<D>, dim3(static_cast<unsigned>(ng * n_heads)), dim3(BLOCK), 0,
+                     stream, out, groups, partials, pos, n_heads, head_dim);
+  e = hipGetLastError();
+  if (e != hipSuccess || ng == 1) return e;
+  hipLaunchKernelGGL(attention_merge_groups_kernel<D>, dim3(static_cast<unsigned>(n_heads)), dim3(BLOCK), 0, stream,
+                     out, groups, pos, head_dim);
   return hipGetLastError();
 }
 }  // namespace
@@ -478,9 +573,9 @@ hipError_t greta_attention_probe(float* scores, float* probs, float* pv, const f
   if (head_dim > MAX_HEAD_DIM) return hipErrorInvalidValue;
   switch (key_chunk) {
     case 0:
-    case KEY_CHUNK: return launch_rows<KEY_CHUNK, true>(pv, q, k_cache, v_cache, nullptr, pos, 1, n_heads, n_kv_heads, head_dim, custom_scale, scores, probs, factors, stream);
-    case HALF_KEY_CHUNK: return launch_rows<HALF_KEY_CHUNK, true>(pv, q, k_cache, v_cache, nullptr, pos, 1, n_heads, n_kv_heads, head_dim, custom_scale, scores, probs, factors, stream);
-    case QUARTER_KEY_CHUNK: return launch_rows<QUARTER_KEY_CHUNK, true>(pv, q, k_cache, v_cache, nullptr, pos, 1, n_heads, n_kv_heads, head_dim, custom_scale, scores, probs, factors, stream);
+    case KEY_CHUNK: return launch_option_rows<KEY_CHUNK, true>(pv, q, k_cache, v_cache, nullptr, pos, 1, n_heads, n_kv_heads, head_dim, custom_scale, scores, probs, factors, stream);
+    case HALF_KEY_CHUNK: return launch_option_rows<HALF_KEY_CHUNK, true>(pv, q, k_cache, v_cache, nullptr, pos, 1, n_heads, n_kv_heads, head_dim, custom_scale, scores, probs, factors, stream);
+    case QUARTER_KEY_CHUNK: return launch_option_rows<QUARTER_KEY_CHUNK, true>(pv, q, k_cache, v_cache, nullptr, pos, 1, n_heads, n_kv_heads, head_dim, custom_scale, scores, probs, factors, stream);
     default: return hipErrorInvalidValue;
   }
 }
@@ -493,28 +588,18 @@ hipError_t greta_attention(float* out, const float* q, const float* k_cache, con
     // Planted faults: the rows layout whatever M (the split layout does not change the bits).
     switch (key_chunk) {
       case 0:
-      case KEY_CHUNK: return launch_rows<KEY_CHUNK, false>(out, q, k_cache, v_cache, pos, 0, M, n_heads, n_kv_heads, head_dim, custom_scale, nullptr, nullptr, nullptr, stream);
-      case HALF_KEY_CHUNK: return launch_rows<HALF_KEY_CHUNK, false>(out, q, k_cache, v_cache, pos, 0, M, n_heads, n_kv_heads, head_dim, custom_scale, nullptr, nullptr, nullptr, stream);
-      case QUARTER_KEY_CHUNK: return launch_rows<QUARTER_KEY_CHUNK, false>(out, q, k_cache, v_cache, pos, 0, M, n_heads, n_kv_heads, head_dim, custom_scale, nullptr, nullptr, nullptr, stream);
+      case KEY_CHUNK: return launch_option_rows<KEY_CHUNK, false>(out, q, k_cache, v_cache, pos, 0, M, n_heads, n_kv_heads, head_dim, custom_scale, nullptr, nullptr, nullptr, stream);
+      case HALF_KEY_CHUNK: return launch_option_rows<HALF_KEY_CHUNK, false>(out, q, k_cache, v_cache, pos, 0, M, n_heads, n_kv_heads, head_dim, custom_scale, nullptr, nullptr, nullptr, stream);
+      case QUARTER_KEY_CHUNK: return launch_option_rows<QUARTER_KEY_CHUNK, false>(out, q, k_cache, v_cache, pos, 0, M, n_heads, n_kv_heads, head_dim, custom_scale, nullptr, nullptr, nullptr, stream);
       default: return hipErrorInvalidValue;
     }
   }
   const int64_t nc = chunks_for(max_keys);
   if (M == 1 && nc > 1) {
     // Decode: too few rows to fill the device; one block per (chunk, KV head, quad).
-    const int64_t ng = groups_for(nc);
-    float* groups = partials + static_cast<int64_t>(n_heads) * nc * (head_dim + 2);
-    hipLaunchKernelGGL(attention_chunks_kernel, dim3(static_cast<unsigned>(nc * units_for(n_heads, n_kv_heads))),
-                       dim3(BLOCK), 0, stream, partials, q, k_cache, v_cache, pos, n_heads, n_kv_heads, head_dim);
-    hipError_t e = hipGetLastError();
-    if (e != hipSuccess) return e;
-    hipLaunchKernelGGL(attention_merge_chunks_kernel, dim3(static_cast<unsigned>(ng * n_heads)), dim3(BLOCK), 0,
-                       stream, out, groups, partials, pos, n_heads, head_dim);
-    e = hipGetLastError();
-    if (e != hipSuccess || ng == 1) return e;
-    hipLaunchKernelGGL(attention_merge_groups_kernel, dim3(static_cast<unsigned>(n_heads)), dim3(BLOCK), 0, stream,
-                       out, groups, pos, head_dim);
-    return hipGetLastError();
+    return head_dim <= BLOCK ? launch_decode<1>(out, q, k_cache, v_cache, pos, n_heads, n_kv_heads, head_dim, nc, partials, stream)
+                             : launch_decode<MAX_DIMS>(out, q, k_cache, v_cache, pos, n_heads, n_kv_heads, head_dim, nc, partials, stream);
   }
-  return launch_model_rows(out, q, k_cache, v_cache, pos, M, n_heads, n_kv_heads, head_dim, stream);
+  return launch_rows<KEY_CHUNK, false, false>(out, q, k_cache, v_cache, pos, 0, M, n_heads, n_kv_heads, head_dim, 0.f,
+                                              nullptr, nullptr, nullptr, stream);
 }
