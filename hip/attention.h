@@ -11,14 +11,16 @@
 //   e_j = exp(s_j - m_c);
 //   l_c = sum of e_j sequential in increasing j;
 //   acc_c[d] = sum of e_j * v_j[d] sequential in increasing j (fma).
+// Merging partial (m_c, l_c, acc_c) into state (m, l, acc): m' = max(m, m_c),
+// a = exp(m - m'), b = exp(m_c - m'), l = l*a + l_c*b, acc = acc*a + acc_c*b.
 // A group's partial is its chunks' partials merged in chunk order, starting
-// from the empty state, with the running-max rescale; the result is the
+// from the empty state (m = -inf, l = acc = 0); the result is the
 // groups' partials merged the same way in group order, then acc / l. Every
 // step uses explicitly rounded fp32 operations (no compiler contraction) and
 // none depends on the wave size or the launch, so the layout is free:
 // prefill (many rows) runs the chain in registers, one block per (row,
 // KV head); a single decode row spreads its chunks over many blocks and
-// merges them after, in two short launches; the bits are the same.
+// merges them after (one short launch per merge level); the bits are the same.
 //
 // For the planted faults only: custom_scale (when not null) replaces the
 // model's 1/sqrt(head_dim), and key_chunk 16 or 32 another chunk size (0

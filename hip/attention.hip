@@ -13,7 +13,10 @@
 // of CHUNKS_PER_GROUP chunks, and group partials in group order. The prefill
 // kernel runs that chain in registers; decode, with too few rows to fill the
 // device, writes chunk partials from one block per (KV head, chunk) and merges
-// them in two short launches. No step depends on the wave size.
+// them in one short launch per merge level. No step's order depends on the
+// wave size. Shared memory is about 40 KB a block (the K tile, 33 KB): three
+// blocks per SM on an H100; on CDNA's 64 KB of LDS per CU only one, which a
+// smaller K_SLICE would raise without changing any bits.
 #include "attention.h"
 
 namespace {
