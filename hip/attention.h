@@ -2,20 +2,29 @@
 // row m, head h attends to cache rows 0..pos[m] of kv head h / (H / KVH).
 //
 // Reduction-order rule: keys go in chunks of KEY_CHUNK, chunk c being keys
-// [c*KEY_CHUNK, (c+1)*KEY_CHUNK): a fixed split size, so the chunks depend on
-// the key index alone. Each chunk gives a partial (its max m_c, its exp-sum
-// l_c and its p.V) computed the same way wherever it runs: whole q.k dot
-// products per lane in increasing d, max and sum by the wave butterfly, p.V
-// per lane in increasing key order. Partials are then merged in chunk order
-// with the running-max rescale. Every step uses explicitly rounded fp32
-// operations (no compiler contraction), so the split layout is free:
-// prefill (many rows) merges in the same wave that made the partials, and a
-// single decode row spreads its chunks over many waves and merges them after;
-// the bits are the same.
+// [c*KEY_CHUNK, (c+1)*KEY_CHUNK), and chunks in groups of CHUNKS_PER_GROUP,
+// group g being chunks [g*CHUNKS_PER_GROUP, (g+1)*CHUNKS_PER_GROUP): fixed
+// sizes, so chunks and groups depend on the key index alone. For each
+// (row, head), chunk c gives a partial computed the same way wherever it runs:
+//   score s_j = (q . k_j) * scale, the dot sequential in increasing d (fma);
+//   m_c = max of the chunk's scores (exact, in any order);
+//   e_j = exp(s_j - m_c);
+//   l_c = sum of e_j sequential in increasing j;
+//   acc_c[d] = sum of e_j * v_j[d] sequential in increasing j (fma).
+// Merging partial (m_c, l_c, acc_c) into state (m, l, acc): m' = max(m, m_c),
+// a = exp(m - m'), b = exp(m_c - m'), l = l*a + l_c*b, acc = acc*a + acc_c*b.
+// A group's partial is its chunks' partials merged in chunk order, starting
+// from the empty state (m = -inf, l = acc = 0); the result is the
+// groups' partials merged the same way in group order, then acc / l. Every
+// step uses explicitly rounded fp32 operations (no compiler contraction) and
+// none depends on the wave size or the launch, so the layout is free:
+// prefill (many rows) runs the chain in registers, one block per (row,
+// KV head); a single decode row spreads its chunks over many blocks and
+// merges them after (one short launch per merge level); the bits are the same.
 //
 // For the planted faults only: custom_scale (when not null) replaces the
-// model's 1/sqrt(head_dim), and key_chunk 16 or 32 another split (0 is
-// KEY_CHUNK). The model's own calls pass null and 0.
+// model's 1/sqrt(head_dim), and key_chunk 16 or 32 another chunk size (0
+// is KEY_CHUNK), each its own instantiation. The model's own calls pass null and 0.
 #pragma once
 
 #include "common.h"

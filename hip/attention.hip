@@ -1,3 +1,22 @@
+// Attention over the KV cache, one layout of work for every path: a block
+// takes the (up to QUAD) query heads of one KV head that share its K and V
+// rows, so each K/V row is read once per GQA group, with coalesced loads.
+//
+// Per chunk of CHUNK keys (the reduction-order rule in attention.h):
+//   K tile -> shared memory (float4 loads along d, rows padded so threads on
+//     consecutive keys hit distinct banks);
+//   scores: one thread per (key, head), q.k sequential over d;
+//   chunk max (exact in any order) and exp(s - m_c) per (key, head);
+//   p.V and the exp-sum: one thread per output dim, sequential over keys,
+//     V read straight from global memory (consecutive threads, consecutive d).
+// Then chunk partials merge in chunk order into the partial of their group
+// of CHUNKS_PER_GROUP chunks, and group partials in group order. The prefill
+// kernel runs that chain in registers; decode, with too few rows to fill the
+// device, writes chunk partials from one block per (KV head, chunk) and merges
+// them in one short launch per merge level. No step's order depends on the
+// wave size. Shared memory is about 40 KB a block (the K tile, 33 KB): three
+// blocks per SM on an H100; on CDNA's 64 KB of LDS per CU only one, which a
+// smaller K_SLICE would raise without changing any bits.
 #include "attention.h"
 
 namespace {
@@ -7,75 +26,73 @@ constexpr int KEY_CHUNK = 64;  // keys per chunk: the fixed split size
 // The other splits the planted key-split fault may ask for (key_chunk 32, 16).
 constexpr int HALF_KEY_CHUNK = KEY_CHUNK / 2;
 constexpr int QUARTER_KEY_CHUNK = KEY_CHUNK / 4;
+// Chunks per group: group g is chunks [g*CHUNKS_PER_GROUP, (g+1)*CHUNKS_PER_GROUP).
+// Two merge levels keep the decode merge chains short at long contexts.
+constexpr int CHUNKS_PER_GROUP = 16;
 constexpr int MAX_HEAD_DIM = 256;
-constexpr int WAVES = 4;  // waves per block, each on its own (row, head[, chunk])
-constexpr int DIMS = MAX_HEAD_DIM / GRETA_WAVE_SIZE;  // output dims per lane, at most
+// Threads per block: 2 waves on CDNA (wave 64), 4 warps on NVIDIA (32). The
+// order of every reduction is fixed per thread or exact, whatever the wave.
+constexpr int BLOCK = 128;
+constexpr int QUAD = 4;                       // query heads per block, all of one KV head
+constexpr int MAX_DIMS = MAX_HEAD_DIM / BLOCK;  // output dims per thread, at most: d = t + i * BLOCK
+constexpr int K_SLICE = 128;                  // dims of the K tile staged at a time
+constexpr int K_PAD = 4;                      // floats of padding per tile row (float4 reads, no bank conflicts)
+constexpr int K_ROW = K_SLICE + K_PAD;
+// V values a thread has in flight at once: the first ones go out with the K
+// tile. Half a chunk balances bytes in flight against registers (H100,
+// dev/attention.hip, decode at 32768 keys: 1.67 TB/s, against 1.32 for a whole
+// chunk, which leaves room for only 2 blocks per SM, and 1.66 for a quarter).
+constexpr int V_LOADS = KEY_CHUNK / 2;
+// Resident blocks per multiprocessor asked of the compiler (GRETA_LAUNCH_BOUNDS):
+// on NVIDIA it caps registers at 168 (64K over 3 blocks of 128 threads).
+[[maybe_unused]] constexpr int MIN_BLOCKS = 3;  // unused where the vendor has no such bound
+static_assert(QUAD == 4, "p.V reads one float4 of exp(s - m_c) per key");
+static_assert(BLOCK * MAX_DIMS >= MAX_HEAD_DIM && (KEY_CHUNK * K_SLICE / 4) % BLOCK == 0, "tile and dims cover the block");
 
 struct Geometry {
-  int n_heads, n_kv_heads, head_dim;
+  int n_heads, n_kv_heads, head_dim, group, quads;
   int64_t q_stride, kv_stride;
 };
 
 __device__ __forceinline__ Geometry geometry(int n_heads, int n_kv_heads, int head_dim) {
-  return {n_heads, n_kv_heads, head_dim, static_cast<int64_t>(n_heads) * head_dim,
-          static_cast<int64_t>(n_kv_heads) * head_dim};
+  const int group = n_heads / n_kv_heads;
+  return {n_heads, n_kv_heads, head_dim, group, (group + QUAD - 1) / QUAD,
+          static_cast<int64_t>(n_heads) * head_dim, static_cast<int64_t>(n_kv_heads) * head_dim};
 }
 
-// Running state of the softmax-weighted sum, one lane's share of the dims.
-struct State {
-  float m, l;
-  float acc[DIMS];
+// The query heads of block unit `unit` (KV head unit / quads, quad unit % quads).
+struct Heads {
+  int kvh, h0, n;  // KV head, first query head, active heads (<= QUAD)
 };
 
-__device__ __forceinline__ void init(State& s) {
+__device__ __forceinline__ Heads heads_of(int64_t unit, const Geometry& g) {
+  const int kvh = static_cast<int>(unit / g.quads);
+  const int qd = static_cast<int>(unit % g.quads);
+  const int first = qd * QUAD;
+  return {kvh, kvh * g.group + first, g.group - first < QUAD ? g.group - first : QUAD};
+}
+
+// Running softmax state of one head, one thread's share of the dims.
+// D: dims per thread, 1 for head_dim <= BLOCK, else 2 (the dims a thread
+// holds change nothing in how each is computed).
+template <int D>
+struct Run {
+  float m, l;
+  float acc[D];
+};
+
+template <int D>
+__device__ __forceinline__ void init(Run<D>& s) {
   s.m = -INFINITY;
   s.l = 0.f;
 #pragma unroll
-  for (int i = 0; i < DIMS; i++) s.acc[i] = 0.f;
+  for (int i = 0; i < D; i++) s.acc[i] = 0.f;
 }
 
-// The partial of one chunk: scores into p (shared), chunk max and exp-sum by
-// butterfly, p.V per lane in increasing key order. The probe (PROBE) also
-// copies each score and each exp(s - m_c) out to scores_out/p_out, indexed
-// by key within the chunk; the model's instantiation does not have the stores.
-template <bool PROBE = false>
-__device__ void chunk_partial(State& part, const float* q_s, float* p, const float* kc, const float* vc, int64_t c0,
-                              int len, int64_t kv_off, const Geometry& g, float scale, int lane,
-                              float* scores_out = nullptr, float* p_out = nullptr) {
-  float local_max = -INFINITY;
-  for (int j = lane; j < len; j += GRETA_WAVE_SIZE) {
-    const float* kj = kc + (c0 + j) * g.kv_stride + kv_off;
-    float s = 0.f;
-    for (int d = 0; d < g.head_dim; d++) s = __fmaf_rn(q_s[d], kj[d], s);
-    s = __fmul_rn(s, scale);
-    p[j] = s;
-    if (PROBE) scores_out[j] = s;
-    local_max = fmaxf(local_max, s);
-  }
-  part.m = wave_max(local_max);
-  float local_sum = 0.f;
-  for (int j = lane; j < len; j += GRETA_WAVE_SIZE) {
-    const float e = expf(__fadd_rn(p[j], -part.m));
-    p[j] = e;
-    if (PROBE) p_out[j] = e;
-    local_sum = __fadd_rn(local_sum, e);
-  }
-  part.l = wave_sum(local_sum);
-  GRETA_SYNC_WAVE();
-#pragma unroll
-  for (int i = 0; i < DIMS; i++) {
-    const int d = lane + i * GRETA_WAVE_SIZE;
-    float a = 0.f;
-    if (d < g.head_dim)
-      for (int j = 0; j < len; j++) a = __fmaf_rn(p[j], vc[(c0 + j) * g.kv_stride + kv_off + d], a);
-    part.acc[i] = a;
-  }
-  GRETA_SYNC_WAVE();
-}
-
-// Merges a chunk's partial into the running state; the probe reads the two
-// rescale factors back (a for what came before, b for the chunk).
-__device__ __forceinline__ void merge(State& s, float m_c, float l_c, const float* acc_c, float* a_out = nullptr,
+// Merges a partial into a running state: the probe reads the two rescale
+// factors back (a for what came before, b for the partial).
+template <int D>
+__device__ __forceinline__ void merge(Run<D>& s, float m_c, float l_c, const float* acc_c, float* a_out = nullptr,
                                       float* b_out = nullptr) {
   const float m = fmaxf(s.m, m_c);
   const float a = expf(__fadd_rn(s.m, -m));  // 0 while s is empty
@@ -86,208 +103,471 @@ __device__ __forceinline__ void merge(State& s, float m_c, float l_c, const floa
   }
   s.l = __fadd_rn(__fmul_rn(s.l, a), __fmul_rn(l_c, b));
 #pragma unroll
-  for (int i = 0; i < DIMS; i++) s.acc[i] = __fadd_rn(__fmul_rn(s.acc[i], a), __fmul_rn(acc_c[i], b));
+  for (int i = 0; i < D; i++) s.acc[i] = __fadd_rn(__fmul_rn(s.acc[i], a), __fmul_rn(acc_c[i], b));
   s.m = m;
 }
 
-__device__ __forceinline__ void finish(const State& s, float* out, const Geometry& g, int lane) {
+template <int D>
+__device__ __forceinline__ void finish(const Run<D>& s, float* out, int head_dim) {
   const float inv = __fdiv_rn(1.f, s.l);
 #pragma unroll
-  for (int i = 0; i < DIMS; i++) {
-    const int d = lane + i * GRETA_WAVE_SIZE;
-    if (d < g.head_dim) out[d] = __fmul_rn(s.acc[i], inv);
+  for (int i = 0; i < D; i++) {
+    const int d = static_cast<int>(threadIdx.x) + i * BLOCK;
+    if (d < head_dim) out[d] = __fmul_rn(s.acc[i], inv);
   }
 }
 
-__device__ __forceinline__ void load_q(float* q_s, const float* q, int64_t m, int h, const Geometry& g, int lane) {
-  for (int d = lane; d < g.head_dim; d += GRETA_WAVE_SIZE) q_s[d] = q[m * g.q_stride + static_cast<int64_t>(h) * g.head_dim + d];
-  GRETA_SYNC_WAVE();
-}
-
-// The model's score scale, computed where it is used: passing it in as a
-// kernel argument instead measurably slows the decode kernel (ptxas schedules
-// its address arithmetic differently: 70 -> 84 us at 291 keys on an H100).
+// The model's score scale, computed where it is used (as a kernel argument it
+// changed how ptxas scheduled the decode kernel's address arithmetic).
 __device__ __forceinline__ float default_scale(int head_dim) {
   return __fdiv_rn(1.f, sqrtf(static_cast<float>(head_dim)));
 }
 
-// One wave per (row, head): chunks of CHUNK keys made and merged in order, in
-// registers. CHUNK is KEY_CHUNK and the scale the model's, except for the
-// planted faults (another split, another scale: CUSTOM_SCALE).
-template <int CHUNK, bool CUSTOM_SCALE>
-__global__ void attention_rows_kernel(float* __restrict__ out, const float* __restrict__ q, const float* __restrict__ kc,
-                                      const float* __restrict__ vc, const int32_t* __restrict__ pos, int64_t M,
-                                      int n_heads, int n_kv_heads, int head_dim, float custom_scale) {
-  __shared__ float q_s[WAVES][MAX_HEAD_DIM];
-  __shared__ float p_s[WAVES][CHUNK];
-  const int wave = threadIdx.x / GRETA_WAVE_SIZE, lane = threadIdx.x % GRETA_WAVE_SIZE;
-  const int64_t task = static_cast<int64_t>(blockIdx.x) * WAVES + wave;
-  if (task >= M * n_heads) return;  // whole waves leave; only wave-level sync below
-  const Geometry g = geometry(n_heads, n_kv_heads, head_dim);
-  const int64_t m = task / n_heads;
-  const int h = static_cast<int>(task % n_heads);
-  const int64_t kv_off = static_cast<int64_t>(h / (n_heads / n_kv_heads)) * head_dim;
-  const float scale = CUSTOM_SCALE ? custom_scale : default_scale(head_dim);
-  const int64_t n_keys = static_cast<int64_t>(pos[m]) + 1;
-  load_q(q_s[wave], q, m, h, g, lane);
-  State s, part;
-  init(s);
-  for (int64_t c0 = 0; c0 < n_keys; c0 += CHUNK) {
-    const int len = static_cast<int>(n_keys - c0 < CHUNK ? n_keys - c0 : CHUNK);
-    chunk_partial(part, q_s[wave], p_s[wave], kc, vc, c0, len, kv_off, g, scale, lane);
-    merge(s, part.m, part.l, part.acc);
+template <int CHUNK>
+struct alignas(16) Smem {
+  float q[QUAD][MAX_HEAD_DIM];
+  float k[CHUNK][K_ROW];
+  float s[QUAD][CHUNK];  // scores
+  float e[CHUNK][QUAD];  // exp(s - m_c), key-major: p.V reads one float4 per key
+  float m[QUAD];
+};
+
+__device__ __forceinline__ void load_q(float (*q_s)[MAX_HEAD_DIM], const float* q, const Heads& hs, const Geometry& g) {
+  for (int i = static_cast<int>(threadIdx.x); i < QUAD * g.head_dim; i += BLOCK) {
+    const int p = i / g.head_dim, d = i % g.head_dim;
+    q_s[p][d] = p < hs.n ? q[static_cast<int64_t>(hs.h0 + p) * g.head_dim + d] : 0.f;
   }
-  finish(s, out + m * g.q_stride + static_cast<int64_t>(h) * head_dim, g, lane);
 }
 
-// Split layout: one wave per (row, head, chunk) writes its partial; then one
-// wave per (row, head) merges them in chunk order. Partial record:
-// [m, l, acc of lane 0 dims..., acc of lane 1 dims..., ...] as DIMS x W floats.
-constexpr int PARTIAL_FLOATS = 2 + DIMS * GRETA_WAVE_SIZE;
-
-__global__ void attention_chunks_kernel(float* __restrict__ partials, const float* __restrict__ q,
-                                        const float* __restrict__ kc, const float* __restrict__ vc,
-                                        const int32_t* __restrict__ pos, int64_t M, int n_heads, int n_kv_heads,
-                                        int head_dim, int64_t max_chunks) {
-  __shared__ float q_s[WAVES][MAX_HEAD_DIM];
-  __shared__ float p_s[WAVES][KEY_CHUNK];
-  const int wave = threadIdx.x / GRETA_WAVE_SIZE, lane = threadIdx.x % GRETA_WAVE_SIZE;
-  const int64_t item = static_cast<int64_t>(blockIdx.x) * WAVES + wave;
-  if (item >= M * n_heads * max_chunks) return;
-  const Geometry g = geometry(n_heads, n_kv_heads, head_dim);
-  const int64_t task = item / max_chunks, c = item % max_chunks;
-  const int64_t m = task / n_heads;
-  const int h = static_cast<int>(task % n_heads);
-  const int64_t n_keys = static_cast<int64_t>(pos[m]) + 1;
-  const int64_t c0 = c * KEY_CHUNK;
-  if (c0 >= n_keys) return;
-  const int len = static_cast<int>(n_keys - c0 < KEY_CHUNK ? n_keys - c0 : KEY_CHUNK);
-  const int64_t kv_off = static_cast<int64_t>(h / (n_heads / n_kv_heads)) * head_dim;
-  const float scale = default_scale(head_dim);
-  load_q(q_s[wave], q, m, h, g, lane);
-  State part;
-  chunk_partial(part, q_s[wave], p_s[wave], kc, vc, c0, len, kv_off, g, scale, lane);
-  float* rec = partials + item * PARTIAL_FLOATS;
-  if (lane == 0) {
-    rec[0] = part.m;
-    rec[1] = part.l;
-  }
+// V of keys j0 .. j0+VB-1 (those < len) at this thread's dims.
+template <int VB, int D>
+__device__ __forceinline__ void load_v(float (&v)[VB][D], const float* vbase, int j0, int len, int64_t kv_stride,
+                                       int head_dim) {
+  const int t = static_cast<int>(threadIdx.x);
+  const float* row = vbase + j0 * kv_stride;  // stepped, not recomputed: one address register per load stream
 #pragma unroll
-  for (int i = 0; i < DIMS; i++) rec[2 + i * GRETA_WAVE_SIZE + lane] = part.acc[i];
-}
-
-__global__ void attention_merge_kernel(float* __restrict__ out, const float* __restrict__ partials,
-                                       const int32_t* __restrict__ pos, int64_t M, int n_heads, int n_kv_heads,
-                                       int head_dim, int64_t max_chunks) {
-  const int wave = threadIdx.x / GRETA_WAVE_SIZE, lane = threadIdx.x % GRETA_WAVE_SIZE;
-  const int64_t task = static_cast<int64_t>(blockIdx.x) * WAVES + wave;
-  if (task >= M * n_heads) return;
-  const Geometry g = geometry(n_heads, n_kv_heads, head_dim);
-  const int64_t m = task / n_heads;
-  const int h = static_cast<int>(task % n_heads);
-  const int64_t n_chunks = (static_cast<int64_t>(pos[m]) + KEY_CHUNK) / KEY_CHUNK;
-  State s;
-  init(s);
-  float acc_c[DIMS];
-  for (int64_t c = 0; c < n_chunks; c++) {
-    const float* rec = partials + (task * max_chunks + c) * PARTIAL_FLOATS;
+  for (int jj = 0; jj < VB; jj++, row += kv_stride)
 #pragma unroll
-    for (int i = 0; i < DIMS; i++) acc_c[i] = rec[2 + i * GRETA_WAVE_SIZE + lane];
-    merge(s, rec[0], rec[1], acc_c);
-  }
-  finish(s, out + m * g.q_stride + static_cast<int64_t>(h) * head_dim, g, lane);
+    for (int i = 0; i < D; i++) v[jj][i] = j0 + jj < len && t + i * BLOCK < head_dim ? row[i * BLOCK] : 0.f;
 }
 
-// The probe: one row at position pos, one wave per head, exactly the rows
-// kernel's chain of operations (so its pv equals the fused op's row bit for
-// bit), also writing each key's score and its weight in the output: the
-// chunk's exp(s - m_c) times the merge rescales applied after that chunk
-// (b_c, then every later a, in merge order), times 1/l. `factors` holds
-// 2 * n_chunks floats per head.
-template <int CHUNK, bool CUSTOM_SCALE>
-__global__ void attention_probe_kernel(float* __restrict__ scores, float* __restrict__ probs, float* __restrict__ pv,
-                                       float* __restrict__ factors, const float* __restrict__ q,
-                                       const float* __restrict__ kc, const float* __restrict__ vc, int32_t pos,
-                                       int n_heads, int n_kv_heads, int head_dim, float custom_scale) {
-  __shared__ float q_s[WAVES][MAX_HEAD_DIM];
-  __shared__ float p_s[WAVES][CHUNK];
-  const int wave = threadIdx.x / GRETA_WAVE_SIZE, lane = threadIdx.x % GRETA_WAVE_SIZE;
-  const int h = static_cast<int>(blockIdx.x) * WAVES + wave;
-  if (h >= n_heads) return;
-  const Geometry g = geometry(n_heads, n_kv_heads, head_dim);
-  const int64_t kv_off = static_cast<int64_t>(h / (n_heads / n_kv_heads)) * head_dim;
-  const float scale = CUSTOM_SCALE ? custom_scale : default_scale(head_dim);
-  const int64_t n_keys = static_cast<int64_t>(pos) + 1;
-  const int64_t n_chunks = (n_keys + CHUNK - 1) / CHUNK;
-  float* sc = scores + h * n_keys;
-  float* pr = probs + h * n_keys;
-  float* fa = factors + h * 2 * n_chunks;  // a_c at [c], b_c at [n_chunks + c]
-  load_q(q_s[wave], q, 0, h, g, lane);
-  State s, part;
-  init(s);
-  for (int64_t c0 = 0, c = 0; c0 < n_keys; c0 += CHUNK, c++) {
-    const int len = static_cast<int>(n_keys - c0 < CHUNK ? n_keys - c0 : CHUNK);
-    chunk_partial<true>(part, q_s[wave], p_s[wave], kc, vc, c0, len, kv_off, g, scale, lane, sc + c0, pr + c0);
-    float a, b;
-    merge(s, part.m, part.l, part.acc, &a, &b);
-    if (lane == 0) {
-      fa[c] = a;
-      fa[n_chunks + c] = b;
+// p.V and the exp-sum over keys j0 .. j0+VB-1 (those < len), sequential in j.
+template <int VB, int D>
+__device__ __forceinline__ void pv_batch(float (&l)[QUAD], float (&acc)[QUAD][D], const float (&v)[VB][D],
+                                         const float (*e_s)[QUAD], int j0, int len) {
+#pragma unroll
+  for (int jj = 0; jj < VB; jj++) {
+    if (j0 + jj >= len) break;
+    const float4 e4 = *reinterpret_cast<const float4*>(e_s[j0 + jj]);
+    const float e[QUAD] = {e4.x, e4.y, e4.z, e4.w};
+#pragma unroll
+    for (int p = 0; p < QUAD; p++) {
+      l[p] = __fadd_rn(l[p], e[p]);
+#pragma unroll
+      for (int i = 0; i < D; i++) acc[p][i] = __fmaf_rn(e[p], v[jj][i], acc[p][i]);
     }
   }
-  finish(s, pv + static_cast<int64_t>(h) * head_dim, g, lane);
-  __threadfence_block();
-  GRETA_SYNC_WAVE();
-  const float inv = __fdiv_rn(1.f, s.l);
-  for (int64_t j = lane; j < n_keys; j += GRETA_WAVE_SIZE) {
-    const int64_t c = j / CHUNK;
-    float f = fa[n_chunks + c];
-    for (int64_t later = c + 1; later < n_chunks; later++) f = __fmul_rn(f, fa[later]);
-    pr[j] = __fmul_rn(__fmul_rn(pr[j], f), inv);
+}
+
+// The partial of one chunk (keys c0 .. c0+len-1) for the block's heads: each
+// thread gets m_c, l_c (every thread the same bits) and acc_c of its dims.
+// The probe (PROBE) also stores each score and each exp(s - m_c) to
+// scores_out/p_out [head][key - c0] (head stride `pstride`); the model's
+// instantiations have no such stores.
+template <int CHUNK, bool PROBE, int D, bool EARLY_V = false>
+__device__ void chunk_partial(Run<D> (&part)[QUAD], Smem<CHUNK>& sm, const float* __restrict__ kc,
+                              const float* __restrict__ vc, int64_t c0, int len, const Heads& hs, const Geometry& g,
+                              float scale, float* scores_out = nullptr, float* p_out = nullptr, int64_t pstride = 0) {
+  constexpr int KEY_ROWS = BLOCK / CHUNK > QUAD ? QUAD : BLOCK / CHUNK;  // head rows of threads in the score phase
+  constexpr int PAIRS = (QUAD + KEY_ROWS - 1) / KEY_ROWS;                // (key, head) pairs per thread
+  constexpr int TILE_LOADS = CHUNK * K_SLICE / 4 / BLOCK;                 // float4 per thread per K tile
+  const int t = static_cast<int>(threadIdx.x);
+  const int64_t kv_off = static_cast<int64_t>(hs.kvh) * g.head_dim;
+  const bool vec = g.head_dim % 4 == 0;
+  // V's first batch goes out with the K tile; with EARLY_V (decode, whose
+  // blocks hold one chunk and no running state) the second after the scores.
+  constexpr int VB = V_LOADS / D < CHUNK ? V_LOADS / D : CHUNK;
+  const float* vbase = vc + c0 * g.kv_stride + kv_off + t;
+  float v[VB][D];
+  load_v(v, vbase, 0, len, g.kv_stride, g.head_dim);
+
+  // Scores: thread (key j, heads r, r + KEY_ROWS, ...) over d in K_SLICE slices.
+  const int j = t % CHUNK, r = t / CHUNK;
+  float s[PAIRS];
+#pragma unroll
+  for (int i = 0; i < PAIRS; i++) s[i] = 0.f;
+  for (int ds = 0; ds < g.head_dim; ds += K_SLICE) {
+    const int w = g.head_dim - ds < K_SLICE ? g.head_dim - ds : K_SLICE;
+    __syncthreads();  // the tile's previous contents are used
+    if (vec) {
+      // Every load of the tile in flight before the first store.
+      float4 kt[TILE_LOADS];
+      if (w == K_SLICE) {
+        // Thread t loads dims 4*(t % W4).. of rows t / W4 + i * (BLOCK / W4).
+        constexpr int W4 = K_SLICE / 4;
+        const int j_first = t / W4, d4 = t % W4;
+        const float* row = kc + (c0 + j_first) * g.kv_stride + kv_off + ds + d4 * 4;
+        const int64_t step = BLOCK / W4 * g.kv_stride;
+#pragma unroll
+        for (int i = 0; i < TILE_LOADS; i++, row += step)
+          if (j_first + i * (BLOCK / W4) < len) kt[i] = *reinterpret_cast<const float4*>(row);
+#pragma unroll
+        for (int i = 0; i < TILE_LOADS; i++)
+          if (j_first + i * (BLOCK / W4) < len)
+            *reinterpret_cast<float4*>(&sm.k[j_first + i * (BLOCK / W4)][d4 * 4]) = kt[i];
+      } else {
+        const int w4 = w / 4;
+#pragma unroll
+        for (int i = 0; i < TILE_LOADS; i++) {
+          const int idx = t + i * BLOCK, jj = idx / w4, dd = idx % w4;
+          if (jj < len)
+            kt[i] = *reinterpret_cast<const float4*>(kc + (c0 + jj) * g.kv_stride + kv_off + ds + dd * 4);
+        }
+#pragma unroll
+        for (int i = 0; i < TILE_LOADS; i++) {
+          const int idx = t + i * BLOCK, jj = idx / w4, dd = idx % w4;
+          if (jj < len) *reinterpret_cast<float4*>(&sm.k[jj][dd * 4]) = kt[i];
+        }
+      }
+    } else {
+      for (int idx = t; idx < len * w; idx += BLOCK) sm.k[idx / w][idx % w] = kc[(c0 + idx / w) * g.kv_stride + kv_off + ds + idx % w];
+    }
+    __syncthreads();
+    if (j < len && r < QUAD) {
+      // d outer, heads inner: each K value read from shared memory once.
+      const float* kj = sm.k[j];
+      if (vec) {
+#pragma unroll 2
+        for (int d = 0; d < w; d += 4) {
+          const float4 k4 = *reinterpret_cast<const float4*>(kj + d);
+#pragma unroll
+          for (int i = 0; i < PAIRS; i++) {
+            const int p = r + i * KEY_ROWS;
+            if (p >= hs.n) continue;
+            const float4 q4 = *reinterpret_cast<const float4*>(sm.q[p] + ds + d);
+            s[i] = __fmaf_rn(q4.x, k4.x, s[i]);
+            s[i] = __fmaf_rn(q4.y, k4.y, s[i]);
+            s[i] = __fmaf_rn(q4.z, k4.z, s[i]);
+            s[i] = __fmaf_rn(q4.w, k4.w, s[i]);
+          }
+        }
+      } else {
+        for (int d = 0; d < w; d++) {
+#pragma unroll
+          for (int i = 0; i < PAIRS; i++) {
+            const int p = r + i * KEY_ROWS;
+            if (p < hs.n) s[i] = __fmaf_rn(sm.q[p][ds + d], kj[d], s[i]);
+          }
+        }
+      }
+    }
+  }
+  float v2[EARLY_V ? VB : 1][D];
+  if (EARLY_V && VB < len) load_v(v2, vbase, VB, len, g.kv_stride, g.head_dim);
+  if (j < len && r < QUAD) {
+#pragma unroll
+    for (int i = 0; i < PAIRS; i++) {
+      const int p = r + i * KEY_ROWS;
+      if (p >= hs.n) continue;
+      const float sc = __fmul_rn(s[i], scale);
+      sm.s[p][j] = sc;
+      if (PROBE) scores_out[p * pstride + j] = sc;
+    }
+  }
+  __syncthreads();
+  // Chunk max: exact in any order. Then exp(s - m_c).
+  if (j < len && r < QUAD) {
+#pragma unroll
+    for (int i = 0; i < PAIRS; i++) {
+      const int p = r + i * KEY_ROWS;
+      if (p >= hs.n) {
+        sm.e[j][p] = 0.f;  // a head past the group: defined, never output
+        if (j == 0) sm.m[p] = 0.f;
+        continue;
+      }
+      float m = -INFINITY;
+      int jj = 0;
+      for (; jj + 4 <= len; jj += 4) {
+        const float4 x = *reinterpret_cast<const float4*>(&sm.s[p][jj]);
+        m = fmaxf(m, fmaxf(fmaxf(x.x, x.y), fmaxf(x.z, x.w)));
+      }
+      for (; jj < len; jj++) m = fmaxf(m, sm.s[p][jj]);
+      const float e = expf(__fadd_rn(sm.s[p][j], -m));
+      sm.e[j][p] = e;
+      if (PROBE) p_out[p * pstride + j] = e;
+      if (j == 0) sm.m[p] = m;
+    }
+  }
+  __syncthreads();
+  // p.V and the exp-sum: one thread per output dim, sequential over keys.
+  float l[QUAD], acc[QUAD][D];
+#pragma unroll
+  for (int p = 0; p < QUAD; p++) {
+    l[p] = 0.f;
+#pragma unroll
+    for (int i = 0; i < D; i++) acc[p][i] = 0.f;
+  }
+  pv_batch(l, acc, v, sm.e, 0, len);
+  if (EARLY_V && VB < len) pv_batch(l, acc, v2, sm.e, VB, len);
+  for (int j0 = EARLY_V ? 2 * VB : VB; j0 < len; j0 += VB) {
+    load_v(v, vbase, j0, len, g.kv_stride, g.head_dim);
+    pv_batch(l, acc, v, sm.e, j0, len);
+  }
+#pragma unroll
+  for (int p = 0; p < QUAD; p++) {
+    part[p].m = sm.m[p];
+    part[p].l = l[p];
+#pragma unroll
+    for (int i = 0; i < D; i++) part[p].acc[i] = acc[p][i];
   }
 }
 
-template <int CHUNK>
-hipError_t launch_probe(float* scores, float* probs, float* pv, float* factors, const float* q, const float* k_cache,
-                        const float* v_cache, int32_t pos, int n_heads, int n_kv_heads, int head_dim,
-                        const float* custom_scale, hipStream_t stream) {
-  const dim3 grid((n_heads + WAVES - 1) / WAVES), block(WAVES * GRETA_WAVE_SIZE);
-  if (custom_scale)
-    hipLaunchKernelGGL((attention_probe_kernel<CHUNK, true>), grid, block, 0, stream, scores, probs, pv, factors, q,
-                       k_cache, v_cache, pos, n_heads, n_kv_heads, head_dim, *custom_scale);
+// One block per (row, KV head, quad of its query heads): chunks made and
+// merged in order, in registers. CHUNK is KEY_CHUNK and the scale the model's,
+// except for the planted faults (another split, another scale: CUSTOM_SCALE).
+// The probe (PROBE, row 0 at position probe_pos) also writes each score, each
+// exp(s - m_c) and the merge factors: per head 2 * (chunks + groups) floats,
+// a_c at [c], b_c at [nc + c], A_g at [2nc + g], B_g at [2nc + ng + g].
+template <int CHUNK, bool CUSTOM_SCALE, bool PROBE, int D>
+__global__ void GRETA_LAUNCH_BOUNDS(BLOCK, MIN_BLOCKS) attention_rows_kernel(
+    float* __restrict__ out, const float* __restrict__ q, const float* __restrict__ kc, const float* __restrict__ vc,
+    const int32_t* __restrict__ pos, int32_t probe_pos, int n_heads, int n_kv_heads, int head_dim, float custom_scale,
+    float* __restrict__ scores, float* __restrict__ probs, float* __restrict__ factors) {
+  __shared__ Smem<CHUNK> sm;
+  const Geometry g = geometry(n_heads, n_kv_heads, head_dim);
+  const int64_t units = static_cast<int64_t>(n_kv_heads) * g.quads;
+  const int64_t m = PROBE ? 0 : static_cast<int64_t>(blockIdx.x) / units;
+  const Heads hs = heads_of(static_cast<int64_t>(blockIdx.x) % units, g);
+  const float scale = CUSTOM_SCALE ? custom_scale : default_scale(head_dim);
+  load_q(sm.q, q + m * g.q_stride, hs, g);
+  const int64_t n_keys = static_cast<int64_t>(PROBE ? probe_pos : pos[m]) + 1;
+  const int64_t nc = (n_keys + CHUNK - 1) / CHUNK, ng = (nc + CHUNKS_PER_GROUP - 1) / CHUNKS_PER_GROUP;
+  Run<D> total[QUAD], grp[QUAD], part[QUAD];
+#pragma unroll
+  for (int p = 0; p < QUAD; p++) {
+    init(total[p]);
+    init(grp[p]);
+  }
+  for (int64_t c = 0; c < nc; c++) {
+    const int64_t c0 = c * CHUNK;
+    const int len = static_cast<int>(n_keys - c0 < CHUNK ? n_keys - c0 : CHUNK);
+    chunk_partial<CHUNK, PROBE, D>(part, sm, kc, vc, c0, len, hs, g, scale,
+                                   PROBE ? scores + hs.h0 * n_keys + c0 : nullptr,
+                                   PROBE ? probs + hs.h0 * n_keys + c0 : nullptr, n_keys);
+    const bool group_end = (c + 1) % CHUNKS_PER_GROUP == 0 || c + 1 == nc;
+#pragma unroll
+    for (int p = 0; p < QUAD; p++) {
+      float a, b;
+      merge(grp[p], part[p].m, part[p].l, part[p].acc, &a, &b);
+      if (PROBE && threadIdx.x == 0 && p < hs.n) {
+        float* fa = factors + (hs.h0 + p) * 2 * (nc + ng);
+        fa[c] = a;
+        fa[nc + c] = b;
+      }
+      if (group_end) {
+        merge(total[p], grp[p].m, grp[p].l, grp[p].acc, &a, &b);
+        init(grp[p]);
+        if (PROBE && threadIdx.x == 0 && p < hs.n) {
+          float* fa = factors + (hs.h0 + p) * 2 * (nc + ng);
+          fa[2 * nc + c / CHUNKS_PER_GROUP] = a;
+          fa[2 * nc + ng + c / CHUNKS_PER_GROUP] = b;
+        }
+      }
+    }
+  }
+#pragma unroll
+  for (int p = 0; p < QUAD; p++)
+    if (p < hs.n) finish(total[p], out + m * g.q_stride + static_cast<int64_t>(hs.h0 + p) * head_dim, head_dim);
+  if (PROBE) {
+    // Each key's weight: exp(s - m_c) times the rescales applied after its
+    // chunk (b_c, the later a of its group, B_g, every later A), times 1/l.
+    __syncthreads();  // the block's stores of exp(s - m_c) and factors are visible
+    for (int p = 0; p < hs.n; p++) {
+      const float* fa = factors + (hs.h0 + p) * 2 * (nc + ng);
+      float* pr = probs + (hs.h0 + p) * n_keys;
+      const float inv = __fdiv_rn(1.f, total[p].l);
+      for (int64_t jk = threadIdx.x; jk < n_keys; jk += BLOCK) {
+        const int64_t c = jk / CHUNK, gi = c / CHUNKS_PER_GROUP;
+        const int64_t gend = (gi + 1) * CHUNKS_PER_GROUP < nc ? (gi + 1) * CHUNKS_PER_GROUP : nc;
+        float f = fa[nc + c];
+        for (int64_t later = c + 1; later < gend; later++) f = __fmul_rn(f, fa[later]);
+        f = __fmul_rn(f, fa[2 * nc + ng + gi]);
+        for (int64_t later = gi + 1; later < ng; later++) f = __fmul_rn(f, fa[2 * nc + later]);
+        pr[jk] = __fmul_rn(__fmul_rn(pr[jk], f), inv);
+      }
+    }
+  }
+}
+
+// Decode, split layout. Partial record of one (head, chunk or group):
+// [m, l, acc[0 .. head_dim)], head_dim + 2 floats.
+__device__ __forceinline__ int64_t rec_floats(int head_dim) { return head_dim + 2; }
+
+template <int D>
+__device__ __forceinline__ void store_record(float* rec, const Run<D>& s, int head_dim) {
+  if (threadIdx.x == 0) {
+    rec[0] = s.m;
+    rec[1] = s.l;
+  }
+#pragma unroll
+  for (int i = 0; i < D; i++) {
+    const int d = static_cast<int>(threadIdx.x) + i * BLOCK;
+    if (d < head_dim) rec[2 + d] = s.acc[i];
+  }
+}
+
+template <int D>
+__device__ __forceinline__ void load_record(Run<D>& s, const float* rec, int head_dim) {
+  s.m = rec[0];
+  s.l = rec[1];
+#pragma unroll
+  for (int i = 0; i < D; i++) {
+    const int d = static_cast<int>(threadIdx.x) + i * BLOCK;
+    s.acc[i] = d < head_dim ? rec[2 + d] : 0.f;
+  }
+}
+
+// One block per (chunk, KV head, quad): writes the chunk partial of each head,
+// at partials + (h * n_chunks + c) * rec_floats.
+template <int D>
+__global__ void GRETA_LAUNCH_BOUNDS(BLOCK, MIN_BLOCKS) attention_chunks_kernel(
+    float* __restrict__ partials, const float* __restrict__ q, const float* __restrict__ kc,
+    const float* __restrict__ vc, const int32_t* __restrict__ pos, int n_heads, int n_kv_heads, int head_dim) {
+  __shared__ Smem<KEY_CHUNK> sm;
+  const Geometry g = geometry(n_heads, n_kv_heads, head_dim);
+  const int64_t units = static_cast<int64_t>(n_kv_heads) * g.quads;
+  // Neighbouring blocks take the KV heads of one chunk: the rows they read lie together.
+  const int64_t c = static_cast<int64_t>(blockIdx.x) / units;
+  const Heads hs = heads_of(static_cast<int64_t>(blockIdx.x) % units, g);
+  load_q(sm.q, q, hs, g);
+  const int64_t n_keys = static_cast<int64_t>(pos[0]) + 1;
+  const int64_t nc = (n_keys + KEY_CHUNK - 1) / KEY_CHUNK;
+  const int64_t c0 = c * KEY_CHUNK;
+  const int len = static_cast<int>(n_keys - c0 < KEY_CHUNK ? n_keys - c0 : KEY_CHUNK);
+  Run<D> part[QUAD];
+  chunk_partial<KEY_CHUNK, false, D, true>(part, sm, kc, vc, c0, len, hs, g, default_scale(head_dim));
+  const int64_t rf = rec_floats(head_dim);
+#pragma unroll
+  for (int p = 0; p < QUAD; p++)
+    if (p < hs.n) store_record(partials + (static_cast<int64_t>(hs.h0 + p) * nc + c) * rf, part[p], head_dim);
+}
+
+// Merges records first .. end-1 (at stride rf from recs) into s in order, the
+// loads of each batch of CHUNKS_PER_GROUP issued before its merges.
+template <int D>
+__device__ __forceinline__ void merge_records(Run<D>& s, const float* recs, int64_t first, int64_t end, int64_t rf,
+                                              int head_dim) {
+  for (int64_t b0 = first; b0 < end; b0 += CHUNKS_PER_GROUP) {
+    Run<D> r[CHUNKS_PER_GROUP];
+#pragma unroll
+    for (int k = 0; k < CHUNKS_PER_GROUP; k++)
+      if (b0 + k < end) load_record(r[k], recs + (b0 + k) * rf, head_dim);
+#pragma unroll
+    for (int k = 0; k < CHUNKS_PER_GROUP; k++)
+      if (b0 + k < end) merge(s, r[k].m, r[k].l, r[k].acc);
+  }
+}
+
+// One block per (group, head): the group's chunk partials merged in chunk
+// order. With one group this is the output; otherwise the group's record, at
+// groups + (h * n_groups + g) * rec_floats.
+template <int D>
+__global__ void __launch_bounds__(BLOCK) attention_merge_chunks_kernel(
+    float* __restrict__ out, float* __restrict__ groups, const float* __restrict__ partials,
+    const int32_t* __restrict__ pos, int n_heads, int head_dim) {
+  const int64_t gi = static_cast<int64_t>(blockIdx.x) / n_heads;
+  const int h = static_cast<int>(blockIdx.x % n_heads);
+  const int64_t nc = (static_cast<int64_t>(pos[0]) + KEY_CHUNK) / KEY_CHUNK;
+  const int64_t ng = (nc + CHUNKS_PER_GROUP - 1) / CHUNKS_PER_GROUP;
+  const int64_t rf = rec_floats(head_dim);
+  const int64_t c_end = (gi + 1) * CHUNKS_PER_GROUP < nc ? (gi + 1) * CHUNKS_PER_GROUP : nc;
+  Run<D> s;
+  init(s);
+  merge_records(s, partials + h * nc * rf, gi * CHUNKS_PER_GROUP, c_end, rf, head_dim);
+  if (ng == 1)
+    finish(s, out + static_cast<int64_t>(h) * head_dim, head_dim);
   else
-    hipLaunchKernelGGL((attention_probe_kernel<CHUNK, false>), grid, block, 0, stream, scores, probs, pv, factors, q,
-                       k_cache, v_cache, pos, n_heads, n_kv_heads, head_dim, 0.f);
-  return hipGetLastError();
+    store_record(groups + (h * ng + gi) * rf, s, head_dim);
+}
+
+// One block per head: group partials merged in group order, then the output.
+template <int D>
+__global__ void __launch_bounds__(BLOCK) attention_merge_groups_kernel(float* __restrict__ out,
+                                                                       const float* __restrict__ groups,
+                                                                       const int32_t* __restrict__ pos, int head_dim) {
+  const int h = static_cast<int>(blockIdx.x);
+  const int64_t nc = (static_cast<int64_t>(pos[0]) + KEY_CHUNK) / KEY_CHUNK;
+  const int64_t ng = (nc + CHUNKS_PER_GROUP - 1) / CHUNKS_PER_GROUP;
+  const int64_t rf = rec_floats(head_dim);
+  Run<D> s;
+  init(s);
+  merge_records(s, groups + h * ng * rf, 0, ng, rf, head_dim);
+  finish(s, out + static_cast<int64_t>(h) * head_dim, head_dim);
 }
 
 int64_t chunks_for(int64_t keys) { return (keys + KEY_CHUNK - 1) / KEY_CHUNK; }
+int64_t groups_for(int64_t chunks) { return (chunks + CHUNKS_PER_GROUP - 1) / CHUNKS_PER_GROUP; }
+int64_t units_for(int n_heads, int n_kv_heads) {
+  return static_cast<int64_t>(n_kv_heads) * ((n_heads / n_kv_heads + QUAD - 1) / QUAD);
+}
 
-unsigned blocks(int64_t waves) { return static_cast<unsigned>((waves + WAVES - 1) / WAVES); }
+template <int CHUNK, bool CUSTOM_SCALE, bool PROBE>
+hipError_t launch_rows(float* out, const float* q, const float* k_cache, const float* v_cache, const int32_t* pos,
+                       int32_t probe_pos, int64_t M, int n_heads, int n_kv_heads, int head_dim, float custom_scale,
+                       float* scores, float* probs, float* factors, hipStream_t stream) {
+  const dim3 grid(static_cast<unsigned>(M * units_for(n_heads, n_kv_heads))), block(BLOCK);
+  if (head_dim <= BLOCK)
+    hipLaunchKernelGGL((attention_rows_kernel<CHUNK, CUSTOM_SCALE, PROBE, 1>), grid, block, 0, stream, out, q, k_cache,
+                       v_cache, pos, probe_pos, n_heads, n_kv_heads, head_dim, custom_scale, scores, probs, factors);
+  else
+    hipLaunchKernelGGL((attention_rows_kernel<CHUNK, CUSTOM_SCALE, PROBE, MAX_DIMS>), grid, block, 0, stream, out, q,
+                       k_cache, v_cache, pos, probe_pos, n_heads, n_kv_heads, head_dim, custom_scale, scores, probs,
+                       factors);
+  return hipGetLastError();
+}
+
+// The planted faults and the probe: their own instantiations.
+template <int CHUNK, bool PROBE>
+hipError_t launch_option_rows(float* out, const float* q, const float* k_cache, const float* v_cache,
+                              const int32_t* pos, int32_t probe_pos, int64_t M, int n_heads, int n_kv_heads,
+                              int head_dim, const float* custom_scale, float* scores, float* probs, float* factors,
+                              hipStream_t stream) {
+  if (custom_scale)
+    return launch_rows<CHUNK, true, PROBE>(out, q, k_cache, v_cache, pos, probe_pos, M, n_heads, n_kv_heads, head_dim,
+                                           *custom_scale, scores, probs, factors, stream);
+  return launch_rows<CHUNK, false, PROBE>(out, q, k_cache, v_cache, pos, probe_pos, M, n_heads, n_kv_heads, head_dim,
+                                          0.f, scores, probs, factors, stream);
+}
+
+template <int D>
+hipError_t launch_decode(float* out, const float* q, const float* k_cache, const float* v_cache, const int32_t* pos,
+                         int n_heads, int n_kv_heads, int head_dim, int64_t nc, float* partials, hipStream_t stream) {
+  const int64_t ng = groups_for(nc);
+  float* groups = partials + static_cast<int64_t>(n_heads) * nc * (head_dim + 2);
+  hipLaunchKernelGGL(attention_chunks_kernel<D>, dim3(static_cast<unsigned>(nc * units_for(n_heads, n_kv_heads))),
+                     dim3(BLOCK), 0, stream, partials, q, k_cache, v_cache, pos, n_heads, n_kv_heads, head_dim);
+  hipError_t e = hipGetLastError();
+  if (e != hipSuccess) return e;
+  hipLaunchKernelGGL(attention_merge_chunks_kernel<D>, dim3(static_cast<unsigned>(ng * n_heads)), dim3(BLOCK), 0,
+                     stream, out, groups, partials, pos, n_heads, head_dim);
+  e = hipGetLastError();
+  if (e != hipSuccess || ng == 1) return e;
+  hipLaunchKernelGGL(attention_merge_groups_kernel<D>, dim3(static_cast<unsigned>(n_heads)), dim3(BLOCK), 0, stream,
+                     out, groups, pos, head_dim);
+  return hipGetLastError();
+}
 }  // namespace
 
 size_t greta_attention_scratch_bytes(int64_t M, int n_heads, int head_dim, int64_t max_keys) {
-  (void)head_dim;
-  return M == 1 ? static_cast<size_t>(n_heads) * chunks_for(max_keys) * PARTIAL_FLOATS * sizeof(float) : 0;
-}
-
-template <int CHUNK>
-hipError_t launch_fault_rows(float* out, const float* q, const float* k_cache, const float* v_cache, const int32_t* pos,
-                             int64_t M, int n_heads, int n_kv_heads, int head_dim, const float* custom_scale,
-                             hipStream_t stream) {
-  const dim3 grid(blocks(M * n_heads)), block(WAVES * GRETA_WAVE_SIZE);
-  if (custom_scale)
-    hipLaunchKernelGGL((attention_rows_kernel<CHUNK, true>), grid, block, 0, stream, out, q, k_cache, v_cache, pos, M,
-                       n_heads, n_kv_heads, head_dim, *custom_scale);
-  else
-    hipLaunchKernelGGL((attention_rows_kernel<CHUNK, false>), grid, block, 0, stream, out, q, k_cache, v_cache, pos, M,
-                       n_heads, n_kv_heads, head_dim, 0.f);
-  return hipGetLastError();
+  if (M != 1) return 0;
+  const int64_t nc = chunks_for(max_keys);
+  return static_cast<size_t>(n_heads) * (nc + groups_for(nc)) * (head_dim + 2) * sizeof(float);
 }
 
 size_t greta_attention_probe_scratch_bytes(int n_heads, int32_t pos, int key_chunk) {
   const int64_t chunk = key_chunk == 0 ? KEY_CHUNK : key_chunk;
-  return static_cast<size_t>(n_heads) * 2 * ((static_cast<int64_t>(pos) + chunk) / chunk) * sizeof(float);
+  const int64_t nc = (static_cast<int64_t>(pos) + chunk) / chunk;
+  return static_cast<size_t>(n_heads) * 2 * (nc + groups_for(nc)) * sizeof(float);
 }
 
 hipError_t greta_attention_probe(float* scores, float* probs, float* pv, const float* q, const float* k_cache,
@@ -296,9 +576,9 @@ hipError_t greta_attention_probe(float* scores, float* probs, float* pv, const f
   if (head_dim > MAX_HEAD_DIM) return hipErrorInvalidValue;
   switch (key_chunk) {
     case 0:
-    case KEY_CHUNK: return launch_probe<KEY_CHUNK>(scores, probs, pv, factors, q, k_cache, v_cache, pos, n_heads, n_kv_heads, head_dim, custom_scale, stream);
-    case HALF_KEY_CHUNK: return launch_probe<HALF_KEY_CHUNK>(scores, probs, pv, factors, q, k_cache, v_cache, pos, n_heads, n_kv_heads, head_dim, custom_scale, stream);
-    case QUARTER_KEY_CHUNK: return launch_probe<QUARTER_KEY_CHUNK>(scores, probs, pv, factors, q, k_cache, v_cache, pos, n_heads, n_kv_heads, head_dim, custom_scale, stream);
+    case KEY_CHUNK: return launch_option_rows<KEY_CHUNK, true>(pv, q, k_cache, v_cache, nullptr, pos, 1, n_heads, n_kv_heads, head_dim, custom_scale, scores, probs, factors, stream);
+    case HALF_KEY_CHUNK: return launch_option_rows<HALF_KEY_CHUNK, true>(pv, q, k_cache, v_cache, nullptr, pos, 1, n_heads, n_kv_heads, head_dim, custom_scale, scores, probs, factors, stream);
+    case QUARTER_KEY_CHUNK: return launch_option_rows<QUARTER_KEY_CHUNK, true>(pv, q, k_cache, v_cache, nullptr, pos, 1, n_heads, n_kv_heads, head_dim, custom_scale, scores, probs, factors, stream);
     default: return hipErrorInvalidValue;
   }
 }
@@ -308,29 +588,21 @@ hipError_t greta_attention(float* out, const float* q, const float* k_cache, con
                            const float* custom_scale, int key_chunk, float* partials, hipStream_t stream) {
   if (head_dim > MAX_HEAD_DIM) return hipErrorInvalidValue;
   if (custom_scale || (key_chunk != 0 && key_chunk != KEY_CHUNK)) {
-    // Planted faults: one wave per (row, head), whatever M (the split layout
-    // does not change the bits).
+    // Planted faults: the rows layout whatever M (the split layout does not change the bits).
     switch (key_chunk) {
       case 0:
-      case KEY_CHUNK: return launch_fault_rows<KEY_CHUNK>(out, q, k_cache, v_cache, pos, M, n_heads, n_kv_heads, head_dim, custom_scale, stream);
-      case HALF_KEY_CHUNK: return launch_fault_rows<HALF_KEY_CHUNK>(out, q, k_cache, v_cache, pos, M, n_heads, n_kv_heads, head_dim, custom_scale, stream);
-      case QUARTER_KEY_CHUNK: return launch_fault_rows<QUARTER_KEY_CHUNK>(out, q, k_cache, v_cache, pos, M, n_heads, n_kv_heads, head_dim, custom_scale, stream);
+      case KEY_CHUNK: return launch_option_rows<KEY_CHUNK, false>(out, q, k_cache, v_cache, pos, 0, M, n_heads, n_kv_heads, head_dim, custom_scale, nullptr, nullptr, nullptr, stream);
+      case HALF_KEY_CHUNK: return launch_option_rows<HALF_KEY_CHUNK, false>(out, q, k_cache, v_cache, pos, 0, M, n_heads, n_kv_heads, head_dim, custom_scale, nullptr, nullptr, nullptr, stream);
+      case QUARTER_KEY_CHUNK: return launch_option_rows<QUARTER_KEY_CHUNK, false>(out, q, k_cache, v_cache, pos, 0, M, n_heads, n_kv_heads, head_dim, custom_scale, nullptr, nullptr, nullptr, stream);
       default: return hipErrorInvalidValue;
     }
   }
-  const dim3 block(WAVES * GRETA_WAVE_SIZE);
-  const int64_t max_chunks = chunks_for(max_keys);
-  if (M == 1 && max_chunks > 1) {
-    // Decode: too few (row, head) pairs to fill the device; spread the chunks.
-    hipLaunchKernelGGL(attention_chunks_kernel, dim3(blocks(n_heads * max_chunks)), block, 0, stream, partials, q,
-                       k_cache, v_cache, pos, M, n_heads, n_kv_heads, head_dim, max_chunks);
-    hipError_t e = hipGetLastError();
-    if (e != hipSuccess) return e;
-    hipLaunchKernelGGL(attention_merge_kernel, dim3(blocks(n_heads)), block, 0, stream, out, partials, pos, M, n_heads,
-                       n_kv_heads, head_dim, max_chunks);
-    return hipGetLastError();
+  const int64_t nc = chunks_for(max_keys);
+  if (M == 1 && nc > 1) {
+    // Decode: too few rows to fill the device; one block per (chunk, KV head, quad).
+    return head_dim <= BLOCK ? launch_decode<1>(out, q, k_cache, v_cache, pos, n_heads, n_kv_heads, head_dim, nc, partials, stream)
+                             : launch_decode<MAX_DIMS>(out, q, k_cache, v_cache, pos, n_heads, n_kv_heads, head_dim, nc, partials, stream);
   }
-  hipLaunchKernelGGL((attention_rows_kernel<KEY_CHUNK, false>), dim3(blocks(M * n_heads)), block, 0, stream, out, q,
-                     k_cache, v_cache, pos, M, n_heads, n_kv_heads, head_dim, 0.f);
-  return hipGetLastError();
+  return launch_rows<KEY_CHUNK, false, false>(out, q, k_cache, v_cache, pos, 0, M, n_heads, n_kv_heads, head_dim, 0.f,
+                                              nullptr, nullptr, nullptr, stream);
 }

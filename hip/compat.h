@@ -34,6 +34,10 @@
 #define GRETA_WAVE_SIZE GRETA_AMD_WAVE_SIZE
 #endif
 #define GRETA_SHFL_XOR(v, mask) __shfl_xor((v), (mask))
+// __launch_bounds__ asking for `blocks` resident blocks per multiprocessor
+// (a register cap). HIP's second argument means waves per SIMD instead, and
+// LDS may make any such target unreachable, so on AMD only the block size.
+#define GRETA_LAUNCH_BOUNDS(threads, blocks) __launch_bounds__(threads)
 // Orders shared-memory accesses among the lanes of one wave.
 #define GRETA_SYNC_WAVE()                                   \
   do {                                                      \
@@ -50,6 +54,7 @@
 #define GRETA_WAVE_SIZE 32
 #define GRETA_SHFL_XOR(v, mask) __shfl_xor_sync(0xffffffffu, (v), (mask))
 #define GRETA_SYNC_WAVE() __syncwarp()
+#define GRETA_LAUNCH_BOUNDS(threads, blocks) __launch_bounds__(threads, blocks)
 
 using hipError_t = cudaError_t;
 using hipStream_t = cudaStream_t;
