@@ -4,7 +4,7 @@
 // device buffer and file a call opens is released before it returns.
 import { analyzeFiles, analyzeTrace, type Analysis, type ReportRow } from './analyze/analyze.js';
 import { readTraceFile } from './analyze/load.js';
-import { DEFAULT_ORACLE_BOUND, oracleVerdicts, type OracleVerdict } from './analyze/oracle.js';
+import { analysisOracle, DEFAULT_ORACLE_BOUND, oracleVerdicts, type OracleVerdict } from './analyze/oracle.js';
 import { compareFiles, type CompareOptions, type CompareResult } from './compare/compare.js';
 import { resolveSelftestOptions, resolveTraceOptions } from './options.js';
 import { planTrace, runTrace } from './run.js';
@@ -124,11 +124,7 @@ export interface AnalyzeInput {
 export function analyze(files: List, input: AnalyzeInput = {}): Analysis & { oracle: OracleVerdict[] } {
   const paths = typeof files === 'string' ? [files] : [...files];
   const a = analyzeFiles(paths, { tol: input.tol ?? 0 });
-  const oracle = [...a.oracled].flatMap(([file, ids]) => {
-    const runs = readTraceFile(file, (h) => ids.has(h.run_id) || ids.has(String(h.options.oracle_for))).runs;
-    return oracleVerdicts(runs, analyzeTrace(runs, { tol: input.tol ?? 0 }), input.oracleTol ?? DEFAULT_ORACLE_BOUND);
-  });
-  return { ...a, oracle };
+  return { ...a, oracle: analysisOracle(a, input.tol ?? 0, input.oracleTol ?? DEFAULT_ORACLE_BOUND) };
 }
 
 /** `greta compare BASE TEST`: every pair of two traces; exact for the same backend and model, else fp32 bounds. */

@@ -5,7 +5,7 @@
 import { parseArgs, type ParseArgsConfig } from 'node:util';
 import { analysisExitCode, analyzeFiles, analyzeTrace, ANALYZE_EXIT, formatAnalysis, formatTable, toJson } from '../analyze/analyze.js';
 import { readTraceFile } from '../analyze/load.js';
-import { DEFAULT_ORACLE_BOUND, formatOracle, oracleVerdicts } from '../analyze/oracle.js';
+import { analysisOracle, DEFAULT_ORACLE_BOUND, formatOracle, oracleVerdicts } from '../analyze/oracle.js';
 import { formatKvCheck } from '../trace/kvcheck.js';
 import { peakRssBytes } from '../rss.js';
 import { COMPARE_EXIT, compareFiles, formatCompare, FP32_REL_L2, FP32_REL_L2_OTHER } from '../compare/compare.js';
@@ -175,11 +175,7 @@ function analyzeCommand(argv: string[]): number {
   const oracleTol = values['oracle-tol'] === undefined ? DEFAULT_ORACLE_BOUND : bound('--oracle-tol', values['oracle-tol']);
   const a = analyzeFiles(positionals.map(String), { tol });
   if (a.rows.length === 0 && a.problems.length === 0) throw new UsageError(`analyze: no runs in ${positionals.join(', ')}`);
-  // Runs with an oracle: their records and the oracle's, indexed again (rows stay on disk).
-  const oracle = [...a.oracled].flatMap(([file, ids]) => {
-    const runs = readTraceFile(file, (h) => ids.has(h.run_id) || ids.has(String(h.options.oracle_for))).runs;
-    return oracleVerdicts(runs, analyzeTrace(runs, { tol }), oracleTol);
-  });
+  const oracle = analysisOracle(a, tol, oracleTol);
   if (values.json) console.log(JSON.stringify({ ...toJson(a.rows, a.problems), kv_checks: a.kvChecks, oracle }, null, 2));
   else {
     const extra = [...a.kvChecks.map((c) => formatKvCheck(c.prompt, c.exp, c)), ...(oracle.length ? [formatOracle(oracle)] : [])];
