@@ -17,7 +17,7 @@ import { tokenTextFor, type TokenText } from './tokens.js';
 /** Points inside attention: a first mismatch here gets the probs panel at its own layer. */
 const ATTENTION_POINTS: readonly Point[] = LAYER_POINTS.slice(LAYER_POINTS.indexOf('q'), LAYER_POINTS.indexOf('attn_out') + 1);
 
-export interface ReportInput {
+export interface ReportSources {
   files: string[];
   /** A trace to compare every file with (greta compare BASE file). */
   compare?: string;
@@ -238,7 +238,7 @@ function compareSummary(r: CompareResult): CompareSummary {
  * experiment (as `greta analyze --json`), the oracle verdicts, and with
  * `compare` each file against that trace (as `greta compare BASE file`).
  */
-export function buildReport(input: ReportInput): ReportData {
+export function buildReport(input: ReportSources): ReportData {
   const tol = input.tol ?? 0;
   const oracleTol = input.oracleTol ?? DEFAULT_ORACLE_BOUND;
   const opts: AnalyzeOptions = { tol };

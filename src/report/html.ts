@@ -143,7 +143,7 @@ const SCRIPT = String.raw`
     var byKey = {};
     s.cells.forEach(function (c, i) { byKey[(c.layer === null ? 'final' : c.layer) + ':' + c.point] = i; });
     var r = range(metric), out = [], exact = 0;
-    out.push('<svg xmlns="http://www.w3.org/2000/svg" class="heatmap" width="' + W + '" height="' + H + '" data-section="' + s.id + '" data-metric="' + metric + '">');
+    out.push('<svg class="heatmap" width="' + W + '" height="' + H + '" data-section="' + s.id + '" data-metric="' + metric + '">');
     cols.forEach(function (c, j) {
       var step = Math.max(1, Math.ceil(22 / cw));
       if (j % step === 0 || c === 'final') out.push('<text x="' + (left + j * cw + cw / 2) + '" y="' + (top - 6) + '" text-anchor="middle">' + c + '</text>');
@@ -198,7 +198,7 @@ const SCRIPT = String.raw`
     // Zero (bit-identical) sits on its own line below the axis range.
     var floorY = H - B + 2, yOf = function (v) { return v === 0 ? floorY : !isFinite(v) ? T - 6 : T + (hi - Math.log10(v)) / (hi - lo) * (H - B - T - 8); };
     var xOf = function (j) { return L + (xs.length <= 1 ? 0 : j / (xs.length - 1) * (W - L - R)); };
-    var o = ['<svg xmlns="http://www.w3.org/2000/svg" width="' + W + '" height="' + (H + 6) + '" class="chart">'];
+    var o = ['<svg width="' + W + '" height="' + (H + 6) + '" class="chart">'];
     o.push('<text x="' + L + '" y="12">' + esc(title) + '</text>');
     for (var e = lo; e <= hi; e++) {
       var y = yOf(Math.pow(10, e));
@@ -267,7 +267,7 @@ const SCRIPT = String.raw`
     var W = 560, H = 200, L = 70, R = 10, mid = H / 2, half = mid - 16, bw = (W - L - R) / Math.max(1, n);
     var mx = 0; a.prefill_last.concat(a.decode0).forEach(function (v) { if (isFinite(v) && v > mx) mx = v; });
     if (mx === 0) mx = 1;
-    var o = ['<svg xmlns="http://www.w3.org/2000/svg" width="' + W + '" height="' + (H + 14) + '" class="probs" data-layer="' + a.layer + '" data-head="' + a.head + '" data-keys="' + n + '" data-differing="' + diff + '">'];
+    var o = ['<svg width="' + W + '" height="' + (H + 14) + '" class="probs" data-layer="' + a.layer + '" data-head="' + a.head + '" data-keys="' + n + '" data-differing="' + diff + '">'];
     o.push('<text x="' + (L - 6) + '" y="' + (mid - half / 2) + '" text-anchor="end">prefill_last</text><text x="' + (L - 6) + '" y="' + (mid + half / 2) + '" text-anchor="end">decode0</text>');
     o.push('<line x1="' + L + '" x2="' + (W - R) + '" y1="' + mid + '" y2="' + mid + '" stroke="#8c959f"/>');
     for (var k = 0; k < n; k++) {

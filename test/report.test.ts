@@ -1,0 +1,267 @@
+// greta report: the page's data is the analyzer's (same first mismatch, same
+// numbers), and the page works in a real browser: Debian's chromium headless
+// loads the report of a run with a planted fault and of a clean run, logs no
+// console errors, draws the heatmap with the first mismatch on the planted
+// (layer, point), and says bit-identical everywhere for the clean run. The
+// page leaves its facts in the DOM (data-rendered, data-errors, data-* on
+// cells), so --dump-dom proves the script ran and drew. Screenshots go to
+// test-artifacts/ (gitignored).
+import { spawnSync } from 'node:child_process';
+import { copyFileSync, existsSync, mkdirSync, readFileSync, statSync, writeFileSync } from 'node:fs';
+import { join } from 'node:path';
+import { pathToFileURL } from 'node:url';
+import { beforeAll, describe, expect, it } from 'vitest';
+import { packageRoot } from '../src/native.js';
+import type { ReportData } from '../src/report/data.js';
+import { sidecarPath } from '../src/trace/writer.js';
+import { tempDir, traceWith } from './helpers.js';
+
+const CLI = join(packageRoot(), 'dist', 'cli', 'main.js');
+const ARTIFACTS = join(packageRoot(), 'test-artifacts');
+
+function greta(args: string[]) {
+  const r = spawnSync(process.execPath, [CLI, ...args], { encoding: 'utf8', env: { PATH: process.env.PATH }, cwd: tempDir(), maxBuffer: 256 << 20 });
+  return { code: r.status, stdout: r.stdout, stderr: r.stderr };
+}
+
+/** The page's own data: the JSON in #report-data, as its script reads it. */
+function pageData(html: string): ReportData {
+  const m = /<script type="application\/json" id="report-data">([\s\S]*?)<\/script>/.exec(html);
+  expect(m, 'no #report-data in the page').not.toBeNull();
+  return JSON.parse(m![1]!, (_k, v: unknown) => (v === 'Infinity' ? Infinity : v === '-Infinity' ? -Infinity : v === 'NaN' ? NaN : v)) as ReportData;
+}
+
+const tiny = { backend: 'cpu', model: 'synthetic:tiny' };
+let dir: string;
+let faultTrace: string;
+let cleanTrace: string;
+let faultHtml: string;
+let cleanHtml: string;
+
+beforeAll(() => {
+  dir = tempDir('greta-report-');
+  // Every layer and point, the attention pipe (probs), the KV check and the fp64 oracle.
+  const common = { ...tiny, prompt: 'p0_short,p4_sys', 'attn-pipe': true, 'kv-check': true };
+  faultTrace = traceWith({ ...common, fault: 'wo_layout@2', oracle: 'cpu-fp64', out: join(dir, 'fault.jsonl') }).out;
+  cleanTrace = traceWith({ ...common, out: join(dir, 'clean.jsonl') }).out;
+  faultHtml = join(dir, 'fault.html');
+  cleanHtml = join(dir, 'clean.html');
+  const f = greta(['report', faultTrace, '--out', faultHtml]);
+  expect(f.code, f.stderr).toBe(0);
+  const c = greta(['report', cleanTrace, '--compare', faultTrace, '--out', cleanHtml]);
+  expect(c.code, c.stderr).toBe(0);
+}, 120_000);
+
+describe('greta report: the page data is the analyzer JSON', () => {
+  it('writes one self-contained file: data and script inline, nothing fetched', () => {
+    const html = readFileSync(faultHtml, 'utf8');
+    expect(html).toMatch(/^<!DOCTYPE html>/);
+    expect(html).not.toMatch(/\bsrc\s*=|<link\b|@import|url\(|https?:\/\//i);
+    expect(html).toContain("default-src 'none'");
+  });
+
+  it('has the same rows, first mismatch and numbers as greta analyze --json', () => {
+    const a = greta(['analyze', '--json', faultTrace]);
+    expect(a.code).toBe(0);
+    const j = JSON.parse(a.stdout) as {
+      rows: { run_id: string; prompt: string; exp: string; first_mismatch_stage: string; first_mismatch_layer: number | null; first_mismatch: { head: number | null; mae: number; max_abs: number; rel_l2: number } | null; comparisons: { layer: number | null; point: string; head: number | null; equal: boolean; mae: number; max_abs: number; rel_l2: number }[] }[];
+      kv_checks: { prompt: string; equal: boolean; first: unknown }[];
+      oracle: { prompt: string; departed: string; prefill_last_rel_l2: number; decode0_rel_l2: number }[];
+    };
+    const d = pageData(readFileSync(faultHtml, 'utf8'));
+    expect(d.sections.map((s) => [s.run_id, s.prompt, s.exp, s.first_mismatch_stage, s.first?.layer ?? null])).toEqual(
+      j.rows.map((r) => [r.run_id, r.prompt, r.exp, r.first_mismatch_stage, r.first_mismatch_layer]),
+    );
+    for (const [i, r] of j.rows.entries()) {
+      const s = d.sections[i]!;
+      expect(s.first_mismatch_stage).toBe('wo_out');
+      expect(s.first).toMatchObject({ layer: 2, point: 'wo_out', ...r.first_mismatch });
+      expect(s.pairs).toBe(r.comparisons.length);
+      // Every cell of a whole-row point is that comparison, number for number.
+      for (const c of r.comparisons.filter((x) => x.head === null)) {
+        const cell = s.cells.find((x) => x.layer === c.layer && x.point === c.point)!;
+        expect(cell).toMatchObject({ equal: c.equal, mae: c.mae, max_abs: c.max_abs, rel_l2: c.rel_l2 });
+      }
+      // A per-head cell is its worst head by MAE, as the analyzer's <point>_mae.
+      const probs = r.comparisons.filter((x) => x.point === 'probs' && x.layer === 5);
+      const cell = s.cells.find((x) => x.layer === 5 && x.point === 'probs')!;
+      expect(cell.mae).toBe(Math.max(...probs.map((x) => x.mae)));
+      expect(cell.heads).toBe(probs.length);
+      const kv = j.kv_checks.find((k) => k.prompt === r.prompt)!;
+      expect(s.kv_check).toMatchObject({ equal: kv.equal, first: kv.first });
+      const o = j.oracle.find((x) => x.prompt === r.prompt)!;
+      expect(s.oracle).toMatchObject({ departed: 'decode0', prefill_last_rel_l2: o.prefill_last_rel_l2, decode0_rel_l2: o.decode0_rel_l2 });
+      // wo_out is after attention: the probs panel shows the first probs row that differs, a layer down.
+      expect(s.attention).toMatchObject({ layer: 3, why: 'first_probs_mismatch', equal: false });
+      expect(s.topk.prefill_last![0]!.id).toBe(s.top1.prefill_last!.id);
+      expect(typeof s.topk.decode0![0]!.text).toBe('string');
+    }
+    expect(d.runs.map((r) => r.backend)).toEqual(['cpu', 'cpu-fp64']);
+    expect(d.runs[0]).toMatchObject({ model: { name: 'synthetic:tiny' }, device: expect.any(String), options: { fault: 'wo_layout@2' } });
+  });
+
+  it('a fault inside attention: the probs panel is at the first mismatch, where decode0 attends differently', () => {
+    const t = traceWith({ ...tiny, prompt: 'p4_sys', layers: '0-3', 'attn-pipe': true, fault: 'kv_stale@2', out: join(dir, 'stale.jsonl') });
+    const out = join(dir, 'stale.html');
+    const r = greta(['report', t.out, '--out', out]);
+    expect(r.code, r.stderr).toBe(0);
+    const s = pageData(readFileSync(out, 'utf8')).sections[0]!;
+    expect(s.first).toMatchObject({ layer: 2, point: 'scores' });
+    expect(s.attention).toMatchObject({ layer: 2, head: s.first!.head, why: 'first_mismatch', equal: false });
+    const a = s.attention as { prefill_last: number[]; decode0: number[] };
+    expect(a.prefill_last).toHaveLength(60);
+    expect(a.decode0.some((v, i) => v !== a.prefill_last[i])).toBe(true);
+  });
+
+  it('--compare: the page holds the compare result against BASE', () => {
+    const d = pageData(readFileSync(cleanHtml, 'utf8'));
+    const c = JSON.parse(greta(['compare', '--json', faultTrace, cleanTrace]).stdout) as { first: { phase: string; layer: number; point: string; rel_l2: number } };
+    expect(d.compare!.results).toHaveLength(1);
+    const r = d.compare!.results[0]!;
+    expect(r.mode).toBe('exact');
+    expect(r.first).toMatchObject({ phase: 'decode0', layer: 2, point: 'wo_out', rel_l2: c.first.rel_l2 });
+    expect(r.layers.find((l) => l.layer === 1)!.phases.decode0!.rel_l2).toBe(0);
+  });
+
+  it('collapse across prompts names the stuck token and its text', () => {
+    // The symptom: every decode0 lands on one token. A real trace's decode0 logits rewritten that way.
+    const t = traceWith({ ...tiny, prompt: 'p0_short,p4_sys,p6_long', layers: '0', out: join(dir, 'ok.jsonl') });
+    const lines = readFileSync(t.out, 'utf8').trim().split('\n').map((l) => JSON.parse(l) as { type: string; point?: string; phase?: string; topk?: { ids: number[] } });
+    for (const l of lines) if (l.type === 'stage' && l.point === 'logits' && l.phase === 'decode0') l.topk!.ids[0] = 96965;
+    const forced = join(dir, 'collapse.jsonl');
+    writeFileSync(forced, lines.map((l) => JSON.stringify(l)).join('\n') + '\n');
+    copyFileSync(sidecarPath(t.out), sidecarPath(forced));
+    const a = JSON.parse(greta(['analyze', '--json', forced]).stdout) as { rows: { collapse: boolean; collapse_token: number | null }[] };
+    expect(a.rows.every((r) => r.collapse && r.collapse_token === 96965)).toBe(true);
+    const out = join(dir, 'collapse.html');
+    expect(greta(['report', forced, '--out', out]).code).toBe(0);
+    const d = pageData(readFileSync(out, 'utf8'));
+    expect(d.sections.map((s) => s.collapse?.id)).toEqual([96965, 96965, 96965]);
+    expect(d.collapse).toHaveLength(1);
+    expect(d.collapse[0]!.prompts.map((p) => p.prompt)).toEqual(['p0_short', 'p4_sys', 'p6_long']);
+    expect(d.collapse[0]!.token).toEqual({ id: 96965, text: expect.any(String) });
+    expect(d.collapse[0]!.token.text!.length).toBeGreaterThan(0);
+  });
+});
+
+describe('greta report: bad input is one line and exit 2', () => {
+  const cases: [string, (t: string) => string[], RegExp][] = [
+    ['no trace', () => ['report'], /^gretacore: report: give at least one trace \.jsonl file \(see --help\)$/],
+    ['missing trace', () => ['report', 'nope.jsonl'], /^gretacore: cannot read trace 'nope\.jsonl' \(ENOENT\)$/],
+    ['not an html out', (t) => ['report', t, '--out', 'x.jsonl'], /^gretacore: --out: 'x\.jsonl' is not an \.html or \.htm file name$/],
+    ['negative tol', (t) => ['report', t, '--tol=-1'], /^gretacore: --tol: '-1' is not a number >= 0$/],
+    ['zero oracle bound', (t) => ['report', t, '--oracle-tol', '0'], /^gretacore: --oracle-tol: '0' is not a number > 0$/],
+    ['missing BASE', (t) => ['report', t, '--compare', 'base.jsonl'], /^gretacore: cannot read trace 'base\.jsonl' \(ENOENT\)$/],
+    ['unknown flag', (t) => ['report', t, '--outt', 'r.html'], /^gretacore: Unknown option '--outt'$/],
+  ];
+  for (const [name, args, want] of cases) {
+    it(name, () => {
+      const r = greta(args(cleanTrace));
+      expect(r.code).toBe(2);
+      expect(r.stderr.trim().split('\n')).toHaveLength(1);
+      expect(r.stderr.trim()).toMatch(want);
+    });
+  }
+
+  it('--help lists every option', () => {
+    const r = greta(['report', '--help']);
+    expect(r.code).toBe(0);
+    for (const f of ['--out', '--compare', '--tol', '--oracle-tol', '--help']) expect(r.stdout).toContain(f + ' ');
+  });
+});
+
+/** The chromium binary, or an error naming it: the browser tests fail, never skip, without it. */
+function chromium(): string {
+  const bin = process.env.CHROMIUM ?? 'chromium';
+  const r = spawnSync('sh', ['-c', `command -v ${bin}`], { encoding: 'utf8' });
+  if (r.status !== 0) {
+    throw new Error(`${bin} not found: the report's browser tests need Debian's chromium (apt-get install --no-install-recommends chromium; .ci/run installs it)`);
+  }
+  return r.stdout.trim();
+}
+
+const HEADLESS = ['--headless', '--disable-gpu', '--no-sandbox', '--hide-scrollbars', '--no-first-run', '--disable-extensions'];
+
+/** The DOM after the page's script ran, and the console lines chromium logged. */
+function loadInChromium(bin: string, html: string): { dom: string; console: string[] } {
+  const profile = tempDir('greta-chromium-');
+  const r = spawnSync(bin, [...HEADLESS, `--user-data-dir=${profile}`, '--enable-logging=stderr', '--v=0', '--dump-dom', pathToFileURL(html).href], {
+    encoding: 'utf8',
+    timeout: 60_000,
+    maxBuffer: 64 << 20,
+  });
+  expect(r.status, r.stderr).toBe(0);
+  return { dom: r.stdout, console: r.stderr.split('\n').filter((l) => /:CONSOLE[:(]/.test(l)) };
+}
+
+function screenshot(bin: string, html: string, name: string): string {
+  mkdirSync(ARTIFACTS, { recursive: true });
+  const png = join(ARTIFACTS, name);
+  const profile = tempDir('greta-chromium-');
+  const r = spawnSync(bin, [...HEADLESS, `--user-data-dir=${profile}`, '--window-size=1500,2200', `--screenshot=${png}`, pathToFileURL(html).href], {
+    encoding: 'utf8',
+    timeout: 60_000,
+  });
+  expect(r.status, r.stderr).toBe(0);
+  expect(existsSync(png) && statSync(png).size > 10_000).toBe(true);
+  console.log(`report screenshot: ${png}`);
+  return png;
+}
+
+/** The drawn report: <main>, without the page's script text (which spells the same attributes). */
+const drawn = (dom: string) => /<main id="report">([\s\S]*?)<\/main>/.exec(dom)?.[1] ?? '';
+const attrs = (tag: string) => Object.fromEntries([...tag.matchAll(/([a-z-]+)="([^"]*)"/g)].map((m) => [m[1], m[2]]));
+
+describe('greta report in chromium (headless)', () => {
+  let bin: string;
+  beforeAll(() => {
+    bin = chromium();
+  });
+
+  it('the planted-fault page draws the heatmap with the first mismatch at the planted (layer, point), no console errors', () => {
+    const { dom, console: logged } = loadInChromium(bin, faultHtml);
+    const body = attrs(/<body[^>]*>/.exec(dom)![0]);
+    expect(body['data-rendered']).toBe('1');
+    expect(body['data-errors']).toBe('0');
+    expect(logged).toEqual([]);
+    const main = drawn(dom);
+    const maps = [...main.matchAll(/<svg[^>]*class="heatmap"[^>]*>/g)].map((m) => attrs(m[0]));
+    expect(maps).toHaveLength(2);
+    const d = pageData(readFileSync(faultHtml, 'utf8'));
+    for (const m of maps) expect(Number(m['data-cells'])).toBe(d.sections[0]!.cells.length);
+    expect(main.match(/<rect class="cell"/g)!.length).toBe(d.sections.reduce((n, s) => n + s.cells.length, 0));
+    const firsts = [...main.matchAll(/<rect class="cell"[^>]*data-first-mismatch="1"[^>]*>/g)].map((m) => attrs(m[0]));
+    expect(firsts.map((f) => [f['data-layer'], f['data-point'], f['data-equal']])).toEqual([
+      ['2', 'wo_out', 'false'],
+      ['2', 'wo_out', 'false'],
+    ]);
+    // Cells before the fault are shown as exact, not as tiny numbers.
+    expect(main).toMatch(/<rect class="cell"[^>]*data-layer="1" data-point="x_out" data-equal="true"(?![^>]*data-log10)/);
+    const sections = [...main.matchAll(/<section [^>]*>/g)].map((m) => attrs(m[0]));
+    expect(sections.map((s) => [s['data-prompt'], s['data-first-stage'], s['data-first-layer'], s['data-bit-identical']])).toEqual([
+      ['p0_short', 'wo_out', '2', 'false'],
+      ['p4_sys', 'wo_out', '2', 'false'],
+    ]);
+    expect(main).toMatch(/<svg[^>]*class="probs"[^>]*data-layer="3"/);
+    expect(main).toContain('decode0 departed');
+    expect(main).toMatch(/data-kv="differs"/);
+    screenshot(bin, faultHtml, 'report-fault.png');
+  });
+
+  it('the clean page says bit-identical everywhere, and shows the compare result', () => {
+    const { dom, console: logged } = loadInChromium(bin, cleanHtml);
+    const body = attrs(/<body[^>]*>/.exec(dom)![0]);
+    expect([body['data-rendered'], body['data-errors']]).toEqual(['1', '0']);
+    expect(logged).toEqual([]);
+    const main = drawn(dom);
+    expect(main).toMatch(/id="overall"[^>]*data-all-bit-identical="true"/);
+    expect(main).toContain('every prompt and experiment: bit-identical everywhere');
+    const maps = [...main.matchAll(/<svg[^>]*class="heatmap"[^>]*>/g)].map((m) => attrs(m[0]));
+    expect(maps).toHaveLength(2);
+    for (const m of maps) expect(m['data-exact']).toBe(m['data-cells']);
+    expect(main).not.toContain('data-first-mismatch');
+    expect(main.match(/bit-identical everywhere: all \d+ \(layer, point\) pairs equal/g)).toHaveLength(2);
+    expect(main).toMatch(/data-compare-first="p0_short E1 decode0 layer 2 wo_out"/);
+    screenshot(bin, cleanHtml, 'report-clean.png');
+  });
+});
