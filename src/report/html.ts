@@ -167,7 +167,7 @@ const SCRIPT = String.raw`
     out.push(firstRect);
     out.push('<text x="' + left + '" y="' + (H - 8) + '" class="muted">layer &#8594;   (= bit-identical; outlined: first mismatch; black: rows of different widths)</text>');
     out.push('</svg>');
-    var box = el('div', { class: 'panel' });
+    var box = el('div', { class: 'panel', style: 'max-width:' + W + 'px' });
     box.innerHTML = out.join('');
     var svg = box.firstChild;
     svg.setAttribute('data-cells', String(s.cells.length));
@@ -215,7 +215,7 @@ const SCRIPT = String.raw`
       if (pts.length === 1) o.push('<circle cx="' + pts[0].split(',')[0] + '" cy="' + pts[0].split(',')[1] + '" r="2.5" fill="' + sr.color + '"/>');
     });
     o.push('</svg>');
-    var box = el('div', { class: 'panel' });
+    var box = el('div', { class: 'panel', style: 'max-width:' + W + 'px' });
     box.innerHTML = o.join('');
     var lg = add(box, el('div', { class: 'legend muted' }));
     lg.innerHTML = series.map(function (sr) { return '<span class="sw" style="background:' + sr.color + '"></span>' + esc(sr.name); }).join('');
@@ -253,7 +253,7 @@ const SCRIPT = String.raw`
   }
 
   function probsPanel(s) {
-    var a = s.attention, box = el('div', { class: 'panel' });
+    var a = s.attention, box = el('div', { class: 'panel', style: 'max-width:560px' });
     add(box, el('h3', null, 'attention: probs of one head, both phases'));
     if (a.none) { add(box, el('div', { class: 'muted' }, a.none)); return box; }
     var n = Math.max(a.prefill_last.length, a.decode0.length), diff = 0, maxJ = -1, maxD = -1;
@@ -263,7 +263,8 @@ const SCRIPT = String.raw`
     }
     add(box, el('div', null, 'layer ' + a.layer + ' head ' + a.head + ' (' + (a.why === 'first_mismatch' ? 'the first mismatch\'s layer' : 'the first probs row that differs') + '): ' +
       (a.equal ? 'both phases attend alike, bit for bit' : 'decode0 attends differently at ' + diff + ' of ' + n + ' keys; largest change at key ' + maxJ + ': ' +
-        fmt(a.prefill_last[maxJ]) + ' -> ' + fmt(a.decode0[maxJ]) + ' (mae ' + fmt(a.mae) + ', max_abs ' + fmt(a.max_abs) + ')')));
+        fmt(a.prefill_last[maxJ]) + ' -> ' + fmt(a.decode0[maxJ]) +
+        (a.prefill_last.length !== a.decode0.length ? ' (prefill_last attends to ' + a.prefill_last.length + ' keys, decode0 to ' + a.decode0.length + ')' : ' (mae ' + fmt(a.mae) + ', max_abs ' + fmt(a.max_abs) + ')'))));
     var W = 560, H = 200, L = 70, R = 10, mid = H / 2, half = mid - 16, bw = (W - L - R) / Math.max(1, n);
     var mx = 0; a.prefill_last.concat(a.decode0).forEach(function (v) { if (isFinite(v) && v > mx) mx = v; });
     if (mx === 0) mx = 1;
