@@ -243,6 +243,19 @@ describe('greta report in chromium (headless)', () => {
       ['p4_sys', 'wo_out', '2', 'false'],
     ]);
     expect(main).toMatch(/<svg[^>]*class="probs"[^>]*data-layer="3"/);
+    // Hovering a cell shows its numbers: a copy of the page that moves the mouse over the first mismatch.
+    const hover = join(dir, 'fault-hover.html');
+    const probe =
+      "<script>var c = document.querySelector('rect[data-first-mismatch]'), r = c.getBoundingClientRect();" +
+      "c.dispatchEvent(new MouseEvent('mousemove', { bubbles: true, clientX: r.x + 2, clientY: r.y + 2 }));" +
+      "var t = document.getElementById('tip'); document.body.setAttribute('data-tip', t.style.display + '|' + t.textContent.replace(/\\n/g, ';'));</script>";
+    writeFileSync(hover, readFileSync(faultHtml, 'utf8').replace('</body>', probe + '</body>'));
+    const tip = attrs(/<body[^>]*>/.exec(loadInChromium(bin, hover).dom)![0])['data-tip']!;
+    const first = pageData(readFileSync(faultHtml, 'utf8')).sections[0]!.first!;
+    expect(tip).toContain('block|p0_short E1  layer 2 wo_out');
+    expect(tip).toContain(`mae      ${first.mae.toExponential(3)}`);
+    expect(tip).toContain(`rel_l2   ${first.rel_l2.toExponential(3)}`);
+    expect(tip).toContain('FIRST MISMATCH');
     expect(main).toContain('decode0 departed');
     expect(main).toMatch(/data-kv="differs"/);
     screenshot(bin, faultHtml, 'report-fault.png');
