@@ -215,6 +215,12 @@ function attentionPanel(run: TraceRun, row: ReportRow): AttentionPanel | { none:
   };
 }
 
+/** The verdict without its per-pair distances, which the cells carry. */
+function verdictOf(v: OracleVerdict): ReportSection['oracle'] {
+  const { pairs: _pairs, run_id: _run, prompt: _prompt, exp: _exp, ...verdict } = v;
+  return verdict;
+}
+
 function runInfo(run: TraceRun): ReportRunInfo {
   const h = run.header;
   return {
@@ -272,14 +278,14 @@ export function buildReport(input: ReportSources): ReportData {
     const v = oracle.find((o) => o.run_id === row.run_id && o.prompt === row.prompt && o.exp === row.exp);
     const cells = cellsOf(row.comparisons);
     if (v) {
-      for (const c of cells) {
-        const ps = v.pairs.filter((p) => p.layer === c.layer && p.point === c.point);
-        const worst = (f: (p: (typeof ps)[number]) => number | null) =>
-          ps.reduce<number | null>((m, p) => (f(p) === null ? m : m === null ? f(p) : Math.max(m, f(p)!)), null);
-        c.oracle = { prefill_last: worst((p) => p.prefill_last_rel_l2), decode0: worst((p) => p.decode0_rel_l2) };
+      // Each cell's distance to the oracle: its worst head per phase.
+      const byCell = new Map(cells.map((c) => [`${c.layer}:${c.point}`, c]));
+      const worse = (m: number | null | undefined, d: number | null) => (d === null ? (m ?? null) : m == null ? d : Math.max(m, d));
+      for (const p of v.pairs) {
+        const c = byCell.get(`${p.layer}:${p.point}`)!;
+        c.oracle = { prefill_last: worse(c.oracle?.prefill_last, p.prefill_last_rel_l2), decode0: worse(c.oracle?.decode0, p.decode0_rel_l2) };
       }
     }
-    const { pairs: _pairs, run_id: _r, prompt: _p, exp: _e, ...verdict } = v ?? ({} as OracleVerdict);
     const compared = row.status === 'compared';
     return {
       id: `s${i}`,
@@ -307,7 +313,7 @@ export function buildReport(input: ReportSources): ReportData {
       topk: x.topk,
       collapse: row.collapse ? tokenRef(row.collapse_token, x.text) : null,
       kv_check: x.kv_check,
-      oracle: v ? (verdict as ReportSection['oracle']) : null,
+      oracle: v ? verdictOf(v) : null,
       attention: x.attention,
     };
   });
