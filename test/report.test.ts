@@ -144,6 +144,25 @@ describe('greta report: the page data is the analyzer JSON', () => {
   });
 });
 
+describe('greta report: a run that did not finish', () => {
+  it('is written, exits 3 as analyze does, and the page says INCOMPLETE, never bit-identical', () => {
+    const cut = join(dir, 'cut.jsonl');
+    const lines = readFileSync(cleanTrace, 'utf8').trim().split('\n');
+    writeFileSync(cut, lines.slice(0, -1).join('\n') + '\n');
+    copyFileSync(sidecarPath(cleanTrace), sidecarPath(cut));
+    const out = join(dir, 'cut.html');
+    const r = greta(['report', cut, '--out', out]);
+    expect(r.code).toBe(3);
+    expect(greta(['analyze', cut]).code).toBe(3);
+    const d = pageData(readFileSync(out, 'utf8'));
+    expect(d.sections.map((s) => [s.first_mismatch_stage, s.status, s.first])).toEqual([
+      ['INCOMPLETE', 'incomplete', null],
+      ['INCOMPLETE', 'incomplete', null],
+    ]);
+    expect(d.exit).toBe(3);
+  });
+});
+
 describe('greta report: bad input is one line and exit 2', () => {
   const cases: [string, (t: string) => string[], RegExp][] = [
     ['no trace', () => ['report'], /^gretacore: report: give at least one trace \.jsonl file \(see --help\)$/],
