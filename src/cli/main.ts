@@ -1,7 +1,8 @@
 #!/usr/bin/env node
 // greta trace | analyze | compare | report | selftest. Bad input: one line on stderr, exit 2.
 // analyze and compare load no model code: trace and selftest import theirs
-// (the tokenizer, the addon) when they run, so reading traces stays light.
+// (the tokenizer, the addon), and report the tokenizer for token text, when
+// they run, so reading traces stays light.
 import { parseArgs, type ParseArgsConfig } from 'node:util';
 import { analysisExitCode, analyzeFiles, analyzeTrace, ANALYZE_EXIT, formatAnalysis, formatTable, toJson } from '../analyze/analyze.js';
 import { readTraceFile } from '../analyze/load.js';
