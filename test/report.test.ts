@@ -182,6 +182,14 @@ describe('greta report: bad input is one line and exit 2', () => {
     });
   }
 
+  it('--compare with a file of several runs: one line saying which runs, exit 2', () => {
+    const two = join(dir, 'two.jsonl'); // both sidecars sit beside it, named by their records
+    writeFileSync(two, readFileSync(cleanTrace, 'utf8') + readFileSync(faultTrace, 'utf8'));
+    const r = greta(['report', two, '--compare', cleanTrace, '--out', join(dir, 'two.html')]);
+    expect(r.code).toBe(2);
+    expect(r.stderr.trim()).toMatch(/^gretacore: --compare: TEST '.*two\.jsonl' holds 3 runs; name one \(runs: .*\); the report compares files of one run \(and its oracle\): use greta compare --run for the others$/);
+  });
+
   it('--help lists every option', () => {
     const r = greta(['report', '--help']);
     expect(r.code).toBe(0);

@@ -239,6 +239,18 @@ function compareSummary(r: CompareResult): CompareSummary {
   };
 }
 
+/** greta compare BASE file; a file of several runs cannot say which (greta compare --run can). */
+function compareWith(base: string, file: string): CompareSummary {
+  try {
+    return compareSummary(compareFiles(base, file));
+  } catch (e) {
+    if (e instanceof UsageError && e.message.startsWith('--run:')) {
+      throw new UsageError(`--compare: ${e.message.slice('--run: '.length)}; the report compares files of one run (and its oracle): use greta compare --run for the others`);
+    }
+    throw e;
+  }
+}
+
 /**
  * Builds the report of trace files: the analysis of every run, prompt and
  * experiment (as `greta analyze --json`), the oracle verdicts, and with
@@ -328,7 +340,7 @@ export function buildReport(input: ReportSources): ReportData {
     g.prompts.push({ prompt: s.prompt, run_id: s.run_id, prefill_last_top1: s.top1.prefill_last });
   }
 
-  const compare = input.compare === undefined ? null : { base: input.compare, results: input.files.map((f) => compareSummary(compareFiles(input.compare!, f))) };
+  const compare = input.compare === undefined ? null : { base: input.compare, results: input.files.map((f) => compareWith(input.compare!, f)) };
   const exit = analysisExitCode(a);
   return {
     format: 1,
