@@ -6,49 +6,74 @@
 // page leaves its facts in the DOM (data-rendered, data-errors, data-* on
 // cells), so --dump-dom proves the script ran and drew. Screenshots go to
 // test-artifacts/ (gitignored).
-import { spawnSync } from 'node:child_process';
+import { spawn, spawnSync } from 'node:child_process';
 import { copyFileSync, existsSync, mkdirSync, readFileSync, statSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { pathToFileURL } from 'node:url';
 import { beforeAll, describe, expect, it } from 'vitest';
 import { packageRoot } from '../src/native.js';
 import type { ReportData } from '../src/report/data.js';
+import { scriptJson } from '../src/report/html.js';
 import { sidecarPath } from '../src/trace/writer.js';
-import { tempDir, traceWith } from './helpers.js';
+import { tempDir } from './helpers.js';
 
 const CLI = join(packageRoot(), 'dist', 'cli', 'main.js');
 const ARTIFACTS = join(packageRoot(), 'test-artifacts');
 
-function greta(args: string[]) {
-  const r = spawnSync(process.execPath, [CLI, ...args], { encoding: 'utf8', env: { PATH: process.env.PATH }, cwd: tempDir(), maxBuffer: 256 << 20 });
-  return { code: r.status, stdout: r.stdout, stderr: r.stderr };
+/**
+ * A child process, awaited: the test worker's event loop stays free while
+ * traces, reports and the browser run (a blocked worker misses vitest's RPC).
+ */
+function run(cmd: string, args: string[], cwd = tempDir()): Promise<{ code: number | null; stdout: string; stderr: string }> {
+  return new Promise((resolve, reject) => {
+    const p = spawn(cmd, args, { env: { PATH: process.env.PATH, HOME: process.env.HOME }, cwd });
+    const out: Buffer[] = [];
+    const err: Buffer[] = [];
+    p.stdout.on('data', (b: Buffer) => out.push(b));
+    p.stderr.on('data', (b: Buffer) => err.push(b));
+    p.on('error', reject);
+    p.on('close', (code) => resolve({ code, stdout: Buffer.concat(out).toString('utf8'), stderr: Buffer.concat(err).toString('utf8') }));
+  });
+}
+
+const greta = (args: string[]) => run(process.execPath, [CLI, ...args]);
+
+/** `greta trace` on cpu with these flags; returns the trace path. */
+async function trace(out: string, flags: string[]): Promise<string> {
+  const r = await greta(['trace', '--backend', 'cpu', '--model', 'synthetic:tiny', ...flags, '--out', out]);
+  expect(r.code, r.stderr).toBe(0);
+  return out;
 }
 
 /** The page's own data: the JSON in #report-data, as its script reads it. */
 function pageData(html: string): ReportData {
   const m = /<script type="application\/json" id="report-data">([\s\S]*?)<\/script>/.exec(html);
   expect(m, 'no #report-data in the page').not.toBeNull();
-  return JSON.parse(m![1]!, (_k, v: unknown) => (v === 'Infinity' ? Infinity : v === '-Infinity' ? -Infinity : v === 'NaN' ? NaN : v)) as ReportData;
+  const nonfinite = (v: unknown): v is { nonfinite: string } => v !== null && typeof v === 'object' && typeof (v as { nonfinite?: unknown }).nonfinite === 'string';
+  return JSON.parse(m![1]!, (_k, v: unknown) => (nonfinite(v) ? Number(v.nonfinite) : v)) as ReportData;
 }
 
-const tiny = { backend: 'cpu', model: 'synthetic:tiny' };
 let dir: string;
 let faultTrace: string;
 let cleanTrace: string;
 let faultHtml: string;
 let cleanHtml: string;
 
-beforeAll(() => {
+beforeAll(async () => {
   dir = tempDir('greta-report-');
   // Every layer and point, the attention pipe (probs), the KV check and the fp64 oracle.
-  const common = { ...tiny, prompt: 'p0_short,p4_sys', 'attn-pipe': true, 'kv-check': true };
-  faultTrace = traceWith({ ...common, fault: 'wo_layout@2', oracle: 'cpu-fp64', out: join(dir, 'fault.jsonl') }).out;
-  cleanTrace = traceWith({ ...common, out: join(dir, 'clean.jsonl') }).out;
+  const common = ['--prompt', 'p0_short,p4_sys', '--attn-pipe', '--kv-check'];
+  [faultTrace, cleanTrace] = await Promise.all([
+    trace(join(dir, 'fault.jsonl'), [...common, '--fault', 'wo_layout@2', '--oracle', 'cpu-fp64']),
+    trace(join(dir, 'clean.jsonl'), common),
+  ]);
   faultHtml = join(dir, 'fault.html');
   cleanHtml = join(dir, 'clean.html');
-  const f = greta(['report', faultTrace, '--out', faultHtml]);
+  const [f, c] = await Promise.all([
+    greta(['report', faultTrace, '--out', faultHtml]),
+    greta(['report', cleanTrace, '--compare', faultTrace, '--out', cleanHtml]),
+  ]);
   expect(f.code, f.stderr).toBe(0);
-  const c = greta(['report', cleanTrace, '--compare', faultTrace, '--out', cleanHtml]);
   expect(c.code, c.stderr).toBe(0);
 }, 120_000);
 
@@ -60,8 +85,8 @@ describe('greta report: the page data is the analyzer JSON', () => {
     expect(html).toContain("default-src 'none'");
   });
 
-  it('has the same rows, first mismatch and numbers as greta analyze --json', () => {
-    const a = greta(['analyze', '--json', faultTrace]);
+  it('has the same rows, first mismatch and numbers as greta analyze --json', async () => {
+    const a = await greta(['analyze', '--json', faultTrace]);
     expect(a.code).toBe(0);
     const j = JSON.parse(a.stdout) as {
       rows: { run_id: string; prompt: string; exp: string; first_mismatch_stage: string; first_mismatch_layer: number | null; first_mismatch: { head: number | null; mae: number; max_abs: number; rel_l2: number } | null; comparisons: { layer: number | null; point: string; head: number | null; equal: boolean; mae: number; max_abs: number; rel_l2: number }[] }[];
@@ -100,10 +125,10 @@ describe('greta report: the page data is the analyzer JSON', () => {
     expect(d.runs[0]).toMatchObject({ model: { name: 'synthetic:tiny' }, device: expect.any(String), options: { fault: 'wo_layout@2' } });
   });
 
-  it('a fault inside attention: the probs panel is at the first mismatch, where decode0 attends differently', () => {
-    const t = traceWith({ ...tiny, prompt: 'p4_sys', layers: '0-3', 'attn-pipe': true, fault: 'kv_stale@2', out: join(dir, 'stale.jsonl') });
+  it('a fault inside attention: the probs panel is at the first mismatch, where decode0 attends differently', async () => {
+    const t = await trace(join(dir, 'stale.jsonl'), ['--prompt', 'p4_sys', '--layers', '0-3', '--attn-pipe', '--fault', 'kv_stale@2']);
     const out = join(dir, 'stale.html');
-    const r = greta(['report', t.out, '--out', out]);
+    const r = await greta(['report', t, '--out', out]);
     expect(r.code, r.stderr).toBe(0);
     const s = pageData(readFileSync(out, 'utf8')).sections[0]!;
     expect(s.first).toMatchObject({ layer: 2, point: 'scores' });
@@ -113,9 +138,9 @@ describe('greta report: the page data is the analyzer JSON', () => {
     expect(a.decode0.some((v, i) => v !== a.prefill_last[i])).toBe(true);
   });
 
-  it('--compare: the page holds the compare result against BASE', () => {
+  it('--compare: the page holds the compare result against BASE', async () => {
     const d = pageData(readFileSync(cleanHtml, 'utf8'));
-    const c = JSON.parse(greta(['compare', '--json', faultTrace, cleanTrace]).stdout) as { first: { phase: string; layer: number; point: string; rel_l2: number } };
+    const c = JSON.parse((await greta(['compare', '--json', faultTrace, cleanTrace])).stdout) as { first: { phase: string; layer: number; point: string; rel_l2: number } };
     expect(d.compare!.results).toHaveLength(1);
     const r = d.compare!.results[0]!;
     expect(r.mode).toBe('exact');
@@ -123,18 +148,18 @@ describe('greta report: the page data is the analyzer JSON', () => {
     expect(r.layers.find((l) => l.layer === 1)!.phases.decode0!.rel_l2).toBe(0);
   });
 
-  it('collapse across prompts names the stuck token and its text', () => {
+  it('collapse across prompts names the stuck token and its text', async () => {
     // The symptom: every decode0 lands on one token. A real trace's decode0 logits rewritten that way.
-    const t = traceWith({ ...tiny, prompt: 'p0_short,p4_sys,p6_long', layers: '0', out: join(dir, 'ok.jsonl') });
-    const lines = readFileSync(t.out, 'utf8').trim().split('\n').map((l) => JSON.parse(l) as { type: string; point?: string; phase?: string; topk?: { ids: number[] } });
+    const t = await trace(join(dir, 'ok.jsonl'), ['--prompt', 'p0_short,p4_sys,p6_long', '--layers', '0']);
+    const lines = readFileSync(t, 'utf8').trim().split('\n').map((l) => JSON.parse(l) as { type: string; point?: string; phase?: string; topk?: { ids: number[] } });
     for (const l of lines) if (l.type === 'stage' && l.point === 'logits' && l.phase === 'decode0') l.topk!.ids[0] = 96965;
     const forced = join(dir, 'collapse.jsonl');
     writeFileSync(forced, lines.map((l) => JSON.stringify(l)).join('\n') + '\n');
-    copyFileSync(sidecarPath(t.out), sidecarPath(forced));
-    const a = JSON.parse(greta(['analyze', '--json', forced]).stdout) as { rows: { collapse: boolean; collapse_token: number | null }[] };
+    copyFileSync(sidecarPath(t), sidecarPath(forced));
+    const a = JSON.parse((await greta(['analyze', '--json', forced])).stdout) as { rows: { collapse: boolean; collapse_token: number | null }[] };
     expect(a.rows.every((r) => r.collapse && r.collapse_token === 96965)).toBe(true);
     const out = join(dir, 'collapse.html');
-    expect(greta(['report', forced, '--out', out]).code).toBe(0);
+    expect((await greta(['report', forced, '--out', out])).code).toBe(0);
     const d = pageData(readFileSync(out, 'utf8'));
     expect(d.sections.map((s) => s.collapse?.id)).toEqual([96965, 96965, 96965]);
     expect(d.collapse).toHaveLength(1);
@@ -144,16 +169,27 @@ describe('greta report: the page data is the analyzer JSON', () => {
   });
 });
 
+describe('the page data in its script element', () => {
+  it('keeps infinities and NaN apart from text that spells them, and cannot close the script', () => {
+    const data = { a: Infinity, b: -Infinity, c: NaN, d: 1.5, text: 'NaN', t2: 'Infinity', html: '</script><script>alert(1)</script>', sep: '\u2028' };
+    const json = scriptJson(data);
+    expect(json).not.toContain('</script');
+    expect(json).not.toContain('\u2028');
+    const back = pageData(`<script type="application/json" id="report-data">${json}</script>`) as unknown as typeof data;
+    expect(back).toEqual(data);
+  });
+});
+
 describe('greta report: a run that did not finish', () => {
-  it('is written, exits 3 as analyze does, and the page says INCOMPLETE, never bit-identical', () => {
+  it('is written, exits 3 as analyze does, and the page says INCOMPLETE, never bit-identical', async () => {
     const cut = join(dir, 'cut.jsonl');
     const lines = readFileSync(cleanTrace, 'utf8').trim().split('\n');
     writeFileSync(cut, lines.slice(0, -1).join('\n') + '\n');
     copyFileSync(sidecarPath(cleanTrace), sidecarPath(cut));
     const out = join(dir, 'cut.html');
-    const r = greta(['report', cut, '--out', out]);
+    const r = await greta(['report', cut, '--out', out]);
     expect(r.code).toBe(3);
-    expect(greta(['analyze', cut]).code).toBe(3);
+    expect((await greta(['analyze', cut])).code).toBe(3);
     const d = pageData(readFileSync(out, 'utf8'));
     expect(d.sections.map((s) => [s.first_mismatch_stage, s.status, s.first])).toEqual([
       ['INCOMPLETE', 'incomplete', null],
@@ -174,24 +210,24 @@ describe('greta report: bad input is one line and exit 2', () => {
     ['unknown flag', (t) => ['report', t, '--outt', 'r.html'], /^gretacore: Unknown option '--outt'$/],
   ];
   for (const [name, args, want] of cases) {
-    it(name, () => {
-      const r = greta(args(cleanTrace));
+    it(name, async () => {
+      const r = await greta(args(cleanTrace));
       expect(r.code).toBe(2);
       expect(r.stderr.trim().split('\n')).toHaveLength(1);
       expect(r.stderr.trim()).toMatch(want);
     });
   }
 
-  it('--compare with a file of several runs: one line saying which runs, exit 2', () => {
+  it('--compare with a file of several runs: one line saying which runs, exit 2', async () => {
     const two = join(dir, 'two.jsonl'); // both sidecars sit beside it, named by their records
     writeFileSync(two, readFileSync(cleanTrace, 'utf8') + readFileSync(faultTrace, 'utf8'));
-    const r = greta(['report', two, '--compare', cleanTrace, '--out', join(dir, 'two.html')]);
+    const r = await greta(['report', two, '--compare', cleanTrace, '--out', join(dir, 'two.html')]);
     expect(r.code).toBe(2);
     expect(r.stderr.trim()).toMatch(/^gretacore: --compare: TEST '.*two\.jsonl' holds 3 runs; name one \(runs: .*\); the report compares files of one run \(and its oracle\): use greta compare --run for the others$/);
   });
 
-  it('--help lists every option', () => {
-    const r = greta(['report', '--help']);
+  it('--help lists every option', async () => {
+    const r = await greta(['report', '--help']);
     expect(r.code).toBe(0);
     for (const f of ['--out', '--compare', '--tol', '--oracle-tol', '--help']) expect(r.stdout).toContain(f + ' ');
   });
@@ -210,26 +246,19 @@ function chromium(): string {
 const HEADLESS = ['--headless', '--disable-gpu', '--no-sandbox', '--hide-scrollbars', '--no-first-run', '--disable-extensions'];
 
 /** The DOM after the page's script ran, and the console lines chromium logged. */
-function loadInChromium(bin: string, html: string): { dom: string; console: string[] } {
+async function loadInChromium(bin: string, html: string): Promise<{ dom: string; console: string[] }> {
   const profile = tempDir('greta-chromium-');
-  const r = spawnSync(bin, [...HEADLESS, `--user-data-dir=${profile}`, '--enable-logging=stderr', '--v=0', '--dump-dom', pathToFileURL(html).href], {
-    encoding: 'utf8',
-    timeout: 60_000,
-    maxBuffer: 64 << 20,
-  });
-  expect(r.status, r.stderr).toBe(0);
+  const r = await run(bin, [...HEADLESS, `--user-data-dir=${profile}`, '--enable-logging=stderr', '--v=0', '--dump-dom', pathToFileURL(html).href]);
+  expect(r.code, r.stderr).toBe(0);
   return { dom: r.stdout, console: r.stderr.split('\n').filter((l) => /:CONSOLE[:(]/.test(l)) };
 }
 
-function screenshot(bin: string, html: string, name: string): string {
+async function screenshot(bin: string, html: string, name: string): Promise<string> {
   mkdirSync(ARTIFACTS, { recursive: true });
   const png = join(ARTIFACTS, name);
   const profile = tempDir('greta-chromium-');
-  const r = spawnSync(bin, [...HEADLESS, `--user-data-dir=${profile}`, '--window-size=1500,2200', `--screenshot=${png}`, pathToFileURL(html).href], {
-    encoding: 'utf8',
-    timeout: 60_000,
-  });
-  expect(r.status, r.stderr).toBe(0);
+  const r = await run(bin, [...HEADLESS, `--user-data-dir=${profile}`, '--window-size=1500,2200', `--screenshot=${png}`, pathToFileURL(html).href]);
+  expect(r.code, r.stderr).toBe(0);
   expect(existsSync(png) && statSync(png).size > 10_000).toBe(true);
   console.log(`report screenshot: ${png}`);
   return png;
@@ -245,8 +274,8 @@ describe('greta report in chromium (headless)', () => {
     bin = chromium();
   });
 
-  it('the planted-fault page draws the heatmap with the first mismatch at the planted (layer, point), no console errors', () => {
-    const { dom, console: logged } = loadInChromium(bin, faultHtml);
+  it('the planted-fault page draws the heatmap with the first mismatch at the planted (layer, point), no console errors', async () => {
+    const { dom, console: logged } = await loadInChromium(bin, faultHtml);
     const body = attrs(/<body[^>]*>/.exec(dom)![0]);
     expect(body['data-rendered']).toBe('1');
     expect(body['data-errors']).toBe('0');
@@ -277,7 +306,7 @@ describe('greta report in chromium (headless)', () => {
       "c.dispatchEvent(new MouseEvent('mousemove', { bubbles: true, clientX: r.x + 2, clientY: r.y + 2 }));" +
       "var t = document.getElementById('tip'); document.body.setAttribute('data-tip', t.style.display + '|' + t.textContent.replace(/\\n/g, ';'));</script>";
     writeFileSync(hover, readFileSync(faultHtml, 'utf8').replace('</body>', probe + '</body>'));
-    const tip = attrs(/<body[^>]*>/.exec(loadInChromium(bin, hover).dom)![0])['data-tip']!;
+    const tip = attrs(/<body[^>]*>/.exec((await loadInChromium(bin, hover)).dom)![0])['data-tip']!;
     const first = pageData(readFileSync(faultHtml, 'utf8')).sections[0]!.first!;
     expect(tip).toContain('block|p0_short E1  layer 2 wo_out');
     expect(tip).toContain(`mae      ${first.mae.toExponential(3)}`);
@@ -285,11 +314,11 @@ describe('greta report in chromium (headless)', () => {
     expect(tip).toContain('FIRST MISMATCH');
     expect(main).toContain('decode0 departed');
     expect(main).toMatch(/data-kv="differs"/);
-    screenshot(bin, faultHtml, 'report-fault.png');
+    await screenshot(bin, faultHtml, 'report-fault.png');
   });
 
-  it('the clean page says bit-identical everywhere, and shows the compare result', () => {
-    const { dom, console: logged } = loadInChromium(bin, cleanHtml);
+  it('the clean page says bit-identical everywhere, and shows the compare result', async () => {
+    const { dom, console: logged } = await loadInChromium(bin, cleanHtml);
     const body = attrs(/<body[^>]*>/.exec(dom)![0]);
     expect([body['data-rendered'], body['data-errors']]).toEqual(['1', '0']);
     expect(logged).toEqual([]);
@@ -302,6 +331,6 @@ describe('greta report in chromium (headless)', () => {
     expect(main).not.toContain('data-first-mismatch');
     expect(main.match(/bit-identical everywhere: all \d+ \(layer, point\) pairs equal/g)).toHaveLength(2);
     expect(main).toMatch(/data-compare-first="p0_short E1 decode0 layer 2 wo_out"/);
-    screenshot(bin, cleanHtml, 'report-clean.png');
+    await screenshot(bin, cleanHtml, 'report-clean.png');
   });
 });

@@ -7,9 +7,14 @@
 // data-first-mismatch on the first mismatch's cell.
 import type { ReportData } from './data.js';
 
-/** JSON safe inside <script>: no '</script>', no line separators JavaScript would break on. */
-function scriptJson(data: unknown): string {
-  const json = JSON.stringify(data, (_k, v: unknown) => (typeof v === 'number' && !Number.isFinite(v) ? String(v) : v));
+/**
+ * JSON safe inside <script>: no '</script>', no line separators JavaScript
+ * would break on. JSON has no NaN or infinities: they become {"nonfinite":
+ * "Infinity"}, an object no field of the data has, so a token whose text is
+ * "NaN" stays text.
+ */
+export function scriptJson(data: unknown): string {
+  const json = JSON.stringify(data, (_k, v: unknown) => (typeof v === 'number' && !Number.isFinite(v) ? { nonfinite: String(v) } : v));
   return json.replace(/</g, '\\u003c').replace(/\u2028/g, '\\u2028').replace(/\u2029/g, '\\u2029');
 }
 
@@ -54,7 +59,7 @@ const SCRIPT = String.raw`
 
   var t0 = performance.now();
   var D = JSON.parse(document.getElementById('report-data').textContent, function (k, v) {
-    return v === 'Infinity' ? Infinity : v === '-Infinity' ? -Infinity : v === 'NaN' ? NaN : v;
+    return v !== null && typeof v === 'object' && typeof v.nonfinite === 'string' ? Number(v.nonfinite) : v;
   });
   var POINTS = ['x_in','q','k','v','scores','probs','pv','attn_out','wo_out','x_after_attn','ffn_norm','gate','up','act','mlp_out','x_out','final_norm','lm_head_in','logits'];
   var FINAL = { final_norm: 1, lm_head_in: 1, logits: 1 };
