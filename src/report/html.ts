@@ -434,7 +434,7 @@ const SCRIPT = String.raw`
           : 'first beyond tolerance: none (' + r.pairs + ' common pairs within tolerance)'));
       add(d, el('h3', null, 'worst relative L2 per layer (error growth through depth)'));
       add(d, table(['layer'].concat(r.phase_names), r.layers.map(function (l) {
-        return [l.layer === null ? 'final' : String(l.layer)].concat(r.phase_names.map(function (ph) { var w = l.phases[ph]; return w ? fmt(w.rel_l2) + ' ' + where(null, w.point, w.head) : '-'; }));
+        return [l.layer === null ? 'final' : String(l.layer)].concat(r.phase_names.map(function (ph) { var w = l.phases[ph]; return !w ? '-' : w.rel_l2 === 0 ? '0 (bits equal)' : fmt(w.rel_l2) + ' ' + where(null, w.point, w.head); }));
       })));
       add(d, el('div', { class: 'muted' }, r.pairs + ' pairs, ' + r.beyond + ' beyond tolerance, ' + r.only_base + ' only in base, ' + r.only_test + ' only in test'));
     });
