@@ -4,9 +4,11 @@
 // device buffer and file a call opens is released before it returns.
 import { analyzeFiles, analyzeTrace, type Analysis, type ReportRow } from './analyze/analyze.js';
 import { readTraceFile } from './analyze/load.js';
-import { DEFAULT_ORACLE_BOUND, oracleVerdicts, type OracleVerdict } from './analyze/oracle.js';
+import { analysisOracle, DEFAULT_ORACLE_BOUND, oracleVerdicts, type OracleVerdict } from './analyze/oracle.js';
 import { compareFiles, type CompareOptions, type CompareResult } from './compare/compare.js';
-import { resolveSelftestOptions, resolveTraceOptions } from './options.js';
+import { resolveReportOptions, resolveSelftestOptions, resolveTraceOptions } from './options.js';
+import type { ReportData, ReportSection } from './report/data.js';
+import { writeReport, type ReportOutput } from './report/report.js';
 import { planTrace, runTrace } from './run.js';
 import { runSelftest, type SelftestResult } from './selftest.js';
 import type { Point } from './trace/points.js';
@@ -15,7 +17,7 @@ import type { KvCheckRecord, RunResult } from './trace/schema.js';
 export { UsageError } from './errors.js';
 export { FAULT_NAMES, type FaultName } from './faults.js';
 export { POINTS, STAGE_POINTS, type Point } from './trace/points.js';
-export type { Analysis, CompareOptions, CompareResult, KvCheckRecord, OracleVerdict, ReportRow, RunResult, SelftestResult };
+export type { Analysis, CompareOptions, CompareResult, KvCheckRecord, OracleVerdict, ReportData, ReportOutput, ReportRow, ReportSection, RunResult, SelftestResult };
 
 type List<T extends string | number = string> = T | readonly T[];
 
@@ -124,16 +126,33 @@ export interface AnalyzeInput {
 export function analyze(files: List, input: AnalyzeInput = {}): Analysis & { oracle: OracleVerdict[] } {
   const paths = typeof files === 'string' ? [files] : [...files];
   const a = analyzeFiles(paths, { tol: input.tol ?? 0 });
-  const oracle = [...a.oracled].flatMap(([file, ids]) => {
-    const runs = readTraceFile(file, (h) => ids.has(h.run_id) || ids.has(String(h.options.oracle_for))).runs;
-    return oracleVerdicts(runs, analyzeTrace(runs, { tol: input.tol ?? 0 }), input.oracleTol ?? DEFAULT_ORACLE_BOUND);
-  });
-  return { ...a, oracle };
+  return { ...a, oracle: analysisOracle(a, input.tol ?? 0, input.oracleTol ?? DEFAULT_ORACLE_BOUND) };
 }
 
 /** `greta compare BASE TEST`: every pair of two traces; exact for the same backend and model, else fp32 bounds. */
 export function compare(base: string, test: string, input: CompareOptions = {}): CompareResult {
   return compareFiles(base, test, input);
+}
+
+export interface ReportInput {
+  /** The HTML file to write (.html or .htm; default report.html). */
+  out?: string;
+  /** A BASE trace: the page also shows each file compared with it, as `compare(base, file)`. */
+  compare?: string;
+  /** As analyze's tol: a pair mismatches when its MAE exceeds it; 0 (default): any bit. */
+  tol?: number;
+  /** Relative L2 to an oracle run beyond which a phase departed (default 1e-4). */
+  oracleTol?: number;
+}
+
+/**
+ * `greta report`: one self-contained HTML page of the files' analysis (what
+ * `analyze` returns, drawn), written to `out`; returns what the page shows.
+ */
+export function report(files: List, input: ReportInput = {}): ReportOutput {
+  const paths = typeof files === 'string' ? [files] : [...files];
+  const names = { out: 'out', compare: 'compare', tol: 'tol', oracleTol: 'oracle-tol' };
+  return writeReport(paths, resolveReportOptions(flags(input, names)));
 }
 
 export interface SelftestInput {

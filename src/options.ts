@@ -110,6 +110,15 @@ export const positiveNumber = z.string().transform((s, ctx) => {
   return v;
 });
 
+const nonNegativeNumber = z.string().transform((s, ctx) => {
+  const v = Number(s);
+  if (s.trim() === '' || !Number.isFinite(v) || v < 0) {
+    ctx.addIssue({ code: 'custom', message: `'${s}' is not a number >= 0` });
+    return z.NEVER;
+  }
+  return v;
+});
+
 /** Layer list syntax: "all", or integers and ranges "a-b"; checked against the model later. */
 export type LayerSpec = 'all' | number[];
 
@@ -327,4 +336,26 @@ export function resolveSelftestOptions(
   env: NodeJS.ProcessEnv,
 ): SelftestOptions {
   return resolveWith(SELFTEST_OPTIONS, SelftestOptionsSchema, flags, env).opts as SelftestOptions;
+}
+
+export const REPORT_OPTIONS = {
+  out: { flag: 'out', type: 'string', def: 'report.html', help: 'the HTML file to write (.html or .htm), replaced if it exists' },
+  compare: { flag: 'compare', type: 'string', help: 'also compare every trace with this BASE trace, as greta compare BASE.jsonl TRACE does' },
+  tol: { flag: 'tol', type: 'string', def: '0', help: "count a pair as a mismatch only when its MAE exceeds x, as analyze's --tol (0: any bit)" },
+  oracleTol: { flag: 'oracle-tol', type: 'string', def: '1e-4', help: 'relative L2 to the oracle run (--oracle) beyond which a phase departed' },
+} as const satisfies Record<string, OptionSpec>;
+
+export const ReportOptionsSchema = z.object({
+  // An .html name: a slip of argument order must not overwrite a trace.
+  out: z.string().refine((s) => /\.html?$/i.test(s), { error: (iss) => `'${String(iss.input)}' is not an .html or .htm file name` }),
+  compare: z.string().min(1, 'empty BASE trace name').optional(),
+  tol: nonNegativeNumber,
+  oracleTol: positiveNumber,
+});
+
+export type ReportOptions = z.infer<typeof ReportOptionsSchema>;
+
+/** Report options: flags and defaults (no environment variables). */
+export function resolveReportOptions(flags: Record<string, string | boolean | undefined>): ReportOptions {
+  return resolveWith(REPORT_OPTIONS, ReportOptionsSchema, flags, {}).opts;
 }

@@ -1,6 +1,6 @@
 // The library API, imported by the package's own name: the exports map and
 // the declarations are what a user gets from `import ... from 'gretacore'`.
-import { existsSync, readFileSync } from 'node:fs';
+import { existsSync, readFileSync, statSync } from 'node:fs';
 import { join } from 'node:path';
 import { describe, expect, it } from 'vitest';
 import { packageRoot } from '../src/native.js';
@@ -8,7 +8,7 @@ import { tempDir } from './helpers.js';
 
 const lib = await import('gretacore');
 
-describe("import { trace, analyze, compare, selftest } from 'gretacore'", () => {
+describe("import { trace, analyze, compare, report, selftest } from 'gretacore'", () => {
   it('trace takes typed options and returns the analysis, the KV verdict and the oracle', () => {
     const out = join(tempDir(), 'lib.jsonl');
     const t = lib.trace({ prompt: ['p4_sys'], layers: [14, 15], points: ['x_in', 'wo_out'], fault: 'wo_layout@15', kvCheck: true, oracle: 'cpu-fp64', out });
@@ -29,6 +29,15 @@ describe("import { trace, analyze, compare, selftest } from 'gretacore'", () => 
     const c = lib.compare(clean.out, out);
     expect(c.mode).toBe('exact');
     expect(c.first).toMatchObject({ phase: 'decode0', layer: 15, point: 'wo_out' });
+
+    const html = join(tempDir(), 'lib.html');
+    const r = lib.report([out], { out: html, compare: clean.out });
+    expect(r.out).toBe(html);
+    expect(statSync(html).size).toBe(r.bytes);
+    expect(r.exit).toBe(0);
+    expect(r.data.sections[0]).toMatchObject({ prompt: 'p4_sys', first: { layer: 15, point: 'wo_out' }, oracle: { departed: 'decode0' } });
+    expect(r.data.compare!.results[0]!.first).toMatchObject({ layer: 15, point: 'wo_out' });
+    expect(() => lib.report(out, { out: 'r.txt' })).toThrow(/--out: 'r\.txt' is not an \.html or \.htm file name/);
   });
 
   it('selftest runs the fault zoo', () => {
@@ -46,7 +55,7 @@ describe("import { trace, analyze, compare, selftest } from 'gretacore'", () => 
   it('ships declarations for every export', () => {
     const pkg = JSON.parse(readFileSync(join(packageRoot(), 'package.json'), 'utf8')) as { exports: { '.': { types: string } } };
     const dts = readFileSync(join(packageRoot(), pkg.exports['.'].types), 'utf8');
-    for (const name of ['trace', 'analyze', 'compare', 'selftest', 'TraceInput', 'TraceOutput', 'UsageError', 'FAULT_NAMES']) {
+    for (const name of ['trace', 'analyze', 'compare', 'report', 'selftest', 'TraceInput', 'TraceOutput', 'ReportInput', 'ReportOutput', 'UsageError', 'FAULT_NAMES']) {
       expect(dts).toMatch(new RegExp(`\\b${name}\\b`));
     }
   });

@@ -306,7 +306,12 @@ export function analyzeRuns(runs: TraceRun[], opts: AnalyzeOptions = { tol: 0 })
  * record is read and its index dropped, so memory holds the records of the runs
  * still open and no row data. Rows come in file order, then header order.
  */
-export function analyzeFiles(paths: string[], opts: AnalyzeOptions = { tol: 0 }): Analysis {
+export function analyzeFiles(
+  paths: string[],
+  opts: AnalyzeOptions = { tol: 0 },
+  /** Called with each run and its rows while its records are indexed and its sidecar open (the report reads a few rows there). */
+  onRun?: (run: TraceRun, rows: ReportRow[]) => void,
+): Analysis {
   const rows: ReportRow[] = [];
   const problems: string[] = [];
   const stats: AnalyzeStats = { files: 0, bytes: 0, lines: 0, runs: 0, records: 0, pairs: 0, rows_read: 0, row_bytes_read: 0 };
@@ -328,6 +333,7 @@ export function analyzeFiles(paths: string[], opts: AnalyzeOptions = { tol: 0 })
           problems.push(`run ${run.header.run_id} in ${p} has no stage records${end}`);
         }
         done.push({ line: run.headerLine, rows: r });
+        onRun?.(run, r);
         stats.runs++;
         stats.records += run.stages.length + run.inputs.length + 1 + (run.end ? 1 : 0);
         stats.pairs += r.reduce((n, x) => n + x.comparisons.length, 0);

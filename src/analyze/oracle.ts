@@ -10,8 +10,8 @@
 // fp32 rounding behind.
 import type { Point } from '../trace/points.js';
 import type { Exp, StageRecord } from '../trace/schema.js';
-import { BASE_PHASE, compareRows, TEST_PHASE, type ReportRow } from './analyze.js';
-import { readRow, type TraceRun } from './load.js';
+import { analyzeTrace, BASE_PHASE, compareRows, TEST_PHASE, type Analysis, type ReportRow } from './analyze.js';
+import { readRow, readTraceFile, type TraceRun } from './load.js';
 
 export const DEFAULT_ORACLE_BOUND = 1e-4;
 
@@ -106,6 +106,18 @@ export function oracleVerdicts(runs: TraceRun[], rows: ReportRow[], bound = DEFA
     });
   }
   return out;
+}
+
+/**
+ * The verdicts of the runs of an analysis that have an oracle run: their
+ * records and their oracles' are indexed again (rows stay on disk), since a
+ * streamed run is dropped before its oracle run, later in the file, is read.
+ */
+export function analysisOracle(a: Pick<Analysis, 'oracled'>, tol = 0, bound = DEFAULT_ORACLE_BOUND): OracleVerdict[] {
+  return [...a.oracled].flatMap(([file, ids]) => {
+    const runs = readTraceFile(file, (h) => ids.has(h.run_id) || ids.has(String(h.options.oracle_for))).runs;
+    return oracleVerdicts(runs, analyzeTrace(runs, { tol }), bound);
+  });
 }
 
 const e = (v: number | null) => (v === null ? '-' : v === 0 ? '0' : v.toExponential(2));

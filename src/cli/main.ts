@@ -1,11 +1,12 @@
 #!/usr/bin/env node
-// greta trace | analyze | compare | selftest. Bad input: one line on stderr, exit 2.
+// greta trace | analyze | compare | report | selftest. Bad input: one line on stderr, exit 2.
 // analyze and compare load no model code: trace and selftest import theirs
-// (the tokenizer, the addon) when they run, so reading traces stays light.
+// (the tokenizer, the addon), and report the tokenizer for token text, when
+// they run, so reading traces stays light.
 import { parseArgs, type ParseArgsConfig } from 'node:util';
 import { analysisExitCode, analyzeFiles, analyzeTrace, ANALYZE_EXIT, formatAnalysis, formatTable, toJson } from '../analyze/analyze.js';
 import { readTraceFile } from '../analyze/load.js';
-import { DEFAULT_ORACLE_BOUND, formatOracle, oracleVerdicts } from '../analyze/oracle.js';
+import { analysisOracle, DEFAULT_ORACLE_BOUND, formatOracle, oracleVerdicts } from '../analyze/oracle.js';
 import { formatKvCheck } from '../trace/kvcheck.js';
 import { peakRssBytes } from '../rss.js';
 import { COMPARE_EXIT, compareFiles, formatCompare, FP32_REL_L2, FP32_REL_L2_OTHER } from '../compare/compare.js';
@@ -175,11 +176,7 @@ function analyzeCommand(argv: string[]): number {
   const oracleTol = values['oracle-tol'] === undefined ? DEFAULT_ORACLE_BOUND : bound('--oracle-tol', values['oracle-tol']);
   const a = analyzeFiles(positionals.map(String), { tol });
   if (a.rows.length === 0 && a.problems.length === 0) throw new UsageError(`analyze: no runs in ${positionals.join(', ')}`);
-  // Runs with an oracle: their records and the oracle's, indexed again (rows stay on disk).
-  const oracle = [...a.oracled].flatMap(([file, ids]) => {
-    const runs = readTraceFile(file, (h) => ids.has(h.run_id) || ids.has(String(h.options.oracle_for))).runs;
-    return oracleVerdicts(runs, analyzeTrace(runs, { tol }), oracleTol);
-  });
+  const oracle = analysisOracle(a, tol, oracleTol);
   if (values.json) console.log(JSON.stringify({ ...toJson(a.rows, a.problems), kv_checks: a.kvChecks, oracle }, null, 2));
   else {
     const extra = [...a.kvChecks.map((c) => formatKvCheck(c.prompt, c.exp, c)), ...(oracle.length ? [formatOracle(oracle)] : [])];
@@ -242,6 +239,40 @@ function compareCommand(argv: string[]): number {
   return r.exit;
 }
 
+const reportHelp = (specs: Record<string, OptionSpec>) => [
+  'usage: npm run report -- [options] <trace.jsonl ...>',
+  '',
+  'Writes one self-contained HTML page (no network needed) with, per prompt and',
+  'experiment, the analyze results drawn: a heatmap of log10 error over layer x point',
+  'with the first mismatch marked, error growth through depth, the oracle verdict,',
+  'the probs of both phases at the attention mismatch, the KV check, top-k tables and',
+  'collapse, and with --compare the compare result of each trace against BASE.',
+  '',
+  'options:',
+  ...optionLines(specs),
+  '  --help                 this text',
+  '',
+  'Exit codes: 0 written, every row a real comparison; 2 bad input (a missing file,',
+  'a malformed line, a bad flag); 3 written, but a row is INCOMPLETE or NO_DATA or a',
+  'line was cut short; 1 the report failed.',
+].join('\n');
+
+/** Returns the analyzer's exit code once the page is written. */
+async function reportCommand(argv: string[]): Promise<number> {
+  const { resolveReportOptions, REPORT_OPTIONS } = await import('../options.js');
+  const { writeReport } = await import('../report/report.js');
+  const t0 = performance.now();
+  const { values, positionals } = parseSpecs(argv, REPORT_OPTIONS);
+  if (values.help) {
+    console.log(reportHelp(REPORT_OPTIONS));
+    return 0;
+  }
+  if (positionals.length === 0) throw new UsageError('report: give at least one trace .jsonl file (see --help)');
+  const r = writeReport(positionals.map(String), resolveReportOptions(values as Record<string, string | boolean | undefined>));
+  console.error(`report: ${r.out} (${(r.bytes / 1e3).toFixed(1)} kB, ${r.data.sections.length} prompt x exp, ${((performance.now() - t0) / 1e3).toFixed(2)} s)`);
+  return r.exit;
+}
+
 /** Returns the exit code: 1 when a case missed. */
 async function selftestCommand(argv: string[]): Promise<number> {
   const { resolveSelftestOptions, SELFTEST_OPTIONS } = await import('../options.js');
@@ -262,7 +293,7 @@ async function selftestCommand(argv: string[]): Promise<number> {
   return r.failed > 0 ? 1 : 0;
 }
 
-const COMMANDS = ['trace', 'analyze', 'compare', 'selftest'];
+const COMMANDS = ['trace', 'analyze', 'compare', 'report', 'selftest'];
 
 async function main(argv: string[]): Promise<number> {
   const [cmd, ...rest] = argv;
@@ -270,6 +301,7 @@ async function main(argv: string[]): Promise<number> {
     if (cmd === 'trace') await traceCommand(rest);
     else if (cmd === 'analyze') return analyzeCommand(rest);
     else if (cmd === 'compare') return compareCommand(rest);
+    else if (cmd === 'report') return await reportCommand(rest);
     else if (cmd === 'selftest') return await selftestCommand(rest);
     else if (cmd === undefined || cmd === '--help' || cmd === 'help') console.log(`usage: greta <${COMMANDS.join('|')}> [options]; --help on each`);
     else throw new UsageError(`unknown command '${cmd}' (allowed: ${COMMANDS.join(', ')})`);

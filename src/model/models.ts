@@ -12,7 +12,7 @@ export interface SyntheticModelSpec {
   seed: bigint;
 }
 
-const LLAMA3_VOCAB = 128256;
+export const LLAMA3_VOCAB = 128256;
 
 export const SYNTHETIC_MODELS: Record<string, SyntheticModelSpec> = {
   'synthetic:tiny': {
