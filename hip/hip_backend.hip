@@ -182,8 +182,11 @@ class HipBackend final : public Backend {
     check(hipMemcpy(dst, src.ptr(), src.bytes(), hipMemcpyDeviceToHost), "download " + src.describe());
   }
 
-  void copy(const Tensor& dst, const Tensor& src) override {
-    check(hipMemcpyAsync(dst.ptr(), src.ptr(), src.bytes(), hipMemcpyDeviceToDevice, 0), "copy " + src.describe());
+  void copy(const Tensor& dst, int64_t dst_at, const Tensor& src, int64_t src_at, int64_t count) override {
+    const size_t e = dtype_size(src.dtype);
+    check(hipMemcpyAsync(static_cast<char*>(dst.ptr()) + dst_at * e, static_cast<const char*>(src.ptr()) + src_at * e, count * e,
+                         hipMemcpyDeviceToDevice, 0),
+          "copy " + src.describe());
   }
 
   // Page-locked, so uploads from it are one DMA instead of a copy through the

@@ -520,12 +520,21 @@ class BackendWrap : public Napi::ObjectWrap<BackendWrap> {
     });
   }
 
-  // copy(dst, src)
+  // copy(dst, src) of equal sizes, or copy(dst, src, dstAt, srcAt, count) in flat elements
   Napi::Value Copy(const Napi::CallbackInfo& info) {
     return guarded(info.Env(), [&]() -> Napi::Value {
       const Tensor &dst = T(info, 0), &src = T(info, 1);
-      check_copy(dst, src);
-      b_->copy(dst, src);
+      if (info.Length() <= 2) {
+        expect(dst.numel() == src.numel(), "copy", "dst " + dst.describe() + " and src " + src.describe() + " differ in size");
+        check_copy(dst, 0, src, 0, src.numel());
+        b_->copy(dst, 0, src, 0, src.numel());
+      } else {
+        for (size_t i = 2; i < 5; i++) expect(info[i].IsNumber(), "copy", "dstAt, srcAt and count must be numbers");
+        const int64_t dst_at = info[2].As<Napi::Number>().Int64Value(), src_at = info[3].As<Napi::Number>().Int64Value(),
+                      count = info[4].As<Napi::Number>().Int64Value();
+        check_copy(dst, dst_at, src, src_at, count);
+        b_->copy(dst, dst_at, src, src_at, count);
+      }
       return info.Env().Undefined();
     });
   }

@@ -58,9 +58,9 @@ class Backend {
   // Copies `bytes` bytes from src to dst at byte `offset` (the addon checks that the range lies inside dst).
   virtual void upload(const Tensor& dst, size_t offset, const void* src, size_t bytes) = 0;
   virtual void download(const Tensor& src, void* dst) = 0;  // src.bytes() bytes
-  // dst = src, the bytes of one tensor into another of the same dtype and
-  // size, where both live (device to device on a GPU, in stream order).
-  virtual void copy(const Tensor& dst, const Tensor& src) = 0;
+  // dst[dst_at + i] = src[src_at + i] for i < count, elements of one dtype
+  // counted flat, where both live (device to device on a GPU, in stream order).
+  virtual void copy(const Tensor& dst, int64_t dst_at, const Tensor& src, int64_t src_at, int64_t count) = 0;
   // Host memory that upload reads fastest (page-locked on a GPU), for staging
   // weights while loading; released by free_host.
   virtual void* alloc_host(size_t bytes) = 0;

@@ -191,10 +191,13 @@ inline void check_elementwise(const Backend& b, const Tensor& out, const Tensor&
   expect_same_shape(a, c, op, "a", "b");
 }
 
-inline void check_copy(const Tensor& dst, const Tensor& src) {
+inline void check_copy(const Tensor& dst, int64_t dst_at, const Tensor& src, int64_t src_at, int64_t count) {
   const std::string op = "copy";
-  expect(dst.dtype == src.dtype && dst.numel() == src.numel(), op,
-         "dst " + dst.describe() + " and src " + src.describe() + " differ in dtype or size");
+  expect(dst.dtype == src.dtype, op, "dst " + dst.describe() + " and src " + src.describe() + " differ in dtype");
+  const auto range = [](int64_t at, int64_t n) { return "[" + std::to_string(at) + ", " + std::to_string(at + n) + ")"; };
+  expect(count >= 0 && src_at >= 0 && src_at + count <= src.numel(), op,
+         "elements " + range(src_at, count) + " are outside src " + src.describe());
+  expect(dst_at >= 0 && dst_at + count <= dst.numel(), op, "elements " + range(dst_at, count) + " are outside dst " + dst.describe());
 }
 
 inline void check_topk(const Backend& b, const Tensor& x, int k) {

@@ -63,8 +63,12 @@ export interface Backend {
   /** Host memory that upload reads fastest (page-locked on hip); loaders stage weights in it. */
   hostBuffer(bytes: number): ArrayBuffer;
   download(t: Tensor): Float32Array | Float64Array | Int32Array | Uint16Array;
-  /** dst = src (same dtype and size), where they live: device to device on hip, in stream order. */
-  copy(dst: Tensor, src: Tensor): void;
+  /**
+   * dst = src (same dtype and size), or with element offsets and a count (flat,
+   * e.g. one row into a trace buffer): where they live, device to device on
+   * hip, in stream order.
+   */
+  copy(dst: Tensor, src: Tensor, dstAt?: number, srcAt?: number, count?: number): void;
   fillUniform(t: Tensor, seed: bigint, scale: number, offset: number): void;
   embedding(out: Tensor, table: Tensor, ids: Int32Array): void;
   rmsnorm(out: Tensor, x: Tensor, w: Tensor, eps: number): void;

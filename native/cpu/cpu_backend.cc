@@ -273,7 +273,10 @@ class CpuBackend final : public Backend {
     std::memcpy(static_cast<uint8_t*>(dst.ptr()) + offset, src, bytes);
   }
   void download(const Tensor& src, void* dst) override { std::memcpy(dst, src.ptr(), src.bytes()); }
-  void copy(const Tensor& dst, const Tensor& src) override { std::memmove(dst.ptr(), src.ptr(), src.bytes()); }
+  void copy(const Tensor& dst, int64_t dst_at, const Tensor& src, int64_t src_at, int64_t count) override {
+    const size_t e = dtype_size(src.dtype);
+    std::memmove(static_cast<char*>(dst.ptr()) + dst_at * e, static_cast<const char*>(src.ptr()) + src_at * e, count * e);
+  }
   void* alloc_host(size_t bytes) override {
     void* p = std::malloc(bytes ? bytes : 1);
     if (!p) throw GretaError("ENOMEM", "hostBuffer: cannot allocate " + std::to_string(bytes) + " bytes");

@@ -52,6 +52,8 @@ export class StageTracer {
   private buffer: Tensor | undefined;
   private used = 0;
   private pending: Pending[] = [];
+  /** Host milliseconds spent so far issuing copies (record) and writing records (flush, its wait for the device included). */
+  readonly hostMs = { record: 0, flush: 0 };
 
   constructor(
     private readonly backend: Backend,
@@ -94,6 +96,7 @@ export class StageTracer {
   }
 
   private record(ctx: Ctx, layer: number | null, point: Point, t: Tensor, row: number, info: TapInfo, head?: number): void {
+    const t0 = performance.now();
     const b = this.backend;
     const width = t.shape[1]!;
     const cap = this.buffer?.shape[0] ?? 0;
@@ -105,16 +108,16 @@ export class StageTracer {
       }
     }
     const at = this.used;
-    const dst = this.buffer!.rows(at, width);
-    withRows(t, row, 1, (src) => b.copy(dst, src));
-    dst.free();
+    b.copy(this.buffer!, t, at, row * width, width);
     this.used += width;
     this.pending.push({ ctx, layer, point, head, info, at, width });
+    this.hostMs.record += performance.now() - t0;
   }
 
   /** One copy of the buffer back, then a record per pending row in the order they were traced. */
   private flush(): void {
     if (this.pending.length === 0) return;
+    const t0 = performance.now();
     const b = this.backend;
     const data = withRows(this.buffer!, 0, this.used, (v) => b.download(v)) as Float32Array | Float64Array;
     // The rows lie in the buffer in record order: one write puts them all in the sidecar.
@@ -146,6 +149,7 @@ export class StageTracer {
     this.writer.writeLines(records);
     this.pending = [];
     this.used = 0;
+    this.hostMs.flush += performance.now() - t0;
   }
 
   private input(ctx: Ctx, emb: Tensor, info: TapInfo): void {
@@ -156,18 +160,22 @@ export class StageTracer {
 
 /** Indices of the k largest values, descending; ties go to the lower index (the backends' topk). NaN never wins. */
 export function topK(row: Float32Array | Float64Array, k: number): number[] {
-  const best: number[] = [];
+  const ids = new Int32Array(k);
+  const vals = new Float64Array(k).fill(-Infinity);
+  let n = 0;
+  let floor = -Infinity; // the smallest kept value once k are kept
   for (let i = 0; i < row.length; i++) {
     const v = row[i]!;
-    if (Number.isNaN(v)) continue;
-    if (best.length === k && !(v > row[best[k - 1]!]!)) continue;
-    let j = best.length < k ? best.length : k - 1;
-    best[j] = i;
-    while (j > 0 && row[best[j - 1]!]! < v) {
-      best[j] = best[j - 1]!;
-      best[j - 1] = i;
+    if (!(v > floor) && !(n < k && v === v)) continue; // also skips NaN
+    let j = n < k ? n++ : k - 1;
+    while (j > 0 && vals[j - 1]! < v) {
+      vals[j] = vals[j - 1]!;
+      ids[j] = ids[j - 1]!;
       j--;
     }
+    vals[j] = v;
+    ids[j] = i;
+    if (n === k) floor = vals[k - 1]!;
   }
-  return best;
+  return Array.from(ids.subarray(0, n));
 }

@@ -76,9 +76,20 @@ describe.each(KINDS)('copy on %s', (kind) => {
     expect(Array.from(b.download(w2))).toEqual(Array.from({ length: 16 }, (_, i) => 0x3f80 + i));
   });
 
-  it('rejects tensors of another dtype or size', () => {
+  it('copies a range of elements between offsets', () => {
+    const src = b.alloc(b.actDtype, [3, 4]);
+    b.upload(src, b.actDtype === 'f64' ? Float64Array.from({ length: 12 }, (_, i) => i) : Float32Array.from({ length: 12 }, (_, i) => i));
+    const dst = b.alloc(b.actDtype, [10, 1]);
+    b.fillUniform(dst, 0n, 0, -1);
+    b.copy(dst, src, 5, 4, 4); // row 1 of src to elements 5..8
+    expect(Array.from(downloadAct(b, dst))).toEqual([-1, -1, -1, -1, -1, 4, 5, 6, 7, -1]);
+  });
+
+  it('rejects tensors of another dtype or size, and ranges outside either tensor', () => {
     const a = b.alloc(b.actDtype, [2, 4]);
-    expectError(() => b.copy(b.alloc(b.actDtype, [7]), a), 'EINVAL', /copy: dst .* and src .* differ in dtype or size/);
-    expectError(() => b.copy(b.alloc('bf16', [8]), a), 'EINVAL', /copy: dst .* and src .* differ in dtype or size/);
+    expectError(() => b.copy(b.alloc(b.actDtype, [7]), a), 'EINVAL', /copy: dst .* and src .* differ in size/);
+    expectError(() => b.copy(b.alloc('bf16', [8]), a), 'EINVAL', /copy: dst .* and src .* differ in dtype/);
+    expectError(() => b.copy(b.alloc(b.actDtype, [8]), a, 0, 6, 3), 'EINVAL', /copy: elements \[6, 9\) are outside src/);
+    expectError(() => b.copy(b.alloc(b.actDtype, [8]), a, 6, 0, 3), 'EINVAL', /copy: elements \[6, 9\) are outside dst/);
   });
 });

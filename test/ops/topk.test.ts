@@ -5,6 +5,7 @@ import { describe, expect, it } from 'vitest';
 import { KINDS, backend, expectError, uploadAct } from './helpers.js';
 import { Rng } from './random.js';
 import { refTopk } from './reference.js';
+import { topK } from '../../src/trace/tracer.js';
 
 // Bound: exact. Selection does no arithmetic: ids must equal the reference
 // order and values must equal the stored activations (f32 widened to double
@@ -82,5 +83,24 @@ describe.each(KINDS)('topk on %s', (kind) => {
     it('rejects a weight-dtype tensor', () => {
       expectError(() => b.topk(b.alloc('f16', [2, 6]), 1), 'EINVAL', /topk: x must be/);
     });
+  });
+});
+
+// The tracer's top-k of a logits row, computed on the host from the row it copied back.
+describe("the tracer's host topK", () => {
+  const b = backend('cpu');
+  it('equals the backend topk on rows with ties, infinities and NaN', () => {
+    const rng = new Rng(77);
+    for (let t = 0; t < 300; t++) {
+      const n = 1 + Math.floor(rng.uniforms(1, 0, 300)[0]!);
+      const a = Float32Array.from(rng.uniforms(n, -2, 3), (v) => Math.round(v * 4) / 4);
+      if (t % 7 === 0) a[t % n] = NaN;
+      if (t % 5 === 0) a[(3 * t) % n] = -Infinity;
+      if (t % 11 === 0) a[(5 * t) % n] = Infinity;
+      const k = 1 + (t % Math.min(n, 8));
+      const x = b.alloc('f32', [1, n]);
+      b.upload(x, a);
+      expect(topK(a, k), `n=${n} k=${k}`).toEqual(Array.from(b.topk(x, k).ids));
+    }
   });
 });
