@@ -15,7 +15,7 @@ through \`hip/compat.h\`. Commands, from the repository root:
 
 \`\`\`sh
 scripts/gpu/pack.sh               # build machine: npm run build:hip, tsc, pack Node and node_modules
-scripts/gpu/run.sh results        # GPU machine: npm run test:gpu, a Llama-3-8B-shaped trace, the selftest, npm run bench
+scripts/gpu/run.sh results        # GPU machine: test:gpu, a Llama-3-8B-shaped trace, the selftest, bench, bench:memory
 scripts/gpu/report.sh results $DATE > docs/gpu-results.md
 \`\`\`
 
@@ -70,11 +70,16 @@ $(grep -E "hip vs cpu" "$D/test-gpu.log")
 
 ## Benchmark (\`npm run bench -- --backend hip\`)
 
-The baseline is our own elementwise add over 2^24 floats in the same process. For reference,
-PyTorch on this kind of machine measured cuBLAS bf16 GEMV 1x4096 @ 4096x14336 at 2.0 TB/s,
-lm_head 4096x128256 bf16 at 2.6 TB/s, and SDPA decode (32/8 heads x 128) at 28 us for 205 keys;
-cuBLAS is not batch invariant (row 204 of a 205-row bf16 GEMM differs from the same row alone by
-up to 1.6e-2).
+Every number against the device-to-device copy rate measured in the same process; the PyTorch
+rows (cuBLAS, SDPA, F.rms_norm, transformers' decode step) come from
+\`scripts/gpu/bench_torch.py\` in the same run. cuBLAS is not batch invariant (row 204 of a
+205-row bf16 GEMM differs from the same row alone by up to 1.6e-2); ours is, bit for bit.
 
-$(sed -n '/^## ops/,$p' "$D/bench-hip.log" | sed 's/^## /### /')
+$(sed -n '/^copy rate/,$p' "$D/bench-hip.log" | sed 's/^## /### /')
+
+## Memory over 1000 traces in one process (\`npm run bench:memory -- --backend hip --runs 1000\`)
+
+\`\`\`
+$(cat "$D/memory-hip.log")
+\`\`\`
 EOF
