@@ -70,7 +70,8 @@ $(grep -E "hip vs cpu" "$D/test-gpu.log")
 
 ## Benchmark (\`npm run bench -- --backend hip\`)
 
-Every number against the device-to-device copy rate measured in the same process; the PyTorch
+Every number against the device-to-device copy rate measured in the same process (the JSON the
+bench wrote is \`docs/bench-hip.json\`); the PyTorch
 rows (cuBLAS, SDPA, F.rms_norm, transformers' decode step) come from
 \`scripts/gpu/bench_torch.py\` in the same run. cuBLAS is not batch invariant (row 204 of a
 205-row bf16 GEMM differs from the same row alone by up to 1.6e-2); ours is, bit for bit.
