@@ -133,8 +133,8 @@ class TensorWrap : public Napi::ObjectWrap<TensorWrap> {
       const Tensor& t = tensor(info.Env());
       int64_t start = info[0].As<Napi::Number>().Int64Value();
       int64_t count = info[1].As<Napi::Number>().Int64Value();
-      expect(t.shape.size() == 2, "rows", "tensor " + t.describe() + " is not 2-D");
-      expect(start >= 0 && count >= 1 && start + count <= t.shape[0], "rows",
+      GRETA_EXPECT(t.shape.size() == 2, "rows", "tensor " + t.describe() + " is not 2-D");
+      GRETA_EXPECT(start >= 0 && count >= 1 && start + count <= t.shape[0], "rows",
              "rows [" + std::to_string(start) + ", " + std::to_string(start + count) + ") are outside " + t.describe());
       Tensor v = t;
       v.offset_bytes += static_cast<size_t>(start * t.shape[1]) * dtype_size(t.dtype);
@@ -280,13 +280,13 @@ class BackendWrap : public Napi::ObjectWrap<BackendWrap> {
       int64_t n = 1;
       for (uint32_t i = 0; i < a.Length(); i++) {
         double d = a.Get(i).As<Napi::Number>().DoubleValue();
-        expect(d >= 1 && d <= 4e9 && d == static_cast<double>(static_cast<int64_t>(d)), "alloc",
+        GRETA_EXPECT(d >= 1 && d <= 4e9 && d == static_cast<double>(static_cast<int64_t>(d)), "alloc",
                "dimension " + std::to_string(d) + " must be an integer in [1, 4e9]");
         shape.push_back(static_cast<int64_t>(d));
-        expect(n <= (int64_t(1) << 40) / shape.back(), "alloc", "tensor of more than 2^40 elements");
+        GRETA_EXPECT(n <= (int64_t(1) << 40) / shape.back(), "alloc", "tensor of more than 2^40 elements");
         n *= shape.back();
       }
-      expect(!shape.empty(), "alloc", "shape must have at least one dimension");
+      GRETA_EXPECT(!shape.empty(), "alloc", "shape must have at least one dimension");
       return Wrap(info.Env(), b_->alloc(dt, shape));
     });
   }
@@ -297,21 +297,21 @@ class BackendWrap : public Napi::ObjectWrap<BackendWrap> {
   Napi::Value Upload(const Napi::CallbackInfo& info) {
     return guarded(info.Env(), [&]() -> Napi::Value {
       const Tensor& t = T(info, 0);
-      expect(info[1].IsTypedArray(), "upload", "data must be a typed array");
+      GRETA_EXPECT(info[1].IsTypedArray(), "upload", "data must be a typed array");
       Napi::TypedArray a = info[1].As<Napi::TypedArray>();
       const size_t n = a.ByteLength();
       size_t offset = 0;
       if (info.Length() > 2 && !info[2].IsUndefined()) {
-        expect(info[2].IsNumber(), "upload", "byteOffset must be a number");
+        GRETA_EXPECT(info[2].IsNumber(), "upload", "byteOffset must be a number");
         const double o = info[2].As<Napi::Number>().DoubleValue();
-        expect(o >= 0 && o == static_cast<double>(static_cast<int64_t>(o)) && o <= static_cast<double>(t.bytes()), "upload",
+        GRETA_EXPECT(o >= 0 && o == static_cast<double>(static_cast<int64_t>(o)) && o <= static_cast<double>(t.bytes()), "upload",
                "byteOffset " + num_str(o) + " is not an integer in [0, " + std::to_string(t.bytes()) + "]");
         offset = static_cast<size_t>(o);
-        expect(n <= t.bytes() - offset, "upload",
+        GRETA_EXPECT(n <= t.bytes() - offset, "upload",
                std::to_string(n) + " bytes at byteOffset " + std::to_string(offset) + " overrun tensor " + t.describe() + " (" +
                    std::to_string(t.bytes()) + " bytes)");
       } else {
-        expect(n == t.bytes(), "upload",
+        GRETA_EXPECT(n == t.bytes(), "upload",
                "data has " + std::to_string(n) + " bytes, tensor " + t.describe() + " has " + std::to_string(t.bytes()));
       }
       const uint8_t* src = static_cast<const uint8_t*>(a.ArrayBuffer().Data()) + a.ByteOffset();
@@ -324,9 +324,9 @@ class BackendWrap : public Napi::ObjectWrap<BackendWrap> {
   // (page-locked on hip), freed by the garbage collector.
   Napi::Value HostBuffer(const Napi::CallbackInfo& info) {
     return guarded(info.Env(), [&]() -> Napi::Value {
-      expect(info[0].IsNumber(), "hostBuffer", "bytes must be a number");
+      GRETA_EXPECT(info[0].IsNumber(), "hostBuffer", "bytes must be a number");
       const double d = info[0].As<Napi::Number>().DoubleValue();
-      expect(d >= 1 && d <= 4294967296.0 && d == static_cast<double>(static_cast<int64_t>(d)), "hostBuffer",
+      GRETA_EXPECT(d >= 1 && d <= 4294967296.0 && d == static_cast<double>(static_cast<int64_t>(d)), "hostBuffer",
              "bytes " + num_str(d) + " is not an integer in [1, 2^32]");
       const size_t bytes = static_cast<size_t>(d);
       void* p = b_->alloc_host(bytes);
@@ -371,7 +371,7 @@ class BackendWrap : public Napi::ObjectWrap<BackendWrap> {
       const Tensor& t = T(info, 0);
       bool lossless = true;
       uint64_t seed = info[1].As<Napi::BigInt>().Uint64Value(&lossless);
-      expect(lossless, "fillUniform", "seed must fit in 64 bits");
+      GRETA_EXPECT(lossless, "fillUniform", "seed must fit in 64 bits");
       b_->fill_uniform(t, seed, Num(info, 2), Num(info, 3));
       return info.Env().Undefined();
     });
@@ -427,7 +427,7 @@ class BackendWrap : public Napi::ObjectWrap<BackendWrap> {
       int variant = name == "f16_accumulate" ? static_cast<int>(MatmulVariant::F16_ACCUMULATE)
                     : name == "reverse_k"    ? static_cast<int>(MatmulVariant::REVERSE_K)
                                              : 0;
-      expect(variant != 0, "matmulVariant", "variant '" + name + "' is unknown (allowed: f16_accumulate, reverse_k)");
+      GRETA_EXPECT(variant != 0, "matmulVariant", "variant '" + name + "' is unknown (allowed: f16_accumulate, reverse_k)");
       check_matmul_variant(*b_, out, x, w, variant);
       b_->matmul_variant(out, x, w, static_cast<MatmulVariant>(variant));
       return info.Env().Undefined();
@@ -465,11 +465,11 @@ class BackendWrap : public Napi::ObjectWrap<BackendWrap> {
       Napi::Object o = info[i].As<Napi::Object>();
       Napi::Value scale = o.Get("scale"), chunk = o.Get("keyChunk");
       if (!scale.IsUndefined()) {
-        expect(scale.IsNumber(), op, "scale must be a number");
+        GRETA_EXPECT(scale.IsNumber(), op, "scale must be a number");
         opt.scale = scale.As<Napi::Number>().DoubleValue();
       }
       if (!chunk.IsUndefined()) {
-        expect(chunk.IsNumber(), op, "keyChunk must be a number");
+        GRETA_EXPECT(chunk.IsNumber(), op, "keyChunk must be a number");
         opt.key_chunk = chunk.As<Napi::Number>().Int32Value();
       }
     }
@@ -525,11 +525,11 @@ class BackendWrap : public Napi::ObjectWrap<BackendWrap> {
     return guarded(info.Env(), [&]() -> Napi::Value {
       const Tensor &dst = T(info, 0), &src = T(info, 1);
       if (info.Length() <= 2) {
-        expect(dst.numel() == src.numel(), "copy", "dst " + dst.describe() + " and src " + src.describe() + " differ in size");
+        GRETA_EXPECT(dst.numel() == src.numel(), "copy", "dst " + dst.describe() + " and src " + src.describe() + " differ in size");
         check_copy(dst, 0, src, 0, src.numel());
         b_->copy(dst, 0, src, 0, src.numel());
       } else {
-        for (size_t i = 2; i < 5; i++) expect(info[i].IsNumber(), "copy", "dstAt, srcAt and count must be numbers");
+        for (size_t i = 2; i < 5; i++) GRETA_EXPECT(info[i].IsNumber(), "copy", "dstAt, srcAt and count must be numbers");
         const int64_t dst_at = info[2].As<Napi::Number>().Int64Value(), src_at = info[3].As<Napi::Number>().Int64Value(),
                       count = info[4].As<Napi::Number>().Int64Value();
         check_copy(dst, dst_at, src, src_at, count);
@@ -611,19 +611,19 @@ Napi::Object Init(Napi::Env env, Napi::Object exports) {
   exports.Set("summarizeRow", Napi::Function::New(env, [](const Napi::CallbackInfo& info) -> Napi::Value {
                 return guarded(info.Env(), [&]() -> Napi::Value {
                   Napi::Env e = info.Env();
-                  expect(info[0].IsTypedArray(), "summarizeRow", "data must be a Float32Array or Float64Array");
+                  GRETA_EXPECT(info[0].IsTypedArray(), "summarizeRow", "data must be a Float32Array or Float64Array");
                   Napi::TypedArray ta = info[0].As<Napi::TypedArray>();
                   const bool f32 = ta.TypedArrayType() == napi_float32_array;
-                  expect(f32 || ta.TypedArrayType() == napi_float64_array, "summarizeRow", "data must be a Float32Array or Float64Array");
+                  GRETA_EXPECT(f32 || ta.TypedArrayType() == napi_float64_array, "summarizeRow", "data must be a Float32Array or Float64Array");
                   const double off = info[1].As<Napi::Number>().DoubleValue(), width = info[2].As<Napi::Number>().DoubleValue();
                   const double len = static_cast<double>(ta.ElementLength());
-                  expect(off >= 0 && width >= 1 && off + width <= len && off == std::floor(off) && width == std::floor(width), "summarizeRow",
+                  GRETA_EXPECT(off >= 0 && width >= 1 && off + width <= len && off == std::floor(off) && width == std::floor(width), "summarizeRow",
                          "elements [" + num_str(off) + ", " + num_str(off + width) + ") are outside the " + num_str(len) + " given");
                   Napi::Array a = info[3].As<Napi::Array>();
                   std::vector<int64_t> sample;
                   for (uint32_t i = 0; i < a.Length(); i++) {
                     const int64_t k = a.Get(i).As<Napi::Number>().Int64Value();
-                    expect(k >= 0 && k < static_cast<int64_t>(width), "summarizeRow", "sample index " + std::to_string(k) + " is outside the row");
+                    GRETA_EXPECT(k >= 0 && k < static_cast<int64_t>(width), "summarizeRow", "sample index " + std::to_string(k) + " is outside the row");
                     sample.push_back(k);
                   }
                   const auto o = static_cast<int64_t>(off), n = static_cast<int64_t>(width);

@@ -10,28 +10,35 @@
 
 namespace greta {
 
-inline void expect(bool ok, const std::string& op, const std::string& what) {
-  if (!ok) throw GretaError("EINVAL", op + ": " + what);
+[[noreturn]] inline void fail_check(const std::string& op, const std::string& what) {
+  throw GretaError("EINVAL", op + ": " + what);
 }
 
+// A check on every op call: the message (shapes printed into strings) is built
+// only when the check fails, so passing checks cost a comparison.
+#define GRETA_EXPECT(ok, op, ...)                           \
+  do {                                                      \
+    if (!(ok)) ::greta::fail_check((op), (__VA_ARGS__));    \
+  } while (0)
+
 inline void expect_2d(const Tensor& t, const std::string& op, const char* arg) {
-  expect(t.shape.size() == 2, op, std::string(arg) + " must be 2-D, got " + t.describe());
+  GRETA_EXPECT(t.shape.size() == 2, op, std::string(arg) + " must be 2-D, got " + t.describe());
 }
 
 inline void expect_act(const Backend& b, const Tensor& t, const std::string& op, const char* arg) {
-  expect(t.dtype == b.act_dtype(), op,
+  GRETA_EXPECT(t.dtype == b.act_dtype(), op,
          std::string(arg) + " must be " + dtype_name(b.act_dtype()) + " (activation dtype of backend " +
              b.name() + "), got " + t.describe());
 }
 
 inline void expect_weight(const Tensor& t, const std::string& op, const char* arg) {
-  expect(t.dtype == DType::F32 || t.dtype == DType::F16 || t.dtype == DType::BF16 || t.dtype == DType::F64, op,
+  GRETA_EXPECT(t.dtype == DType::F32 || t.dtype == DType::F16 || t.dtype == DType::BF16 || t.dtype == DType::F64, op,
          std::string(arg) + " must be f32, f16 or bf16, got " + t.describe());
 }
 
 inline void expect_same_shape(const Tensor& a, const Tensor& b, const std::string& op, const char* an,
                               const char* bn) {
-  expect(a.shape == b.shape, op,
+  GRETA_EXPECT(a.shape == b.shape, op,
          std::string(an) + " " + a.describe() + " and " + bn + " " + b.describe() + " differ in shape");
 }
 
@@ -42,10 +49,10 @@ inline void check_embedding(const Backend& b, const Tensor& out, const Tensor& t
   expect_2d(table, op, "table");
   expect_act(b, out, op, "out");
   expect_weight(table, op, "table");
-  expect(out.cols() == table.cols(), op, "out " + out.describe() + " and table " + table.describe() + " differ in width");
-  expect(n_ids == out.rows(), op, "got " + std::to_string(n_ids) + " ids for " + std::to_string(out.rows()) + " rows");
+  GRETA_EXPECT(out.cols() == table.cols(), op, "out " + out.describe() + " and table " + table.describe() + " differ in width");
+  GRETA_EXPECT(n_ids == out.rows(), op, "got " + std::to_string(n_ids) + " ids for " + std::to_string(out.rows()) + " rows");
   for (int64_t m = 0; m < n_ids; m++)
-    expect(ids[m] >= 0 && ids[m] < table.rows(), op,
+    GRETA_EXPECT(ids[m] >= 0 && ids[m] < table.rows(), op,
            "token id " + std::to_string(ids[m]) + " at row " + std::to_string(m) + " is outside the vocabulary [0, " +
                std::to_string(table.rows()) + ")");
 }
@@ -57,8 +64,8 @@ inline void check_rmsnorm(const Backend& b, const Tensor& out, const Tensor& x, 
   expect_act(b, out, op, "out");
   expect_same_shape(out, x, op, "out", "x");
   expect_weight(w, op, "w");
-  expect(w.numel() == x.cols(), op, "w " + w.describe() + " must have " + std::to_string(x.cols()) + " elements");
-  expect(eps > 0, op, "eps must be > 0, got " + std::to_string(eps));
+  GRETA_EXPECT(w.numel() == x.cols(), op, "w " + w.describe() + " must have " + std::to_string(x.cols()) + " elements");
+  GRETA_EXPECT(eps > 0, op, "eps must be > 0, got " + std::to_string(eps));
 }
 
 inline void check_add_rmsnorm(const Backend& b, const Tensor& sum, const Tensor& out, const Tensor& x, const Tensor& y,
@@ -72,11 +79,11 @@ inline void check_add_rmsnorm(const Backend& b, const Tensor& sum, const Tensor&
   expect_same_shape(sum, x, op, "sum", "a");
   expect_same_shape(out, x, op, "out", "a");
   auto same = [](const Tensor& p, const Tensor& q) { return p.storage == q.storage && p.offset_bytes == q.offset_bytes; };
-  expect(!same(sum, out) && !same(sum, x) && !same(sum, y) && !same(out, x) && !same(out, y), op,
+  GRETA_EXPECT(!same(sum, out) && !same(sum, x) && !same(sum, y) && !same(out, x) && !same(out, y), op,
          "sum and out must be tensors of their own, not a or b or each other");
   expect_weight(w, op, "w");
-  expect(w.numel() == x.cols(), op, "w " + w.describe() + " must have " + std::to_string(x.cols()) + " elements");
-  expect(eps > 0, op, "eps must be > 0, got " + std::to_string(eps));
+  GRETA_EXPECT(w.numel() == x.cols(), op, "w " + w.describe() + " must have " + std::to_string(x.cols()) + " elements");
+  GRETA_EXPECT(eps > 0, op, "eps must be > 0, got " + std::to_string(eps));
 }
 
 // Up to 3 outputs (Q, K, V of a fused projection).
@@ -84,33 +91,33 @@ constexpr size_t MATMUL_MAX_OUTS = 3;
 
 inline void check_matmul(const Backend& b, const std::vector<Tensor>& outs, const Tensor& x, const Tensor& w) {
   const std::string op = "matmul";
-  expect(!outs.empty() && outs.size() <= MATMUL_MAX_OUTS, op,
+  GRETA_EXPECT(!outs.empty() && outs.size() <= MATMUL_MAX_OUTS, op,
          "got " + std::to_string(outs.size()) + " outputs (allowed: 1 to " + std::to_string(MATMUL_MAX_OUTS) + ")");
   expect_2d(x, op, "x");
   expect_2d(w, op, "w");
   expect_act(b, x, op, "x");
   expect_weight(w, op, "w");
-  expect(x.cols() == w.cols(), op, "x " + x.describe() + " and w " + w.describe() + " differ in K");
+  GRETA_EXPECT(x.cols() == w.cols(), op, "x " + x.describe() + " and w " + w.describe() + " differ in K");
   int64_t n = 0;
   std::string widths;
   for (const Tensor& out : outs) {
     expect_2d(out, op, "out");
     expect_act(b, out, op, "out");
-    expect(out.rows() == x.rows(), op, "out " + out.describe() + " must have " + std::to_string(x.rows()) + " rows");
+    GRETA_EXPECT(out.rows() == x.rows(), op, "out " + out.describe() + " must have " + std::to_string(x.rows()) + " rows");
     n += out.cols();
     widths += (widths.empty() ? "" : "+") + std::to_string(out.cols());
   }
   if (outs.size() == 1)
-    expect(n == w.rows(), op,
+    GRETA_EXPECT(n == w.rows(), op,
            "out " + outs[0].describe() + " must be [" + std::to_string(x.rows()) + "," + std::to_string(w.rows()) + "]");
   else
-    expect(n == w.rows(), op, "outputs " + widths + " wide do not add up to w " + w.describe() + "'s " +
+    GRETA_EXPECT(n == w.rows(), op, "outputs " + widths + " wide do not add up to w " + w.describe() + "'s " +
                                   std::to_string(w.rows()) + " rows");
 }
 
 inline void check_matmul_variant(const Backend& b, const Tensor& out, const Tensor& x, const Tensor& w, int variant) {
   check_matmul(b, {out}, x, w);
-  expect(variant == static_cast<int>(MatmulVariant::F16_ACCUMULATE) || variant == static_cast<int>(MatmulVariant::REVERSE_K),
+  GRETA_EXPECT(variant == static_cast<int>(MatmulVariant::F16_ACCUMULATE) || variant == static_cast<int>(MatmulVariant::REVERSE_K),
          "matmulVariant", "unknown variant " + std::to_string(variant));
 }
 
@@ -119,18 +126,18 @@ inline void check_rope(const Backend& b, const Tensor& x, int64_t n_pos, const T
   const std::string op = "rope";
   expect_2d(x, op, "x");
   expect_act(b, x, op, "x");
-  expect(head_dim > 0 && head_dim % 2 == 0, op, "head_dim must be even and > 0, got " + std::to_string(head_dim));
-  expect(n_heads > 0 && static_cast<int64_t>(n_heads) * head_dim == x.cols(), op,
+  GRETA_EXPECT(head_dim > 0 && head_dim % 2 == 0, op, "head_dim must be even and > 0, got " + std::to_string(head_dim));
+  GRETA_EXPECT(n_heads > 0 && static_cast<int64_t>(n_heads) * head_dim == x.cols(), op,
          "x " + x.describe() + " is not " + std::to_string(n_heads) + " heads of " + std::to_string(head_dim));
-  expect(n_pos == x.rows(), op, "got " + std::to_string(n_pos) + " positions for " + std::to_string(x.rows()) + " rows");
-  expect(inv_freq.dtype == b.act_dtype() && inv_freq.numel() == head_dim / 2, op,
+  GRETA_EXPECT(n_pos == x.rows(), op, "got " + std::to_string(n_pos) + " positions for " + std::to_string(x.rows()) + " rows");
+  GRETA_EXPECT(inv_freq.dtype == b.act_dtype() && inv_freq.numel() == head_dim / 2, op,
          "inv_freq must be " + std::string(dtype_name(b.act_dtype())) + "[" + std::to_string(head_dim / 2) + "], got " +
              inv_freq.describe());
 }
 
 inline void check_positions(const int32_t* pos, int64_t n, int64_t capacity, const std::string& op) {
   for (int64_t m = 0; m < n; m++)
-    expect(pos[m] >= 0 && pos[m] < capacity, op,
+    GRETA_EXPECT(pos[m] >= 0 && pos[m] < capacity, op,
            "position " + std::to_string(pos[m]) + " at row " + std::to_string(m) + " is outside the KV cache [0, " +
                std::to_string(capacity) + ")");
 }
@@ -141,8 +148,8 @@ inline void check_kv_write(const Backend& b, const Tensor& cache, const Tensor& 
   expect_2d(src, op, "src");
   expect_act(b, cache, op, "cache");
   expect_act(b, src, op, "src");
-  expect(cache.cols() == src.cols(), op, "cache " + cache.describe() + " and src " + src.describe() + " differ in width");
-  expect(n == src.rows(), op, "got " + std::to_string(n) + " positions for " + std::to_string(src.rows()) + " rows");
+  GRETA_EXPECT(cache.cols() == src.cols(), op, "cache " + cache.describe() + " and src " + src.describe() + " differ in width");
+  GRETA_EXPECT(n == src.rows(), op, "got " + std::to_string(n) + " positions for " + std::to_string(src.rows()) + " rows");
   check_positions(pos, n, cache.rows(), op);
 }
 
@@ -150,20 +157,20 @@ inline void check_attention(const Backend& b, const Tensor& out, const Tensor& q
                             const int32_t* pos, int64_t n, int n_heads, int n_kv_heads, int head_dim,
                             const AttentionOptions& opt) {
   const std::string op = "attention";
-  expect(opt.key_chunk == 0 || opt.key_chunk == 16 || opt.key_chunk == 32 || opt.key_chunk == 64, op,
+  GRETA_EXPECT(opt.key_chunk == 0 || opt.key_chunk == 16 || opt.key_chunk == 32 || opt.key_chunk == 64, op,
          "keyChunk " + std::to_string(opt.key_chunk) + " is not supported (allowed: 0, 16, 32, 64)");
-  expect(!opt.scale || std::isfinite(*opt.scale), op, "scale must be a finite number");
+  GRETA_EXPECT(!opt.scale || std::isfinite(*opt.scale), op, "scale must be a finite number");
   for (const Tensor* t : {&out, &q, &k, &v}) {
     expect_2d(*t, op, "tensors");
     expect_act(b, *t, op, "tensors");
   }
-  expect(n_heads > 0 && n_kv_heads > 0 && head_dim > 0 && n_heads % n_kv_heads == 0, op,
+  GRETA_EXPECT(n_heads > 0 && n_kv_heads > 0 && head_dim > 0 && n_heads % n_kv_heads == 0, op,
          "n_heads " + std::to_string(n_heads) + " must be a positive multiple of n_kv_heads " + std::to_string(n_kv_heads));
-  expect(q.cols() == static_cast<int64_t>(n_heads) * head_dim, op, "q " + q.describe() + " is not n_heads x head_dim");
+  GRETA_EXPECT(q.cols() == static_cast<int64_t>(n_heads) * head_dim, op, "q " + q.describe() + " is not n_heads x head_dim");
   expect_same_shape(out, q, op, "out", "q");
-  expect(k.cols() == static_cast<int64_t>(n_kv_heads) * head_dim, op, "k_cache " + k.describe() + " is not n_kv_heads x head_dim");
+  GRETA_EXPECT(k.cols() == static_cast<int64_t>(n_kv_heads) * head_dim, op, "k_cache " + k.describe() + " is not n_kv_heads x head_dim");
   expect_same_shape(k, v, op, "k_cache", "v_cache");
-  expect(n == q.rows(), op, "got " + std::to_string(n) + " positions for " + std::to_string(q.rows()) + " rows");
+  GRETA_EXPECT(n == q.rows(), op, "got " + std::to_string(n) + " positions for " + std::to_string(q.rows()) + " rows");
   check_positions(pos, n, k.rows(), op);
 }
 
@@ -173,12 +180,12 @@ inline void check_attention_probe(const Backend& b, const Tensor& scores, const 
   check_attention(b, q, q, k, v, &pos, 1, n_heads, n_kv_heads, head_dim, opt);
   const std::string op = "attentionProbe";
   expect_act(b, pv, op, "pv");
-  expect(pv.shape == std::vector<int64_t>{n_heads, head_dim}, op,
+  GRETA_EXPECT((pv.shape == std::vector<int64_t>{n_heads, head_dim}), op,
          "pv must be [" + std::to_string(n_heads) + "," + std::to_string(head_dim) + "], got " + pv.describe());
   const std::vector<int64_t> want = {n_heads, static_cast<int64_t>(pos) + 1};
   for (const Tensor* t : {&scores, &probs}) {
     expect_act(b, *t, op, "scores/probs");
-    expect(t->shape == want, op, "scores and probs must be [" + std::to_string(n_heads) + "," + std::to_string(pos + 1) +
+    GRETA_EXPECT(t->shape == want, op, "scores and probs must be [" + std::to_string(n_heads) + "," + std::to_string(pos + 1) +
                                      "], got " + t->describe());
   }
 }
@@ -193,27 +200,27 @@ inline void check_elementwise(const Backend& b, const Tensor& out, const Tensor&
 
 inline void check_copy(const Tensor& dst, int64_t dst_at, const Tensor& src, int64_t src_at, int64_t count) {
   const std::string op = "copy";
-  expect(dst.dtype == src.dtype, op, "dst " + dst.describe() + " and src " + src.describe() + " differ in dtype");
+  GRETA_EXPECT(dst.dtype == src.dtype, op, "dst " + dst.describe() + " and src " + src.describe() + " differ in dtype");
   const auto range = [](int64_t at, int64_t n) { return "[" + std::to_string(at) + ", " + std::to_string(at + n) + ")"; };
-  expect(count >= 0 && src_at >= 0 && src_at + count <= src.numel(), op,
+  GRETA_EXPECT(count >= 0 && src_at >= 0 && src_at + count <= src.numel(), op,
          "elements " + range(src_at, count) + " are outside src " + src.describe());
-  expect(dst_at >= 0 && dst_at + count <= dst.numel(), op, "elements " + range(dst_at, count) + " are outside dst " + dst.describe());
+  GRETA_EXPECT(dst_at >= 0 && dst_at + count <= dst.numel(), op, "elements " + range(dst_at, count) + " are outside dst " + dst.describe());
 }
 
 inline void check_topk(const Backend& b, const Tensor& x, int k) {
   const std::string op = "topk";
   expect_2d(x, op, "x");
   expect_act(b, x, op, "x");
-  expect(k >= 1 && k <= x.cols(), op, "k must be in [1, " + std::to_string(x.cols()) + "], got " + std::to_string(k));
+  GRETA_EXPECT(k >= 1 && k <= x.cols(), op, "k must be in [1, " + std::to_string(x.cols()) + "], got " + std::to_string(k));
 }
 
 inline void check_summarize(const Backend& b, const Tensor& x, int64_t row, const std::vector<int64_t>& sample) {
   const std::string op = "summarize";
   expect_2d(x, op, "x");
   expect_act(b, x, op, "x");
-  expect(row >= 0 && row < x.rows(), op, "row " + std::to_string(row) + " is outside [0, " + std::to_string(x.rows()) + ")");
+  GRETA_EXPECT(row >= 0 && row < x.rows(), op, "row " + std::to_string(row) + " is outside [0, " + std::to_string(x.rows()) + ")");
   for (int64_t i : sample)
-    expect(i >= 0 && i < x.cols(), op, "sample index " + std::to_string(i) + " is outside [0, " + std::to_string(x.cols()) + ")");
+    GRETA_EXPECT(i >= 0 && i < x.cols(), op, "sample index " + std::to_string(i) + " is outside [0, " + std::to_string(x.cols()) + ")");
 }
 
 }  // namespace greta
