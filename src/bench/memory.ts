@@ -59,7 +59,7 @@ export interface MemoryReport {
 const HELP = [
   'usage: npm run bench:memory -- [--runs N] [--backend cpu|hip|auto] [--model M] [--json]',
   '',
-  'Runs N traces (E1, p4_sys, layers 0 and last, every stage point) in one process through',
+  'Runs N traces (E1, p4_sys, every layer, the 10 stage points) in one process through',
   "the library API and checks that host RSS and the device's free memory after each run",
   `stay flat: after ${WARMUP_RUNS} warm-up runs, a least-squares line through the samples grows by`,
   `at most ${MEMORY_TOLERANCE * 100}% from the first run to the last.`,
