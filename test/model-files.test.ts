@@ -15,7 +15,7 @@ import { resolveTraceOptions } from '../src/options.js';
 import { PROMPT_NAMES } from '../src/prompts.js';
 import { runTrace, type TracePlan } from '../src/run.js';
 import { LLAMA3_TOKENIZER } from '../src/tokenizer.js';
-import { quantizeQ8_0, writeGguf } from './loaders/writers.js';
+import { f16ToNumber, quantizeQ8_0, writeGguf } from './loaders/writers.js';
 import { bf16ToF32, bytesOf, exportWeights, writeHfDir, type NamedTensor } from './hf-model.js';
 import { tempDir } from './helpers.js';
 
@@ -45,7 +45,17 @@ interface GgufTensor {
   data: Uint8Array;
 }
 
-function writeGgufModel(path: string, spec: SyntheticModelSpec, tensors: NamedTensor[], dtype: keyof typeof GGML, extra: GgufTensor[] = []): void {
+/** A tensor's storage: a GGML type, or F32 holding the f16 rounding of the bf16 values. */
+type Storage = keyof typeof GGML | 'F32_OF_F16';
+
+function writeGgufModel(
+  path: string,
+  spec: SyntheticModelSpec,
+  tensors: NamedTensor[],
+  dtype: keyof typeof GGML,
+  extra: GgufTensor[] = [],
+  typeOf: (name: string) => Storage | undefined = () => undefined,
+): void {
   const c = spec.config;
   const vocab = (llama3Tokenizer as unknown as { vocabById: string[] }).vocabById;
   const metadata = [
@@ -70,14 +80,15 @@ function writeGgufModel(path: string, spec: SyntheticModelSpec, tensors: NamedTe
     if (t.gguf.endsWith('attn_k.weight')) bits = permuteRows(bits, t.shape[0]!, t.shape[1]!, c.num_key_value_heads);
     const ne = [...t.shape].reverse();
     const is2d = t.shape.length === 2;
-    const type = dtype === 'Q8_0' && !is2d ? 'F32' : dtype; // llama.cpp keeps norms in F32
+    const type: Storage = typeOf(t.gguf) ?? (dtype === 'Q8_0' && !is2d ? 'F32' : dtype); // llama.cpp keeps norms in F32
     const f32 = bf16ToF32(bits);
     const data =
       type === 'BF16' ? bytesOf(bits)
       : type === 'F32' ? bytesOf(f32)
       : type === 'F16' ? bytesOf(Uint16Array.from(bits, (h) => BF16_TO_F16[h]!))
+      : type === 'F32_OF_F16' ? bytesOf(Float32Array.from(bits, (h) => f16ToNumber(BF16_TO_F16[h]!)))
       : quantizeQ8_0(f32);
-    return { name: t.gguf, ggmlType: GGML[type], ne, data };
+    return { name: t.gguf, ggmlType: GGML[type === 'F32_OF_F16' ? 'F32' : type], ne, data };
   });
   writeGguf(path, { version: 3, alignment: 32, metadata, tensors: [...gt, ...extra] });
 }
@@ -182,6 +193,28 @@ describe('model files', () => {
       top(run).forEach((rms, i) => expect(Math.abs(rms / top(plainReference)[i]! - 1)).toBeLessThan(dtype === 'F16' ? 1e-3 : 0.1));
     });
   }
+
+  // Q, K and V (gate and up) load into one stacked weight; parts of different
+  // dtypes are widened to f32 exactly. A model whose Q is bf16, K f32 and V
+  // f16 must give the bits of one stored all in f32 with the same values.
+  it('stacked projections whose parts differ in dtype: widened exactly, the same hashes as all-f32', () => {
+    const mixed = join(tempDir(), 'mixed.gguf');
+    const allF32 = join(tempDir(), 'f32.gguf');
+    writeGgufModel(mixed, plain, plainTensors, 'BF16', [], (name) =>
+      name.endsWith('attn_k.weight') || name.endsWith('ffn_up.weight') ? 'F32'
+      : name.endsWith('attn_v.weight') || name.endsWith('ffn_gate.weight') ? 'F16'
+      : undefined,
+    );
+    writeGgufModel(allF32, plain, plainTensors, 'F32', [], (name) =>
+      name.endsWith('attn_v.weight') || name.endsWith('ffn_gate.weight') ? 'F32_OF_F16' : undefined,
+    );
+    const model = ggufSource(mixed);
+    expect(model.weightDtype).toBe('mixed');
+    const run = trace(model, prompts);
+    expect(hashes(run)).toEqual(hashes(trace(ggufSource(allF32), prompts)));
+    // The f16 rounding of V and gate is visible, so the widening was not a no-op.
+    expect(hashes(run)).not.toEqual(hashes(plainReference));
+  });
 
   it('GGUF rope_freqs carry Llama 3 scaling to within f32 rounding', () => {
     const path = join(tempDir(), 'rope.gguf');

@@ -330,16 +330,12 @@ class CpuBackend final : public Backend {
   void matmul(const std::vector<Tensor>& outs, const Tensor& x, const Tensor& w) override {
     const int64_t m_len = x.rows(), k_len = x.cols(), n_len = w.rows();
     const A* xp = x.as<A>();
-    // Column n of the product goes to out s at column n - begin[s], stride width[s].
-    std::vector<int64_t> owner(static_cast<size_t>(n_len));
-    std::vector<int64_t> begin(outs.size());
-    for (size_t s = 0, n = 0; s < outs.size(); s++) {
-      begin[s] = static_cast<int64_t>(n);
-      for (int64_t c = 0; c < outs[s].cols(); c++) owner[n++] = static_cast<int64_t>(s);
-    }
+    // Column n of the product is column n - begin of the output whose columns hold it (at most 3 outputs).
     auto at = [&](int64_t m, int64_t n) -> A& {
-      const size_t s = static_cast<size_t>(owner[n]);
-      return outs[s].as<A>()[m * outs[s].cols() + n - begin[s]];
+      size_t s = 0;
+      int64_t begin = 0;
+      while (n - begin >= outs[s].cols()) begin += outs[s++].cols();
+      return outs[s].as<A>()[m * outs[s].cols() + n - begin];
     };
     const float* f16 = f16_table();
     with_weight<A>(w, [&](auto* wp) {

@@ -13,7 +13,6 @@ import { spawnSync } from 'node:child_process';
 import { closeSync, existsSync, mkdtempSync, openSync, readSync, rmSync, writeFileSync, writeSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { parseArgs } from 'node:util';
 import { plantFault } from '../faults.js';
 import { Engine, type Tap } from '../model/engine.js';
 import { SYNTHETIC_MODELS } from '../model/models.js';
@@ -21,7 +20,8 @@ import { paramCount } from '../model/source.js';
 import { WeightStreamer } from '../model/stream.js';
 import { syntheticWeights } from '../model/weights.js';
 import { readRange } from '../loaders/io.js';
-import { BACKEND_KINDS, createBackend, packageRoot, resolveBackendKind, type Backend, type BackendKind, type DType, type Tensor } from '../native.js';
+import { createBackend, packageRoot, type Backend, type BackendKind, type DType, type Tensor } from '../native.js';
+import { backendArg, intArg, median, parseBenchArgs, usage } from './args.js';
 import { PROMPTS, tokenize } from '../prompts.js';
 import { POINTS, STAGE_POINTS, type Point } from '../trace/points.js';
 import { StageTracer } from '../trace/tracer.js';
@@ -32,12 +32,6 @@ const L2_SPAN = 512 << 20;
 
 /** The seeds' layer list (B3.27 .. B3.41: GRETA_TRACE_STAGE_LAYERS), within the model's depth. */
 const SEED_LAYERS = [0, 1, 2, 15, 31];
-
-function median(xs: number[]): number {
-  const s = [...xs].sort((a, b) => a - b);
-  const m = s.length >> 1;
-  return s.length % 2 ? s[m]! : (s[m - 1]! + s[m]!) / 2;
-}
 
 /**
  * Median milliseconds of one call of fn. Each sample runs fn `inner` times and
@@ -467,40 +461,22 @@ const HELP = [
   'Exit codes: 0 ok, 1 a run failed, 2 bad input.',
 ].join('\n');
 
-function usage(message: string): never {
-  console.error(`gretacore: ${message}`);
-  process.exit(2);
-}
-
-let values: { reps?: string; backend?: string; json?: string; torch?: string; help?: boolean };
-try {
-  ({ values } = parseArgs({
-    options: {
-      reps: { type: 'string', default: '7' },
-      backend: { type: 'string', default: 'auto' },
-      json: { type: 'string' },
-      torch: { type: 'string', default: 'auto' },
-      help: { type: 'boolean' },
-    },
-    strict: true,
-  }));
-} catch (e) {
-  usage(`bench: ${(e as Error).message.split('\n')[0]!.replace(/\. To specify.*$/, '')} (see --help)`);
-}
-if (values.help) {
-  console.log(HELP);
-  process.exit(0);
-}
-const reps = Number(values.reps);
-if (!/^\d+$/.test(values.reps ?? '') || reps < 1) usage(`--reps: '${values.reps}' is not an integer >= 1`);
-if (values.backend !== 'auto' && !(BACKEND_KINDS as readonly string[]).includes(values.backend!)) {
-  usage(`--backend: unknown backend '${values.backend}' (allowed: auto, ${BACKEND_KINDS.join(', ')})`);
-}
+const values = parseBenchArgs(
+  'bench',
+  {
+    reps: { type: 'string', default: '7' },
+    backend: { type: 'string', default: 'auto' },
+    json: { type: 'string' },
+    torch: { type: 'string', default: 'auto' },
+  },
+  HELP,
+) as { reps: string; backend: string; json?: string; torch: string };
+const reps = intArg('reps', values.reps, 1);
 if (values.torch !== 'auto' && values.torch !== 'off') usage(`--torch: '${values.torch}' is not a mode (allowed: auto, off)`);
 if (values.json !== undefined && (values.json === '' || !existsSync(join(values.json, '..')))) {
   usage(`--json: '${values.json}' is not a file in an existing directory`);
 }
-const kind = resolveBackendKind(values.backend as BackendKind | 'auto');
+const kind = backendArg(values.backend);
 const b = createBackend(kind);
 const copy = copyRate(b, reps);
 const report: BenchReport = {

@@ -18,9 +18,9 @@
 import { mkdtempSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { parseArgs } from 'node:util';
 import { trace } from '../index.js';
-import { BACKEND_KINDS, createBackend, resolveBackendKind, type BackendKind } from '../native.js';
+import { createBackend, type BackendKind } from '../native.js';
+import { backendArg, intArg, median, parseBenchArgs } from './args.js';
 
 /** Runs before the baseline: the allocators and the JIT settle in these. */
 export const WARMUP_RUNS = 10;
@@ -73,11 +73,6 @@ const HELP = [
   'Exit codes: 0 flat, 1 memory grew, 2 bad input.',
 ].join('\n');
 
-function usage(message: string): never {
-  console.error(`gretacore: ${message}`);
-  process.exit(2);
-}
-
 /** The least-squares line through (run, value): its change over the runs, relative to its value at the first (signed). */
 function trendDrift(samples: MemorySample[], get: (s: MemorySample) => number): number {
   const n = samples.length;
@@ -93,12 +88,6 @@ function trendDrift(samples: MemorySample[], get: (s: MemorySample) => number): 
   const first = samples[0]!.run;
   const start = my + slope * (first - mx);
   return (slope * (samples[n - 1]!.run - first)) / start;
-}
-
-function median(xs: number[]): number {
-  const s = [...xs].sort((a, b) => a - b);
-  const m = s.length >> 1;
-  return s.length % 2 ? s[m]! : (s[m - 1]! + s[m]!) / 2;
 }
 
 /** Collects garbage (when node runs with --expose-gc) and lets the finalizers it queued run. */
@@ -160,33 +149,18 @@ export async function memoryRuns(
 }
 
 async function main(): Promise<void> {
-  let values: { runs?: string; backend?: string; model?: string; json?: boolean; help?: boolean };
-  try {
-    ({ values } = parseArgs({
-      options: {
-        runs: { type: 'string', default: '1000' },
-        backend: { type: 'string', default: 'auto' },
-        model: { type: 'string', default: 'synthetic:tiny' },
-        json: { type: 'boolean' },
-        help: { type: 'boolean' },
-      },
-      strict: true,
-    }));
-  } catch (e) {
-    usage(`bench:memory: ${(e as Error).message.split('\n')[0]!.replace(/\. To specify.*$/, '')} (see --help)`);
-  }
-  if (values.help) {
-    console.log(HELP);
-    return;
-  }
-  const runs = Number(values.runs);
-  if (!/^\d+$/.test(values.runs ?? '') || runs < WARMUP_RUNS + 2 * WINDOW) {
-    usage(`--runs: '${values.runs}' is not an integer >= ${WARMUP_RUNS + 2 * WINDOW}`);
-  }
-  if (values.backend !== 'auto' && !(BACKEND_KINDS as readonly string[]).includes(values.backend!)) {
-    usage(`--backend: unknown backend '${values.backend}' (allowed: auto, ${BACKEND_KINDS.join(', ')})`);
-  }
-  const kind = resolveBackendKind(values.backend as BackendKind | 'auto');
+  const values = parseBenchArgs(
+    'bench:memory',
+    {
+      runs: { type: 'string', default: '1000' },
+      backend: { type: 'string', default: 'auto' },
+      model: { type: 'string', default: 'synthetic:tiny' },
+      json: { type: 'boolean' },
+    },
+    HELP,
+  ) as { runs: string; backend: string; model: string; json?: boolean };
+  const runs = intArg('runs', values.runs, WARMUP_RUNS + 2 * WINDOW);
+  const kind = backendArg(values.backend);
   const mb = (b: number) => (b / 2 ** 20).toFixed(1) + ' MiB';
   const r = await memoryRuns(kind, values.model!, runs, (s) => {
     if (!values.json && (s.run === WARMUP_RUNS || s.run % 100 === 0)) {

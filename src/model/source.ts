@@ -301,7 +301,9 @@ function widenToF32(dtype: WeightDType, cols: number): RowStage {
       const n = rows * cols;
       for (let i = 0; i < n; i++) {
         const h = src.readUInt16LE(2 * i);
-        dst.writeFloatLE(dtype === 'bf16' ? new Float32Array(new Uint32Array([h << 16]).buffer)[0]! : f16ToNumber(h), 4 * i);
+        // bf16 is the top half of an f32's bits; f16 decodes exactly to a number f32 holds.
+        if (dtype === 'bf16') dst.writeUInt32LE(h * 0x10000, 4 * i);
+        else dst.writeFloatLE(f16ToNumber(h), 4 * i);
       }
     },
   };
