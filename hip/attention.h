@@ -30,6 +30,9 @@
 #include "common.h"
 
 // Bytes of `partials` greta_attention needs for M rows over at most max_keys keys.
+// max_keys sizes the launch: at least every row's pos + 1, and may be more (a
+// graph's launch covers the cache); each row reads its own key count from pos
+// on the device, so the bits do not depend on it.
 size_t greta_attention_scratch_bytes(int64_t M, int n_heads, int head_dim, int64_t max_keys);
 
 hipError_t greta_attention(float* out, const float* q, const float* k_cache, const float* v_cache, const int32_t* pos,

@@ -438,10 +438,11 @@ __global__ void GRETA_LAUNCH_BOUNDS(BLOCK, MIN_BLOCKS) attention_chunks_kernel(
   const int64_t units = static_cast<int64_t>(n_kv_heads) * g.quads;
   // Neighbouring blocks take the KV heads of one chunk: the rows they read lie together.
   const int64_t c = static_cast<int64_t>(blockIdx.x) / units;
-  const Heads hs = heads_of(static_cast<int64_t>(blockIdx.x) % units, g);
-  load_q(sm.q, q, hs, g);
   const int64_t n_keys = static_cast<int64_t>(pos[0]) + 1;
   const int64_t nc = (n_keys + KEY_CHUNK - 1) / KEY_CHUNK;
+  if (c >= nc) return;  // a launch for more keys than this row has (a graph's)
+  const Heads hs = heads_of(static_cast<int64_t>(blockIdx.x) % units, g);
+  load_q(sm.q, q, hs, g);
   const int64_t c0 = c * KEY_CHUNK;
   const int len = static_cast<int>(n_keys - c0 < KEY_CHUNK ? n_keys - c0 : KEY_CHUNK);
   Run<D> part[QUAD];
@@ -480,6 +481,7 @@ __global__ void __launch_bounds__(BLOCK) attention_merge_chunks_kernel(
   const int64_t nc = (static_cast<int64_t>(pos[0]) + KEY_CHUNK) / KEY_CHUNK;
   const int64_t ng = (nc + CHUNKS_PER_GROUP - 1) / CHUNKS_PER_GROUP;
   const int64_t rf = rec_floats(head_dim);
+  if (gi >= ng) return;
   const int64_t c_end = (gi + 1) * CHUNKS_PER_GROUP < nc ? (gi + 1) * CHUNKS_PER_GROUP : nc;
   Run<D> s;
   init(s);
@@ -498,6 +500,7 @@ __global__ void __launch_bounds__(BLOCK) attention_merge_groups_kernel(float* __
   const int h = static_cast<int>(blockIdx.x);
   const int64_t nc = (static_cast<int64_t>(pos[0]) + KEY_CHUNK) / KEY_CHUNK;
   const int64_t ng = (nc + CHUNKS_PER_GROUP - 1) / CHUNKS_PER_GROUP;
+  if (ng == 1) return;  // the chunks' merge wrote the output
   const int64_t rf = rec_floats(head_dim);
   Run<D> s;
   init(s);

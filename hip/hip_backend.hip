@@ -1,13 +1,16 @@
 // The HIP backend: the op contract of native/backend.h on a GPU. Tensors live
 // in device memory; every HIP call is checked and a failure becomes a
 // GretaError naming the op and the HIP error, which the addon turns into a JS
-// exception. Kernels run in order on the default stream; copies back to the
-// host synchronise, so a kernel fault surfaces at the next copy at the latest.
+// exception. Kernels run in order on the backend's stream, a blocking one, so
+// the synchronous copies (on the null stream) wait for them; copies back to
+// the host synchronise, so a kernel fault surfaces at the next copy at the
+// latest. A decode step can be captured as a graph and replayed (HipGraph).
 #include "hip_backend.h"
 
 #include <algorithm>
 #include <cmath>
 #include <cstring>
+#include <memory>
 #include <string>
 #include <vector>
 
@@ -43,22 +46,20 @@ struct DeviceStorage : Storage {
   }
 };
 
-// A device buffer that grows and is reused for small per-call inputs.
+// A device buffer that grows and is reused for small per-call inputs. A graph
+// that recorded a buffer keeps it (Graph::keep), so growing never frees memory
+// a replay still uses.
 struct Scratch {
-  void* ptr = nullptr;
-  size_t cap = 0;
+  std::shared_ptr<DeviceStorage> buf;
   void* get(size_t bytes, const char* op) {
-    if (bytes > cap) {
-      if (ptr) (void)hipFree(ptr);
-      ptr = nullptr;
-      cap = 0;
-      check(hipMalloc(&ptr, bytes), std::string(op) + ": scratch");
-      cap = bytes;
+    if (!buf || bytes > buf->bytes) {
+      buf.reset();
+      auto s = std::make_shared<DeviceStorage>();
+      check(hipMalloc(&s->data, bytes), std::string(op) + ": scratch");
+      s->bytes = bytes;
+      buf = std::move(s);
     }
-    return ptr;
-  }
-  ~Scratch() {
-    if (ptr) (void)hipFree(ptr);
+    return buf->data;
   }
 };
 
@@ -71,17 +72,17 @@ struct Scratch {
 // layer take the call's positions) reuse the slot already on the device.
 class IntRing {
  public:
-  const int32_t* put(const int32_t* src, int64_t n, const char* op) {
+  const int32_t* put(const int32_t* src, int64_t n, const char* op, hipStream_t stream) {
     const size_t count = static_cast<size_t>(n);
     if (last_ && count == last_count_ && std::memcmp(host_ + (last_ - dev_), src, count * 4) == 0) return last_;
     const size_t slot = (count + ALIGN - 1) / ALIGN * ALIGN;  // keeps every slot 16-byte aligned
-    if (slot > cap_) grow(slot, op);
+    if (slot > cap_) grow(slot, op, stream);
     if (used_ + slot > cap_) {
-      check(hipStreamSynchronize(0), std::string(op) + ": drain the index ring");
+      check(hipStreamSynchronize(stream), std::string(op) + ": drain the index ring");
       used_ = 0;
     }
     std::memcpy(host_ + used_, src, count * 4);
-    check(hipMemcpyAsync(dev_ + used_, host_ + used_, count * 4, hipMemcpyHostToDevice, 0),
+    check(hipMemcpyAsync(dev_ + used_, host_ + used_, count * 4, hipMemcpyHostToDevice, stream),
           std::string(op) + ": copy indices");
     last_ = dev_ + used_;
     last_count_ = count;
@@ -99,8 +100,8 @@ class IntRing {
   const int32_t* last_ = nullptr;  // the latest slot and its length, while it is in the ring
   size_t last_count_ = 0;
 
-  void grow(size_t need, const char* op) {
-    check(hipStreamSynchronize(0), std::string(op) + ": drain the index ring");
+  void grow(size_t need, const char* op, hipStream_t stream) {
+    check(hipStreamSynchronize(stream), std::string(op) + ": drain the index ring");
     release();
     const size_t cap = std::max(need, MIN_CAP);
     check(hipHostMalloc(reinterpret_cast<void**>(&host_), cap * 4, hipHostMallocDefault), std::string(op) + ": index ring");
@@ -116,6 +117,51 @@ class IntRing {
     cap_ = used_ = 0;
     last_ = nullptr;
   }
+};
+
+// A captured op sequence. Its index inputs live in one device buffer that the
+// recorded ops read; a launch stages the new values in page-locked memory and
+// copies them in stream order ahead of the graph. The staging is rewritten
+// only once the previous launch's copy has read it.
+class HipGraph final : public Graph {
+ public:
+  HipGraph(hipStream_t stream, hipGraph_t graph, hipGraphExec_t exec, std::shared_ptr<DeviceStorage> inputs,
+           std::vector<size_t> offsets, size_t total)
+      : stream_(stream), graph_(graph), exec_(exec), inputs_(std::move(inputs)), offsets_(std::move(offsets)), total_(total) {
+    check(hipGraphGetNodes(graph_, nullptr, &nodes_), "captureGraph: count nodes");
+    check(hipHostMalloc(reinterpret_cast<void**>(&staging_), std::max<size_t>(total_, 1) * 4, hipHostMallocDefault),
+          "captureGraph: input staging");
+    check(hipEventCreateWithFlags(&staged_, hipEventDisableTiming), "captureGraph: event");
+  }
+  ~HipGraph() override {
+    // A launch in flight still reads the inputs and the storage kept alive.
+    (void)hipStreamSynchronize(stream_);
+    if (staged_) (void)hipEventDestroy(staged_);
+    if (staging_) (void)hipHostFree(staging_);
+    (void)hipGraphExecDestroy(exec_);
+    (void)hipGraphDestroy(graph_);
+  }
+  void launch(const std::vector<const int32_t*>& inputs) override {
+    check(hipEventSynchronize(staged_), "graph launch: staging");
+    for (size_t i = 0; i < inputs.size(); i++)
+      std::memcpy(staging_ + offsets_[i], inputs[i], static_cast<size_t>(input_counts[i]) * 4);
+    if (total_)
+      check(hipMemcpyAsync(inputs_->data, staging_, total_ * 4, hipMemcpyHostToDevice, stream_), "graph launch: inputs");
+    check(hipEventRecord(staged_, stream_), "graph launch: staging");
+    check(hipGraphLaunch(exec_, stream_), "graph launch");
+  }
+  size_t nodes() const override { return nodes_; }
+
+ private:
+  hipStream_t stream_;
+  hipGraph_t graph_;
+  hipGraphExec_t exec_;
+  std::shared_ptr<DeviceStorage> inputs_;
+  std::vector<size_t> offsets_;  // in ints, per input
+  size_t total_;
+  size_t nodes_ = 0;
+  int32_t* staging_ = nullptr;
+  hipEvent_t staged_ = nullptr;
 };
 
 int weight_type(const Tensor& w, const char* op) {
@@ -146,6 +192,13 @@ class HipBackend final : public Backend {
 #endif
     desc_ = std::string(p.name) + " (" + arch + ", " + std::to_string(p.totalGlobalMem >> 20) + " MiB, wave " +
             std::to_string(GRETA_WAVE_SIZE) + ", " + GRETA_VENDOR + ")";
+    // A stream of our own: the null stream cannot be captured.
+    check(hipStreamCreate(&stream_), "hip: create stream");
+  }
+  ~HipBackend() override {
+    capture_abort();
+    (void)hipStreamSynchronize(stream_);
+    (void)hipStreamDestroy(stream_);
   }
 
   std::string name() const override { return "hip"; }
@@ -174,18 +227,19 @@ class HipBackend final : public Backend {
   }
 
   void upload(const Tensor& dst, size_t offset, const void* src, size_t bytes) override {
-    check(hipMemcpy(static_cast<uint8_t*>(dst.ptr()) + offset, src, bytes, hipMemcpyHostToDevice),
-          "upload " + dst.describe());
+    not_capturing("upload");
+    copy_sync(static_cast<uint8_t*>(dst.ptr()) + offset, src, bytes, hipMemcpyHostToDevice, "upload " + dst.describe());
   }
 
   void download(const Tensor& src, void* dst) override {
-    check(hipMemcpy(dst, src.ptr(), src.bytes(), hipMemcpyDeviceToHost), "download " + src.describe());
+    not_capturing("download");
+    copy_sync(dst, src.ptr(), src.bytes(), hipMemcpyDeviceToHost, "download " + src.describe());
   }
 
   void copy(const Tensor& dst, int64_t dst_at, const Tensor& src, int64_t src_at, int64_t count) override {
     const size_t e = dtype_size(src.dtype);
     check(hipMemcpyAsync(static_cast<char*>(dst.ptr()) + dst_at * e, static_cast<const char*>(src.ptr()) + src_at * e, count * e,
-                         hipMemcpyDeviceToDevice, 0),
+                         hipMemcpyDeviceToDevice, stream_),
           "copy " + src.describe());
   }
 
@@ -200,18 +254,18 @@ class HipBackend final : public Backend {
 
   void fill_uniform(const Tensor& t, uint64_t seed, double scale, double offset) override {
     if (t.dtype == DType::F64) throw GretaError("EINVAL", "fillUniform: f64 tensors are not supported on hip");
-    check(greta_fill_uniform(t.ptr(), static_cast<int>(t.dtype), t.numel(), seed, scale, offset, 0), "fillUniform");
+    check(greta_fill_uniform(t.ptr(), static_cast<int>(t.dtype), t.numel(), seed, scale, offset, stream_), "fillUniform");
   }
 
   void embedding(const Tensor& out, const Tensor& table, const int32_t* ids) override {
     const int32_t* d_ids = ints(ids, out.rows(), "embedding");
-    check(greta_embedding(out.as<float>(), table.ptr(), weight_type(table, "embedding"), d_ids, out.rows(), out.cols(), 0),
+    check(greta_embedding(out.as<float>(), table.ptr(), weight_type(table, "embedding"), d_ids, out.rows(), out.cols(), stream_),
           "embedding");
   }
 
   void rmsnorm(const Tensor& out, const Tensor& x, const Tensor& w, double eps) override {
     check(greta_rmsnorm(out.as<float>(), x.as<float>(), w.ptr(), weight_type(w, "rmsnorm"), x.rows(), x.cols(),
-                        static_cast<float>(eps), 0),
+                        static_cast<float>(eps), stream_),
           "rmsnorm");
   }
 
@@ -222,23 +276,38 @@ class HipBackend final : public Backend {
       o.ptr[o.count] = t.as<float>();
       o.end[o.count++] = end += t.cols();
     }
-    check(greta_matmul(o, x.as<float>(), w.ptr(), weight_type(w, "matmul"), x.rows(), w.rows(), x.cols(), 0), "matmul");
+    check(greta_matmul(o, x.as<float>(), w.ptr(), weight_type(w, "matmul"), x.rows(), w.rows(), x.cols(), stream_), "matmul");
   }
 
   void matmul_variant(const Tensor& out, const Tensor& x, const Tensor& w, MatmulVariant v) override {
     check(greta_matmul_variant(out.as<float>(), x.as<float>(), w.ptr(), weight_type(w, "matmulVariant"), x.rows(), w.rows(),
-                               x.cols(), static_cast<int>(v), 0),
+                               x.cols(), static_cast<int>(v), stream_),
           "matmulVariant");
   }
 
-  void rope(const Tensor& x, const int32_t* pos, const Tensor& inv_freq, int n_heads, int head_dim) override {
-    const int32_t* d_pos = ints(pos, x.rows(), "rope");
-    check(greta_rope(x.as<float>(), d_pos, inv_freq.as<float>(), x.rows(), n_heads, head_dim, 0), "rope");
+  void rope(const std::vector<Tensor>& xs, const int32_t* pos, const Tensor& inv_freq, int head_dim) override {
+    const int32_t* d_pos = ints(pos, xs[0].rows(), "rope");
+    for (size_t i = 0; i < xs.size(); i += GRETA_ROPE_MAX) {
+      GretaRopeTargets t{};
+      for (; t.count < GRETA_ROPE_MAX && i + t.count < xs.size(); t.count++) {
+        t.x[t.count] = xs[i + t.count].as<float>();
+        t.heads[t.count] = static_cast<int>(xs[i + t.count].cols() / head_dim);
+      }
+      check(greta_rope(t, d_pos, inv_freq.as<float>(), xs[0].rows(), head_dim, stream_), "rope");
+    }
   }
 
-  void kv_write(const Tensor& cache, const Tensor& src, const int32_t* pos) override {
-    const int32_t* d_pos = ints(pos, src.rows(), "kvWrite");
-    check(greta_kv_write(cache.as<float>(), src.as<float>(), d_pos, src.rows(), src.cols(), 0), "kvWrite");
+  void kv_write(const std::vector<Tensor>& caches, const std::vector<Tensor>& srcs, const int32_t* pos) override {
+    const int32_t* d_pos = ints(pos, srcs[0].rows(), "kvWrite");
+    for (size_t i = 0; i < srcs.size(); i += GRETA_KV_WRITE_MAX) {
+      GretaKvWrites w{};
+      for (; w.count < GRETA_KV_WRITE_MAX && i + w.count < srcs.size(); w.count++) {
+        w.cache[w.count] = caches[i + w.count].as<float>();
+        w.src[w.count] = srcs[i + w.count].as<float>();
+        w.width[w.count] = srcs[i + w.count].cols();
+      }
+      check(greta_kv_write(w, d_pos, srcs[0].rows(), stream_), "kvWrite");
+    }
   }
 
   void attention(const Tensor& out, const Tensor& q, const Tensor& k_cache, const Tensor& v_cache, const int32_t* pos,
@@ -247,12 +316,15 @@ class HipBackend final : public Backend {
     const int32_t* d_pos = ints(pos, q.rows(), "attention");
     int64_t max_keys = 0;
     for (int64_t m = 0; m < q.rows(); m++) max_keys = std::max<int64_t>(max_keys, static_cast<int64_t>(pos[m]) + 1);
+    // A graph replays at other positions: its launch covers the cache, and
+    // each row's blocks past its own keys do nothing.
+    if (capture_) max_keys = k_cache.rows();
     const size_t bytes = greta_attention_scratch_bytes(q.rows(), n_heads, head_dim, max_keys);
-    float* partials = bytes ? static_cast<float*>(scratch_work_.get(bytes, "attention")) : nullptr;
+    float* partials = bytes ? static_cast<float*>(scratch(scratch_work_, bytes, "attention")) : nullptr;
     const float custom_scale = opt.scale ? static_cast<float>(*opt.scale) : 0.f;
     check(greta_attention(out.as<float>(), q.as<float>(), k_cache.as<float>(), v_cache.as<float>(), d_pos, q.rows(),
                           n_heads, n_kv_heads, head_dim, max_keys, opt.scale ? &custom_scale : nullptr, opt.key_chunk,
-                          partials, 0),
+                          partials, stream_),
           "attention");
   }
 
@@ -260,56 +332,59 @@ class HipBackend final : public Backend {
                        const Tensor& v_cache, int32_t pos, int n_heads, int n_kv_heads, int head_dim,
                        const AttentionOptions& opt) override {
     if (head_dim > 256) throw GretaError("EINVAL", "attentionProbe: head_dim " + std::to_string(head_dim) + " > 256 is not supported on hip");
+    not_capturing("attentionProbe");  // its position is a host value
     float* factors = static_cast<float*>(
         scratch_work_.get(greta_attention_probe_scratch_bytes(n_heads, pos, opt.key_chunk), "attentionProbe"));
     const float custom_scale = opt.scale ? static_cast<float>(*opt.scale) : 0.f;
     check(greta_attention_probe(scores.as<float>(), probs.as<float>(), pv.as<float>(), q.as<float>(), k_cache.as<float>(),
                                 v_cache.as<float>(), pos, n_heads, n_kv_heads, head_dim, opt.scale ? &custom_scale : nullptr,
-                                opt.key_chunk, factors, 0),
+                                opt.key_chunk, factors, stream_),
           "attentionProbe");
   }
 
   void silu_mul(const Tensor& out, const Tensor& gate, const Tensor& up) override {
-    check(greta_silu_mul(out.as<float>(), gate.as<float>(), up.as<float>(), out.numel(), 0), "siluMul");
+    check(greta_silu_mul(out.as<float>(), gate.as<float>(), up.as<float>(), out.numel(), stream_), "siluMul");
   }
 
   void add(const Tensor& out, const Tensor& a, const Tensor& b) override {
-    check(greta_add(out.as<float>(), a.as<float>(), b.as<float>(), out.numel(), 0), "add");
+    check(greta_add(out.as<float>(), a.as<float>(), b.as<float>(), out.numel(), stream_), "add");
   }
 
   void add_rmsnorm(const Tensor& sum, const Tensor& out, const Tensor& a, const Tensor& b, const Tensor& w,
                    double eps) override {
     check(greta_add_rmsnorm(sum.as<float>(), out.as<float>(), a.as<float>(), b.as<float>(), w.ptr(),
-                            weight_type(w, "addRmsnorm"), a.rows(), a.cols(), static_cast<float>(eps), 0),
+                            weight_type(w, "addRmsnorm"), a.rows(), a.cols(), static_cast<float>(eps), stream_),
           "addRmsnorm");
   }
 
   void topk(const Tensor& x, int k, int32_t* ids, double* values) override {
+    not_capturing("topk");
     const size_t n = static_cast<size_t>(x.rows()) * k;
     char* buf = static_cast<char*>(scratch_out_.get(n * 8, "topk"));
     int32_t* d_ids = reinterpret_cast<int32_t*>(buf);
     float* d_vals = reinterpret_cast<float*>(buf + n * 4);
-    check(greta_topk(x.as<float>(), x.rows(), x.cols(), k, d_ids, d_vals, 0), "topk");
+    check(greta_topk(x.as<float>(), x.rows(), x.cols(), k, d_ids, d_vals, stream_), "topk");
     std::vector<float> vals(n);
-    check(hipMemcpy(ids, d_ids, n * 4, hipMemcpyDeviceToHost), "topk: copy ids");
-    check(hipMemcpy(vals.data(), d_vals, n * 4, hipMemcpyDeviceToHost), "topk: copy values");
+    copy_sync(ids, d_ids, n * 4, hipMemcpyDeviceToHost, "topk: copy ids");
+    copy_sync(vals.data(), d_vals, n * 4, hipMemcpyDeviceToHost, "topk: copy values");
     for (size_t i = 0; i < n; i++) values[i] = vals[i];
   }
 
   RowSummary summarize(const Tensor& x, int64_t row, const std::vector<int64_t>& sample) override {
+    not_capturing("summarize");
     const size_t ns = sample.size();
     char* in = static_cast<char*>(scratch_in_.get(ns * 8 + 8, "summarize"));
-    if (ns) check(hipMemcpy(in, sample.data(), ns * 8, hipMemcpyHostToDevice), "summarize: sample indices");
+    if (ns) copy_sync(in, sample.data(), ns * 8, hipMemcpyHostToDevice, "summarize: sample indices");
     char* outb = static_cast<char*>(scratch_out_.get(sizeof(GretaSummary) + ns * 4 + 4, "summarize"));
     GretaSummary* d_sum = reinterpret_cast<GretaSummary*>(outb);
     float* d_sample = reinterpret_cast<float*>(outb + sizeof(GretaSummary));
     const float* r = x.as<float>() + row * x.cols();
-    check(greta_summarize(r, x.cols(), reinterpret_cast<const int64_t*>(in), static_cast<int>(ns), d_sum, d_sample, 0),
+    check(greta_summarize(r, x.cols(), reinterpret_cast<const int64_t*>(in), static_cast<int>(ns), d_sum, d_sample, stream_),
           "summarize");
     GretaSummary h;
     std::vector<float> hs(ns);
-    check(hipMemcpy(&h, d_sum, sizeof h, hipMemcpyDeviceToHost), "summarize: copy back");
-    if (ns) check(hipMemcpy(hs.data(), d_sample, ns * 4, hipMemcpyDeviceToHost), "summarize: copy sample");
+    copy_sync(&h, d_sum, sizeof h, hipMemcpyDeviceToHost, "summarize: copy back");
+    if (ns) copy_sync(hs.data(), d_sample, ns * 4, hipMemcpyDeviceToHost, "summarize: copy sample");
     RowSummary s;
     s.nan = static_cast<int64_t>(h.nan);
     s.inf = static_cast<int64_t>(h.inf);
@@ -326,12 +401,89 @@ class HipBackend final : public Backend {
     return s;
   }
 
+  bool can_capture() const override { return true; }
+
+  void capture_begin(const std::vector<IntSpan>& inputs) override {
+    if (capture_) throw GretaError("EINVAL", "captureGraph: a capture is already under way");
+    auto c = std::make_unique<Capture>();
+    c->inputs = inputs;
+    for (const IntSpan& in : inputs) {
+      c->offsets.push_back(c->total);
+      c->total += (static_cast<size_t>(in.count) + 3) / 4 * 4;  // 16-byte aligned slots
+    }
+    c->dev = std::make_shared<DeviceStorage>();
+    c->dev->bytes = std::max<size_t>(c->total, 1) * 4;
+    check(hipMalloc(&c->dev->data, c->dev->bytes), "captureGraph: inputs");
+    // Relaxed: the ops may still grow their scratch (hipMalloc) while recorded.
+    check(hipStreamBeginCapture(stream_, hipStreamCaptureModeRelaxed), "captureGraph: begin");
+    capture_ = std::move(c);
+  }
+
+  std::shared_ptr<Graph> capture_end() override {
+    if (!capture_) throw GretaError("EINVAL", "captureGraph: not capturing");
+    std::unique_ptr<Capture> c = std::move(capture_);
+    hipGraph_t graph = nullptr;
+    check(hipStreamEndCapture(stream_, &graph), "captureGraph: end");
+    hipGraphExec_t exec = nullptr;
+    hipError_t e = hipGraphInstantiateWithFlags(&exec, graph, 0);
+    if (e != hipSuccess) {
+      (void)hipGraphDestroy(graph);
+      check(e, "captureGraph: instantiate");
+    }
+    auto g = std::make_shared<HipGraph>(stream_, graph, exec, c->dev, c->offsets, c->total);
+    for (const IntSpan& in : c->inputs) g->input_counts.push_back(in.count);
+    g->keep = std::move(c->keep);
+    return g;
+  }
+
+  void capture_abort() override {
+    if (!capture_) return;
+    capture_.reset();
+    hipGraph_t graph = nullptr;
+    if (hipStreamEndCapture(stream_, &graph) == hipSuccess && graph) (void)hipGraphDestroy(graph);
+    (void)hipGetLastError();
+  }
+
  private:
+  // What a capture under way records besides the graph: its index inputs
+  // (matched by host address), their device slots, and the scratch it used.
+  struct Capture {
+    std::vector<IntSpan> inputs;
+    std::vector<size_t> offsets;
+    size_t total = 0;
+    std::shared_ptr<DeviceStorage> dev;
+    std::vector<std::shared_ptr<Storage>> keep;
+  };
+
   std::string desc_;
+  hipStream_t stream_ = nullptr;
   Scratch scratch_in_, scratch_out_, scratch_work_;
   IntRing ints_;
+  std::unique_ptr<Capture> capture_;
 
-  const int32_t* ints(const int32_t* host, int64_t n, const char* op) { return ints_.put(host, n, op); }
+  const int32_t* ints(const int32_t* host, int64_t n, const char* op) {
+    if (!capture_) return ints_.put(host, n, op, stream_);
+    for (size_t i = 0; i < capture_->inputs.size(); i++)
+      if (capture_->inputs[i].data == host && capture_->inputs[i].count == n)
+        return static_cast<const int32_t*>(capture_->dev->data) + capture_->offsets[i];
+    throw GretaError("EINVAL", std::string(op) + ": in a graph capture, index arrays must be the graph's inputs");
+  }
+
+  void* scratch(Scratch& s, size_t bytes, const char* op) {
+    void* p = s.get(bytes, op);
+    if (capture_) capture_->keep.push_back(s.buf);
+    return p;
+  }
+
+  // A copy to or from the host, in stream order, finished when it returns.
+  void copy_sync(void* dst, const void* src, size_t bytes, hipMemcpyKind kind, const std::string& op) {
+    check(hipMemcpyAsync(dst, src, bytes, kind, stream_), op);
+    check(hipStreamSynchronize(stream_), op);
+  }
+
+  void not_capturing(const char* op) const {
+    if (capture_) throw GretaError("EINVAL", std::string(op) + ": not allowed in a graph capture (it needs the host)");
+  }
 };
 
 }  // namespace

@@ -3,15 +3,22 @@
 namespace {
 using namespace greta_hip;
 
-__global__ void kv_write_kernel(float* cache, const float* src, const int32_t* pos, int64_t M, int64_t D) {
+__global__ void kv_write_kernel(GretaKvWrites w, const int32_t* pos, int64_t M) {
+  int64_t all = 0;
+  for (int k = 0; k < w.count; k++) all += w.width[k];
   const int64_t i = global_id();
-  if (i >= M * D) return;
-  const int64_t m = i / D, d = i % D;
-  cache[static_cast<int64_t>(pos[m]) * D + d] = src[i];
+  if (i >= M * all) return;
+  const int64_t m = i / all;
+  int64_t d = i % all;
+  int k = 0;
+  while (d >= w.width[k]) d -= w.width[k++];  // the pair this element belongs to
+  w.cache[k][static_cast<int64_t>(pos[m]) * w.width[k] + d] = w.src[k][m * w.width[k] + d];
 }
 }  // namespace
 
-hipError_t greta_kv_write(float* cache, const float* src, const int32_t* pos, int64_t M, int64_t D, hipStream_t stream) {
-  hipLaunchKernelGGL(kv_write_kernel, dim3(elementwise_blocks(M * D)), dim3(ELEMENTWISE_BLOCK), 0, stream, cache, src, pos, M, D);
+hipError_t greta_kv_write(const GretaKvWrites& w, const int32_t* pos, int64_t M, hipStream_t stream) {
+  int64_t all = 0;
+  for (int k = 0; k < w.count; k++) all += w.width[k];
+  hipLaunchKernelGGL(kv_write_kernel, dim3(elementwise_blocks(M * all)), dim3(ELEMENTWISE_BLOCK), 0, stream, w, pos, M);
   return hipGetLastError();
 }

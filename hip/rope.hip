@@ -3,17 +3,21 @@
 namespace {
 using namespace greta_hip;
 
-__global__ void rope_kernel(float* x, const int32_t* pos, const float* inv_freq, int64_t M, int n_heads, int head_dim) {
+__global__ void rope_kernel(GretaRopeTargets t, const int32_t* pos, const float* inv_freq, int64_t M, int head_dim) {
   const int half = head_dim / 2;
+  int all_heads = 0;
+  for (int k = 0; k < t.count; k++) all_heads += t.heads[k];
   const int64_t i = global_id();
-  if (i >= M * n_heads * half) return;
-  const int64_t m = i / (static_cast<int64_t>(n_heads) * half);
-  const int h = static_cast<int>((i / half) % n_heads);
+  if (i >= M * all_heads * half) return;
+  const int64_t m = i / (static_cast<int64_t>(all_heads) * half);
+  int h = static_cast<int>((i / half) % all_heads);
   const int j = static_cast<int>(i % half);
+  int k = 0;
+  while (h >= t.heads[k]) h -= t.heads[k++];  // the tensor this head belongs to
   // Precise sinf/cosf (not the fast intrinsics), as the CPU backend computes.
   const float angle = static_cast<float>(pos[m]) * inv_freq[j];
   const float c = cosf(angle), s = sinf(angle);
-  float* hp = x + m * static_cast<int64_t>(n_heads) * head_dim + static_cast<int64_t>(h) * head_dim;
+  float* hp = t.x[k] + m * static_cast<int64_t>(t.heads[k]) * head_dim + static_cast<int64_t>(h) * head_dim;
   const float x1 = hp[j], x2 = hp[j + half];
   // Each rotation is one rounded product and one fma, written out: the form
   // nvcc's default contraction gave these lines, now the same on every vendor.
@@ -22,9 +26,11 @@ __global__ void rope_kernel(float* x, const int32_t* pos, const float* inv_freq,
 }
 }  // namespace
 
-hipError_t greta_rope(float* x, const int32_t* pos, const float* inv_freq, int64_t M, int n_heads, int head_dim,
+hipError_t greta_rope(const GretaRopeTargets& t, const int32_t* pos, const float* inv_freq, int64_t M, int head_dim,
                       hipStream_t stream) {
-  hipLaunchKernelGGL(rope_kernel, dim3(elementwise_blocks(M * n_heads * (head_dim / 2))), dim3(ELEMENTWISE_BLOCK), 0, stream, x, pos,
-                     inv_freq, M, n_heads, head_dim);
+  int64_t all_heads = 0;
+  for (int k = 0; k < t.count; k++) all_heads += t.heads[k];
+  hipLaunchKernelGGL(rope_kernel, dim3(elementwise_blocks(M * all_heads * (head_dim / 2))), dim3(ELEMENTWISE_BLOCK), 0, stream, t,
+                     pos, inv_freq, M, head_dim);
   return hipGetLastError();
 }

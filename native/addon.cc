@@ -150,17 +150,40 @@ class TensorWrap : public Napi::ObjectWrap<TensorWrap> {
 
 Napi::FunctionReference TensorWrap::ctor;
 
+// While a graph is captured, the storage of every tensor an op takes, which
+// the graph keeps alive (Graph::keep).
+std::vector<std::shared_ptr<Storage>>* capture_keep = nullptr;
+
 const Tensor& T(const Napi::CallbackInfo& info, size_t i) {
   if (!info[i].IsObject() || !info[i].As<Napi::Object>().InstanceOf(TensorWrap::ctor.Value()))
     throw_js(info.Env(), "EINVAL", "argument " + std::to_string(i) + " must be a Tensor");
-  return TensorWrap::Unwrap(info[i].As<Napi::Object>())->tensor(info.Env());
+  const Tensor& t = TensorWrap::Unwrap(info[i].As<Napi::Object>())->tensor(info.Env());
+  if (capture_keep) capture_keep->push_back(t.storage);
+  return t;
 }
 
-std::vector<int32_t> I32s(const Napi::CallbackInfo& info, size_t i) {
+// An Int32Array argument, read in place: the ops copy what they keep, and a
+// graph capture matches its inputs by this address.
+IntSpan I32s(const Napi::CallbackInfo& info, size_t i) {
   if (!info[i].IsTypedArray() || info[i].As<Napi::TypedArray>().TypedArrayType() != napi_int32_array)
     throw_js(info.Env(), "EINVAL", "argument " + std::to_string(i) + " must be an Int32Array");
   Napi::Int32Array a = info[i].As<Napi::Int32Array>();
-  return std::vector<int32_t>(a.Data(), a.Data() + a.ElementLength());
+  return {a.Data(), static_cast<int64_t>(a.ElementLength())};
+}
+
+// A Tensor or an array of them (the several outputs of one fused op).
+std::vector<Tensor> Ts(const Napi::CallbackInfo& info, size_t i, const std::string& op, const std::string& what) {
+  if (!info[i].IsArray()) return {T(info, i)};
+  Napi::Array a = info[i].As<Napi::Array>();
+  std::vector<Tensor> ts;
+  for (uint32_t k = 0; k < a.Length(); k++) {
+    Napi::Value v = a.Get(k);
+    if (!v.IsObject() || !v.As<Napi::Object>().InstanceOf(TensorWrap::ctor.Value()))
+      throw_js(info.Env(), "EINVAL", op + ": " + what + "[" + std::to_string(k) + "] must be a Tensor");
+    ts.push_back(TensorWrap::Unwrap(v.As<Napi::Object>())->tensor(info.Env()));
+    if (capture_keep) capture_keep->push_back(ts.back().storage);
+  }
+  return ts;
 }
 
 int Int(const Napi::CallbackInfo& info, size_t i) { return info[i].As<Napi::Number>().Int32Value(); }
@@ -195,6 +218,82 @@ Napi::Object summary_to_js(Napi::Env env, const RowSummary& s) {
   return r;
 }
 
+// A captured decode step (Backend::capture_begin): launch(inputs) replays it
+// with new index inputs; free() releases it and the storage it kept.
+class GraphWrap : public Napi::ObjectWrap<GraphWrap> {
+ public:
+  static Napi::FunctionReference ctor;
+
+  static Napi::Function Init(Napi::Env env) {
+    Napi::Function f = DefineClass(env, "Graph",
+                                   {
+                                       InstanceAccessor<&GraphWrap::GetNodes>("nodes"),
+                                       InstanceMethod<&GraphWrap::Launch>("launch"),
+                                       InstanceMethod<&GraphWrap::Free>("free"),
+                                   });
+    ctor = Napi::Persistent(f);
+    ctor.SuppressDestruct();
+    return f;
+  }
+
+  explicit GraphWrap(const Napi::CallbackInfo& info) : Napi::ObjectWrap<GraphWrap>(info) {}
+
+  static Napi::Object Wrap(std::shared_ptr<Graph> g, std::shared_ptr<Backend> b) {
+    Napi::Object o = ctor.New({});
+    GraphWrap* w = Unwrap(o);
+    w->graph_ = std::move(g);
+    w->backend_ = std::move(b);  // the graph replays on the backend's stream
+    return o;
+  }
+
+ private:
+  std::shared_ptr<Graph> graph_;
+  std::shared_ptr<Backend> backend_;
+
+  Graph& graph(Napi::Env env) {
+    if (!graph_) throw_js(env, "EFREED", "graph was already freed");
+    return *graph_;
+  }
+
+  Napi::Value GetNodes(const Napi::CallbackInfo& info) {
+    return guarded(info.Env(), [&]() -> Napi::Value { return Napi::Number::New(info.Env(), static_cast<double>(graph(info.Env()).nodes())); });
+  }
+
+  // launch(inputs: Int32Array[]): each as long as at capture.
+  Napi::Value Launch(const Napi::CallbackInfo& info) {
+    return guarded(info.Env(), [&]() -> Napi::Value {
+      Graph& g = graph(info.Env());
+      GRETA_EXPECT(info[0].IsArray(), "graph.launch", "inputs must be an array of Int32Array");
+      Napi::Array a = info[0].As<Napi::Array>();
+      GRETA_EXPECT(a.Length() == g.input_counts.size(), "graph.launch",
+                   std::to_string(a.Length()) + " inputs given, the graph was captured with " + std::to_string(g.input_counts.size()));
+      std::vector<const int32_t*> ptrs;
+      for (uint32_t i = 0; i < a.Length(); i++) {
+        Napi::Value v = a.Get(i);
+        GRETA_EXPECT(v.IsTypedArray() && v.As<Napi::TypedArray>().TypedArrayType() == napi_int32_array, "graph.launch",
+                     "inputs[" + std::to_string(i) + "] must be an Int32Array");
+        Napi::Int32Array arr = v.As<Napi::Int32Array>();
+        GRETA_EXPECT(static_cast<int64_t>(arr.ElementLength()) == g.input_counts[i], "graph.launch",
+                     "inputs[" + std::to_string(i) + "] has " + std::to_string(arr.ElementLength()) + " values, the graph was captured with " +
+                         std::to_string(g.input_counts[i]));
+        ptrs.push_back(arr.Data());
+      }
+      g.launch(ptrs);
+      return info.Env().Undefined();
+    });
+  }
+
+  Napi::Value Free(const Napi::CallbackInfo& info) {
+    return guarded(info.Env(), [&]() -> Napi::Value {
+      graph_.reset();
+      backend_.reset();
+      return info.Env().Undefined();
+    });
+  }
+};
+
+Napi::FunctionReference GraphWrap::ctor;
+
 class BackendWrap : public Napi::ObjectWrap<BackendWrap> {
  public:
   static Napi::FunctionReference ctor;
@@ -206,6 +305,8 @@ class BackendWrap : public Napi::ObjectWrap<BackendWrap> {
             InstanceAccessor<&BackendWrap::GetName>("name"),
             InstanceAccessor<&BackendWrap::GetDevice>("device"),
             InstanceAccessor<&BackendWrap::GetActDtype>("actDtype"),
+            InstanceAccessor<&BackendWrap::GetGraphs>("graphs"),
+            InstanceMethod<&BackendWrap::CaptureGraph>("captureGraph"),
             InstanceMethod<&BackendWrap::MemInfo>("memInfo"),
             InstanceMethod<&BackendWrap::Alloc>("alloc"),
             InstanceMethod<&BackendWrap::Upload>("upload"),
@@ -258,6 +359,42 @@ class BackendWrap : public Napi::ObjectWrap<BackendWrap> {
   Napi::Value GetName(const Napi::CallbackInfo& info) { return Napi::String::New(info.Env(), b_->name()); }
   Napi::Value GetDevice(const Napi::CallbackInfo& info) { return Napi::String::New(info.Env(), b_->device()); }
   Napi::Value GetActDtype(const Napi::CallbackInfo& info) { return Napi::String::New(info.Env(), dtype_name(b_->act_dtype())); }
+
+  Napi::Value GetGraphs(const Napi::CallbackInfo& info) { return Napi::Boolean::New(info.Env(), b_->can_capture()); }
+
+  // captureGraph(inputs: Int32Array[], record: () => void) -> Graph: the ops
+  // record() calls are captured, not run; the index arrays they take must be
+  // among inputs. A throw inside record() ends the capture and is rethrown.
+  Napi::Value CaptureGraph(const Napi::CallbackInfo& info) {
+    return guarded(info.Env(), [&]() -> Napi::Value {
+      GRETA_EXPECT(info.Length() >= 2 && info[0].IsArray() && info[1].IsFunction(), "captureGraph",
+                   "arguments must be (inputs: Int32Array[], record: () => void)");
+      GRETA_EXPECT(capture_keep == nullptr, "captureGraph", "a capture is already under way");
+      Napi::Array a = info[0].As<Napi::Array>();
+      std::vector<IntSpan> inputs;
+      for (uint32_t i = 0; i < a.Length(); i++) {
+        Napi::Value v = a.Get(i);
+        GRETA_EXPECT(v.IsTypedArray() && v.As<Napi::TypedArray>().TypedArrayType() == napi_int32_array, "captureGraph",
+                     "inputs[" + std::to_string(i) + "] must be an Int32Array");
+        Napi::Int32Array arr = v.As<Napi::Int32Array>();
+        inputs.push_back({arr.Data(), static_cast<int64_t>(arr.ElementLength())});
+      }
+      std::vector<std::shared_ptr<Storage>> keep;
+      b_->capture_begin(inputs);
+      capture_keep = &keep;
+      try {
+        info[1].As<Napi::Function>().Call({});
+      } catch (...) {
+        capture_keep = nullptr;
+        b_->capture_abort();
+        throw;
+      }
+      capture_keep = nullptr;
+      std::shared_ptr<Graph> g = b_->capture_end();
+      g->keep.insert(g->keep.end(), keep.begin(), keep.end());
+      return GraphWrap::Wrap(std::move(g), b_);
+    });
+  }
 
   // memInfo() -> { free, total } bytes where this backend's tensors live
   Napi::Value MemInfo(const Napi::CallbackInfo& info) {
@@ -381,8 +518,8 @@ class BackendWrap : public Napi::ObjectWrap<BackendWrap> {
     return guarded(info.Env(), [&]() -> Napi::Value {
       const Tensor &out = T(info, 0), &table = T(info, 1);
       auto ids = I32s(info, 2);
-      check_embedding(*b_, out, table, ids.data(), static_cast<int64_t>(ids.size()));
-      b_->embedding(out, table, ids.data());
+      check_embedding(*b_, out, table, ids.data, ids.count);
+      b_->embedding(out, table, ids.data);
       return info.Env().Undefined();
     });
   }
@@ -400,18 +537,7 @@ class BackendWrap : public Napi::ObjectWrap<BackendWrap> {
   // matmul(out | [out, ...], x, w)
   Napi::Value Matmul(const Napi::CallbackInfo& info) {
     return guarded(info.Env(), [&]() -> Napi::Value {
-      std::vector<Tensor> outs;
-      if (info[0].IsArray()) {
-        Napi::Array a = info[0].As<Napi::Array>();
-        for (uint32_t i = 0; i < a.Length(); i++) {
-          Napi::Value v = a.Get(i);
-          if (!v.IsObject() || !v.As<Napi::Object>().InstanceOf(TensorWrap::ctor.Value()))
-            throw_js(info.Env(), "EINVAL", "matmul: outputs[" + std::to_string(i) + "] must be a Tensor");
-          outs.push_back(TensorWrap::Unwrap(v.As<Napi::Object>())->tensor(info.Env()));
-        }
-      } else {
-        outs.push_back(T(info, 0));
-      }
+      std::vector<Tensor> outs = Ts(info, 0, "matmul", "outputs");
       const Tensor &x = T(info, 1), &w = T(info, 2);
       check_matmul(*b_, outs, x, w);
       b_->matmul(outs, x, w);
@@ -434,26 +560,40 @@ class BackendWrap : public Napi::ObjectWrap<BackendWrap> {
     });
   }
 
-  // rope(x, positions, invFreq, nHeads, headDim)
+  // rope(x | [x, ...], positions, invFreq, nHeads | [nHeads, ...], headDim)
   Napi::Value Rope(const Napi::CallbackInfo& info) {
     return guarded(info.Env(), [&]() -> Napi::Value {
-      const Tensor& x = T(info, 0);
+      std::vector<Tensor> xs = Ts(info, 0, "rope", "x");
+      GRETA_EXPECT(!xs.empty(), "rope", "x must not be empty");
       auto pos = I32s(info, 1);
       const Tensor& f = T(info, 2);
-      int nh = Int(info, 3), hd = Int(info, 4);
-      check_rope(*b_, x, static_cast<int64_t>(pos.size()), f, nh, hd);
-      b_->rope(x, pos.data(), f, nh, hd);
+      std::vector<int> heads;
+      if (info[3].IsArray()) {
+        Napi::Array a = info[3].As<Napi::Array>();
+        for (uint32_t k = 0; k < a.Length(); k++) heads.push_back(a.Get(k).As<Napi::Number>().Int32Value());
+      } else {
+        heads.push_back(Int(info, 3));
+      }
+      GRETA_EXPECT(heads.size() == xs.size(), "rope", std::to_string(xs.size()) + " tensors but " + std::to_string(heads.size()) + " head counts");
+      const int hd = Int(info, 4);
+      for (size_t k = 0; k < xs.size(); k++) {
+        check_rope(*b_, xs[k], pos.count, f, heads[k], hd);
+        GRETA_EXPECT(xs[k].rows() == xs[0].rows(), "rope", "x[" + std::to_string(k) + "] " + xs[k].describe() + " and x[0] " + xs[0].describe() + " differ in rows");
+      }
+      b_->rope(xs, pos.data, f, hd);
       return info.Env().Undefined();
     });
   }
 
-  // kvWrite(cache, src, positions)
+  // kvWrite(cache | [cache, ...], src | [src, ...], positions)
   Napi::Value KvWrite(const Napi::CallbackInfo& info) {
     return guarded(info.Env(), [&]() -> Napi::Value {
-      const Tensor &cache = T(info, 0), &src = T(info, 1);
+      std::vector<Tensor> caches = Ts(info, 0, "kv_write", "cache"), srcs = Ts(info, 1, "kv_write", "src");
       auto pos = I32s(info, 2);
-      check_kv_write(*b_, cache, src, pos.data(), static_cast<int64_t>(pos.size()));
-      b_->kv_write(cache, src, pos.data());
+      GRETA_EXPECT(!srcs.empty(), "kv_write", "src must not be empty");
+      GRETA_EXPECT(caches.size() == srcs.size(), "kv_write", std::to_string(caches.size()) + " caches but " + std::to_string(srcs.size()) + " sources");
+      for (size_t k = 0; k < srcs.size(); k++) check_kv_write(*b_, caches[k], srcs[k], pos.data, pos.count);
+      b_->kv_write(caches, srcs, pos.data);
       return info.Env().Undefined();
     });
   }
@@ -496,8 +636,8 @@ class BackendWrap : public Napi::ObjectWrap<BackendWrap> {
       auto pos = I32s(info, 4);
       int nh = Int(info, 5), nkv = Int(info, 6), hd = Int(info, 7);
       AttentionOptions opt = attention_options(info, 8, "attention");
-      check_attention(*b_, out, q, k, v, pos.data(), static_cast<int64_t>(pos.size()), nh, nkv, hd, opt);
-      b_->attention(out, q, k, v, pos.data(), nh, nkv, hd, opt);
+      check_attention(*b_, out, q, k, v, pos.data, pos.count, nh, nkv, hd, opt);
+      b_->attention(out, q, k, v, pos.data, nh, nkv, hd, opt);
       return info.Env().Undefined();
     });
   }
@@ -594,6 +734,7 @@ Napi::Object Init(Napi::Env env, Napi::Object exports) {
 #endif
   exports.Set("Tensor", TensorWrap::Init(env));
   exports.Set("Backend", BackendWrap::Init(env));
+  exports.Set("Graph", GraphWrap::Init(env));
   Napi::Array ks = Napi::Array::New(env);
   uint32_t i = 0;
   for (const auto& k : kinds()) ks.Set(i++, k);

@@ -14,6 +14,7 @@
 #pragma once
 
 #include <cstdint>
+#include <memory>
 #include <optional>
 #include <string>
 #include <vector>
@@ -43,6 +44,28 @@ struct RowSummary {
   int64_t nan = 0, inf = 0;
   uint64_t hash = 0;           // sum of hash_element over the row (bits.h)
   std::vector<double> sample;  // values at the requested indices
+};
+
+// A sequence of ops recorded once and replayed as one launch (a decode step:
+// hundreds of small kernels whose host-side issue costs more than they run).
+// Its index inputs (token ids, positions) are replaced at each launch; every
+// other argument, tensors included, is what it was at capture.
+class Graph {
+ public:
+  virtual ~Graph() = default;
+  // inputs[i] holds as many values as the i-th input had at capture.
+  virtual void launch(const std::vector<const int32_t*>& inputs) = 0;
+  virtual size_t nodes() const = 0;
+  // How many values each input had at capture.
+  std::vector<int64_t> input_counts;
+  // Storage the recorded ops use, kept alive with the graph so a replay never
+  // touches freed memory.
+  std::vector<std::shared_ptr<Storage>> keep;
+};
+
+struct IntSpan {
+  const int32_t* data;
+  int64_t count;
 };
 
 class Backend {
@@ -82,11 +105,11 @@ class Backend {
   // bit for bit.
   virtual void matmul(const std::vector<Tensor>& outs, const Tensor& x, const Tensor& w) = 0;
   // In place, rotate-half convention (HF Llama): pairs (i, i + head_dim/2) of
-  // every head of row m rotate by pos[m] * inv_freq[i].
-  virtual void rope(const Tensor& x, const int32_t* pos, const Tensor& inv_freq, int n_heads,
-                    int head_dim) = 0;
-  // cache[pos[m], :] = src[m, :]
-  virtual void kv_write(const Tensor& cache, const Tensor& src, const int32_t* pos) = 0;
+  // every head of row m of each x rotate by pos[m] * inv_freq[i]. Several x
+  // of the same rows (Q and K) go in one call, each computed as alone.
+  virtual void rope(const std::vector<Tensor>& xs, const int32_t* pos, const Tensor& inv_freq, int head_dim) = 0;
+  // caches[i][pos[m], :] = srcs[i][m, :] (K and V in one call)
+  virtual void kv_write(const std::vector<Tensor>& caches, const std::vector<Tensor>& srcs, const int32_t* pos) = 0;
   // Query row m, head h attends to cache rows 0..pos[m] of kv head
   // h / (n_heads / n_kv_heads), scaled by 1/sqrt(head_dim). Prefill (causal)
   // and decode (one row over the cache) are the same op.
@@ -115,6 +138,21 @@ class Backend {
   virtual void topk(const Tensor& x, int k, int32_t* ids, double* values) = 0;
   // Stats, bit hash and sample of row `row` of x.
   virtual RowSummary summarize(const Tensor& x, int64_t row, const std::vector<int64_t>& sample) = 0;
+
+  // Graph capture (hip): between capture_begin and capture_end ops are
+  // recorded, not run. The index arrays they take must be among `inputs`
+  // (the very arrays: matched by address), whose values at capture only serve
+  // the argument checks; copies back to the host are refused. Attention is
+  // recorded for the KV cache's whole capacity, each row reading its key
+  // count from its position on the device, so one graph serves every position.
+  virtual bool can_capture() const { return false; }
+  virtual void capture_begin(const std::vector<IntSpan>& inputs) {
+    (void)inputs;
+    throw GretaError("ENOTSUP", "graph capture: the " + name() + " backend runs each op as it is called (graphs are hip's)");
+  }
+  virtual std::shared_ptr<Graph> capture_end() { throw GretaError("ENOTSUP", "graph capture: not capturing"); }
+  // Ends a capture that failed, discarding what was recorded.
+  virtual void capture_abort() {}
 };
 
 }  // namespace greta

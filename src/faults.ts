@@ -65,14 +65,20 @@ function redoRope(ctx: Ctx, layer: number, st: ForwardState, ropePos: Int32Array
   const a = st.acts;
   b.matmul(a.q, a.xb, lw.wq);
   b.matmul(a.k, a.xb, lw.wk);
-  b.rope(a.q, ropePos, invFreq, cfg.num_attention_heads, cfg.head_dim);
-  b.rope(a.k, ropePos, invFreq, cfg.num_key_value_heads, cfg.head_dim);
+  b.rope([a.q, a.k], ropePos, invFreq, [cfg.num_attention_heads, cfg.num_key_value_heads], cfg.head_dim);
 }
 
 /** The engine makes x_after_attn and ffn_norm in one op: a fault that changes the first redoes the second. */
 function renormFfn(ctx: Ctx, layer: number, st: ForwardState): void {
   const { engine } = ctx;
   ctx.b.rmsnorm(st.acts.xb, st.acts.x2, engine.weights.layers[layer]!.ffnNorm, engine.cfg.rms_norm_eps);
+}
+
+/** The engine makes x_out and the next layer's attention norm in one op: a fault that changes x_out redoes the norm. */
+function renormAttn(ctx: Ctx, layer: number, st: ForwardState): void {
+  const { engine } = ctx;
+  const lw = engine.weights.layers[layer];
+  if (lw) ctx.b.rmsnorm(st.acts.xb, st.acts.x, lw.attnNorm, engine.cfg.rms_norm_eps);
 }
 
 const ATTENTION_ON: readonly Point[] = ['scores', 'probs', 'pv', 'attn_out'];
@@ -249,10 +255,11 @@ const FAULTS = {
     kv: 'next',
     corrupts: ['x_out'],
     layered: true,
-    plant: (ctx) => (_l, st) => {
+    plant: (ctx) => (l, st) => {
       const data = ctx.b.download(st.acts.x) as Float32Array | Float64Array;
       bumpUlp(data, data.length >> 1);
       ctx.b.upload(st.acts.x, data);
+      renormAttn(ctx, l! + 1, st);
     },
   },
   lm_head_shift: {

@@ -50,11 +50,34 @@ export interface TopK {
   values: Float64Array;
 }
 
+/**
+ * Ops recorded once and replayed as one launch (Backend.captureGraph); the
+ * index inputs are replaced at each launch, everything else is as captured.
+ */
+export interface Graph {
+  /** Kernels and copies in the graph. */
+  readonly nodes: number;
+  /** Replays the ops with these index inputs, each as long as at capture. */
+  launch(inputs: readonly Int32Array[]): void;
+  /** Releases the graph and the device memory it kept alive. */
+  free(): void;
+}
+
 /** The op contract (native/backend.h). Activations are f32, or f64 on cpu-fp64. */
 export interface Backend {
   readonly name: BackendKind;
   readonly device: string;
   readonly actDtype: 'f32' | 'f64';
+  /** Whether captureGraph is available (hip). */
+  readonly graphs: boolean;
+  /**
+   * Records the ops `record` calls instead of running them. The index arrays
+   * they take (ids, positions) must be among `inputs`, the very arrays;
+   * attention is recorded for the whole KV cache, each row reading its key
+   * count on the device, so the graph replays at any position. Copies to the
+   * host are refused while recording.
+   */
+  captureGraph(inputs: readonly Int32Array[], record: () => void): Graph;
   /** Bytes free and in total where this backend's tensors live. */
   memInfo(): { free: number; total: number };
   alloc(dtype: DType, shape: number[]): Tensor;
@@ -79,8 +102,10 @@ export interface Backend {
    */
   matmul(out: Tensor | readonly Tensor[], x: Tensor, w: Tensor): void;
   matmulVariant(out: Tensor, x: Tensor, w: Tensor, variant: MatmulVariant): void;
-  rope(x: Tensor, positions: Int32Array, invFreq: Tensor, nHeads: number, headDim: number): void;
-  kvWrite(cache: Tensor, src: Tensor, positions: Int32Array): void;
+  /** In place; several tensors of the same rows (Q and K, with their head counts) in one call, each as alone. */
+  rope(x: Tensor | readonly Tensor[], positions: Int32Array, invFreq: Tensor, nHeads: number | readonly number[], headDim: number): void;
+  /** cache[positions[m]] = src[m], for each (cache, src) pair: K and V in one call. */
+  kvWrite(cache: Tensor | readonly Tensor[], src: Tensor | readonly Tensor[], positions: Int32Array): void;
   attention(
     out: Tensor,
     q: Tensor,

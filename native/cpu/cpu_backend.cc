@@ -359,28 +359,34 @@ class CpuBackend final : public Backend {
     });
   }
 
-  void rope(const Tensor& x, const int32_t* pos, const Tensor& inv_freq, int n_heads, int head_dim) override {
+  void rope(const std::vector<Tensor>& xs, const int32_t* pos, const Tensor& inv_freq, int head_dim) override {
     const int half = head_dim / 2;
     const A* f = inv_freq.as<A>();
-    A* xp = x.as<A>();
-    for (int64_t m = 0; m < x.rows(); m++) {
-      for (int i = 0; i < half; i++) {
-        A angle = static_cast<A>(pos[m]) * f[i];
-        A c = std::cos(angle), s = std::sin(angle);
-        for (int h = 0; h < n_heads; h++) {
-          A* hp = xp + m * x.cols() + static_cast<int64_t>(h) * head_dim;
-          A x1 = hp[i], x2 = hp[i + half];
-          hp[i] = x1 * c - x2 * s;
-          hp[i + half] = x2 * c + x1 * s;
+    for (const Tensor& x : xs) {
+      const int64_t n_heads = x.cols() / head_dim;
+      A* xp = x.as<A>();
+      for (int64_t m = 0; m < x.rows(); m++) {
+        for (int i = 0; i < half; i++) {
+          A angle = static_cast<A>(pos[m]) * f[i];
+          A c = std::cos(angle), s = std::sin(angle);
+          for (int64_t h = 0; h < n_heads; h++) {
+            A* hp = xp + m * x.cols() + h * head_dim;
+            A x1 = hp[i], x2 = hp[i + half];
+            hp[i] = x1 * c - x2 * s;
+            hp[i + half] = x2 * c + x1 * s;
+          }
         }
       }
     }
   }
 
-  void kv_write(const Tensor& cache, const Tensor& src, const int32_t* pos) override {
-    const int64_t d = src.cols();
-    for (int64_t m = 0; m < src.rows(); m++)
-      std::memcpy(cache.as<A>() + static_cast<int64_t>(pos[m]) * d, src.as<A>() + m * d, d * sizeof(A));
+  void kv_write(const std::vector<Tensor>& caches, const std::vector<Tensor>& srcs, const int32_t* pos) override {
+    for (size_t k = 0; k < srcs.size(); k++) {
+      const Tensor &cache = caches[k], &src = srcs[k];
+      const int64_t d = src.cols();
+      for (int64_t m = 0; m < src.rows(); m++)
+        std::memcpy(cache.as<A>() + static_cast<int64_t>(pos[m]) * d, src.as<A>() + m * d, d * sizeof(A));
+    }
   }
 
   void attention(const Tensor& out, const Tensor& q, const Tensor& k_cache, const Tensor& v_cache, const int32_t* pos,

@@ -1,10 +1,12 @@
 // The Llama forward pass on a backend. It reads top to bottom like the model:
 // embed, then per layer rmsnorm -> qkv -> rope -> attention -> wo -> residual
-// -> rmsnorm -> swiglu -> residual, then final norm and classifier. Each
+// -> rmsnorm -> swiglu -> residual, then final norm and classifier (each
+// residual add and the norm after it are one op, as are Q/K/V, gate/up, the
+// RoPE of Q and K and their cache writes: fused outputs equal the unfused bits). Each
 // `at` call is a trace point; prefill and decode run this same code. A
 // planted fault (src/faults.ts) acts on decode calls only: on the token
 // embedded, on where K/V are written and read, or at a trace point.
-import { withRows, type AttentionOptions, type Backend, type Tensor } from '../native.js';
+import { withRows, type AttentionOptions, type Backend, type Graph, type Tensor } from '../native.js';
 import { HEAD_POINTS, type Point } from '../trace/points.js';
 import type { LlamaConfig } from './config.js';
 import { ropeInvFreq } from './rope.js';
@@ -99,6 +101,25 @@ interface Workspace {
 }
 
 /**
+ * An untraced decode step captured as a graph (Backend.captureGraph): the
+ * same ops as forward() issues, replayed in one launch with a new token and
+ * position. It holds while the workspace and the KV allocation and capacity
+ * it recorded are the ones a step uses (the addresses it baked in).
+ */
+interface StepGraph {
+  graph: Graph;
+  ws: Workspace;
+  whole: Tensor | undefined;
+  capacity: number;
+  /** The graph's inputs: written before each launch. */
+  ids: Int32Array;
+  pos: Int32Array;
+}
+
+/** How many step graphs an engine keeps (one per KV allocation and capacity in use). */
+const MAX_STEP_GRAPHS = 4;
+
+/**
  * Runs the model on a backend. Device memory is taken once and reused: the
  * activations live in a workspace that grows to the largest call seen, KV
  * caches come from a pool of allocations kept for reuse, so a forward pass
@@ -109,9 +130,18 @@ export class Engine {
   readonly invFreq: Tensor;
   /** Acts on decode calls (one token after a cached prefix) while set. */
   fault: DecodeFault | undefined;
+  /**
+   * Untraced decode steps replay a captured graph where the backend has
+   * them: a cache's first step runs op by op, the second is captured, and
+   * later ones (at any position) replay it. The bits are those of the ops.
+   */
+  graphs: boolean;
   private ws: Workspace | undefined;
   /** KV allocations not in use, [rows, kvDim] each. */
   private readonly freeKv: Tensor[] = [];
+  private readonly stepGraphs: StepGraph[] = [];
+  /** The (KV allocation, capacity) of the last decode step run op by op: seen once, captured the next time. */
+  private lastStep: { whole: Tensor | undefined; capacity: number } | undefined;
 
   constructor(
     readonly backend: Backend,
@@ -119,6 +149,7 @@ export class Engine {
     readonly weights: ModelWeights,
     invFreq: Float64Array = ropeInvFreq(cfg),
   ) {
+    this.graphs = backend.graphs;
     const f = invFreq;
     this.invFreq = backend.alloc(backend.actDtype, [f.length]);
     backend.upload(this.invFreq, backend.actDtype === 'f64' ? f : Float32Array.from(f));
@@ -140,7 +171,9 @@ export class Engine {
       whole = this.freeKv.splice(i, 1)[0]!;
     } else {
       // A new allocation replaces the largest smaller one, so the pool never holds more than the runs need at once.
-      this.freeKv.sort((p, q) => q.shape[0]! - p.shape[0]!).shift()?.free();
+      const dropped = this.freeKv.sort((p, q) => q.shape[0]! - p.shape[0]!).shift();
+      if (dropped) this.dropGraphs((g) => g.whole === dropped);
+      dropped?.free();
       whole = b.alloc(b.actDtype, [rows, kvDim]);
     }
     const storage = whole.rows(0, rows);
@@ -160,6 +193,7 @@ export class Engine {
 
   /** Frees the workspace and the pooled caches (the weights belong to whoever loaded them). */
   close(): void {
+    this.dropGraphs(() => true);
     if (this.ws) for (const t of Object.values(this.ws.acts)) t.free();
     this.ws = undefined;
     for (const t of this.freeKv.splice(0)) t.free();
@@ -170,6 +204,7 @@ export class Engine {
     if (this.ws && this.ws.rows >= m) return this.ws;
     const { backend: b, cfg } = this;
     const act = b.actDtype;
+    this.dropGraphs(() => true);
     if (this.ws) for (const t of Object.values(this.ws.acts)) t.free();
     const D = cfg.hidden_size;
     const qDim = cfg.num_attention_heads * cfg.head_dim;
@@ -202,10 +237,9 @@ export class Engine {
    * prefix, and only decode calls see a planted fault.
    */
   forward(callIds: readonly number[], startPos: number, cache: KVCache, tap?: Tap): ForwardResult {
-    const { backend: b, cfg, weights: w } = this;
     const m = callIds.length;
     const fault = m === 1 && startPos > 0 ? this.fault : undefined;
-    const ids = fault?.tokens ? fault.tokens(callIds) : callIds;
+    const ids = Int32Array.from(fault?.tokens ? fault.tokens(callIds) : callIds);
     if (m < 1) throw new Error('forward: no tokens');
     if (startPos !== cache.length) {
       throw new Error(`forward: start position ${startPos} does not follow the cache's ${cache.length} positions`);
@@ -214,11 +248,24 @@ export class Engine {
       throw new Error(`forward: positions up to ${startPos + m - 1} exceed the KV cache capacity ${cache.capacity}`);
     }
     const pos = Int32Array.from(ids, (_, i) => startPos + i);
+    const ws = this.workspace(m);
+    if (m === 1 && !fault && !tap && this.graphs && cache.whole) this.decodeStep(ids, pos, cache, ws);
+    else this.pass(ids, pos, cache, ws, tap, fault);
+    cache.length = startPos + m;
+    const logits = ws.acts.logits;
+    const top1 = this.backend.topk(logits, 1).ids[0]!;
+    return { logits: logits.rows(0, 1), top1 };
+  }
+
+  /** The model on the call's rows: what forward() runs, op by op, or records into a step graph. */
+  private pass(ids: Int32Array, pos: Int32Array, cache: KVCache, wsp: Workspace, tap?: Tap, fault?: DecodeFault): void {
+    const { backend: b, cfg, weights: w } = this;
+    const m = ids.length;
     const last = m - 1;
-    const info: TapInfo = { tokenIndex: last, posId: startPos + last, seqLen: startPos + last + 1, tokenId: ids[last]! };
+    const info: TapInfo = { tokenIndex: last, posId: pos[last]!, seqLen: pos[last]! + 1, tokenId: ids[last]! };
 
     // This call's rows of the workspace: views, freed at the end; nothing is allocated.
-    const ws = this.workspace(m).acts;
+    const ws = wsp.acts;
     const rowsOf = (t: Tensor) => (t.shape[0] === m ? t : t.rows(0, m));
     const acts: Activations = {
       x: rowsOf(ws.x),
@@ -240,24 +287,23 @@ export class Engine {
       if (tap?.wants(layer, point)) tap.record(layer, point, t, row, info);
     };
 
-    b.embedding(x, w.embed, Int32Array.from(ids));
+    b.embedding(x, w.embed, ids);
     if (tap?.input) withRows(x, last, 1, (row) => tap.input!(row, info));
 
     for (let l = 0; l < cfg.num_hidden_layers; l++) {
       const lw = w.layers[l]!;
       at(l, 'x_in', x);
 
-      b.rmsnorm(xb, x, lw.attnNorm, cfg.rms_norm_eps);
+      // Later layers' attention norm comes with the residual add before them.
+      if (l === 0) b.rmsnorm(xb, x, lw.attnNorm, cfg.rms_norm_eps);
       b.matmul([q, k, v], xb, lw.wqkv);
-      b.rope(q, pos, this.invFreq, cfg.num_attention_heads, cfg.head_dim);
-      b.rope(k, pos, this.invFreq, cfg.num_key_value_heads, cfg.head_dim);
+      b.rope([q, k], pos, this.invFreq, [cfg.num_attention_heads, cfg.num_key_value_heads], cfg.head_dim);
       at(l, 'q', q);
       at(l, 'k', k);
       at(l, 'v', v);
       const kv = fault?.cacheAccess?.(l, pos) ?? { write: pos, read: pos };
       if (kv.write) {
-        b.kvWrite(cache.k[l]!, k, kv.write);
-        b.kvWrite(cache.v[l]!, v, kv.write);
+        b.kvWrite([cache.k[l]!, cache.v[l]!], [k, v], kv.write);
       }
       b.attention(att, q, cache.k[l]!, cache.v[l]!, kv.read, cfg.num_attention_heads, cfg.num_key_value_heads, cfg.head_dim, kv.opts);
       if (tap && HEAD_POINTS.some((p) => tap.wants(l, p))) {
@@ -277,10 +323,11 @@ export class Engine {
       at(l, 'act', gate);
       b.matmul(mlp, gate, lw.wDown);
       at(l, 'mlp_out', mlp);
-      b.add(x, x2, mlp);
+      const next = w.layers[l + 1];
+      if (next) b.addRmsnorm(x, xb, x2, mlp, next.attnNorm, cfg.rms_norm_eps);
+      else b.add(x, x2, mlp);
       at(l, 'x_out', x);
     }
-    cache.length = startPos + m;
 
     // Only the last row goes on to the classifier.
     const fin = (acts.fin = ws.fin);
@@ -293,9 +340,49 @@ export class Engine {
 
     tap?.end?.();
     for (const t of [x, x2, xb, q, k, v, att, wo, gate, up, mlp]) if (!Object.values(ws).includes(t)) t.free();
-    const top1 = b.topk(logits, 1).ids[0]!;
-    return { logits: logits.rows(0, 1), top1 };
   }
+
+  /**
+   * An untraced decode step: op by op the first time a (KV allocation,
+   * capacity) is seen, captured as a graph the second, replayed after that.
+   * The ops' own checks ran at capture; a replay checks the token here.
+   */
+  private decodeStep(ids: Int32Array, pos: Int32Array, cache: KVCache, ws: Workspace): void {
+    const id = ids[0]!;
+    if (id < 0 || id >= this.cfg.vocab_size) throw new Error(`forward: token id ${id} is outside the vocabulary [0, ${this.cfg.vocab_size})`);
+    const same = (g: { whole: Tensor | undefined; capacity: number }) => g.whole === cache.whole && g.capacity === cache.capacity;
+    let g = this.stepGraphs.find((s) => s.ws === ws && same(s));
+    if (!g) {
+      if (!this.lastStep || !same(this.lastStep)) {
+        this.lastStep = { whole: cache.whole, capacity: cache.capacity };
+        this.pass(ids, pos, cache, ws);
+        return;
+      }
+      const inputs = { ids: Int32Array.from(ids), pos: Int32Array.from(pos) };
+      const graph = this.backend.captureGraph([inputs.ids, inputs.pos], () => this.pass(inputs.ids, inputs.pos, cache, ws));
+      if (this.stepGraphs.length >= MAX_STEP_GRAPHS) this.stepGraphs.shift()!.graph.free();
+      g = { graph, ws, whole: cache.whole, capacity: cache.capacity, ...inputs };
+      this.stepGraphs.push(g);
+    }
+    g.ids[0] = id;
+    g.pos[0] = pos[0]!;
+    g.graph.launch([g.ids, g.pos]);
+  }
+
+  /** The step graph and the number of its nodes, for the cache's (KV allocation, capacity); undefined until captured. */
+  stepGraphNodes(cache: KVCache): number | undefined {
+    return this.stepGraphs.find((g) => g.ws === this.ws && g.whole === cache.whole && g.capacity === cache.capacity)?.graph.nodes;
+  }
+
+  private dropGraphs(which: (g: StepGraph) => boolean): void {
+    for (let i = this.stepGraphs.length - 1; i >= 0; i--) {
+      if (!which(this.stepGraphs[i]!)) continue;
+      this.stepGraphs[i]!.graph.free();
+      this.stepGraphs.splice(i, 1);
+    }
+    this.lastStep = undefined;
+  }
+
 
   /**
    * Traces what the fused attention keeps inside for the traced row: scores,

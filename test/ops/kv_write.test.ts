@@ -42,6 +42,21 @@ describe.each(KINDS)('kv_write on %s', (kind) => {
     expect(Array.from(got.subarray(3 * D))).toEqual(new Array(D).fill(7));
   });
 
+  it('K and V in one call equal two calls bit for bit, and pairs must match', () => {
+    const rng = new Rng(8);
+    const [kc1, vc1, kc2, vc2] = [0, 1, 2, 3].map(() => uploadAct(b, [10, 6], new Float64Array(60).fill(3)));
+    const k = uploadAct(b, [2, 6], rng.normals(12));
+    const v = uploadAct(b, [2, 6], rng.normals(12));
+    const pos = Int32Array.of(9, 4);
+    b.kvWrite([kc1!.t, vc1!.t], [k.t, v.t], pos);
+    b.kvWrite(kc2!.t, k.t, pos);
+    b.kvWrite(vc2!.t, v.t, pos);
+    expect(bitsEqual(downloadRaw(b, kc1!.t), downloadRaw(b, kc2!.t))).toBe(true);
+    expect(bitsEqual(downloadRaw(b, vc1!.t), downloadRaw(b, vc2!.t))).toBe(true);
+    expectError(() => b.kvWrite([kc1!.t, vc1!.t], [k.t], pos), 'EINVAL', /^kv_write: 2 caches but 1 sources$/);
+    expectError(() => b.kvWrite([kc1!.t, vc1!.t], [k.t, v.t], Int32Array.of(9, 10)), 'EINVAL', /kv_write: position 10 at row 1 is outside the KV cache \[0, 10\)/);
+  });
+
   it('writes through a row view of the source', () => {
     const rng = new Rng(3);
     const D = 9;

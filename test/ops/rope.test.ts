@@ -75,6 +75,24 @@ describe.each(KINDS)('rope on %s', (kind) => {
     }
   });
 
+  it('Q and K in one call equal two calls bit for bit, and counts must agree', () => {
+    const rng = new Rng(41);
+    const pos = Int32Array.of(3, 900, 17);
+    const f = uploadAct(b, [8], invFreqs(16));
+    const qv = rng.normals(3 * 64);
+    const kv = rng.normals(3 * 32);
+    const [q1, k1, q2, k2] = [uploadAct(b, [3, 64], qv), uploadAct(b, [3, 32], kv), uploadAct(b, [3, 64], qv), uploadAct(b, [3, 32], kv)];
+    b.rope([q1.t, k1.t], pos, f.t, [4, 2], 16);
+    b.rope(q2.t, pos, f.t, 4, 16);
+    b.rope(k2.t, pos, f.t, 2, 16);
+    expect(bitsEqual(downloadRaw(b, q1.t), downloadRaw(b, q2.t))).toBe(true);
+    expect(bitsEqual(downloadRaw(b, k1.t), downloadRaw(b, k2.t))).toBe(true);
+    expectError(() => b.rope([q1.t, k1.t], pos, f.t, [4], 16), 'EINVAL', /^rope: 2 tensors but 1 head counts$/);
+    expectError(() => b.rope([q1.t, k1.t], pos, f.t, [4, 4], 16), 'EINVAL', /rope: x .* is not 4 heads of 16/);
+    expectError(() => b.rope([q1.t, k1.t.rows(0, 2)], pos, f.t, [4, 2], 16), 'EINVAL', /rope: got 3 positions for 2 rows/);
+    expectError(() => b.rope([], pos, f.t, [], 16), 'EINVAL', /^rope: x must not be empty$/);
+  });
+
   it('position 0 leaves x bit-identical', () => {
     const rng = new Rng(5);
     const x = uploadAct(b, [3, 64], rng.normals(192));

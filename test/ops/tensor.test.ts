@@ -14,6 +14,13 @@ describe.each(KINDS)('tensors on %s', (kind) => {
     expect(b.actDtype).toBe(kind === 'cpu' ? 'f32' : 'f64');
   });
 
+  it('has no graphs: a capture is refused with one error and nothing recorded runs', () => {
+    expect(b.graphs).toBe(false);
+    let ran = false;
+    expectError(() => b.captureGraph([Int32Array.of(0)], () => (ran = true)), 'ENOTSUP', new RegExp(`^graph capture: the ${kind} backend runs each op as it is called \\(graphs are hip's\\)$`));
+    expect(ran).toBe(false);
+  });
+
   it('round-trips every dtype through upload and download', () => {
     const rng = new Rng(1);
     const cases = [
