@@ -370,6 +370,18 @@ class HipBackend final : public Backend {
     for (size_t i = 0; i < n; i++) values[i] = vals[i];
   }
 
+  std::vector<RowSummary> summarize_spans(const Tensor& x, const int32_t* spans, int64_t n) override {
+    not_capturing("summarizeSpans");
+    const int32_t* d_spans = ints(spans, 2 * n, "summarizeSpans");
+    auto* d_sum = static_cast<GretaSummary*>(scratch_out_.get(sizeof(GretaSummary) * n, "summarizeSpans"));
+    check(greta_summarize_spans(x.as<float>(), d_spans, n, d_sum, stream_), "summarizeSpans");
+    std::vector<GretaSummary> h(n);
+    copy_sync(h.data(), d_sum, sizeof(GretaSummary) * n, hipMemcpyDeviceToHost, "summarizeSpans: copy back");
+    std::vector<RowSummary> out;
+    for (const GretaSummary& g : h) out.push_back(summary_of(g));
+    return out;
+  }
+
   RowSummary summarize(const Tensor& x, int64_t row, const std::vector<int64_t>& sample) override {
     not_capturing("summarize");
     const size_t ns = sample.size();
@@ -385,18 +397,7 @@ class HipBackend final : public Backend {
     std::vector<float> hs(ns);
     copy_sync(&h, d_sum, sizeof h, hipMemcpyDeviceToHost, "summarize: copy back");
     if (ns) copy_sync(hs.data(), d_sample, ns * 4, hipMemcpyDeviceToHost, "summarize: copy sample");
-    RowSummary s;
-    s.nan = static_cast<int64_t>(h.nan);
-    s.inf = static_cast<int64_t>(h.inf);
-    s.hash = h.hash;
-    if (h.finite > 0) {
-      const double f = static_cast<double>(h.finite);
-      s.mean = h.sum / f;
-      s.abs_mean = h.abs_sum / f;
-      s.rms = std::sqrt(h.sq / f);
-      s.min = h.min;
-      s.max = h.max;
-    }
+    RowSummary s = summary_of(h);
     for (float v : hs) s.sample.push_back(v);
     return s;
   }
@@ -479,6 +480,22 @@ class HipBackend final : public Backend {
   void copy_sync(void* dst, const void* src, size_t bytes, hipMemcpyKind kind, const std::string& op) {
     check(hipMemcpyAsync(dst, src, bytes, kind, stream_), op);
     check(hipStreamSynchronize(stream_), op);
+  }
+
+  static RowSummary summary_of(const GretaSummary& h) {
+    RowSummary s;
+    s.nan = static_cast<int64_t>(h.nan);
+    s.inf = static_cast<int64_t>(h.inf);
+    s.hash = h.hash;
+    if (h.finite > 0) {
+      const double f = static_cast<double>(h.finite);
+      s.mean = h.sum / f;
+      s.abs_mean = h.abs_sum / f;
+      s.rms = std::sqrt(h.sq / f);
+      s.min = h.min;
+      s.max = h.max;
+    }
+    return s;
   }
 
   void not_capturing(const char* op) const {

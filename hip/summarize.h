@@ -15,5 +15,9 @@ struct GretaSummary {
   unsigned long long nan, inf, finite, hash;
 };
 
+// The same for n spans of x (span i: elements [spans[2i], spans[2i] +
+// spans[2i+1])), one block each, into out[0..n).
+hipError_t greta_summarize_spans(const float* x, const int32_t* spans, int64_t n, GretaSummary* out, hipStream_t stream);
+
 hipError_t greta_summarize(const float* row, int64_t n, const int64_t* sample_idx, int n_sample, GretaSummary* out,
                            float* sample_out, hipStream_t stream);

@@ -327,6 +327,7 @@ class BackendWrap : public Napi::ObjectWrap<BackendWrap> {
             InstanceMethod<&BackendWrap::AddRmsnorm>("addRmsnorm"),
             InstanceMethod<&BackendWrap::Topk>("topk"),
             InstanceMethod<&BackendWrap::Summarize>("summarize"),
+            InstanceMethod<&BackendWrap::SummarizeSpans>("summarizeSpans"),
         });
     ctor = Napi::Persistent(f);
     ctor.SuppressDestruct();
@@ -709,6 +710,19 @@ class BackendWrap : public Napi::ObjectWrap<BackendWrap> {
   }
 
   // summarize(x, row, sampleIndices: number[]) -> stats, hash (hex), sample
+  // summarizeSpans(x, spans: Int32Array of (offset, width) pairs) -> stats and hash (hex) of each span, no sample
+  Napi::Value SummarizeSpans(const Napi::CallbackInfo& info) {
+    return guarded(info.Env(), [&]() -> Napi::Value {
+      const Tensor& x = T(info, 0);
+      auto spans = I32s(info, 1);
+      check_summarize_spans(*b_, x, spans.data, spans.count);
+      const std::vector<RowSummary> sums = b_->summarize_spans(x, spans.data, spans.count / 2);
+      Napi::Array a = Napi::Array::New(info.Env(), sums.size());
+      for (size_t i = 0; i < sums.size(); i++) a.Set(static_cast<uint32_t>(i), summary_to_js(info.Env(), sums[i]));
+      return a;
+    });
+  }
+
   Napi::Value Summarize(const Napi::CallbackInfo& info) {
     return guarded(info.Env(), [&]() -> Napi::Value {
       const Tensor& x = T(info, 0);

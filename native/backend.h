@@ -138,6 +138,10 @@ class Backend {
   virtual void topk(const Tensor& x, int k, int32_t* ids, double* values) = 0;
   // Stats, bit hash and sample of row `row` of x.
   virtual RowSummary summarize(const Tensor& x, int64_t row, const std::vector<int64_t>& sample) = 0;
+  // Stats and bit hash (no sample) of n spans of x counted flat: span i is
+  // elements [spans[2i], spans[2i] + spans[2i+1]). The tracer's rows of a
+  // forward call, all in one pass and one copy back.
+  virtual std::vector<RowSummary> summarize_spans(const Tensor& x, const int32_t* spans, int64_t n) = 0;
 
   // Graph capture (hip): between capture_begin and capture_end ops are
   // recorded, not run. The index arrays they take must be among `inputs`

@@ -141,6 +141,11 @@ export interface Backend {
   addRmsnorm(sum: Tensor, out: Tensor, a: Tensor, b: Tensor, w: Tensor, eps: number): void;
   topk(x: Tensor, k: number): TopK;
   summarize(x: Tensor, row: number, sample: number[]): RowSummary;
+  /**
+   * Stats and hash (sample empty) of spans of x counted flat, given as
+   * (offset, width) pairs: the rows of a trace buffer in one pass and one copy back.
+   */
+  summarizeSpans(x: Tensor, spans: Int32Array): RowSummary[];
 }
 
 /**

@@ -1,10 +1,11 @@
 // StageTrace: turns activations at trace points into JSONL records. During a
 // forward call each traced row is copied, in stream order and without a
-// sync, into a trace buffer on the backend; when the call ends the buffer
-// comes back in one copy, and the statistics, hash, sample and top-k of each
-// row are computed on the host from the very bits the sidecar keeps, so the
-// analyzer's errors are exact.
-import { summarizeRow, withRows, type Backend, type Tensor } from '../native.js';
+// sync, into a trace buffer on the backend; when the call ends one pass over
+// the buffer on the backend gives every row's statistics and hash
+// (summarizeSpans), and the rows come back in one copy for the sidecar, the
+// sample and the top-k. The hash is of the very bits the sidecar keeps, so
+// the analyzer's errors are exact.
+import { withRows, type Backend, type Tensor } from '../native.js';
 import type { Tap, TapInfo } from '../model/engine.js';
 import type { Point } from './points.js';
 import { toJsonNumber, type Exp, type StageRecord } from './schema.js';
@@ -52,8 +53,12 @@ export class StageTracer {
   private buffer: Tensor | undefined;
   private used = 0;
   private pending: Pending[] = [];
-  /** Host milliseconds spent so far issuing copies (record) and writing records (flush, its wait for the device included). */
-  readonly hostMs = { record: 0, flush: 0 };
+  /**
+   * Host milliseconds spent so far: issuing copies (record); in flush, waiting
+   * for the forward call and the statistics pass (wait), then the rows' copy
+   * back, records and writes (write).
+   */
+  readonly hostMs = { record: 0, wait: 0, write: 0 };
 
   constructor(
     private readonly backend: Backend,
@@ -114,18 +119,22 @@ export class StageTracer {
     this.hostMs.record += performance.now() - t0;
   }
 
-  /** One copy of the buffer back, then a record per pending row in the order they were traced. */
+  /** The statistics pass and one copy of the buffer back, then a record per pending row in the order they were traced. */
   private flush(): void {
     if (this.pending.length === 0) return;
     const t0 = performance.now();
     const b = this.backend;
+    const spans = new Int32Array(2 * this.pending.length);
+    this.pending.forEach((p, i) => spans.set([p.at, p.width], 2 * i));
+    const sums = b.summarizeSpans(this.buffer!, spans);
+    const t1 = performance.now();
     const data = withRows(this.buffer!, 0, this.used, (v) => b.download(v)) as Float32Array | Float64Array;
     // The rows lie in the buffer in record order: one write puts them all in the sidecar.
     const rows = this.writer.writeRow(data.subarray(0, this.used));
     const records: StageRecord[] = [];
-    for (const p of this.pending) {
+    this.pending.forEach((p, i) => {
+      const s = sums[i]!;
       const indices = sampleIndices(p.width);
-      const s = summarizeRow(data, p.at, p.width, indices);
       const row = data.subarray(p.at, p.at + p.width);
       const rec: StageRecord = {
         type: 'stage',
@@ -137,7 +146,7 @@ export class StageTracer {
         dtype: b.actDtype,
         stats: { mean: s.mean, abs_mean: s.abs_mean, rms: s.rms, min: s.min, max: s.max, nan: s.nan, inf: s.inf },
         hash: s.hash,
-        sample: { indices, values: Array.from(s.sample, toJsonNumber) },
+        sample: { indices, values: indices.map((k) => toJsonNumber(row[k]!)) },
         row: { file: rows.file, offset: rows.offset + p.at * data.BYTES_PER_ELEMENT, bytes: p.width * data.BYTES_PER_ELEMENT },
       };
       if (p.point === 'logits') {
@@ -145,11 +154,12 @@ export class StageTracer {
         rec.topk = { ids: top.map((i) => i), values: top.map((i) => toJsonNumber(row[i]!)) };
       }
       records.push(rec);
-    }
+    });
     this.writer.writeLines(records);
     this.pending = [];
     this.used = 0;
-    this.hostMs.flush += performance.now() - t0;
+    this.hostMs.wait += t1 - t0;
+    this.hostMs.write += performance.now() - t1;
   }
 
   private input(ctx: Ctx, emb: Tensor, info: TapInfo): void {

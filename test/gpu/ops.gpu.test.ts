@@ -405,6 +405,22 @@ describe(`${hip.name} ops on ${hip.device}`, () => {
     expect(s.nan).toBe(1);
     expect([...s.sample]).toEqual([...c.sample]);
     for (const k of ['mean', 'abs_mean', 'rms', 'min', 'max'] as const) expect(s[k]).toBeCloseTo(c[k], 10);
+
+    // The tracer's pass: spans of a flat buffer (rows 0 and 2, and a piece of row 1), hashes exact.
+    const flat = hip.alloc('f32', [3 * 128256, 1]);
+    hip.copy(flat, xh);
+    const spans = Int32Array.of(0, 128256, 2 * 128256, 128256, 128256 + 17, 4096);
+    const hs = hip.summarizeSpans(flat, spans);
+    const flatC = cpu.alloc('f32', [3 * 128256, 1]);
+    cpu.upload(flatC, v);
+    const want = cpu.summarizeSpans(flatC, spans);
+    for (let i = 0; i < 3; i++) {
+      expect(hs[i]!.hash).toBe(want[i]!.hash);
+      expect([hs[i]!.nan, hs[i]!.inf]).toEqual([want[i]!.nan, want[i]!.inf]);
+      for (const k of ['mean', 'abs_mean', 'rms', 'min', 'max'] as const) expect(hs[i]![k]).toBeCloseTo(want[i]![k], 10);
+    }
+    expect(hs[0]!.hash).toBe(s.hash);
+    flat.free();
   });
 
   it('fill_uniform gives the CPU backend bits', () => {

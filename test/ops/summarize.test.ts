@@ -71,6 +71,32 @@ describe.each(KINDS)('summarize on %s', (kind) => {
     expect(Object.is(s.sample[2], -0)).toBe(true);
   });
 
+  it('summarizeSpans gives each span the stats and hash summarize gives it as a row', () => {
+    const rng = new Rng(77);
+    const widths = [5, 130, 1, 64];
+    const total = widths.reduce((a, w) => a + w, 0) + 3;
+    const flat = rng.normals(total, 2);
+    flat[7] = NaN;
+    const buf = uploadAct(b, [total, 1], flat);
+    const spans: number[] = [];
+    let at = 3;
+    for (const w of widths) {
+      spans.push(at, w);
+      at += w;
+    }
+    const got = b.summarizeSpans(buf.t, Int32Array.from(spans));
+    expect(got.length).toBe(widths.length);
+    widths.forEach((w, i) => {
+      const row = uploadAct(b, [1, w], flat.subarray(spans[2 * i]!, spans[2 * i]! + w));
+      const want = b.summarize(row.t, 0, []);
+      expect({ ...got[i]!, sample: [] }).toEqual({ ...want, sample: [] });
+    });
+    expect(got[0]!.nan).toBe(1);
+    expectError(() => b.summarizeSpans(buf.t, Int32Array.of(0, 5, 1)), 'EINVAL', /^summarizeSpans: spans must be \(offset, width\) pairs, got 3 values$/);
+    expectError(() => b.summarizeSpans(buf.t, Int32Array.of(0, 5, total - 2, 3)), 'EINVAL', /^summarizeSpans: span 1 \[\d+, \d+\) is not a nonempty range inside x/);
+    expectError(() => b.summarizeSpans(buf.t, Int32Array.of(4, 0)), 'EINVAL', /^summarizeSpans: span 0 \[4, 4\) is not a nonempty range/);
+  });
+
   it('a row with no finite values has zero stats', () => {
     const x = uploadAct(b, [1, 3], [NaN, Infinity, NaN]);
     const s = b.summarize(x.t, 0, []);
