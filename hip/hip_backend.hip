@@ -164,6 +164,14 @@ class HipGraph final : public Graph {
   hipEvent_t staged_ = nullptr;
 };
 
+struct HipFence final : Fence {
+  hipEvent_t event = nullptr;
+  ~HipFence() override {
+    if (event) (void)hipEventDestroy(event);
+  }
+  void wait() override { check(hipEventSynchronize(event), "fence: wait"); }
+};
+
 int weight_type(const Tensor& w, const char* op) {
   switch (w.dtype) {
     case DType::F32: return greta_hip::W_F32;
@@ -370,16 +378,22 @@ class HipBackend final : public Backend {
     for (size_t i = 0; i < n; i++) values[i] = vals[i];
   }
 
-  std::vector<RowSummary> summarize_spans(const Tensor& x, const int32_t* spans, int64_t n) override {
-    not_capturing("summarizeSpans");
+  void summarize_spans(const Tensor& out, const Tensor& x, const int32_t* spans, int64_t n) override {
     const int32_t* d_spans = ints(spans, 2 * n, "summarizeSpans");
-    auto* d_sum = static_cast<GretaSummary*>(scratch_out_.get(sizeof(GretaSummary) * n, "summarizeSpans"));
-    check(greta_summarize_spans(x.as<float>(), d_spans, n, d_sum, stream_), "summarizeSpans");
-    std::vector<GretaSummary> h(n);
-    copy_sync(h.data(), d_sum, sizeof(GretaSummary) * n, hipMemcpyDeviceToHost, "summarizeSpans: copy back");
-    std::vector<RowSummary> out;
-    for (const GretaSummary& g : h) out.push_back(summary_of(g));
-    return out;
+    check(greta_summarize_spans(out.as<double>(), x.as<float>(), d_spans, n, stream_), "summarizeSpans");
+  }
+
+  void copy_to_host(void* dst, const Tensor& src) override {
+    not_capturing("copyToHost");
+    check(hipMemcpyAsync(dst, src.ptr(), src.bytes(), hipMemcpyDeviceToHost, stream_), "copyToHost " + src.describe());
+  }
+
+  std::shared_ptr<Fence> fence() override {
+    not_capturing("fence");
+    auto f = std::make_shared<HipFence>();
+    check(hipEventCreateWithFlags(&f->event, hipEventDisableTiming), "fence");
+    check(hipEventRecord(f->event, stream_), "fence");
+    return f;
   }
 
   RowSummary summarize(const Tensor& x, int64_t row, const std::vector<int64_t>& sample) override {

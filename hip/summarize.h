@@ -16,8 +16,9 @@ struct GretaSummary {
 };
 
 // The same for n spans of x (span i: elements [spans[2i], spans[2i] +
-// spans[2i+1])), one block each, into out[0..n).
-hipError_t greta_summarize_spans(const float* x, const int32_t* spans, int64_t n, GretaSummary* out, hipStream_t stream);
+// spans[2i+1])), one block each, finished into out[8i .. 8i+8): mean,
+// abs_mean, rms, min, max, nan, inf as doubles, then the hash's 64 bits.
+hipError_t greta_summarize_spans(double* out, const float* x, const int32_t* spans, int64_t n, hipStream_t stream);
 
 hipError_t greta_summarize(const float* row, int64_t n, const int64_t* sample_idx, int n_sample, GretaSummary* out,
                            float* sample_out, hipStream_t stream);

@@ -5,9 +5,9 @@ using namespace greta_hip;
 
 constexpr int BLOCK = 256;
 
-// One block's summary of row[0, n), into *out; the per-thread partials added
-// in thread order by thread 0.
-__device__ void summarize_block(const float* __restrict__ row, int64_t n, GretaSummary* out) {
+// One block's summary of row[0, n), returned to thread 0 (the others get
+// their own partial); the per-thread partials added in thread order.
+__device__ GretaSummary summarize_block(const float* __restrict__ row, int64_t n) {
   __shared__ GretaSummary part[BLOCK];
   GretaSummary s{0, 0, 0, INFINITY, -INFINITY, 0, 0, 0, 0};
   for (int64_t i = threadIdx.x; i < n; i += BLOCK) {
@@ -43,19 +43,34 @@ __device__ void summarize_block(const float* __restrict__ row, int64_t n, GretaS
       t.finite += p.finite;
       t.hash += p.hash;
     }
-    *out = t;
+    s = t;
   }
+  return s;
 }
 
 __global__ void summarize_kernel(const float* __restrict__ row, int64_t n, const int64_t* sample_idx, int n_sample,
                                  GretaSummary* out, float* sample_out) {
-  summarize_block(row, n, out);
+  const GretaSummary t = summarize_block(row, n);
+  if (threadIdx.x == 0) *out = t;
   for (int j = threadIdx.x; j < n_sample; j += BLOCK) sample_out[j] = row[sample_idx[j]];
 }
 
-__global__ void summarize_spans_kernel(const float* __restrict__ x, const int32_t* __restrict__ spans, GretaSummary* out) {
+__global__ void summarize_spans_kernel(double* __restrict__ out, const float* __restrict__ x,
+                                       const int32_t* __restrict__ spans) {
   const int64_t i = blockIdx.x;
-  summarize_block(x + spans[2 * i], spans[2 * i + 1], out + i);
+  const GretaSummary t = summarize_block(x + spans[2 * i], spans[2 * i + 1]);
+  if (threadIdx.x != 0) return;
+  double* o = out + 8 * i;
+  const double f = static_cast<double>(t.finite);
+  const bool any = t.finite > 0;  // no finite values: zero stats, as the host gives
+  o[0] = any ? t.sum / f : 0;
+  o[1] = any ? t.abs_sum / f : 0;
+  o[2] = any ? sqrt(t.sq / f) : 0;
+  o[3] = any ? t.min : 0;
+  o[4] = any ? t.max : 0;
+  o[5] = static_cast<double>(t.nan);
+  o[6] = static_cast<double>(t.inf);
+  o[7] = __longlong_as_double(static_cast<long long>(t.hash));
 }
 }  // namespace
 
@@ -65,7 +80,7 @@ hipError_t greta_summarize(const float* row, int64_t n, const int64_t* sample_id
   return hipGetLastError();
 }
 
-hipError_t greta_summarize_spans(const float* x, const int32_t* spans, int64_t n, GretaSummary* out, hipStream_t stream) {
-  hipLaunchKernelGGL(summarize_spans_kernel, dim3(static_cast<unsigned>(n)), dim3(BLOCK), 0, stream, x, spans, out);
+hipError_t greta_summarize_spans(double* out, const float* x, const int32_t* spans, int64_t n, hipStream_t stream) {
+  hipLaunchKernelGGL(summarize_spans_kernel, dim3(static_cast<unsigned>(n)), dim3(BLOCK), 0, stream, out, x, spans);
   return hipGetLastError();
 }

@@ -3,6 +3,7 @@
 // exception with a `code`. Nothing here aborts the process.
 #include <napi.h>
 
+#include <cmath>
 #include <cstring>
 #if defined(__GLIBC__)
 #include <malloc.h>
@@ -294,6 +295,41 @@ class GraphWrap : public Napi::ObjectWrap<GraphWrap> {
 
 Napi::FunctionReference GraphWrap::ctor;
 
+class FenceWrap : public Napi::ObjectWrap<FenceWrap> {
+ public:
+  static Napi::FunctionReference ctor;
+
+  static Napi::Function Init(Napi::Env env) {
+    Napi::Function f = DefineClass(env, "Fence", {InstanceMethod<&FenceWrap::Wait>("wait")});
+    ctor = Napi::Persistent(f);
+    ctor.SuppressDestruct();
+    return f;
+  }
+
+  explicit FenceWrap(const Napi::CallbackInfo& info) : Napi::ObjectWrap<FenceWrap>(info) {}
+
+  static Napi::Object Wrap(std::shared_ptr<Fence> f, std::shared_ptr<Backend> b) {
+    Napi::Object o = ctor.New({});
+    FenceWrap* w = Unwrap(o);
+    w->fence_ = std::move(f);
+    w->backend_ = std::move(b);
+    return o;
+  }
+
+ private:
+  std::shared_ptr<Fence> fence_;
+  std::shared_ptr<Backend> backend_;
+
+  Napi::Value Wait(const Napi::CallbackInfo& info) {
+    return guarded(info.Env(), [&]() -> Napi::Value {
+      fence_->wait();
+      return info.Env().Undefined();
+    });
+  }
+};
+
+Napi::FunctionReference FenceWrap::ctor;
+
 class BackendWrap : public Napi::ObjectWrap<BackendWrap> {
  public:
   static Napi::FunctionReference ctor;
@@ -328,6 +364,8 @@ class BackendWrap : public Napi::ObjectWrap<BackendWrap> {
             InstanceMethod<&BackendWrap::Topk>("topk"),
             InstanceMethod<&BackendWrap::Summarize>("summarize"),
             InstanceMethod<&BackendWrap::SummarizeSpans>("summarizeSpans"),
+            InstanceMethod<&BackendWrap::CopyToHost>("copyToHost"),
+            InstanceMethod<&BackendWrap::MakeFence>("fence"),
         });
     ctor = Napi::Persistent(f);
     ctor.SuppressDestruct();
@@ -710,17 +748,37 @@ class BackendWrap : public Napi::ObjectWrap<BackendWrap> {
   }
 
   // summarize(x, row, sampleIndices: number[]) -> stats, hash (hex), sample
-  // summarizeSpans(x, spans: Int32Array of (offset, width) pairs) -> stats and hash (hex) of each span, no sample
+  // summarizeSpans(out, x, spans: Int32Array of (offset, width) pairs): out f64 [n, 8], in stream order
   Napi::Value SummarizeSpans(const Napi::CallbackInfo& info) {
     return guarded(info.Env(), [&]() -> Napi::Value {
-      const Tensor& x = T(info, 0);
-      auto spans = I32s(info, 1);
-      check_summarize_spans(*b_, x, spans.data, spans.count);
-      const std::vector<RowSummary> sums = b_->summarize_spans(x, spans.data, spans.count / 2);
-      Napi::Array a = Napi::Array::New(info.Env(), sums.size());
-      for (size_t i = 0; i < sums.size(); i++) a.Set(static_cast<uint32_t>(i), summary_to_js(info.Env(), sums[i]));
-      return a;
+      const Tensor &out = T(info, 0), &x = T(info, 1);
+      auto spans = I32s(info, 2);
+      check_summarize_spans(*b_, out, x, spans.data, spans.count);
+      b_->summarize_spans(out, x, spans.data, spans.count / 2);
+      return info.Env().Undefined();
     });
+  }
+
+  // copyToHost(src, dst: ArrayBuffer[, byteOffset]): src's bytes land at dst + byteOffset once a later fence passes
+  Napi::Value CopyToHost(const Napi::CallbackInfo& info) {
+    return guarded(info.Env(), [&]() -> Napi::Value {
+      const Tensor& src = T(info, 0);
+      GRETA_EXPECT(info[1].IsArrayBuffer(), "copyToHost", "dst must be an ArrayBuffer (from hostBuffer)");
+      Napi::ArrayBuffer dst = info[1].As<Napi::ArrayBuffer>();
+      double off = 0;
+      if (info.Length() > 2 && !info[2].IsUndefined()) off = info[2].As<Napi::Number>().DoubleValue();
+      GRETA_EXPECT(off >= 0 && off == std::floor(off) && off + static_cast<double>(src.bytes()) <= static_cast<double>(dst.ByteLength()),
+                   "copyToHost",
+                   src.describe() + " (" + std::to_string(src.bytes()) + " bytes) at byteOffset " + num_str(off) + " does not fit the " +
+                       std::to_string(dst.ByteLength()) + " bytes of dst");
+      b_->copy_to_host(static_cast<uint8_t*>(dst.Data()) + static_cast<size_t>(off), src);
+      return info.Env().Undefined();
+    });
+  }
+
+  // fence() -> Fence: wait() returns once the work issued before it has finished
+  Napi::Value MakeFence(const Napi::CallbackInfo& info) {
+    return guarded(info.Env(), [&]() -> Napi::Value { return FenceWrap::Wrap(b_->fence(), b_); });
   }
 
   Napi::Value Summarize(const Napi::CallbackInfo& info) {
@@ -749,6 +807,7 @@ Napi::Object Init(Napi::Env env, Napi::Object exports) {
   exports.Set("Tensor", TensorWrap::Init(env));
   exports.Set("Backend", BackendWrap::Init(env));
   exports.Set("Graph", GraphWrap::Init(env));
+  exports.Set("Fence", FenceWrap::Init(env));
   Napi::Array ks = Napi::Array::New(env);
   uint32_t i = 0;
   for (const auto& k : kinds()) ks.Set(i++, k);

@@ -63,6 +63,15 @@ class Graph {
   std::vector<std::shared_ptr<Storage>> keep;
 };
 
+// Passed once the work issued before it has finished (Backend::fence).
+class Fence {
+ public:
+  virtual ~Fence() = default;
+  virtual void wait() = 0;
+};
+
+constexpr int SPAN_STATS = 8;
+
 struct IntSpan {
   const int32_t* data;
   int64_t count;
@@ -138,10 +147,18 @@ class Backend {
   virtual void topk(const Tensor& x, int k, int32_t* ids, double* values) = 0;
   // Stats, bit hash and sample of row `row` of x.
   virtual RowSummary summarize(const Tensor& x, int64_t row, const std::vector<int64_t>& sample) = 0;
-  // Stats and bit hash (no sample) of n spans of x counted flat: span i is
-  // elements [spans[2i], spans[2i] + spans[2i+1]). The tracer's rows of a
-  // forward call, all in one pass and one copy back.
-  virtual std::vector<RowSummary> summarize_spans(const Tensor& x, const int32_t* spans, int64_t n) = 0;
+  // Stats and bit hash of n spans of x counted flat, span i being elements
+  // [spans[2i], spans[2i] + spans[2i+1]), into out, f64 [n, SPAN_STATS]:
+  // mean, abs_mean, rms, min, max, nan, inf, then the hash's 64 bits. In
+  // stream order, without waiting: the tracer's rows of a forward call in one
+  // pass, whose results come back with copy_to_host.
+  virtual void summarize_spans(const Tensor& out, const Tensor& x, const int32_t* spans, int64_t n) = 0;
+  // src's bytes into host memory at dst, in stream order; they are there once
+  // a fence made after this call has passed. From alloc_host memory a GPU
+  // copies without stopping the host.
+  virtual void copy_to_host(void* dst, const Tensor& src) = 0;
+  // A fence after everything issued so far.
+  virtual std::shared_ptr<Fence> fence() = 0;
 
   // Graph capture (hip): between capture_begin and capture_end ops are
   // recorded, not run. The index arrays they take must be among `inputs`

@@ -223,10 +223,12 @@ inline void check_summarize(const Backend& b, const Tensor& x, int64_t row, cons
     GRETA_EXPECT(i >= 0 && i < x.cols(), op, "sample index " + std::to_string(i) + " is outside [0, " + std::to_string(x.cols()) + ")");
 }
 
-inline void check_summarize_spans(const Backend& b, const Tensor& x, const int32_t* spans, int64_t n_ints) {
+inline void check_summarize_spans(const Backend& b, const Tensor& out, const Tensor& x, const int32_t* spans, int64_t n_ints) {
   const std::string op = "summarizeSpans";
   expect_act(b, x, op, "x");
   GRETA_EXPECT(n_ints % 2 == 0, op, "spans must be (offset, width) pairs, got " + std::to_string(n_ints) + " values");
+  GRETA_EXPECT(out.dtype == DType::F64 && out.shape.size() == 2 && out.shape[0] == n_ints / 2 && out.shape[1] == SPAN_STATS, op,
+               "out must be f64[" + std::to_string(n_ints / 2) + "," + std::to_string(SPAN_STATS) + "], got " + out.describe());
   for (int64_t i = 0; i < n_ints; i += 2)
     GRETA_EXPECT(spans[i] >= 0 && spans[i + 1] >= 1 && static_cast<int64_t>(spans[i]) + spans[i + 1] <= x.numel(), op,
                  "span " + std::to_string(i / 2) + " [" + std::to_string(spans[i]) + ", " +

@@ -63,6 +63,23 @@ export interface Graph {
   free(): void;
 }
 
+/** Passed once the work issued before it has finished. */
+export interface Fence {
+  wait(): void;
+}
+
+/** Values per span of summarizeSpans: these, then the hash. */
+export const SPAN_STAT_FIELDS = ['mean', 'abs_mean', 'rms', 'min', 'max', 'nan', 'inf'] as const;
+export const SPAN_STATS = SPAN_STAT_FIELDS.length + 1;
+
+/** Span i of summarizeSpans' output (its bytes at byteOffset of buf) as a RowSummary without sample. */
+export function readSpanStats(buf: ArrayBuffer, byteOffset: number, i: number): RowSummary {
+  const o = byteOffset + i * SPAN_STATS * 8;
+  const v = new Float64Array(buf, o, SPAN_STATS - 1);
+  const hash = new BigUint64Array(buf, o + (SPAN_STATS - 1) * 8, 1)[0]!;
+  return { mean: v[0]!, abs_mean: v[1]!, rms: v[2]!, min: v[3]!, max: v[4]!, nan: v[5]!, inf: v[6]!, hash: hash.toString(16).padStart(16, '0'), sample: new Float64Array(0) };
+}
+
 /** The op contract (native/backend.h). Activations are f32, or f64 on cpu-fp64. */
 export interface Backend {
   readonly name: BackendKind;
@@ -142,10 +159,16 @@ export interface Backend {
   topk(x: Tensor, k: number): TopK;
   summarize(x: Tensor, row: number, sample: number[]): RowSummary;
   /**
-   * Stats and hash (sample empty) of spans of x counted flat, given as
-   * (offset, width) pairs: the rows of a trace buffer in one pass and one copy back.
+   * Stats and hash of spans of x counted flat, given as (offset, width)
+   * pairs, into out, f64 [spans, SPAN_STATS] (SPAN_STAT_FIELDS, then the
+   * hash's 64 bits; readSpanStats decodes them): a trace buffer's rows in one
+   * pass, in stream order, without waiting.
    */
-  summarizeSpans(x: Tensor, spans: Int32Array): RowSummary[];
+  summarizeSpans(out: Tensor, x: Tensor, spans: Int32Array): void;
+  /** t's bytes into dst at byteOffset, in stream order: there once a fence made after this call has passed (hostBuffer memory: without stopping the host). */
+  copyToHost(t: Tensor, dst: ArrayBuffer, byteOffset?: number): void;
+  /** A fence after everything issued so far. */
+  fence(): Fence;
 }
 
 /**

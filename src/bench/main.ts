@@ -63,8 +63,9 @@ interface OpRow {
 
 interface TracedStep {
   ms: number;
-  /** Tracer host ms per step: issuing row copies; waiting for the step and the statistics pass; copying rows back and writing records. */
+  /** Tracer host ms per step: issuing row copies; issuing the statistics pass and copy back; waiting for a step's rows; writing its records (overlapping the next step on the device). */
   recordMs: number;
+  issueMs: number;
   waitMs: number;
   writeMs: number;
 }
@@ -284,7 +285,7 @@ function modelBench(kind: BackendKind, modelName: string, reps: number, copyGBs:
       const ms = time(() => step(tracer.phase('p6_long', 'E1', 'decode0')), reps, sync);
       const steps = reps + 1;
       const h = tracer.hostMs;
-      return { ms, recordMs: h.record / steps, waitMs: h.wait / steps, writeMs: h.write / steps };
+      return { ms, recordMs: h.record / steps, issueMs: h.issue / steps, waitMs: h.wait / steps, writeMs: h.write / steps };
     } finally {
       tracer.close();
       writer.close();
@@ -420,7 +421,7 @@ function printReport(r: BenchReport): void {
     console.log(`| decode step, untraced, op by op | ${f(m.decode_ops_ms, 3)} | ${f(1e3 / m.decode_ops_ms, 1)} | ${f(m.decode_ops_ms / m.decode_ms)}x |`);
     const tr = (what: string, t: TracedStep) =>
       console.log(
-        `| decode step, ${what} traced (tracer host ms: copies ${f(t.recordMs, 2)}, wait for the step and statistics ${f(t.waitMs, 2)}, rows back and records ${f(t.writeMs, 2)}) | ${f(t.ms, 3)} | | ${f(t.ms / m.decode_ms)}x untraced |`,
+        `| decode step, ${what} traced (tracer host ms: row copies ${f(t.recordMs, 2)}, statistics and copy back ${f(t.issueMs, 2)}, wait ${f(t.waitMs, 2)}, records ${f(t.writeMs, 2)}) | ${f(t.ms, 3)} | | ${f(t.ms / m.decode_ms)}x untraced |`,
       );
     tr("the seeds' layers x 10 stage points", m.decode_traced_seed_layers);
     tr('every layer x 10 stage points (the default trace)', m.decode_traced_all_layers);

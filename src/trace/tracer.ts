@@ -1,11 +1,14 @@
 // StageTrace: turns activations at trace points into JSONL records. During a
 // forward call each traced row is copied, in stream order and without a
-// sync, into a trace buffer on the backend; when the call ends one pass over
-// the buffer on the backend gives every row's statistics and hash
-// (summarizeSpans), and the rows come back in one copy for the sidecar, the
-// sample and the top-k. The hash is of the very bits the sidecar keeps, so
-// the analyzer's errors are exact.
-import { withRows, type Backend, type Tensor } from '../native.js';
+// sync, into a trace buffer on the backend. When the call has issued its last
+// op, one pass over the buffer on the backend gives every row's statistics
+// and hash (summarizeSpans), and the rows and statistics go back to
+// page-locked host memory, all in stream order. The records are written one
+// forward call later, while the device runs the next call (or when the
+// tracer closes, or before any other record reaches the file, so lines keep
+// their order): the host's JSON and writes overlap the device's work. The
+// hash is of the very bits the sidecar keeps, so the analyzer's errors are exact.
+import { readSpanStats, SPAN_STATS, withRows, type Backend, type Fence, type Tensor } from '../native.js';
 import type { Tap, TapInfo } from '../model/engine.js';
 import type { Point } from './points.js';
 import { toJsonNumber, type Exp, type StageRecord } from './schema.js';
@@ -48,24 +51,43 @@ interface Pending {
 /** Elements the trace buffer starts with: every stage point of an 8B decode step, sub-stages and 32 heads included. */
 const BUFFER_ELEMENTS = 1 << 22;
 
+/** A forward call's rows on their way back: written once its fence has passed. */
+interface Batch {
+  pending: Pending[];
+  /** Page-locked host memory: the rows (elements [0, used)), then the statistics at statsAt. */
+  host: ArrayBuffer;
+  used: number;
+  statsAt: number;
+  fence: Fence;
+}
+
 export class StageTracer {
   /** [capacity, 1]: rows land at element offsets as [width, 1] views. */
   private buffer: Tensor | undefined;
   private used = 0;
   private pending: Pending[] = [];
+  /** f64 [rows, SPAN_STATS]: the statistics pass's output. */
+  private stats: Tensor | undefined;
+  /** Two page-locked host buffers, taken in turn: one is written back into while the other's records are written. */
+  private readonly hostBufs: (ArrayBuffer | undefined)[] = [undefined, undefined];
+  private turn = 0;
+  private inFlight: Batch | undefined;
   /**
-   * Host milliseconds spent so far: issuing copies (record); in flush, waiting
-   * for the forward call and the statistics pass (wait), then the rows' copy
-   * back, records and writes (write).
+   * Host milliseconds spent so far: issuing row copies (record); issuing the
+   * statistics pass and the copy back (issue); waiting for a batch's fence
+   * (wait); building records and writing them (write).
    */
-  readonly hostMs = { record: 0, wait: 0, write: 0 };
+  readonly hostMs = { record: 0, issue: 0, wait: 0, write: 0 };
 
   constructor(
     private readonly backend: Backend,
     private readonly writer: TraceWriter,
     private readonly runId: string,
     private readonly sel: TraceSelection,
-  ) {}
+  ) {
+    // Any other record (input, kv_check, the run's end) goes to the file after the stage records traced before it.
+    writer.beforeWrite = () => this.drain();
+  }
 
   /** The tap for one forward call, or undefined when the phase is not traced. */
   phase(prompt: string, exp: Exp, phase: string): Tap | undefined {
@@ -76,15 +98,18 @@ export class StageTracer {
       record: (layer, point, t, row, info, head) => this.record(ctx, layer, point, t, row, info, head),
       input: this.sel.debugInput ? (emb, info) => this.input(ctx, emb, info) : undefined,
       heads: (n) => (this.sel.heads ? this.sel.heads.filter((h) => h < n) : Array.from({ length: n }, (_, h) => h)),
-      end: () => this.flush(),
+      end: () => this.issue(),
     };
   }
 
-  /** Frees the trace buffer; records still pending are written first. */
+  /** Writes every record still on its way, then frees the trace buffers. */
   close(): void {
-    this.flush();
+    this.drain();
+    if (this.writer.beforeWrite) this.writer.beforeWrite = undefined;
     this.buffer?.free();
-    this.buffer = undefined;
+    this.stats?.free();
+    this.buffer = this.stats = undefined;
+    this.hostBufs.fill(undefined);
   }
 
   private position(ctx: Ctx, info: TapInfo) {
@@ -106,7 +131,7 @@ export class StageTracer {
     const width = t.shape[1]!;
     const cap = this.buffer?.shape[0] ?? 0;
     if (this.used + width > cap) {
-      this.flush();
+      this.issue();
       if (width > cap) {
         this.buffer?.free();
         this.buffer = b.alloc(b.actDtype, [Math.max(BUFFER_ELEMENTS, width), 1]);
@@ -119,21 +144,69 @@ export class StageTracer {
     this.hostMs.record += performance.now() - t0;
   }
 
-  /** The statistics pass and one copy of the buffer back, then a record per pending row in the order they were traced. */
-  private flush(): void {
+  /**
+   * Sends the pending rows back: the statistics pass and the copies to host
+   * memory, in stream order behind the forward call. Then writes the previous
+   * batch, whose fence has passed or soon will, while the device works.
+   */
+  private issue(): void {
     if (this.pending.length === 0) return;
     const t0 = performance.now();
     const b = this.backend;
-    const spans = new Int32Array(2 * this.pending.length);
+    const n = this.pending.length;
+    const spans = new Int32Array(2 * n);
     this.pending.forEach((p, i) => spans.set([p.at, p.width], 2 * i));
-    const sums = b.summarizeSpans(this.buffer!, spans);
+    if (!this.stats || this.stats.shape[0]! < n) {
+      this.stats?.free();
+      this.stats = b.alloc('f64', [Math.max(n, 256), SPAN_STATS]);
+    }
+    const stats = withRows(this.stats, 0, n, (out) => {
+      b.summarizeSpans(out, this.buffer!, spans);
+      return out.shape[0]! * SPAN_STATS * 8;
+    });
+    const rowBytes = this.used * (b.actDtype === 'f64' ? 8 : 4);
+    const statsAt = Math.ceil(rowBytes / 8) * 8;
+    const host = this.hostBuffer(statsAt + stats);
+    withRows(this.buffer!, 0, this.used, (v) => b.copyToHost(v, host, 0));
+    withRows(this.stats, 0, n, (v) => b.copyToHost(v, host, statsAt));
+    const batch: Batch = { pending: this.pending, host, used: this.used, statsAt, fence: b.fence() };
+    this.pending = [];
+    this.used = 0;
+    this.hostMs.issue += performance.now() - t0;
+    const previous = this.inFlight;
+    this.inFlight = batch;
+    if (previous) this.write(previous);
+  }
+
+  /** This turn's host buffer, grown to at least `bytes`. */
+  private hostBuffer(bytes: number): ArrayBuffer {
+    this.turn ^= 1;
+    const cur = this.hostBufs[this.turn];
+    if (cur && cur.byteLength >= bytes) return cur;
+    const grown = this.backend.hostBuffer(Math.max(bytes, 2 * (cur?.byteLength ?? 0), 1 << 20));
+    this.hostBufs[this.turn] = grown;
+    return grown;
+  }
+
+  /** Everything traced so far, written. */
+  private drain(): void {
+    this.issue();
+    const last = this.inFlight;
+    this.inFlight = undefined;
+    if (last) this.write(last);
+  }
+
+  /** A batch's records, once its fence has passed: rows to the sidecar in one write, lines in one write. */
+  private write(batch: Batch): void {
+    const t0 = performance.now();
+    batch.fence.wait();
     const t1 = performance.now();
-    const data = withRows(this.buffer!, 0, this.used, (v) => b.download(v)) as Float32Array | Float64Array;
-    // The rows lie in the buffer in record order: one write puts them all in the sidecar.
-    const rows = this.writer.writeRow(data.subarray(0, this.used));
+    const b = this.backend;
+    const data = b.actDtype === 'f64' ? new Float64Array(batch.host, 0, batch.used) : new Float32Array(batch.host, 0, batch.used);
+    const rows = this.writer.writeRow(data);
     const records: StageRecord[] = [];
-    this.pending.forEach((p, i) => {
-      const s = sums[i]!;
+    batch.pending.forEach((p, i) => {
+      const s = readSpanStats(batch.host, batch.statsAt, i);
       const indices = sampleIndices(p.width);
       const row = data.subarray(p.at, p.at + p.width);
       const rec: StageRecord = {
@@ -156,8 +229,6 @@ export class StageTracer {
       records.push(rec);
     });
     this.writer.writeLines(records);
-    this.pending = [];
-    this.used = 0;
     this.hostMs.wait += t1 - t0;
     this.hostMs.write += performance.now() - t1;
   }

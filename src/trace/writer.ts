@@ -22,6 +22,8 @@ export class TraceWriter {
   private readonly rowFd: number;
   private rowOffset: number;
   private readonly rowFile: string;
+  /** Runs before a single record is written: lets a tracer write the stage records it holds first. */
+  beforeWrite: (() => void) | undefined;
 
   constructor(readonly path: string) {
     const rows = sidecarPath(path);
@@ -40,6 +42,7 @@ export class TraceWriter {
   }
 
   write(record: TraceRecord): void {
+    this.beforeWrite?.();
     writeAll(this.fd, Buffer.from(JSON.stringify(record) + '\n', 'utf8'));
   }
 

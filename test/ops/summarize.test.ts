@@ -2,6 +2,7 @@
 // the row's exact bits, and the values at the given sample indices.
 import { describe, expect, it } from 'vitest';
 
+import { readSpanStats, SPAN_STATS } from '../../src/native.js';
 import { KINDS, backend, downloadRaw, expectError, uploadAct } from './helpers.js';
 import { Rng } from './random.js';
 import { refSummarize } from './reference.js';
@@ -84,17 +85,22 @@ describe.each(KINDS)('summarize on %s', (kind) => {
       spans.push(at, w);
       at += w;
     }
-    const got = b.summarizeSpans(buf.t, Int32Array.from(spans));
-    expect(got.length).toBe(widths.length);
+    const out = b.alloc('f64', [widths.length, SPAN_STATS]);
+    b.summarizeSpans(out, buf.t, Int32Array.from(spans));
+    const host = new ArrayBuffer(widths.length * SPAN_STATS * 8 + 16);
+    b.copyToHost(out, host, 16);
+    b.fence().wait();
     widths.forEach((w, i) => {
       const row = uploadAct(b, [1, w], flat.subarray(spans[2 * i]!, spans[2 * i]! + w));
       const want = b.summarize(row.t, 0, []);
-      expect({ ...got[i]!, sample: [] }).toEqual({ ...want, sample: [] });
+      expect({ ...readSpanStats(host, 16, i), sample: [] }).toEqual({ ...want, sample: [] });
     });
-    expect(got[0]!.nan).toBe(1);
-    expectError(() => b.summarizeSpans(buf.t, Int32Array.of(0, 5, 1)), 'EINVAL', /^summarizeSpans: spans must be \(offset, width\) pairs, got 3 values$/);
-    expectError(() => b.summarizeSpans(buf.t, Int32Array.of(0, 5, total - 2, 3)), 'EINVAL', /^summarizeSpans: span 1 \[\d+, \d+\) is not a nonempty range inside x/);
-    expectError(() => b.summarizeSpans(buf.t, Int32Array.of(4, 0)), 'EINVAL', /^summarizeSpans: span 0 \[4, 4\) is not a nonempty range/);
+    expect(readSpanStats(host, 16, 0).nan).toBe(1);
+    expectError(() => b.summarizeSpans(out, buf.t, Int32Array.of(0, 5, 1)), 'EINVAL', /^summarizeSpans: spans must be \(offset, width\) pairs, got 3 values$/);
+    expectError(() => b.summarizeSpans(out, buf.t, Int32Array.of(0, 5)), 'EINVAL', /^summarizeSpans: out must be f64\[1,8\], got f64\[4,8\]$/);
+    expectError(() => b.summarizeSpans(out.rows(0, 2), buf.t, Int32Array.of(0, 5, total - 2, 3)), 'EINVAL', /^summarizeSpans: span 1 \[\d+, \d+\) is not a nonempty range inside x/);
+    expectError(() => b.summarizeSpans(out.rows(0, 1), buf.t, Int32Array.of(4, 0)), 'EINVAL', /^summarizeSpans: span 0 \[4, 4\) is not a nonempty range/);
+    expectError(() => b.copyToHost(out, new ArrayBuffer(100)), 'EINVAL', /^copyToHost: f64\[4,8\] \(256 bytes\) at byteOffset 0 does not fit the 100 bytes of dst$/);
   });
 
   it('a row with no finite values has zero stats', () => {
