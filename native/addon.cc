@@ -8,14 +8,15 @@
 #if defined(__GLIBC__)
 #include <malloc.h>
 #endif
+#include <deque>
 #include <memory>
 #include <string>
 #include <vector>
 
 #include "backend.h"
 #include "checks.h"
+#include "file_queue.h"
 #include "cpu/cpu_backend.h"
-#include "summary.h"
 #ifdef GRETA_HAVE_HIP
 #include "../hip/hip_backend.h"
 #endif
@@ -329,6 +330,82 @@ class FenceWrap : public Napi::ObjectWrap<FenceWrap> {
 };
 
 Napi::FunctionReference FenceWrap::ctor;
+
+// new FileQueue(): write(fd, bytes, label) -> ticket, wait(ticket), close().
+// The bytes stay referenced until a wait has seen them written.
+class FileQueueWrap : public Napi::ObjectWrap<FileQueueWrap> {
+ public:
+  static Napi::Function Init(Napi::Env env) {
+    return DefineClass(env, "FileQueue",
+                       {
+                           InstanceMethod<&FileQueueWrap::Write>("write"),
+                           InstanceMethod<&FileQueueWrap::Wait>("wait"),
+                           InstanceMethod<&FileQueueWrap::Close>("close"),
+                       });
+  }
+
+  explicit FileQueueWrap(const Napi::CallbackInfo& info) : Napi::ObjectWrap<FileQueueWrap>(info) {
+    guarded(info.Env(), [&] {
+      q_ = std::make_unique<FileQueue>();
+      return 0;
+    });
+  }
+
+ private:
+  // held_ before q_: a queue dropped unclosed finishes its writes (its
+  // destructor joins the thread) before the bytes are let go.
+  std::deque<std::pair<uint64_t, Napi::Reference<Napi::Value>>> held_;
+  std::unique_ptr<FileQueue> q_;
+  uint64_t last_ = 0;
+
+  FileQueue& queue(Napi::Env env) {
+    if (!q_) throw_js(env, "EFREED", "file queue was already closed");
+    return *q_;
+  }
+
+  void release_done(uint64_t upto) {
+    while (!held_.empty() && held_.front().first <= upto) held_.pop_front();
+  }
+
+  Napi::Value Write(const Napi::CallbackInfo& info) {
+    return guarded(info.Env(), [&]() -> Napi::Value {
+      FileQueue& q = queue(info.Env());
+      GRETA_EXPECT(info[0].IsNumber() && info[1].IsTypedArray() && info[2].IsString(), "fileQueue.write",
+                   "arguments must be (fd: number, data: typed array, label: string)");
+      Napi::TypedArray a = info[1].As<Napi::TypedArray>();
+      const uint8_t* data = static_cast<const uint8_t*>(a.ArrayBuffer().Data()) + a.ByteOffset();
+      last_ = q.push(info[0].As<Napi::Number>().Int32Value(), data, a.ByteLength(), info[2].As<Napi::String>().Utf8Value());
+      held_.emplace_back(last_, Napi::Persistent(info[1]));
+      release_done(q.done());
+      return Napi::Number::New(info.Env(), static_cast<double>(last_));
+    });
+  }
+
+  // wait(ticket?): every write up to ticket (default: all) done; throws the first failure.
+  Napi::Value Wait(const Napi::CallbackInfo& info) {
+    return guarded(info.Env(), [&]() -> Napi::Value {
+      FileQueue& q = queue(info.Env());
+      const uint64_t t = info.Length() > 0 && info[0].IsNumber() ? static_cast<uint64_t>(info[0].As<Napi::Number>().DoubleValue()) : last_;
+      q.wait(t);
+      release_done(t);
+      return info.Env().Undefined();
+    });
+  }
+
+  // close(): waits for every write, then stops the thread; throws the first failure.
+  Napi::Value Close(const Napi::CallbackInfo& info) {
+    return guarded(info.Env(), [&]() -> Napi::Value {
+      if (!q_) return info.Env().Undefined();
+      std::unique_ptr<FileQueue> q = std::move(q_);
+      struct Release {
+        FileQueueWrap* self;
+        ~Release() { self->held_.clear(); }
+      } release{this};
+      q->wait(last_);
+      return info.Env().Undefined();
+    });
+  }
+};
 
 class BackendWrap : public Napi::ObjectWrap<BackendWrap> {
  public:
@@ -808,6 +885,7 @@ Napi::Object Init(Napi::Env env, Napi::Object exports) {
   exports.Set("Backend", BackendWrap::Init(env));
   exports.Set("Graph", GraphWrap::Init(env));
   exports.Set("Fence", FenceWrap::Init(env));
+  exports.Set("FileQueue", FileQueueWrap::Init(env));
   Napi::Array ks = Napi::Array::New(env);
   uint32_t i = 0;
   for (const auto& k : kinds()) ks.Set(i++, k);
@@ -818,33 +896,6 @@ Napi::Object Init(Napi::Env env, Napi::Object exports) {
 #else
                 return Napi::Number::New(info.Env(), 0);
 #endif
-              }));
-  // summarizeRow(data: Float32Array | Float64Array, offset, width, sample):
-  // the statistics of data[offset, offset + width) on the host, as the cpu
-  // backends' summarize computes them (the tracer's rows come back in one copy).
-  exports.Set("summarizeRow", Napi::Function::New(env, [](const Napi::CallbackInfo& info) -> Napi::Value {
-                return guarded(info.Env(), [&]() -> Napi::Value {
-                  Napi::Env e = info.Env();
-                  GRETA_EXPECT(info[0].IsTypedArray(), "summarizeRow", "data must be a Float32Array or Float64Array");
-                  Napi::TypedArray ta = info[0].As<Napi::TypedArray>();
-                  const bool f32 = ta.TypedArrayType() == napi_float32_array;
-                  GRETA_EXPECT(f32 || ta.TypedArrayType() == napi_float64_array, "summarizeRow", "data must be a Float32Array or Float64Array");
-                  const double off = info[1].As<Napi::Number>().DoubleValue(), width = info[2].As<Napi::Number>().DoubleValue();
-                  const double len = static_cast<double>(ta.ElementLength());
-                  GRETA_EXPECT(off >= 0 && width >= 1 && off + width <= len && off == std::floor(off) && width == std::floor(width), "summarizeRow",
-                         "elements [" + num_str(off) + ", " + num_str(off + width) + ") are outside the " + num_str(len) + " given");
-                  Napi::Array a = info[3].As<Napi::Array>();
-                  std::vector<int64_t> sample;
-                  for (uint32_t i = 0; i < a.Length(); i++) {
-                    const int64_t k = a.Get(i).As<Napi::Number>().Int64Value();
-                    GRETA_EXPECT(k >= 0 && k < static_cast<int64_t>(width), "summarizeRow", "sample index " + std::to_string(k) + " is outside the row");
-                    sample.push_back(k);
-                  }
-                  const auto o = static_cast<int64_t>(off), n = static_cast<int64_t>(width);
-                  const uint8_t* base = static_cast<const uint8_t*>(ta.ArrayBuffer().Data()) + ta.ByteOffset();
-                  return summary_to_js(e, f32 ? summarize_row(reinterpret_cast<const float*>(base) + o, n, sample)
-                                              : summarize_row(reinterpret_cast<const double*>(base) + o, n, sample));
-                });
               }));
   // trimHostHeap(): hands the free pages of the C heap back to the OS. Runs
   // free what they took, but glibc keeps freed pages in its arenas; a process

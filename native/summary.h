@@ -1,7 +1,7 @@
 // The trace statistics of one row on the host: what the cpu backends'
-// summarize returns, and what the tracer computes from a row copied back from
-// any backend. Sums in double in index order over finite values, NaN and Inf
-// counts, the order-free bit hash of bits.h, and a sample gather.
+// summarize and summarize_spans return. Sums in double in index order over
+// finite values, NaN and Inf counts, the order-free bit hash of bits.h, and a
+// sample gather.
 #pragma once
 
 #include <cmath>

@@ -185,12 +185,22 @@ export function withRows<T>(t: Tensor, start: number, count: number, fn: (view: 
   }
 }
 
+/** Writes to files on a thread of its own, in queued order (native/file_queue.h). */
+export interface FileQueue {
+  /** Queues data for fd (opened to append); data must stay unchanged until a wait covers the returned ticket. */
+  write(fd: number, data: ArrayBufferView, label: string): number;
+  /** Returns once every write up to ticket (default: all) is done; throws the first failure (code EIO). */
+  wait(ticket?: number): void;
+  /** Waits for every write and stops the thread. */
+  close(): void;
+}
+
 interface Addon {
   Backend: new (kind: string) => Backend;
+  FileQueue: new () => FileQueue;
   backendKinds: string[];
   gpuDeviceCount(): number;
   trimHostHeap(): void;
-  summarizeRow(data: Float32Array | Float64Array, offset: number, width: number, sample: number[]): RowSummary;
 }
 
 /** Repository root: the nearest parent holding package.json (works from src/ and dist/). */
@@ -240,10 +250,11 @@ export function gpuDeviceCount(): number {
   return load().gpuDeviceCount();
 }
 
-/** The statistics, hash and sample of data[offset, offset + width) on the host, as the cpu backends' summarize computes them. */
-export function summarizeRow(data: Float32Array | Float64Array, offset: number, width: number, sample: number[]): RowSummary {
-  return load().summarizeRow(data, offset, width, sample);
+/** A queue writing files on a thread of its own. */
+export function fileQueue(): FileQueue {
+  return new (load().FileQueue)();
 }
+
 
 /**
  * Hands the C heap's free pages back to the OS (glibc keeps freed pages in

@@ -6,7 +6,8 @@
 // page-locked host memory, all in stream order. The records are written one
 // forward call later, while the device runs the next call (or when the
 // tracer closes, or before any other record reaches the file, so lines keep
-// their order): the host's JSON and writes overlap the device's work. The
+// their order), and the writer's thread puts them in the files: the host's
+// JSON and writes overlap the device's work. The
 // hash is of the very bits the sidecar keeps, so the analyzer's errors are exact.
 import { readSpanStats, SPAN_STATS, withRows, type Backend, type Fence, type Tensor } from '../native.js';
 import type { Tap, TapInfo } from '../model/engine.js';
@@ -56,6 +57,8 @@ interface Batch {
   pending: Pending[];
   /** Page-locked host memory: the rows (elements [0, used)), then the statistics at statsAt. */
   host: ArrayBuffer;
+  /** Which of the two host buffers. */
+  turn: number;
   used: number;
   statsAt: number;
   fence: Fence;
@@ -70,6 +73,8 @@ export class StageTracer {
   private stats: Tensor | undefined;
   /** Two page-locked host buffers, taken in turn: one is written back into while the other's records are written. */
   private readonly hostBufs: (ArrayBuffer | undefined)[] = [undefined, undefined];
+  /** The writer's ticket for the rows last queued from each host buffer: it is reused once they are written. */
+  private readonly hostTickets = [0, 0];
   private turn = 0;
   private inFlight: Batch | undefined;
   /**
@@ -169,7 +174,7 @@ export class StageTracer {
     const host = this.hostBuffer(statsAt + stats);
     withRows(this.buffer!, 0, this.used, (v) => b.copyToHost(v, host, 0));
     withRows(this.stats, 0, n, (v) => b.copyToHost(v, host, statsAt));
-    const batch: Batch = { pending: this.pending, host, used: this.used, statsAt, fence: b.fence() };
+    const batch: Batch = { pending: this.pending, host, turn: this.turn, used: this.used, statsAt, fence: b.fence() };
     this.pending = [];
     this.used = 0;
     this.hostMs.issue += performance.now() - t0;
@@ -178,9 +183,10 @@ export class StageTracer {
     if (previous) this.write(previous);
   }
 
-  /** This turn's host buffer, grown to at least `bytes`. */
+  /** This turn's host buffer, grown to at least `bytes`, once the writes from it are done. */
   private hostBuffer(bytes: number): ArrayBuffer {
     this.turn ^= 1;
+    this.writer.waitFor(this.hostTickets[this.turn]!);
     const cur = this.hostBufs[this.turn];
     if (cur && cur.byteLength >= bytes) return cur;
     const grown = this.backend.hostBuffer(Math.max(bytes, 2 * (cur?.byteLength ?? 0), 1 << 20));
@@ -204,6 +210,7 @@ export class StageTracer {
     const b = this.backend;
     const data = b.actDtype === 'f64' ? new Float64Array(batch.host, 0, batch.used) : new Float32Array(batch.host, 0, batch.used);
     const rows = this.writer.writeRow(data);
+    this.hostTickets[batch.turn] = rows.ticket;
     const records: StageRecord[] = [];
     batch.pending.forEach((p, i) => {
       const s = readSpanStats(batch.host, batch.statsAt, i);

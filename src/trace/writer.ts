@@ -1,10 +1,13 @@
-// Appends trace records to a JSONL file and full rows to its sidecar. Each row
-// is written before the line that points at it, and lines go out whole (one
+// Appends trace records to a JSONL file and full rows to its sidecar, through
+// a queue that writes on a thread of its own (the host goes on with the next
+// step meanwhile). The queue keeps the order of the calls: each row is
+// written before the line that points at it, and lines go out whole (one
 // record, or the records of one forward call, per write), so an interrupted
 // run leaves whole lines whose rows are on disk, and at worst a last line cut
-// short, which the reader reports.
-import { closeSync, fstatSync, openSync, writeSync } from 'node:fs';
+// short, which the reader reports. close() returns once all is written.
+import { closeSync, fstatSync, openSync } from 'node:fs';
 import { basename } from 'node:path';
+import { fileQueue, type FileQueue } from '../native.js';
 import type { TraceRecord } from './schema.js';
 
 /** foo.jsonl -> foo.rows.bin; rows of every run appended to foo.jsonl go there. */
@@ -12,16 +15,12 @@ export function sidecarPath(jsonlPath: string): string {
   return (jsonlPath.endsWith('.jsonl') ? jsonlPath.slice(0, -'.jsonl'.length) : jsonlPath) + '.rows.bin';
 }
 
-function writeAll(fd: number, buf: Uint8Array): void {
-  let done = 0;
-  while (done < buf.length) done += writeSync(fd, buf, done, buf.length - done);
-}
-
 export class TraceWriter {
   private readonly fd: number;
   private readonly rowFd: number;
   private rowOffset: number;
   private readonly rowFile: string;
+  private readonly queue: FileQueue;
   /** Runs before a single record is written: lets a tracer write the stage records it holds first. */
   beforeWrite: (() => void) | undefined;
 
@@ -31,28 +30,39 @@ export class TraceWriter {
     this.fd = openSync(path, 'a');
     this.rowOffset = fstatSync(this.rowFd).size;
     this.rowFile = basename(rows);
+    this.queue = fileQueue();
   }
 
-  writeRow(data: Float32Array | Float64Array): { file: string; offset: number; bytes: number } {
+  /** Queues a row block; its bytes must stay unchanged until waitFor(ticket) returns. */
+  writeRow(data: Float32Array | Float64Array): { file: string; offset: number; bytes: number; ticket: number } {
     const bytes = new Uint8Array(data.buffer, data.byteOffset, data.byteLength);
     const ref = { file: this.rowFile, offset: this.rowOffset, bytes: bytes.length };
-    writeAll(this.rowFd, bytes);
     this.rowOffset += bytes.length;
-    return ref;
+    return { ...ref, ticket: this.queue.write(this.rowFd, bytes, this.rowFile) };
   }
 
   write(record: TraceRecord): void {
     this.beforeWrite?.();
-    writeAll(this.fd, Buffer.from(JSON.stringify(record) + '\n', 'utf8'));
+    this.queue.write(this.fd, Buffer.from(JSON.stringify(record) + '\n', 'utf8'), this.path);
   }
 
-  /** Several records in one write (a forward call's): the lines are whole, and their rows were written before. */
+  /** Several records in one write (a forward call's): the lines are whole, and their rows were queued before. */
   writeLines(records: readonly TraceRecord[]): void {
-    if (records.length) writeAll(this.fd, Buffer.from(records.map((r) => JSON.stringify(r) + '\n').join(''), 'utf8'));
+    if (records.length) this.queue.write(this.fd, Buffer.from(records.map((r) => JSON.stringify(r) + '\n').join(''), 'utf8'), this.path);
   }
 
+  /** Returns once the writes up to ticket are done (the bytes they read may change). */
+  waitFor(ticket: number): void {
+    this.queue.wait(ticket);
+  }
+
+  /** Finishes every queued write, then closes the files; a failed write is thrown here if not before. */
   close(): void {
-    closeSync(this.fd);
-    closeSync(this.rowFd);
+    try {
+      this.queue.close();
+    } finally {
+      closeSync(this.fd);
+      closeSync(this.rowFd);
+    }
   }
 }
