@@ -77,6 +77,8 @@ interface ModelRow {
   /** Weight bytes at the copy rate: what one decode step cannot beat. */
   floor_ms: number;
   prefill_ms: number;
+  /** Prefill at the issue's lengths (205 and 4096 tokens: the prompt's ids repeated), on a GPU backend. */
+  prefill_at: { tokens: number; ms: number }[];
   /** The untraced step as a trace's later steps run it: replayed from a graph where the backend has them. */
   decode_ms: number;
   /** The same step issued op by op (Engine.graphs off), and the graph's node count (null: no graphs). */
@@ -257,6 +259,15 @@ function modelBench(kind: BackendKind, modelName: string, reps: number, copyGBs:
     engine.forward(ids, 0, c).logits.free();
     engine.freeCache(c);
   }, reps, sync);
+  const prefillAt = (kind === 'hip' ? [205, 4096] : []).map((tokens) => {
+    const longIds = Array.from({ length: tokens }, (_, i) => ids[i % n]!);
+    const ms = time(() => {
+      const c = engine.newCache(tokens);
+      engine.forward(longIds, 0, c).logits.free();
+      engine.freeCache(c);
+    }, Math.min(reps, 5), sync);
+    return { tokens, ms };
+  });
   const prefix = engine.newCache(n + 1);
   engine.forward(ids.slice(0, n - 1), 0, prefix).logits.free();
   const step = (tap?: Tap) => {
@@ -321,6 +332,7 @@ function modelBench(kind: BackendKind, modelName: string, reps: number, copyGBs:
     weight_bytes: decodeBytes,
     floor_ms: floorMs,
     prefill_ms: prefill,
+    prefill_at: prefillAt,
     decode_ms: decode,
     decode_ops_ms: decodeOps,
     graph_nodes: graphNodes,
@@ -415,6 +427,7 @@ function printReport(r: BenchReport): void {
     console.log('| what | median ms | tokens/s | ratio |');
     console.log('|---|---:|---:|---:|');
     console.log(`| prefill ${m.prompt_tokens} tokens | ${f(m.prefill_ms, 1)} | ${f((m.prompt_tokens / m.prefill_ms) * 1e3, 0)} | |`);
+    for (const p of m.prefill_at) console.log(`| prefill ${p.tokens} tokens (the prompt repeated) | ${f(p.ms, 1)} | ${f((p.tokens / p.ms) * 1e3, 0)} | |`);
     console.log(`| decode step floor: ${f(m.weight_bytes / 1e9)} GB of weights at the copy rate | ${f(m.floor_ms, 3)} | ${f(1e3 / m.floor_ms, 1)} | 1.00 |`);
     const how = m.graph_nodes === null ? '' : ` (one graph of ${m.graph_nodes} nodes)`;
     console.log(`| decode step, untraced${how} | ${f(m.decode_ms, 3)} | ${f(m.decode_tokens_per_s, 1)} | ${f(m.decode_of_floor)} of the floor |`);
