@@ -172,8 +172,10 @@ export function planTrace(opts: TraceOptions): TracePlan {
 }
 
 export interface TraceRunOutput {
+  /** The JSONL file written (rows beside it in `.rows.bin`). */
   out: string;
   runId: string;
+  /** Top-1s, generated text and timings of each prompt and experiment. */
   results: RunResult[];
 }
 

@@ -4,10 +4,10 @@ import { closeRuns, readTraceFile } from '../analyze/load.js';
 import { oracleVerdicts, type OracleVerdict } from '../analyze/oracle.js';
 import { resolveTraceOptions, TRACE_OPTIONS, type TraceOptions } from '../options.js';
 import { timingSince, type Timing } from '../rss.js';
-import { planTrace, runTrace } from '../run.js';
+import { planTrace, runTrace, type TraceRunOutput } from '../run.js';
 import { inputFlags, inputSpecs, type List, type SameKeys } from '../spec.js';
 import type { Point } from '../trace/points.js';
-import type { KvCheckRecord, RunResult } from '../trace/schema.js';
+import type { KvCheckRecord } from '../trace/schema.js';
 
 /** The options of `greta trace` (README, Trace options), typed; unset ones take the CLI's defaults. */
 export interface TraceInput {
@@ -34,12 +34,7 @@ export interface TraceInput {
   fault?: string;
 }
 
-export interface TraceOutput {
-  /** The JSONL file written (rows beside it in `.rows.bin`). */
-  out: string;
-  runId: string;
-  /** Top-1s, generated text and timings of each prompt and experiment. */
-  results: RunResult[];
+export interface TraceOutput extends TraceRunOutput {
   /** The analysis: one row per prompt and experiment. */
   rows: ReportRow[];
   kvChecks: KvCheckRecord[];
@@ -74,9 +69,7 @@ export function traceWith(opts: TraceOptions, log: (line: string) => void = () =
   try {
     const rows = analyzeTrace(runs);
     return {
-      out: run.out,
-      runId: run.runId,
-      results: run.results,
+      ...run,
       rows,
       kvChecks: runs.flatMap((r) => r.kvChecks),
       oracle: oracleVerdicts(runs, rows, opts.oracleTol),
