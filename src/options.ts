@@ -1,12 +1,14 @@
-// Options of `trace`: CLI flags, then GRETA_TRACE_* / GRETA_* environment
-// variables, then defaults (a flag beats its variable). Each raw string goes
-// through one zod schema; the first problem becomes a UsageError naming the
-// flag or variable, the bad value and what is allowed.
+// Options of `trace` and `selftest`: CLI flags, then GRETA_TRACE_* / GRETA_*
+// environment variables, then defaults (a flag beats its variable). Each raw
+// string goes through one zod schema; the first problem becomes a UsageError
+// naming the flag or variable, the bad value and what is allowed. The resolver
+// and the options of the commands that load no model are in spec.ts.
 import { existsSync, statSync } from 'node:fs';
 import { join } from 'node:path';
 import { z } from 'zod';
 import { allowed, UsageError } from './errors.js';
 import { splitList } from './lists.js';
+import { boolFlag, positiveNumber, resolveWith, type Flags, type OptionSpec } from './spec.js';
 import { BACKEND_KINDS } from './native.js';
 import { MODEL_NAMES } from './model/models.js';
 import { ATTN_PIPE_POINTS, DEFAULT_PHASES, inForwardOrder, PHASE_RE, POINT_ALIASES, POINTS, STAGE_POINTS, type Point } from './trace/points.js';
@@ -16,15 +18,6 @@ export const POST_WO_POINTS: readonly Point[] = ['ffn_norm', 'mlp_out', 'x_out',
 import { PROMPT_NAMES } from './prompts.js';
 import { FAULT_NAMES, parseFaultSpec, type FaultName, type FaultSpec } from './faults.js';
 import { ExpSchema } from './trace/schema.js';
-
-/** One option: its flag, its environment variable, its default and its help line. */
-export interface OptionSpec {
-  flag: string;
-  env?: string;
-  type: 'string' | 'boolean';
-  def?: string;
-  help: string;
-}
 
 export const TRACE_OPTIONS = {
   prompt: { flag: 'prompt', type: 'string', def: 'p4_sys', help: `built-in prompt(s), comma-separated (${PROMPT_NAMES.join(', ')})` },
@@ -59,16 +52,6 @@ function isModelPath(m: string): boolean {
   return st.isDirectory() ? existsSync(join(m, 'config.json')) : st.isFile() && m.endsWith('.gguf');
 }
 
-const boolFlag = z
-  .string()
-  .transform((s, ctx) => {
-    const v = s.trim().toLowerCase();
-    if (['1', 'true', 'yes', 'on', ''].includes(v)) return true;
-    if (['0', 'false', 'no', 'off'].includes(v)) return false;
-    ctx.addIssue({ code: 'custom', message: `'${s}' is not a boolean (allowed: 1, 0, true, false)` });
-    return z.NEVER;
-  });
-
 const nonEmptyList = (what: string, allowedText: string, check: (x: string) => string | undefined) =>
   z.string().transform((s, ctx) => {
     const l = splitList(s, allowedText);
@@ -100,24 +83,6 @@ const intIn = (lo: number, hi: number) =>
     }
     return v;
   });
-
-export const positiveNumber = z.string().transform((s, ctx) => {
-  const v = Number(s);
-  if (s.trim() === '' || !Number.isFinite(v) || v <= 0) {
-    ctx.addIssue({ code: 'custom', message: `'${s}' is not a number > 0` });
-    return z.NEVER;
-  }
-  return v;
-});
-
-const nonNegativeNumber = z.string().transform((s, ctx) => {
-  const v = Number(s);
-  if (s.trim() === '' || !Number.isFinite(v) || v < 0) {
-    ctx.addIssue({ code: 'custom', message: `'${s}' is not a number >= 0` });
-    return z.NEVER;
-  }
-  return v;
-});
 
 /** Layer list syntax: "all", or integers and ranges "a-b"; checked against the model later. */
 export type LayerSpec = 'all' | number[];
@@ -212,58 +177,23 @@ export const TraceOptionsSchema = z.object({
 
 export type TraceOptions = z.infer<typeof TraceOptionsSchema> & { backend: (typeof BACKEND_KINDS)[number] | 'auto' };
 
-/**
- * Merges flags (already parsed by node:util parseArgs) with the environment
- * and defaults, then validates with `schema`. Throws UsageError on the first
- * bad value, naming the flag or variable it came from.
- */
-function resolveWith<T>(
-  specs: Record<string, OptionSpec>,
-  schema: z.ZodType<T>,
-  flags: Record<string, string | boolean | undefined>,
-  env: NodeJS.ProcessEnv,
-  before?: (fromFlag: Record<string, boolean>) => void,
-): { opts: T; source: (key: string) => string } {
-  const raw: Record<string, string> = {};
-  const fromFlag: Record<string, boolean> = {};
-  for (const [key, spec] of Object.entries(specs)) {
-    const f = flags[spec.flag];
-    if (f !== undefined) {
-      raw[key] = typeof f === 'boolean' ? (f ? '1' : '0') : f;
-      fromFlag[key] = true;
-    } else if (spec.env && env[spec.env] !== undefined) {
-      raw[key] = env[spec.env]!;
-    } else if (spec.def !== undefined) {
-      raw[key] = spec.def;
-    }
-  }
-  const source = (key: string) => {
-    const spec = specs[key]!;
-    return fromFlag[key] ? `--${spec.flag}` : (spec.env ?? `--${spec.flag}`);
-  };
-  before?.(fromFlag);
-  const parsed = schema.safeParse(raw);
-  if (!parsed.success) {
-    const issue = parsed.error.issues[0]!;
-    throw new UsageError(`${source(String(issue.path[0]))}: ${issue.message}`);
-  }
-  return { opts: parsed.data, source };
-}
-
 /** Trace options from flags, GRETA_TRACE_* variables and defaults. */
 export function resolveTraceOptions(
-  flags: Record<string, string | boolean | undefined>,
+  flags: Flags,
   env: NodeJS.ProcessEnv,
 ): TraceOptions {
   const pointsGiven = flags.points !== undefined || env.GRETA_TRACE_STAGE_POINTS !== undefined;
   const { opts, source } = resolveWith(TRACE_OPTIONS, TraceOptionsSchema, flags, env, (fromFlag) => {
-  if (env.GRETA_TRACE_STAGE !== undefined && !['1', 'true', 'on', 'yes'].includes(env.GRETA_TRACE_STAGE.toLowerCase())) {
-    throw new UsageError(
-      `GRETA_TRACE_STAGE: '${env.GRETA_TRACE_STAGE}' would turn tracing off, but the trace command always traces (allowed: 1, or unset)`,
-    );
-  }
+    if (env.GRETA_TRACE_STAGE !== undefined && !['1', 'true', 'on', 'yes'].includes(env.GRETA_TRACE_STAGE.toLowerCase())) {
+      throw new UsageError(
+        `GRETA_TRACE_STAGE: '${env.GRETA_TRACE_STAGE}' would turn tracing off, but the trace command always traces (allowed: 1, or unset)`,
+      );
+    }
     if (fromFlag.promptText && fromFlag.promptFile) {
       throw new UsageError('--prompt-text and --prompt-file: give one of them, not both');
+    }
+    if (fromFlag.prompt && (fromFlag.promptText || fromFlag.promptFile)) {
+      throw new UsageError('--prompt and --prompt-text/--prompt-file: give one of them, not both');
     }
   });
   const trace = opts as TraceOptions;
@@ -332,30 +262,8 @@ export type SelftestOptions = z.infer<typeof SelftestOptionsSchema> & { backend:
 
 /** Selftest options: flags, GRETA_MODEL / GRETA_BACKEND as in trace, defaults. */
 export function resolveSelftestOptions(
-  flags: Record<string, string | boolean | undefined>,
+  flags: Flags,
   env: NodeJS.ProcessEnv,
 ): SelftestOptions {
   return resolveWith(SELFTEST_OPTIONS, SelftestOptionsSchema, flags, env).opts as SelftestOptions;
-}
-
-export const REPORT_OPTIONS = {
-  out: { flag: 'out', type: 'string', def: 'report.html', help: 'the HTML file to write (.html or .htm), replaced if it exists' },
-  compare: { flag: 'compare', type: 'string', help: 'also compare every trace with this BASE trace, as greta compare BASE.jsonl TRACE does' },
-  tol: { flag: 'tol', type: 'string', def: '0', help: "count a pair as a mismatch only when its MAE exceeds x, as analyze's --tol (0: any bit)" },
-  oracleTol: { flag: 'oracle-tol', type: 'string', def: '1e-4', help: 'relative L2 to the oracle run (--oracle) beyond which a phase departed' },
-} as const satisfies Record<string, OptionSpec>;
-
-export const ReportOptionsSchema = z.object({
-  // An .html name: a slip of argument order must not overwrite a trace.
-  out: z.string().refine((s) => /\.html?$/i.test(s), { error: (iss) => `'${String(iss.input)}' is not an .html or .htm file name` }),
-  compare: z.string().min(1, 'empty BASE trace name').optional(),
-  tol: nonNegativeNumber,
-  oracleTol: positiveNumber,
-});
-
-export type ReportOptions = z.infer<typeof ReportOptionsSchema>;
-
-/** Report options: flags and defaults (no environment variables). */
-export function resolveReportOptions(flags: Record<string, string | boolean | undefined>): ReportOptions {
-  return resolveWith(REPORT_OPTIONS, ReportOptionsSchema, flags, {}).opts;
 }

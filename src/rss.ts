@@ -1,5 +1,6 @@
-// Peak resident memory: the trace's load line and --stats. Its own module so
-// that analyze and compare report it without loading the model code and the addon.
+// Peak resident memory and the timing of a library call: the trace's load
+// line and --stats. Its own module so that analyze and compare report it
+// without loading the model code and the addon.
 import { readFileSync } from 'node:fs';
 
 /**
@@ -15,4 +16,15 @@ export function peakRssBytes(): number {
     // not Linux
   }
   return process.resourceUsage().maxRSS * 1024;
+}
+
+/** How long a library call took, and this process's peak RSS when it returned (what --stats prints). */
+export interface Timing {
+  seconds: number;
+  peak_rss_bytes: number;
+}
+
+/** The timing of a call that started at `t0` (performance.now()). */
+export function timingSince(t0: number): Timing {
+  return { seconds: (performance.now() - t0) / 1e3, peak_rss_bytes: peakRssBytes() };
 }

@@ -101,7 +101,7 @@ function progressBar(enabled: boolean): ((done: number, total: number) => void) 
 }
 
 /** Resolves and validates everything a run needs before any output is created. */
-export function planTrace(opts: TraceOptions, flagsGiven: { prompt: boolean }): TracePlan {
+export function planTrace(opts: TraceOptions): TracePlan {
   // Checks the backend before reading any model file.
   if (opts.backend === 'hip' && !availableBackends().includes('hip')) {
     throw new UsageError(`--backend: 'hip' is not in this build (this build has: ${availableBackends().join(', ')}; build it with npm run build:hip)`);
@@ -122,7 +122,6 @@ export function planTrace(opts: TraceOptions, flagsGiven: { prompt: boolean }): 
 
   let prompts: PromptInput[];
   if (opts.promptText !== undefined || opts.promptFile !== undefined) {
-    if (flagsGiven.prompt) throw new UsageError('--prompt and --prompt-text/--prompt-file: give one of them, not both');
     let text: string;
     let name: string;
     if (opts.promptFile !== undefined) {
@@ -173,8 +172,10 @@ export function planTrace(opts: TraceOptions, flagsGiven: { prompt: boolean }): 
 }
 
 export interface TraceRunOutput {
+  /** The JSONL file written (rows beside it in `.rows.bin`). */
   out: string;
   runId: string;
+  /** Top-1s, generated text and timings of each prompt and experiment. */
   results: RunResult[];
 }
 

@@ -63,16 +63,31 @@ export function defaultFaultLayers(nLayers: number): number[] {
   return [...new Set([0, nLayers >> 1, nLayers - 1])];
 }
 
-export function listFaults(): string {
+/** A planted fault: where selftest expects its first mismatch with stage points only, and with sub-stages traced. */
+export interface FaultListing {
+  name: FaultName;
+  /** Takes @LAYER. */
+  layered: boolean;
+  /** The expected first mismatch's point ('-': none of the points it corrupts is traced). */
+  at_stage_points: Point | '-';
+  /** The same with every point traced, sub-stages included (selftest's default). */
+  at_every_point: Point | '-';
+  description: string;
+}
+
+export function listFaults(): FaultListing[] {
   const at = (n: FaultName, points: readonly Point[]) => expectedMismatch({ name: n }, new Set(points))?.point ?? '-';
-  const rows = FAULT_NAMES.map((n) => {
+  return FAULT_NAMES.map((n) => {
     const d = faultInfo(n);
-    return `| ${n} | ${d.layered ? 'yes' : 'no'} | ${at(n, STAGE_POINTS)} | ${at(n, POINTS)} | ${d.description} |`;
+    return { name: n, layered: d.layered, at_stage_points: at(n, STAGE_POINTS), at_every_point: at(n, POINTS), description: d.description };
   });
+}
+
+export function formatFaults(faults: FaultListing[]): string {
   return [
     '| fault | @LAYER | first mismatch (stage points) | (sub-stages traced) | what it plants in decode calls |',
     '|---|---|---|---|---|',
-    ...rows,
+    ...faults.map((f) => `| ${f.name} | ${f.layered ? 'yes' : 'no'} | ${f.at_stage_points} | ${f.at_every_point} | ${f.description} |`),
   ].join('\n');
 }
 
@@ -90,7 +105,7 @@ export function runSelftest(opts: SelftestOptions, log: (line: string) => void =
     {},
   );
   const traced = new Set(base.points);
-  const plan = planTrace(base, { prompt: true });
+  const plan = planTrace(base);
   const { model } = plan;
   const nLayers = model.config.num_hidden_layers;
   const layers = typeof opts.faultLayers === 'string' ? defaultFaultLayers(nLayers) : opts.faultLayers;

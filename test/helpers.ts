@@ -12,5 +12,5 @@ export function tempDir(prefix = 'greta-'): string {
 export function traceWith(flags: Record<string, string | boolean>, env: NodeJS.ProcessEnv = {}): TraceRunOutput {
   const out = (flags.out as string | undefined) ?? join(tempDir(), 'trace.jsonl');
   const opts = resolveTraceOptions({ ...flags, out }, env);
-  return runTrace(planTrace(opts, { prompt: flags.prompt !== undefined }));
+  return runTrace(planTrace(opts));
 }

@@ -1,20 +1,23 @@
 #!/usr/bin/env node
 // greta trace | analyze | compare | report | selftest. Bad input: one line on stderr, exit 2.
+// Each command is the library call of src/api/ with argv parsing (the option
+// specs and schemas of spec.ts and options.ts), printing what the call
+// returns, and the exit code it stands for.
 // analyze and compare load no model code: trace and selftest import theirs
 // (the tokenizer, the addon), and report the tokenizer for token text, when
 // they run, so reading traces stays light.
 import { parseArgs, type ParseArgsConfig } from 'node:util';
-import { analysisExitCode, analyzeFiles, analyzeTrace, ANALYZE_EXIT, formatAnalysis, formatTable, toJson } from '../analyze/analyze.js';
-import { readTraceFile } from '../analyze/load.js';
-import { analysisOracle, DEFAULT_ORACLE_BOUND, formatOracle, oracleVerdicts } from '../analyze/oracle.js';
-import { formatKvCheck } from '../trace/kvcheck.js';
-import { peakRssBytes } from '../rss.js';
-import { COMPARE_EXIT, compareFiles, formatCompare, FP32_REL_L2, FP32_REL_L2_OTHER } from '../compare/compare.js';
+import { ANALYZE_EXIT, formatAnalysis, formatTable, toJson } from '../analyze/analyze.js';
+import { formatOracle, type OracleVerdict } from '../analyze/oracle.js';
+import { analyzeWith } from '../api/analyze.js';
+import { compareWith } from '../api/compare.js';
+import { COMPARE_EXIT, formatCompare, FP32_REL_L2, FP32_REL_L2_OTHER } from '../compare/compare.js';
 import { UsageError } from '../errors.js';
-import { splitList } from '../lists.js';
 import { LoaderError } from '../loaders/errors.js';
-import type { OptionSpec } from '../options.js';
-import { POINT_ALIASES, POINTS, type Point } from '../trace/points.js';
+import type { Timing } from '../rss.js';
+import { ANALYZE_OPTIONS, COMPARE_OPTIONS, REPORT_OPTIONS, resolveAnalyzeOptions, resolveCompareOptions, resolveReportOptions, type Flags, type OptionSpec } from '../spec.js';
+import { formatKvCheck } from '../trace/kvcheck.js';
+import type { KvCheckRecord } from '../trace/schema.js';
 
 function optionLines(specs: Record<string, OptionSpec>): string[] {
   return Object.values(specs).map((o) => {
@@ -52,10 +55,10 @@ const ANALYZE_HELP = [
   'its end record is INCOMPLETE, a prompt and experiment with nothing to pair',
   'NO_DATA; neither is ever NONE.',
   '',
-  '  --json      print the analysis as JSON on stdout',
-  '  --tol <x>   count a pair as a mismatch only when its MAE exceeds x (default 0: any bit)',
-  '  --oracle-tol <x>  relative L2 to the oracle run (--oracle) beyond which a phase departed (default 1e-4)',
-  '  --stats     print time, bytes read and peak RSS to stderr',
+  `  --json      ${ANALYZE_OPTIONS.json.help}`,
+  `  --tol <x>   ${ANALYZE_OPTIONS.tol.help}`,
+  `  --oracle-tol <x>  ${ANALYZE_OPTIONS.oracleTol.help}`,
+  `  --stats     ${ANALYZE_OPTIONS.stats.help}`,
   '  --help      this text',
   '',
   `Exit codes: ${ANALYZE_EXIT.ok} every row is a real comparison (NONE or a first mismatch),`,
@@ -72,12 +75,11 @@ const COMPARE_HELP = [
   'order, each phase\'s count, the worst relative L2 of each layer per phase (error',
   'growth through depth) and the records on one side only.',
   '',
-  '  --tol <x>            relative-L2 bound for every point; 0 means bits equal',
-  '  --tol-point <p=x,..> bounds for single points, over the default or --tol (e.g. logits=1e-4,attn_out=2e-5)',
-  '  --run <id>           the run to take from a file holding several; repeat for the other file,',
-  '                       or give two for two runs of one file (BASE first)',
-  '  --json               print the comparison as JSON on stdout (every pair)',
-  '  --stats              print time, bytes read and peak RSS to stderr',
+  `  --tol <x>            ${COMPARE_OPTIONS.tol.help}`,
+  `  --tol-point <p=x,..> ${COMPARE_OPTIONS.tolPoint.help}`,
+  `  --run <id>           ${COMPARE_OPTIONS.runs.help.replaceAll('\n', `\n${' '.repeat(23)}`)}`,
+  `  --json               ${COMPARE_OPTIONS.json.help}`,
+  `  --stats              ${COMPARE_OPTIONS.stats.help}`,
   '  --help               this text',
   '',
   'Default tolerance: bits equal when both runs name the same backend and model;',
@@ -113,115 +115,68 @@ function parse<const O extends NonNullable<ParseArgsConfig['options']>>(argv: st
 }
 
 function parseSpecs(argv: string[], specs: Record<string, OptionSpec>) {
-  const options: Record<string, { type: 'string' | 'boolean' }> = { help: { type: 'boolean' } };
-  for (const o of Object.values(specs)) options[o.flag] = { type: o.type };
-  return parse(argv, options);
+  const options: Record<string, { type: 'string' | 'boolean'; multiple?: boolean }> = { help: { type: 'boolean' } };
+  for (const o of Object.values(specs)) options[o.flag] = { type: o.type, ...(o.multiple ? { multiple: true } : {}) };
+  const { values, positionals } = parse(argv, options);
+  // Only string options repeat (multiple), so a list is of strings.
+  return { values: values as Flags, positionals };
+}
+
+/** The table (or --json) of an analysis, with the KV verdicts and the oracle's, as trace and analyze print them. */
+function printAnalysis(json: boolean | undefined, table: string, jsonRows: object, kvChecks: KvCheckRecord[], oracle: OracleVerdict[]): void {
+  if (json) console.log(JSON.stringify({ ...jsonRows, kv_checks: kvChecks, oracle }, null, 2));
+  else console.log([table, ...kvChecks.map((c) => formatKvCheck(c.prompt, c.exp, c)), ...(oracle.length ? [formatOracle(oracle)] : [])].join('\n'));
 }
 
 async function traceCommand(argv: string[]): Promise<void> {
   const { resolveTraceOptions, TRACE_OPTIONS } = await import('../options.js');
-  const { planTrace, runTrace } = await import('../run.js');
+  const { traceWith } = await import('../api/trace.js');
   const { values, positionals } = parseSpecs(argv, TRACE_OPTIONS);
   if (values.help) {
     console.log(traceHelp(TRACE_OPTIONS));
     return;
   }
   if (positionals.length) throw new UsageError(`unexpected argument '${positionals[0]}' (see --help)`);
-  const opts = resolveTraceOptions(values as Record<string, string | boolean | undefined>, process.env);
-  const plan = planTrace(opts, { prompt: values.prompt !== undefined });
+  const opts = resolveTraceOptions(values, process.env);
   const log = (l: string) => console.error(l);
-  const t0 = performance.now();
-  const out = runTrace(plan, log);
-  log(`trace: ${out.out} (${(performance.now() - t0).toFixed(0)} ms)`);
-  for (const r of out.results) log(`${r.prompt} ${r.exp} generated: ${JSON.stringify(r.generated_text)}`);
-  // Only this run's records (and its oracle's): the file may hold many earlier runs.
-  const runs = readTraceFile(out.out, (h) => h.run_id === out.runId || h.options.oracle_for === out.runId).runs;
-  const rows = analyzeTrace(runs);
-  const kv = runs.flatMap((r) => r.kvChecks);
-  const oracle = oracleVerdicts(runs, rows, opts.oracleTol);
-  if (opts.json) console.log(JSON.stringify({ ...toJson(rows), kv_checks: kv, oracle }, null, 2));
-  else console.log([formatTable(rows), ...kv.map((c) => formatKvCheck(c.prompt, c.exp, c)), ...(oracle.length ? [formatOracle(oracle)] : [])].join('\n'));
+  const t = traceWith(opts, log);
+  log(`trace: ${t.out} (${(t.timing.seconds * 1e3).toFixed(0)} ms)`);
+  for (const r of t.results) log(`${r.prompt} ${r.exp} generated: ${JSON.stringify(r.generated_text)}`);
+  printAnalysis(opts.json, formatTable(t.rows), toJson(t.rows), t.kvChecks, t.oracle);
 }
 
-/** A bound: a finite number >= 0. */
-function bound(flag: string, v: string): number {
-  const x = Number(v);
-  if (v.trim() === '' || !Number.isFinite(x) || x < 0) throw new UsageError(`${flag}: '${v}' is not a number >= 0`);
-  return x;
-}
-
-function statsLine(cmd: string, t0: number, parts: string[]): string {
-  const s = ((performance.now() - t0) / 1e3).toFixed(2);
-  return `${cmd}: ${parts.join(', ')} in ${s} s; peak RSS ${(peakRssBytes() / 1e6).toFixed(1)} MB`;
+function statsLine(cmd: string, timing: Timing, parts: string[]): string {
+  return `${cmd}: ${parts.join(', ')} in ${timing.seconds.toFixed(2)} s; peak RSS ${(timing.peak_rss_bytes / 1e6).toFixed(1)} MB`;
 }
 
 const mb = (b: number) => `${(b / 1e6).toFixed(1)} MB`;
 
 /** Returns the exit code: 3 when a row is not a real comparison. */
 function analyzeCommand(argv: string[]): number {
-  const t0 = performance.now();
-  const { values, positionals } = parse(argv, {
-    json: { type: 'boolean' },
-    tol: { type: 'string' },
-    'oracle-tol': { type: 'string' },
-    stats: { type: 'boolean' },
-    help: { type: 'boolean' },
-  });
+  const { values, positionals } = parseSpecs(argv, ANALYZE_OPTIONS);
   if (values.help) {
     console.log(ANALYZE_HELP);
     return 0;
   }
   if (positionals.length === 0) throw new UsageError('analyze: give at least one trace .jsonl file (see --help)');
-  const tol = values.tol === undefined ? 0 : bound('--tol', values.tol);
-  const oracleTol = values['oracle-tol'] === undefined ? DEFAULT_ORACLE_BOUND : bound('--oracle-tol', values['oracle-tol']);
-  const a = analyzeFiles(positionals.map(String), { tol });
-  if (a.rows.length === 0 && a.problems.length === 0) throw new UsageError(`analyze: no runs in ${positionals.join(', ')}`);
-  const oracle = analysisOracle(a, tol, oracleTol);
-  if (values.json) console.log(JSON.stringify({ ...toJson(a.rows, a.problems), kv_checks: a.kvChecks, oracle }, null, 2));
-  else {
-    const extra = [...a.kvChecks.map((c) => formatKvCheck(c.prompt, c.exp, c)), ...(oracle.length ? [formatOracle(oracle)] : [])];
-    console.log([formatAnalysis(a), ...extra].join('\n'));
-  }
-  if (values.stats) {
+  const opts = resolveAnalyzeOptions(values);
+  const a = analyzeWith(positionals, opts);
+  printAnalysis(opts.json, formatAnalysis(a), toJson(a.rows, a.problems), a.kvChecks, a.oracle);
+  if (opts.stats) {
     const st = a.stats;
     console.error(
-      statsLine('analyze', t0, [
+      statsLine('analyze', a.timing, [
         `${st.files} file(s), ${mb(st.bytes)} of JSONL (${st.lines} lines, ${st.runs} runs, ${st.records} records)`,
         `${mb(st.row_bytes_read)} of rows (${st.rows_read} rows, ${st.pairs} pairs)`,
       ]),
     );
   }
-  return analysisExitCode(a);
-}
-
-function parseTolPoint(v: string): Partial<Record<Point, number>> {
-  const names = [...POINTS, ...Object.keys(POINT_ALIASES)];
-  const what = `allowed: POINT=BOUND items, comma-separated, POINT one of ${names.join(', ')}`;
-  const l = splitList(v, what);
-  if ('error' in l) throw new UsageError(`--tol-point: ${l.error}`);
-  if (l.items.length === 0) throw new UsageError(`--tol-point: empty list (${what})`);
-  const out: Partial<Record<Point, number>> = {};
-  for (const item of l.items) {
-    const m = /^([a-z_0-9]+)=(.+)$/.exec(item);
-    if (!m) throw new UsageError(`--tol-point: '${item}' is not POINT=BOUND (${what})`);
-    const p = (POINTS as readonly string[]).includes(m[1]!) ? (m[1] as Point) : POINT_ALIASES[m[1]!];
-    if (!p) throw new UsageError(`--tol-point: unknown point '${m[1]}' (allowed: ${names.join(', ')})`);
-    out[p] = bound(`--tol-point ${m[1]}`, m[2]!);
-  }
-  return out;
+  return a.exit;
 }
 
 /** Returns the exit code: 1 beyond tolerance, 3 a run did not finish. */
 function compareCommand(argv: string[]): number {
-  const t0 = performance.now();
-  const { values, positionals } = parse(argv, {
-    tol: { type: 'string' },
-    'tol-point': { type: 'string' },
-    run: { type: 'string', multiple: true },
-    json: { type: 'boolean' },
-    stats: { type: 'boolean' },
-    help: { type: 'boolean' },
-  });
+  const { values, positionals } = parseSpecs(argv, COMPARE_OPTIONS);
   if (values.help) {
     console.log(COMPARE_HELP);
     return 0;
@@ -229,12 +184,11 @@ function compareCommand(argv: string[]): number {
   if (positionals.length !== 2) {
     throw new UsageError(`compare: give two trace files, BASE.jsonl TEST.jsonl (got ${positionals.length}; see --help)`);
   }
-  const tol = values.tol === undefined ? undefined : bound('--tol', values.tol);
-  const tolPoint = values['tol-point'] === undefined ? undefined : parseTolPoint(values['tol-point']);
-  const r = compareFiles(String(positionals[0]), String(positionals[1]), { tol, tolPoint, runs: values.run });
-  console.log(values.json ? JSON.stringify(r, null, 2) : formatCompare(r));
-  if (values.stats) {
-    console.error(statsLine('compare', t0, [`${r.pairs.length} pairs`, `${mb(r.stats.row_bytes_read)} of rows (${r.stats.rows_read} rows)`]));
+  const opts = resolveCompareOptions(values);
+  const { timing, ...r } = compareWith(positionals[0]!, positionals[1]!, opts);
+  console.log(opts.json ? JSON.stringify(r, null, 2) : formatCompare(r));
+  if (opts.stats) {
+    console.error(statsLine('compare', timing, [`${r.pairs.length} pairs`, `${mb(r.stats.row_bytes_read)} of rows (${r.stats.rows_read} rows)`]));
   }
   return r.exit;
 }
@@ -259,36 +213,35 @@ const reportHelp = (specs: Record<string, OptionSpec>) => [
 
 /** Returns the analyzer's exit code once the page is written. */
 async function reportCommand(argv: string[]): Promise<number> {
-  const { resolveReportOptions, REPORT_OPTIONS } = await import('../options.js');
-  const { writeReport } = await import('../report/report.js');
-  const t0 = performance.now();
+  const { reportWith } = await import('../api/report.js');
   const { values, positionals } = parseSpecs(argv, REPORT_OPTIONS);
   if (values.help) {
     console.log(reportHelp(REPORT_OPTIONS));
     return 0;
   }
   if (positionals.length === 0) throw new UsageError('report: give at least one trace .jsonl file (see --help)');
-  const r = writeReport(positionals.map(String), resolveReportOptions(values as Record<string, string | boolean | undefined>));
-  console.error(`report: ${r.out} (${(r.bytes / 1e3).toFixed(1)} kB, ${r.data.sections.length} prompt x exp, ${((performance.now() - t0) / 1e3).toFixed(2)} s)`);
+  const r = reportWith(positionals, resolveReportOptions(values));
+  console.error(`report: ${r.out} (${(r.bytes / 1e3).toFixed(1)} kB, ${r.data.sections.length} prompt x exp, ${r.timing.seconds.toFixed(2)} s)`);
   return r.exit;
 }
 
 /** Returns the exit code: 1 when a case missed. */
 async function selftestCommand(argv: string[]): Promise<number> {
   const { resolveSelftestOptions, SELFTEST_OPTIONS } = await import('../options.js');
-  const { formatSelftest, listFaults, runSelftest } = await import('../selftest.js');
+  const { faults, selftestWith } = await import('../api/selftest.js');
+  const { formatFaults, formatSelftest } = await import('../selftest.js');
   const { values, positionals } = parseSpecs(argv, SELFTEST_OPTIONS);
   if (values.help) {
     console.log(selftestHelp(SELFTEST_OPTIONS));
     return 0;
   }
   if (positionals.length) throw new UsageError(`unexpected argument '${positionals[0]}' (see --help)`);
-  const opts = resolveSelftestOptions(values as Record<string, string | boolean | undefined>, process.env);
+  const opts = resolveSelftestOptions(values, process.env);
   if (opts.list) {
-    console.log(listFaults());
+    console.log(formatFaults(faults()));
     return 0;
   }
-  const r = runSelftest(opts, (l) => console.error(l));
+  const r = selftestWith(opts, (l) => console.error(l));
   console.log(opts.json ? JSON.stringify(r, null, 2) : formatSelftest(r));
   return r.failed > 0 ? 1 : 0;
 }

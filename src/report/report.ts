@@ -1,7 +1,7 @@
 // greta report: the analysis of trace files as one self-contained HTML page.
 import { writeFileSync } from 'node:fs';
 import { UsageError } from '../errors.js';
-import type { ReportOptions } from '../options.js';
+import type { ReportOptions } from '../spec.js';
 import { buildReport, type ReportData } from './data.js';
 import { renderHtml } from './html.js';
 
