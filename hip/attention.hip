@@ -444,10 +444,16 @@ constexpr int SLOTS = TILE_HEAD_DIM / 4;          // float4 of a Q, K or V row
 constexpr int ROW4 = SLOTS + 1;
 constexpr int SE_ROW = KEY_CHUNK + 8;             // score rows 8 banks apart
 constexpr int TILE_LOADS = KEY_CHUNK * SLOTS / TILE_THREADS;  // float4 of a K or V tile per thread
-static_assert(KEY_CHUNK == 64 && TILE_HEAD_DIM == 128, "16 column groups: 4 keys, 8 dims each");
-// Thread t: row group (t / 64) * 4 + (t / 8) % 4, column group (t / 32) % 2 * 8 + t % 8.
-static_assert(TILE_THREADS % 64 == 0 && TILE_RG == 4 * (TILE_THREADS / 64) && (TILE_ROWS * SLOTS) % TILE_THREADS == 0,
-              "groups of 32 threads: 4 row x 8 column groups, two side by side");
+// Scores and p.V: 16 column groups of 4 keys and of 8 dims (two float4).
+constexpr int COL_GROUPS = 16;
+static_assert(KEY_CHUNK == 4 * COL_GROUPS && SLOTS == 2 * COL_GROUPS, "a column group: 4 keys, 8 dims");
+// Thread t: row group (t / (2 TILE_GROUP)) * 4 + (t / 8) % 4, column group
+// (t / TILE_GROUP) % 2 * 8 + t % 8. A layout unit, not a wave: any wave
+// size runs it (on NVIDIA a group is a warp, which keeps loads conflict-free).
+constexpr int TILE_GROUP = 32;  // threads of 4 row x 8 column groups
+static_assert(TILE_THREADS % (2 * TILE_GROUP) == 0 && TILE_RG == 4 * (TILE_THREADS / (2 * TILE_GROUP)) &&
+                  (TILE_ROWS * SLOTS) % TILE_THREADS == 0,
+              "two groups side by side cover the 16 column groups");
 // The exp-sum passes between the four lanes of a row: they must share a wave.
 static_assert(GRETA_WAVE_SIZE % 4 == 0 && TILE_THREADS % GRETA_WAVE_SIZE == 0, "a row's four threads in one wave");
 
@@ -513,7 +519,7 @@ __global__ void GRETA_LAUNCH_BOUNDS(TILE_THREADS, TILE_MIN_BLOCKS)
     }
   }
   // Scores and p.V: thread (rg, cg); a group of 32 threads is 4 row x 8 column groups.
-  const int rg = (t / 64) * 4 + (t / 8) % 4, cg = (t / 32) % 2 * 8 + t % 8;
+  const int rg = (t / (2 * TILE_GROUP)) * 4 + (t / 8) % 4, cg = (t / TILE_GROUP) % 2 * 8 + t % 8;
   const float scale = default_scale(HD);
   float* const o_base = out + (m0 + rg / QUAD) * g.q_stride + static_cast<int64_t>(hs.h0 + rg % QUAD) * HD + 4 * cg;
   static_assert(TILE_RG % QUAD == 0, "rows rg + TILE_RG i are one head, TILE_RG / QUAD positions apart");
@@ -734,7 +740,7 @@ __global__ void GRETA_LAUNCH_BOUNDS(TILE_THREADS, TILE_MIN_BLOCKS)
       float* o = o_base + i * (TILE_RG / QUAD) * g.q_stride;  // row r = rg + TILE_RG i
       float tot[8];
       if (cg0 > 0) {  // the total so far, parked in out
-        const float4 ta = *reinterpret_cast<const float4*>(o), tb = *reinterpret_cast<const float4*>(o + 64);
+        const float4 ta = *reinterpret_cast<const float4*>(o), tb = *reinterpret_cast<const float4*>(o + HD / 2);
         tot[0] = ta.x; tot[1] = ta.y; tot[2] = ta.z; tot[3] = ta.w;
         tot[4] = tb.x; tot[5] = tb.y; tot[6] = tb.z; tot[7] = tb.w;
       } else {
@@ -752,7 +758,7 @@ __global__ void GRETA_LAUNCH_BOUNDS(TILE_THREADS, TILE_MIN_BLOCKS)
         for (int d = 0; d < 8; d++) tot[d] = __fmul_rn(tot[d], iv);
       }
       *reinterpret_cast<float4*>(o) = make_float4(tot[0], tot[1], tot[2], tot[3]);
-      *reinterpret_cast<float4*>(o + 64) = make_float4(tot[4], tot[5], tot[6], tot[7]);
+      *reinterpret_cast<float4*>(o + HD / 2) = make_float4(tot[4], tot[5], tot[6], tot[7]);
     }
   }
 }
