@@ -19,8 +19,10 @@
 // step uses explicitly rounded fp32 operations (no compiler contraction) and
 // none depends on the wave size or the launch, so the layout is free:
 // prefill (many rows) runs the chain in registers, one block per (row,
-// KV head); a single decode row spreads its chunks over many blocks and
-// merges them after (one short launch per merge level); the bits are the same.
+// KV head), or from TILE_POSITIONS rows at head_dim 128 one block per 16
+// positions (8 on CDNA) of a KV head, sharing each K and V tile; a single
+// decode row spreads its chunks over many blocks and merges them after (one
+// short launch per merge level); the bits are the same.
 //
 // For the planted faults only: custom_scale (when not null) replaces the
 // model's 1/sqrt(head_dim), and key_chunk 16 or 32 another chunk size (0
@@ -38,6 +40,13 @@ size_t greta_attention_scratch_bytes(int64_t M, int n_heads, int head_dim, int64
 hipError_t greta_attention(float* out, const float* q, const float* k_cache, const float* v_cache, const int32_t* pos,
                            int64_t M, int n_heads, int n_kv_heads, int head_dim, int64_t max_keys,
                            const float* custom_scale, int key_chunk, float* partials, hipStream_t stream);
+
+// The rows layout (one block per row and KV head) whatever M and head_dim:
+// the prefill tile kernel's reference, checked against it bit for bit in
+// dev/attention.hip. The model's calls go through greta_attention.
+hipError_t greta_attention_rows(float* out, const float* q, const float* k_cache, const float* v_cache,
+                                const int32_t* pos, int64_t M, int n_heads, int n_kv_heads, int head_dim,
+                                hipStream_t stream);
 
 // The probe of one row at position pos (see Backend::attention_probe): scores
 // and probs [n_heads, pos + 1], pv [n_heads * head_dim], with the order of

@@ -10,11 +10,13 @@
 //   p.V and the exp-sum: one thread per output dim, sequential over keys,
 //     V read straight from global memory (consecutive threads, consecutive d).
 // Then chunk partials merge in chunk order into the partial of their group
-// of CHUNKS_PER_GROUP chunks, and group partials in group order. The prefill
-// kernel runs that chain in registers; decode, with too few rows to fill the
-// device, writes chunk partials from one block per (KV head, chunk) and merges
-// them in one short launch per merge level. No step's order depends on the
-// wave size. Shared memory is about 40 KB a block (the K tile, 33 KB): three
+// of CHUNKS_PER_GROUP chunks, and group partials in group order. The rows
+// kernel runs that chain in registers, one block per (row, KV head); decode,
+// with too few rows to fill the device, writes chunk partials from one block
+// per (KV head, chunk) and merges them in one short launch per merge level.
+// A prefill of TILE_POSITIONS rows or more at head_dim 128 takes the tile
+// kernel instead (below): the same chain per row, with K and V tiles shared
+// by 16 positions. No step's order depends on the wave size. Shared memory is about 40 KB a block (the K tile, 33 KB): three
 // blocks per SM on an H100; on CDNA's 64 KB of LDS per CU only one, which a
 // smaller K_SLICE would raise without changing any bits.
 #include "attention.h"
@@ -399,6 +401,368 @@ __global__ void GRETA_LAUNCH_BOUNDS(BLOCK, MIN_BLOCKS) attention_rows_kernel(
   }
 }
 
+// Prefill, tile layout (head_dim 128, at least TILE_POSITIONS rows): one block
+// per (TILE_POSITIONS consecutive rows, KV head, quad of its query heads), so
+// its TILE_ROWS (row, head) pairs share every K and V tile, staged in shared
+// memory once per block instead of once per row. Per (row, head) and chunk the
+// arithmetic is chunk_partial's and the merges attention_rows_kernel's, step
+// for step (the rule in attention.h); only which thread does what changes:
+//   scores: thread (rg, cg) holds rows rg + TILE_RG i and keys cg + 16 k
+//     (i, k < 4), each a dot sequential in d over float4s of Q and K;
+//   chunk max, exp(s - m_c), the exp-sum and the merge factors: four threads
+//     a row, 16 keys each, the sequential sum handed from one to the next;
+//   p.V: thread (rg, cg) holds rows rg + TILE_RG i and dims 4 cg + 0..3 and
+//     64 + 4 cg + 0..3, acc_c sequential over keys, merged into the group
+//     state in registers; at a group's end that goes into the total, which
+//     waits in `out` (unscaled) until the row's last chunk.
+// Keys past a row's end are skipped, never weighted by zero (that would turn
+// a -0 into +0). Shared memory: Q and K tiles with rows padded by a float4 so
+// the lanes of a load hit distinct banks; V takes K's place after the scores.
+// Groups of chunks are the outer loop: a row's group end (rare) is applied
+// after the group's last chunk, outside the chunk loop's registers.
+//
+// H100 (dev/attention.hip, L2 flushed): 4096 rows 4.76 ms (17.2 ms for the
+// rows kernel), 29 TFLOP/s of fp32 work; 291 rows 78 us (115). What limits it
+// (ncu): shared-memory wavefronts (a 16-byte load costs 2 when all lanes read
+// one address, 4 when they read 32) and register spills, L1 78% busy, FMA
+// pipe 47%, issue slots 61%. Two blocks of 8 warps per SM (128 registers,
+// some spilled) measured 5% faster than one block without spills.
+constexpr int TILE_HEAD_DIM = 128;
+#if defined(GRETA_VENDOR_AMD)
+constexpr int TILE_POSITIONS = 8;  // 61 KB of LDS: within CDNA's 64 KB per CU
+#else
+constexpr int TILE_POSITIONS = 16;  // 89 KB of shared memory: two blocks per SM on an H100
+#endif
+[[maybe_unused]] constexpr int TILE_MIN_BLOCKS = 2;  // resident blocks per SM asked of the compiler (NVIDIA)
+constexpr int TILE_ROWS = QUAD * TILE_POSITIONS;  // (row, head) pairs of a block
+constexpr int TILE_THREADS = 4 * TILE_ROWS;       // four a row in the softmax step
+constexpr int TILE_RG = TILE_ROWS / 4;            // row groups: four rows a thread
+constexpr int SLOTS = TILE_HEAD_DIM / 4;          // float4 of a Q, K or V row
+// Row stride in float4 of the Q and K/V tiles: one slot of padding puts
+// consecutive rows 4 banks apart, so a load by 8 consecutive keys (or 4
+// consecutive rows) at one slot touches 32 distinct banks.
+constexpr int ROW4 = SLOTS + 1;
+constexpr int SE_ROW = KEY_CHUNK + 8;             // score rows 8 banks apart
+constexpr int TILE_LOADS = KEY_CHUNK * SLOTS / TILE_THREADS;  // float4 of a K or V tile per thread
+// Scores and p.V: 16 column groups of 4 keys and of 8 dims (two float4).
+constexpr int COL_GROUPS = 16;
+static_assert(KEY_CHUNK == 4 * COL_GROUPS && SLOTS == 2 * COL_GROUPS, "a column group: 4 keys, 8 dims");
+// Thread t: row group (t / (2 TILE_GROUP)) * 4 + (t / 8) % 4, column group
+// (t / TILE_GROUP) % 2 * 8 + t % 8. A layout unit, not a wave: any wave
+// size runs it (on NVIDIA a group is a warp, which keeps loads conflict-free).
+constexpr int TILE_GROUP = 32;  // threads of 4 row x 8 column groups
+static_assert(TILE_THREADS % (2 * TILE_GROUP) == 0 && TILE_RG == 4 * (TILE_THREADS / (2 * TILE_GROUP)) &&
+                  (TILE_ROWS * SLOTS) % TILE_THREADS == 0,
+              "two groups side by side cover the 16 column groups");
+// The exp-sum passes between the four lanes of a row: they must share a wave.
+static_assert(GRETA_WAVE_SIZE % 4 == 0 && TILE_THREADS % GRETA_WAVE_SIZE == 0, "a row's four threads in one wave");
+
+struct TileSmem {
+  float4 q[TILE_ROWS * ROW4];    // slot s of row r at r * ROW4 + s
+  float4 kv[KEY_CHUNK * ROW4];   // K, then V, laid out like q
+  float se[TILE_ROWS * SE_ROW];  // scores, then exp(s - m_c): [row][key]
+  float2 coef[TILE_ROWS];        // a, b: this chunk's partial into the group
+  float4 total[TILE_ROWS];       // A, B (group into total), 1 / l at the row's last chunk
+  int flags[TILE_ROWS];          // this chunk: TILE_ACTIVE
+  int group_flags[TILE_ROWS];    // this group: TILE_GROUP_END | TILE_LAST
+  int len[TILE_ROWS];            // the row's keys in this chunk
+  int keys[TILE_ROWS];           // pos + 1, 0 for a row past M or the group
+};
+constexpr int TILE_ACTIVE = 1, TILE_GROUP_END = 2, TILE_LAST = 4;
+#if defined(GRETA_VENDOR_AMD)
+static_assert(sizeof(TileSmem) <= 65536, "the tile fits a CDNA CU's 64 KB of LDS");
+#endif
+
+__device__ __forceinline__ float f4(const float4& v, int i) { return i == 0 ? v.x : i == 1 ? v.y : i == 2 ? v.z : v.w; }
+
+__global__ void GRETA_LAUNCH_BOUNDS(TILE_THREADS, TILE_MIN_BLOCKS)
+    attention_tile_kernel(float* __restrict__ out, const float* __restrict__ q, const float* __restrict__ kc,
+                          const float* __restrict__ vc, const int32_t* __restrict__ pos, int64_t M, int n_heads,
+                          int n_kv_heads) {
+  extern __shared__ float4 tile_smem[];
+  TileSmem& sm = *reinterpret_cast<TileSmem*>(tile_smem);
+  constexpr int HD = TILE_HEAD_DIM;
+  const Geometry g = geometry(n_heads, n_kv_heads, HD);
+  const int64_t units = static_cast<int64_t>(n_kv_heads) * g.quads;
+  const int64_t tiles = (M + TILE_POSITIONS - 1) / TILE_POSITIONS;
+  // Later rows attend to more keys: their blocks start first.
+  const int64_t m0 = (tiles - 1 - static_cast<int64_t>(blockIdx.x) / units) * TILE_POSITIONS;
+  const Heads hs = heads_of(static_cast<int64_t>(blockIdx.x) % units, g);
+  const int t = static_cast<int>(threadIdx.x);
+  const int64_t kv_off = static_cast<int64_t>(hs.kvh) * HD;
+
+  // Q tile: row r is position m0 + r / QUAD, query head h0 + r % QUAD.
+#pragma unroll
+  for (int i = 0; i < TILE_ROWS * SLOTS / TILE_THREADS; i++) {
+    const int idx = t + i * TILE_THREADS, r = idx / SLOTS, s = idx % SLOTS;
+    const int64_t m = m0 + r / QUAD;
+    const int p = r % QUAD;
+    float4 v = make_float4(0.f, 0.f, 0.f, 0.f);
+    if (m < M && p < hs.n) v = *reinterpret_cast<const float4*>(q + m * g.q_stride + static_cast<int64_t>(hs.h0 + p) * HD + s * 4);
+    sm.q[r * ROW4 + s] = v;
+  }
+  // The softmax step's row, and the running state its four threads keep.
+  const int rs = t / 4, qq = t % 4, lane = t % GRETA_WAVE_SIZE;
+  const int64_t ms = m0 + rs / QUAD;
+  // Key counts in 32 bits: positions are int32 (and below 2^31 - 1).
+  const int n_keys = ms < M && rs % QUAD < hs.n ? pos[ms] + 1 : 0;
+  const int nc_r = (n_keys + KEY_CHUNK - 1) / KEY_CHUNK;
+  if (qq == 0) sm.keys[rs] = n_keys;
+  float gm = -INFINITY, gl = 0.f, tm = -INFINITY, tl = 0.f;  // group and total: m, l
+  __syncthreads();
+  int kmax = 0, kmin = INT32_MAX;  // over the block's real rows
+  for (int r = 0; r < TILE_ROWS; r++) {
+    const int n = sm.keys[r];
+    if (n > 0) {
+      kmax = n > kmax ? n : kmax;
+      kmin = n < kmin ? n : kmin;
+    }
+  }
+  // Scores and p.V: thread (rg, cg); a group of 32 threads is 4 row x 8 column groups.
+  const int rg = (t / (2 * TILE_GROUP)) * 4 + (t / 8) % 4, cg = (t / TILE_GROUP) % 2 * 8 + t % 8;
+  const float scale = default_scale(HD);
+  float* const o_base = out + (m0 + rg / QUAD) * g.q_stride + static_cast<int64_t>(hs.h0 + rg % QUAD) * HD + 4 * cg;
+  static_assert(TILE_RG % QUAD == 0, "rows rg + TILE_RG i are one head, TILE_RG / QUAD positions apart");
+  float gacc[4][8];
+#pragma unroll
+  for (int i = 0; i < 4; i++)
+#pragma unroll
+    for (int d = 0; d < 8; d++) gacc[i][d] = 0.f;
+
+  // K and V tile loads: thread t takes slot ld_s of keys ld_j + LD_ROWS i.
+  constexpr int LD_ROWS = TILE_THREADS / SLOTS;
+  const int ld_j = t / SLOTS, ld_s = t % SLOTS;
+  const int64_t ld_off = ld_j * g.kv_stride + ld_s * 4, ld_step = LD_ROWS * g.kv_stride;
+  const int nc_max = (kmax + KEY_CHUNK - 1) / KEY_CHUNK;
+  // Groups outside, chunks inside: the rows' group ends, rare, are applied
+  // after the group's last chunk (a row whose group ended earlier has had no
+  // update since), away from the chunk loop's registers.
+  for (int cg0 = 0; cg0 < nc_max; cg0 += CHUNKS_PER_GROUP) {
+  const int cg_end = cg0 + CHUNKS_PER_GROUP < nc_max ? cg0 + CHUNKS_PER_GROUP : nc_max;
+  for (int c = cg0; c < cg_end; c++) {
+    const int c0 = c * KEY_CHUNK;
+    const int lmax = kmax - c0 < KEY_CHUNK ? kmax - c0 : KEY_CHUNK;
+    const bool full = kmin >= c0 + KEY_CHUNK;  // every real row has all 64 keys
+    const float* kbase = kc + c0 * g.kv_stride + kv_off;
+    const float* vbase = vc + c0 * g.kv_stride + kv_off;
+    __syncthreads();  // the previous chunk's p.V is done with kv and se
+    {
+      float4 kt[TILE_LOADS];
+      const float* row = kbase + ld_off;  // stepped: one address register for the stream
+#pragma unroll
+      for (int i = 0; i < TILE_LOADS; i++, row += ld_step)
+        if (ld_j + i * LD_ROWS < lmax) kt[i] = *reinterpret_cast<const float4*>(row);
+#pragma unroll
+      for (int i = 0; i < TILE_LOADS; i++)
+        if (ld_j + i * LD_ROWS < lmax) sm.kv[(ld_j + i * LD_ROWS) * ROW4 + ld_s] = kt[i];
+    }
+    __syncthreads();
+    {
+      // Each score a dot sequential in d (fma), as chunk_partial's.
+      float s[4][4];
+#pragma unroll
+      for (int i = 0; i < 4; i++)
+#pragma unroll
+        for (int k = 0; k < 4; k++) s[i][k] = 0.f;
+#pragma unroll 8
+      for (int d4 = 0; d4 < SLOTS; d4++) {
+        float4 qv[4], kv[4];
+#pragma unroll
+        for (int i = 0; i < 4; i++) qv[i] = sm.q[(rg + TILE_RG * i) * ROW4 + d4];
+#pragma unroll
+        for (int k = 0; k < 4; k++) kv[k] = sm.kv[(cg + 16 * k) * ROW4 + d4];
+#pragma unroll
+        for (int i = 0; i < 4; i++)
+#pragma unroll
+          for (int k = 0; k < 4; k++) {
+            s[i][k] = __fmaf_rn(qv[i].x, kv[k].x, s[i][k]);
+            s[i][k] = __fmaf_rn(qv[i].y, kv[k].y, s[i][k]);
+            s[i][k] = __fmaf_rn(qv[i].z, kv[k].z, s[i][k]);
+            s[i][k] = __fmaf_rn(qv[i].w, kv[k].w, s[i][k]);
+          }
+      }
+#pragma unroll
+      for (int i = 0; i < 4; i++)
+#pragma unroll
+        for (int k = 0; k < 4; k++) sm.se[(rg + TILE_RG * i) * SE_ROW + cg + 16 * k] = __fmul_rn(s[i][k], scale);
+    }
+    __syncthreads();  // scores stored; K is no longer read
+    // V's loads go out now and land in K's place after the softmax step.
+    float4 vt[TILE_LOADS];
+    {
+      const float* row = vbase + ld_off;
+#pragma unroll
+      for (int i = 0; i < TILE_LOADS; i++, row += ld_step)
+        if (ld_j + i * LD_ROWS < lmax) vt[i] = *reinterpret_cast<const float4*>(row);
+    }
+    {
+      // Row rs, keys 16 qq .. 16 qq + 15 of the chunk (those < len).
+      const int rem = n_keys - c0;
+      const int len = rem <= 0 ? 0 : rem < KEY_CHUNK ? rem : KEY_CHUNK;
+      float4* row = reinterpret_cast<float4*>(sm.se + rs * SE_ROW + qq * 16);
+      float x[16];
+#pragma unroll
+      for (int i = 0; i < 4; i++) {
+        const float4 v = row[i];
+        x[4 * i] = v.x;
+        x[4 * i + 1] = v.y;
+        x[4 * i + 2] = v.z;
+        x[4 * i + 3] = v.w;
+      }
+      float mx = -INFINITY;  // chunk max: exact in any order
+#pragma unroll
+      for (int i = 0; i < 16; i++)
+        if (qq * 16 + i < len) mx = fmaxf(mx, x[i]);
+      mx = fmaxf(mx, GRETA_SHFL_XOR(mx, 1));
+      mx = fmaxf(mx, GRETA_SHFL_XOR(mx, 2));
+#pragma unroll
+      for (int i = 0; i < 16; i++) x[i] = qq * 16 + i < len ? expf(__fadd_rn(x[i], -mx)) : 0.f;
+#pragma unroll
+      for (int i = 0; i < 4; i++) row[i] = make_float4(x[4 * i], x[4 * i + 1], x[4 * i + 2], x[4 * i + 3]);
+      // l_c sequential in the key: each quarter continues the sum of the one before.
+      float l = 0.f;
+#pragma unroll
+      for (int p = 0; p < 4; p++) {
+        if (qq == p) {
+#pragma unroll
+          for (int i = 0; i < 16; i++)
+            if (p * 16 + i < len) l = __fadd_rn(l, x[i]);
+        }
+        l = GRETA_SHFL(l, (lane & ~3) | p);
+      }
+      // The row's merges (merge() of the rows kernel), chunk into group and,
+      // at a group's end, group into total; p.V applies the same factors.
+      float a = 0.f, b = 0.f, A = 0.f, B = 0.f, inv = 0.f;
+      int flags = 0;
+      if (len > 0) {
+        const float mn = fmaxf(gm, mx);
+        a = expf(__fadd_rn(gm, -mn));
+        b = expf(__fadd_rn(mx, -mn));
+        gl = __fadd_rn(__fmul_rn(gl, a), __fmul_rn(l, b));
+        gm = mn;
+        flags = TILE_ACTIVE;
+        if ((c + 1) % CHUNKS_PER_GROUP == 0 || c + 1 == nc_r) {
+          const float mt = fmaxf(tm, gm);
+          A = expf(__fadd_rn(tm, -mt));
+          B = expf(__fadd_rn(gm, -mt));
+          tl = __fadd_rn(__fmul_rn(tl, A), __fmul_rn(gl, B));
+          tm = mt;
+          gm = -INFINITY;
+          gl = 0.f;
+          flags |= TILE_GROUP_END;
+          if (c + 1 == nc_r) {
+            inv = __fdiv_rn(1.f, tl);
+            flags |= TILE_LAST;
+          }
+        }
+      }
+      if (qq == 0) {
+        sm.coef[rs] = make_float2(a, b);
+        sm.flags[rs] = flags & TILE_ACTIVE;
+        sm.len[rs] = len;
+        if (flags & TILE_GROUP_END) sm.total[rs] = make_float4(A, B, inv, 0.f);
+        if (c == cg0 || (flags & TILE_GROUP_END)) sm.group_flags[rs] = flags & ~TILE_ACTIVE;
+      }
+    }
+#pragma unroll
+    for (int i = 0; i < TILE_LOADS; i++)
+      if (ld_j + i * LD_ROWS < lmax) sm.kv[(ld_j + i * LD_ROWS) * ROW4 + ld_s] = vt[i];
+    __syncthreads();
+    // p.V: acc_c sequential over the chunk's keys (fma), as chunk_partial's.
+    float acc[4][8];
+#pragma unroll
+    for (int i = 0; i < 4; i++)
+#pragma unroll
+      for (int d = 0; d < 8; d++) acc[i][d] = 0.f;
+    if (full) {
+#pragma unroll 2
+      for (int j4 = 0; j4 < KEY_CHUNK / 4; j4++) {
+        float4 e4[4];
+#pragma unroll
+        for (int i = 0; i < 4; i++) e4[i] = *reinterpret_cast<const float4*>(sm.se + (rg + TILE_RG * i) * SE_ROW + 4 * j4);
+#pragma unroll
+        for (int jj = 0; jj < 4; jj++) {
+          const float4 va = sm.kv[(4 * j4 + jj) * ROW4 + cg], vb = sm.kv[(4 * j4 + jj) * ROW4 + 16 + cg];
+#pragma unroll
+          for (int i = 0; i < 4; i++) {
+            const float e = f4(e4[i], jj);
+            acc[i][0] = __fmaf_rn(e, va.x, acc[i][0]);
+            acc[i][1] = __fmaf_rn(e, va.y, acc[i][1]);
+            acc[i][2] = __fmaf_rn(e, va.z, acc[i][2]);
+            acc[i][3] = __fmaf_rn(e, va.w, acc[i][3]);
+            acc[i][4] = __fmaf_rn(e, vb.x, acc[i][4]);
+            acc[i][5] = __fmaf_rn(e, vb.y, acc[i][5]);
+            acc[i][6] = __fmaf_rn(e, vb.z, acc[i][6]);
+            acc[i][7] = __fmaf_rn(e, vb.w, acc[i][7]);
+          }
+        }
+      }
+    } else {
+      // A chunk some row ends in: per-row bounds, one key at a time (rare,
+      // kept small in registers).
+      int ln[4];
+#pragma unroll
+      for (int i = 0; i < 4; i++) ln[i] = sm.len[rg + TILE_RG * i];
+#pragma unroll 1
+      for (int j = 0; j < lmax; j++) {
+        const float4 va = sm.kv[j * ROW4 + cg], vb = sm.kv[j * ROW4 + 16 + cg];
+#pragma unroll
+        for (int i = 0; i < 4; i++) {
+          if (j >= ln[i]) continue;
+          const float e = sm.se[(rg + TILE_RG * i) * SE_ROW + j];
+          acc[i][0] = __fmaf_rn(e, va.x, acc[i][0]);
+          acc[i][1] = __fmaf_rn(e, va.y, acc[i][1]);
+          acc[i][2] = __fmaf_rn(e, va.z, acc[i][2]);
+          acc[i][3] = __fmaf_rn(e, va.w, acc[i][3]);
+          acc[i][4] = __fmaf_rn(e, vb.x, acc[i][4]);
+          acc[i][5] = __fmaf_rn(e, vb.y, acc[i][5]);
+          acc[i][6] = __fmaf_rn(e, vb.z, acc[i][6]);
+          acc[i][7] = __fmaf_rn(e, vb.w, acc[i][7]);
+        }
+      }
+    }
+#pragma unroll
+    for (int i = 0; i < 4; i++) {
+      const int r = rg + TILE_RG * i;
+      if (!(sm.flags[r] & TILE_ACTIVE)) continue;
+      const float2 cf = sm.coef[r];
+#pragma unroll
+      for (int d = 0; d < 8; d++) gacc[i][d] = __fadd_rn(__fmul_rn(gacc[i][d], cf.x), __fmul_rn(acc[i][d], cf.y));
+    }
+  }
+  // The group's end for each row that had one: group into total (parked in out).
+#pragma unroll
+    for (int i = 0; i < 4; i++) {
+      const int r = rg + TILE_RG * i;
+      const int f = sm.group_flags[r];
+      if (!(f & TILE_GROUP_END)) continue;
+      const float4 cf = sm.total[r];
+      float* o = o_base + i * (TILE_RG / QUAD) * g.q_stride;  // row r = rg + TILE_RG i
+      float tot[8];
+      if (cg0 > 0) {  // the total so far, parked in out
+        const float4 ta = *reinterpret_cast<const float4*>(o), tb = *reinterpret_cast<const float4*>(o + HD / 2);
+        tot[0] = ta.x; tot[1] = ta.y; tot[2] = ta.z; tot[3] = ta.w;
+        tot[4] = tb.x; tot[5] = tb.y; tot[6] = tb.z; tot[7] = tb.w;
+      } else {
+#pragma unroll
+        for (int d = 0; d < 8; d++) tot[d] = 0.f;  // the empty total
+      }
+#pragma unroll
+      for (int d = 0; d < 8; d++) {
+        tot[d] = __fadd_rn(__fmul_rn(tot[d], cf.x), __fmul_rn(gacc[i][d], cf.y));
+        gacc[i][d] = 0.f;
+      }
+      if (f & TILE_LAST) {
+        const float iv = cf.z;
+#pragma unroll
+        for (int d = 0; d < 8; d++) tot[d] = __fmul_rn(tot[d], iv);
+      }
+      *reinterpret_cast<float4*>(o) = make_float4(tot[0], tot[1], tot[2], tot[3]);
+      *reinterpret_cast<float4*>(o + HD / 2) = make_float4(tot[4], tot[5], tot[6], tot[7]);
+    }
+  }
+}
+
 // Decode, split layout. Partial record of one (head, chunk or group):
 // [m, l, acc[0 .. head_dim)], head_dim + 2 floats.
 __device__ __forceinline__ int64_t rec_floats(int head_dim) { return head_dim + 2; }
@@ -559,6 +923,18 @@ hipError_t launch_decode(float* out, const float* q, const float* k_cache, const
                      out, groups, pos, head_dim);
   return hipGetLastError();
 }
+
+hipError_t launch_tile(float* out, const float* q, const float* k_cache, const float* v_cache, const int32_t* pos,
+                       int64_t M, int n_heads, int n_kv_heads, hipStream_t stream) {
+  // Above the 48 KB a block gets unasked on NVIDIA; a host-side setting, no allocation.
+  hipError_t e = hipFuncSetAttribute(reinterpret_cast<const void*>(attention_tile_kernel),
+                                     hipFuncAttributeMaxDynamicSharedMemorySize, static_cast<int>(sizeof(TileSmem)));
+  if (e != hipSuccess) return e;
+  const int64_t tiles = (M + TILE_POSITIONS - 1) / TILE_POSITIONS;
+  hipLaunchKernelGGL(attention_tile_kernel, dim3(static_cast<unsigned>(tiles * units_for(n_heads, n_kv_heads))),
+                     dim3(TILE_THREADS), sizeof(TileSmem), stream, out, q, k_cache, v_cache, pos, M, n_heads, n_kv_heads);
+  return hipGetLastError();
+}
 }  // namespace
 
 size_t greta_attention_scratch_bytes(int64_t M, int n_heads, int head_dim, int64_t max_keys) {
@@ -606,6 +982,16 @@ hipError_t greta_attention(float* out, const float* q, const float* k_cache, con
     return head_dim <= BLOCK ? launch_decode<1>(out, q, k_cache, v_cache, pos, n_heads, n_kv_heads, head_dim, nc, partials, stream)
                              : launch_decode<MAX_DIMS>(out, q, k_cache, v_cache, pos, n_heads, n_kv_heads, head_dim, nc, partials, stream);
   }
+  if (head_dim == TILE_HEAD_DIM && M >= TILE_POSITIONS)
+    return launch_tile(out, q, k_cache, v_cache, pos, M, n_heads, n_kv_heads, stream);
+  return launch_rows<KEY_CHUNK, false, false>(out, q, k_cache, v_cache, pos, 0, M, n_heads, n_kv_heads, head_dim, 0.f,
+                                              nullptr, nullptr, nullptr, stream);
+}
+
+hipError_t greta_attention_rows(float* out, const float* q, const float* k_cache, const float* v_cache,
+                                const int32_t* pos, int64_t M, int n_heads, int n_kv_heads, int head_dim,
+                                hipStream_t stream) {
+  if (head_dim > MAX_HEAD_DIM) return hipErrorInvalidValue;
   return launch_rows<KEY_CHUNK, false, false>(out, q, k_cache, v_cache, pos, 0, M, n_heads, n_kv_heads, head_dim, 0.f,
                                               nullptr, nullptr, nullptr, stream);
 }

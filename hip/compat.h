@@ -34,6 +34,7 @@
 #define GRETA_WAVE_SIZE GRETA_AMD_WAVE_SIZE
 #endif
 #define GRETA_SHFL_XOR(v, mask) __shfl_xor((v), (mask))
+#define GRETA_SHFL(v, src_lane) __shfl((v), (src_lane))
 // __launch_bounds__ asking for `blocks` resident blocks per multiprocessor
 // (a register cap). HIP's second argument means waves per SIMD instead, and
 // LDS may make any such target unreachable, so on AMD only the block size.
@@ -53,6 +54,7 @@
 // Every NVIDIA GPU has warps of 32 lanes (warpSize is not a constant expression).
 #define GRETA_WAVE_SIZE 32
 #define GRETA_SHFL_XOR(v, mask) __shfl_xor_sync(0xffffffffu, (v), (mask))
+#define GRETA_SHFL(v, src_lane) __shfl_sync(0xffffffffu, (v), (src_lane))
 #define GRETA_SYNC_WAVE() __syncwarp()
 #define GRETA_LAUNCH_BOUNDS(threads, blocks) __launch_bounds__(threads, blocks)
 
@@ -103,6 +105,8 @@ using hipGraphNode_t = cudaGraphNode_t;
 #define hipGraphGetNodes cudaGraphGetNodes
 #define hipGraphExecDestroy cudaGraphExecDestroy
 #define hipGraphDestroy cudaGraphDestroy
+#define hipFuncSetAttribute cudaFuncSetAttribute
+#define hipFuncAttributeMaxDynamicSharedMemorySize cudaFuncAttributeMaxDynamicSharedMemorySize
 #define hipLaunchKernelGGL(kernel, grid, block, shmem, stream, ...) \
   kernel<<<(grid), (block), (shmem), (stream)>>>(__VA_ARGS__)
 

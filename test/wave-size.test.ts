@@ -19,6 +19,7 @@ const HIP = join(packageRoot(), 'hip');
  */
 const NOT_WAVE: Record<string, { file: string; why: string }> = {
   KEY_CHUNK: { file: 'attention.hip', why: "the reduction-order rule's fixed key split: chunks depend on the key index alone, whatever the wave" },
+  TILE_GROUP: { file: 'attention.hip', why: "the prefill tile kernel's unit of 4 row x 8 column groups: a thread layout any wave size runs, sized for bank-free loads" },
 };
 
 /** Lane-level primitives with an implied wave size: only through compat.h's GRETA_* map or common.h's helpers. */
