@@ -9,9 +9,10 @@
 // are accumulated smallest first, each term pair as the two instructions of
 // mma_k32 in hip/mma.h, in which the k of a block meet in a way fixed by the
 // position in the block. Then out = ((0 + c_0) + c_1) + ... + c_{S-1} in fp32,
-// s increasing. Prefill keeps that sum in registers; small M (decode, up to
-// 4 tiles of tokens) has the warps of a block take turns over the blocks and
-// one thread per output add the c_s in the same order. A token pads into a
+// s increasing. Prefill keeps that sum in registers, and so does decode of
+// wide outputs (the gemv kernel: one warp over all of K for its rows); other
+// small M (up to 4 tiles of tokens) has the warps of a block take turns over
+// the blocks and one thread per output add the c_s in the same order. A token pads into a
 // tile of 8 (NVIDIA) or 16 (AMD) tokens, and an instruction's result for one
 // token never depends on the others, so M never changes a bit of any output.
 // K % 8 != 0 (the 16-byte lane loads need it) runs the CUDA-core chain

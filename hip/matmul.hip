@@ -455,6 +455,150 @@ __global__ void __launch_bounds__(KW * GRETA_WAVE_SIZE)
   }
 }
 
+// Decode (M up to one token tile) where the activations' bf16 terms fit in
+// shared memory (GEMV_SMEM_MAX: M = 1 takes 6 bytes per k, 26 KB at K = 4096)
+// and K is whole KBLOCKs. The block first splits x once for its NT warps (the
+// rows kernel above splits it again for every 16 weight rows, the split's 44
+// instructions a KBLOCK then outweighing the 6 products); each warp then runs
+// the chain of FN x 16 weight rows over all of K alone. Weights go straight
+// from global memory into a ring of P KBLOCKs of registers, each refilled P
+// ahead once used, so P KB a warp stay in flight and no barrier ties the
+// warps after the split. U KBLOCKs are taken at a time: U independent chains
+// hide the matrix unit's latency (no branch in the loop keeps the compiler
+// from interleaving them), and their c_s are added to the accumulator in
+// increasing s: the chain the prefill kernel keeps in registers.
+// What no output uses is never masked: rows past N read row N - 1, token
+// columns past M read column M - 1, and blocks past K read the split's P
+// spare slots and keep stale weights; an instruction's result for one row and
+// column depends on that row and column alone (hip/mma.h).
+// Shared memory: the split [S + P][min(M, TILE_J)][LANE_CHUNKS][3] uint4 (odd
+// stride of 3: a wave's reads are free of bank conflicts).
+template <int P>
+size_t gemv_smem_bytes(int64_t M, int64_t K) {
+  return static_cast<size_t>((K / KBLOCK + P) * (M < TILE_J ? M : TILE_J) * LANE_CHUNKS * 3) * sizeof(uint4);
+}
+
+// Registers capped at what 16 warps an SM may hold (128 a thread on NVIDIA):
+// the ring is the bytes in flight, the warps what hides the chains.
+template <typename W, int FN, int NT, int P, int U>
+__global__ void GRETA_LAUNCH_BOUNDS(NT* GRETA_WAVE_SIZE, NT * GRETA_WAVE_SIZE >= 512 ? 1 : 512 / (NT * GRETA_WAVE_SIZE))
+    mma_gemv_kernel(GretaMatmulOuts out, const float* __restrict__ x, const W* __restrict__ w, int64_t M, int64_t N,
+                    int64_t K) {
+  static_assert(P % U == 0, "gemv kernel: the ring is taken U KBLOCKs at a time");
+  // The split's layout: one KBLOCK of one token tile is a wave's B operand,
+  // one uint4 triple a lane (wave 64 on AMD: 16 tokens x 4 chunks).
+  static_assert(TILE_J * LANE_CHUNKS == GRETA_WAVE_SIZE, "gemv kernel: a wave is the (token, chunk) pairs of a KBLOCK");
+  constexpr int WPER = LANE_K * static_cast<int>(sizeof(W)) / 16;  // 16-byte loads a lane makes per row
+  constexpr int STEP = KBLOCK * static_cast<int>(sizeof(W)) / 16;  // uint4 from one KBLOCK of a row to the next
+  constexpr int THREADS = NT * GRETA_WAVE_SIZE;
+  extern __shared__ uint4 gemv_smem[];
+
+  const int lane = threadIdx.x % GRETA_WAVE_SIZE;
+  const int64_t n0 = (static_cast<int64_t>(blockIdx.x) * NT + threadIdx.x / GRETA_WAVE_SIZE) * FN * TILE_I;
+  const int xr = static_cast<int>(M < TILE_J ? M : TILE_J);
+  const int S = static_cast<int>(K / KBLOCK);
+  const int se = n0 < N ? S : 0;            // rows past N: no work, only the barrier
+  const int xstride = xr * LANE_CHUNKS * 3;  // uint4 of the split per KBLOCK
+  uint4* const xs = gemv_smem;
+
+  // This lane's weight rows (a_row) at its k offset (lane_k), one pointer each.
+  const uint4* wp[FN][A_ROWS];
+#pragma unroll
+  for (int f = 0; f < FN; f++)
+#pragma unroll
+    for (int r = 0; r < A_ROWS; r++) {
+      const int64_t n = n0 + f * TILE_I + a_row(lane, r);
+      wp[f][r] = reinterpret_cast<const uint4*>(w + (n < N ? n : N - 1) * K + lane_k(lane));
+    }
+  Raw<W> ring[P][FN][A_ROWS];
+  auto load = [&](Raw<W> (&dst)[FN][A_ROWS], int s) {
+#pragma unroll
+    for (int f = 0; f < FN; f++)
+#pragma unroll
+      for (int r = 0; r < A_ROWS; r++)
+#pragma unroll
+        for (int i = 0; i < WPER; i++) dst[f][r].v[i] = wp[f][r][static_cast<int64_t>(s) * STEP + i];
+  };
+  // The first weights fly while the block splits the activations, XB lane
+  // chunks a thread at a time with their loads issued first.
+#pragma unroll
+  for (int j = 0; j < P; j++)
+    if (j < se) load(ring[j], j);
+  constexpr int XB = 4;
+  for (int t = 0; t < xr; t++)
+    for (int i0 = 0; i0 < S * LANE_CHUNKS; i0 += XB * THREADS) {
+      uint4 raw[XB][2];
+#pragma unroll
+      for (int j = 0; j < XB; j++) {
+        const int i = i0 + j * THREADS + static_cast<int>(threadIdx.x);
+        if (i < S * LANE_CHUNKS) {
+          const uint4* const src = reinterpret_cast<const uint4*>(x + t * K + static_cast<int64_t>(i) * LANE_K);
+          raw[j][0] = src[0];
+          raw[j][1] = src[1];
+        }
+      }
+#pragma unroll
+      for (int j = 0; j < XB; j++) {
+        const int i = i0 + j * THREADS + static_cast<int>(threadIdx.x);
+        if (i < S * LANE_CHUNKS) {
+          MmaB b[3];
+          act_terms(raw[j][0], raw[j][1], b);
+          uint4* const dst = xs + (i / LANE_CHUNKS) * xstride + (t * LANE_CHUNKS + i % LANE_CHUNKS) * 3;
+#pragma unroll
+          for (int e = 0; e < 3; e++) dst[e] = b[e].v;
+        }
+      }
+    }
+  __syncthreads();
+
+  MmaC acc[FN];
+#pragma unroll
+  for (int f = 0; f < FN; f++) acc[f] = mma_zero();
+  // This lane's B operand in a KBLOCK's split.
+  const int col = b_col(lane) < xr ? b_col(lane) : xr - 1;
+  const int xoff = (col * LANE_CHUNKS + lane_k(lane) / LANE_K) * 3;
+  for (int s0 = 0; s0 < se; s0 += P) {
+    const uint4* const xb = xs + s0 * xstride + xoff;
+#pragma unroll
+    for (int j0 = 0; j0 < P; j0 += U) {
+      MmaC c[U][FN];
+#pragma unroll
+      for (int u = 0; u < U; u++) {
+        MmaB b[3];
+#pragma unroll
+        for (int i = 0; i < 3; i++) b[i].v = xb[(j0 + u) * xstride + i];
+#pragma unroll
+        for (int f = 0; f < FN; f++) {
+          MmaA a[Terms<W>::N];
+          weight_terms<W>(ring[j0 + u][f], a);
+          c[u][f] = mma_zero();
+#pragma unroll
+          for (int i = 0; i < Chain<W>::STEPS; i++) mma_k32(c[u][f], a[Chain<W>::w_term(i)], b[Chain<W>::x_term(i)]);
+        }
+      }
+#pragma unroll
+      for (int u = 0; u < U; u++)
+        if (s0 + j0 + u + P < se) load(ring[j0 + u], s0 + j0 + u + P);
+#pragma unroll
+      for (int u = 0; u < U; u++) {
+        if (s0 + j0 + u >= se) break;
+#pragma unroll
+        for (int f = 0; f < FN; f++)
+#pragma unroll
+          for (int e = 0; e < 4; e++) acc[f].v[e] = acc[f].v[e] + c[u][f].v[e];
+      }
+    }
+  }
+#pragma unroll
+  for (int f = 0; f < FN; f++)
+#pragma unroll
+    for (int e = 0; e < 4; e++) {
+      const int64_t n = n0 + f * TILE_I + c_row(lane, e);
+      const int64_t m = c_col(lane, e);
+      if (n < N && m < M) store_out(out, m, n, acc[f].v[e]);
+    }
+}
+
 // Blocks of the prefill kernel an SM holds: 4 where its shared memory allows
 // (registers are then capped to fit), else as many as fit.
 template <typename W, int WN, int WT, int FN, int TM, int STAGES>
@@ -499,21 +643,55 @@ hipError_t launch_rows(const GretaMatmulOuts& out, const float* x, const void* w
   return hipGetLastError();
 }
 
-// Launch shapes (speed only: every shape runs the same chain). Up to 4 token
-// tiles: the rows kernel, 8 warps over K, 2 blocks a round (registers for 2
-// blocks of 8 warps per SM); outputs as wide as lm_head take 2 row tiles a
-// block (4 token tiles where the slots fit: NVIDIA). Beyond: the prefill
-// kernel, 4 warps of 32 weight rows x 4 token tiles (2 on AMD), two stages
-// (30 KB of shared memory for 2-byte weights: 4 blocks an SM on NVIDIA, 2 a
-// CU in AMD's 64 KB where three stages fit one; measured faster than three on
-// the H100 at every Llama-3-8B shape, and the same bits).
+// Shared memory of a gemv block: what any kernel may take without asking
+// for more, on every target.
+constexpr size_t GEMV_SMEM_MAX = 48 * 1024;
+
+template <int P>
+bool gemv_fit(int64_t M, int64_t K) {
+  return M <= TILE_J && K % KBLOCK == 0 && K / KBLOCK < (1 << 24) && gemv_smem_bytes<P>(M, K) <= GEMV_SMEM_MAX;
+}
+
+template <typename W, int FN, int NT, int P, int U>
+hipError_t launch_gemv(const GretaMatmulOuts& out, const float* x, const void* w, int64_t M, int64_t N, int64_t K,
+                       hipStream_t stream) {
+  if (!gemv_fit<P>(M, K)) return hipErrorInvalidValue;
+  const int64_t blocks = ((N + FN * TILE_I - 1) / (FN * TILE_I) + NT - 1) / NT;
+  if (blocks > 0x7fffffff) return hipErrorInvalidValue;
+  hipLaunchKernelGGL((mma_gemv_kernel<W, FN, NT, P, U>), dim3(static_cast<unsigned>(blocks)),
+                     dim3(NT * GRETA_WAVE_SIZE), gemv_smem_bytes<P>(M, K), stream, out, x, static_cast<const W*>(w),
+                     M, N, K);
+  return hipGetLastError();
+}
+
+// Launch shapes (speed only: every shape runs the same chain). One token
+// tile, outputs as many as the 8B's MLP up projection or more (GEMV_WIDE_N):
+// the gemv kernel where it fits, 4 warps a block, a ring of 8 KBLOCKs taken 4
+// at a time (4-byte weights: 4, 2 at a time). Up to 4 token tiles otherwise:
+// the rows kernel, 8 warps over K, 2 blocks a round (registers for 2 blocks of
+// 8 warps per SM); outputs as wide as lm_head take 2 row tiles a block (4
+// token tiles where the slots fit: NVIDIA). Measured on the H100
+// (dev/matmul.hip): the gemv kernel is the faster at 4096 -> 28672 and
+// 128256, the rows kernel at 4096 -> 4096, 6144 and 14336 -> 4096, where the
+// gemv kernel's few warps an SM (one per 16 rows) cannot hide their chains.
+// Beyond: the prefill kernel, 4 warps of 32 weight rows x 4 token tiles (2 on
+// AMD), two stages (30 KB of shared memory for 2-byte weights: 4 blocks an SM
+// on NVIDIA, 2 a CU in AMD's 64 KB where three stages fit one; measured faster
+// than three on the H100 at every Llama-3-8B shape, and the same bits).
 constexpr int ROWS_KW = 8;
 constexpr int64_t WIDE_N = 1 << 16;
+constexpr int64_t GEMV_WIDE_N = 16384;
+template <typename W>
+constexpr int gemv_p() { return sizeof(W) == 4 ? 4 : 8; }
+template <typename W>
+constexpr int gemv_u() { return sizeof(W) == 4 ? 2 : 4; }  // 4-byte weights: within 128 registers
 
 template <typename W>
 hipError_t launch_mma(const GretaMatmulOuts& out, const float* x, const void* w, int64_t M, int64_t N, int64_t K,
                       hipStream_t stream) {
   if (M <= TILE_J) {
+    if (N >= GEMV_WIDE_N && gemv_fit<gemv_p<W>()>(M, K))
+      return launch_gemv<W, 1, 4, gemv_p<W>(), gemv_u<W>()>(out, x, w, M, N, K, stream);
     if (N >= WIDE_N) return launch_rows<W, 2, 1, ROWS_KW>(out, x, w, M, N, K, stream);
     return launch_rows<W, 1, 1, ROWS_KW, 2>(out, x, w, M, N, K, stream);
   }
