@@ -2,24 +2,48 @@
 // variant is validated against an fp64 reference at every shape before it is
 // timed. Built as one translation unit with the production kernels, so the
 // launch shapes can be forced:
-//   nvcc -O3 -arch=sm_90 --fmad=false -std=c++17 -Ihip dev/matmul.hip -o matmul_lab
+//   nvcc -x cu -O3 -arch=sm_90 --fmad=false -std=c++17 -Ihip dev/matmul.hip -o matmul_lab
 //   ./matmul_lab            validate (rel L2 vs fp64, row invariance, every
-//                           launch shape equal bit for bit), then time
-//   ./matmul_lab ncu        one launch of each path at the issue's shapes
+//                           launch shape equal bit for bit; the dispatch and
+//                           every prefill shape equal to main's prefill kernel,
+//                           kept below, at qkv, wo, gate_up, down, lm_head and
+//                           M = 1, 17, 205, 291), then time
+//   ./matmul_lab quick      validation only
+//   ./matmul_lab ncu [PATH..] main's prefill kernel and the dispatch (or the
+//                           paths named) at qkv and down, M = 205
 // Timings: medians with L2 flushed before each launch; weights bytes / time
-// against a device-to-device copy measured in the same process.
+// against a device-to-device copy measured in the same process. The prefill
+// paths include the split of the activations (7 us at K = 4096, 15 us at
+// 14336).
 //
-// Measured (H100, ./matmul_lab; copy 2.99 TB/s), new vs the CUDA-core kernel:
-//   M = 205, bf16, TFLOP/s   QKV 51.8 (14.7)  WO 43.5 (14.2)  up 62.7 (15.2)
-//                            gate+up 68.1 (15.4)  down 45.4 (15.4)  lm_head 70.7 (15.8)
-//   M = 1, of the copy rate  QKV 0.52 (0.41)  WO 0.47 (0.34)  up 0.62 (0.57)
-//                            gate+up 0.74 (0.67)  down 0.67 (0.46)  lm_head 0.86 (0.83)
+// Prefill: x split once per call into bf16 hi/mid/lo rows (scratch the caller
+// owns); the product kernel copies weights and terms in 3-4 cp.async stages
+// with no per-row bound checks (the split pads the last token tile with
+// zeros), and bf16 weights may be regrouped on the way in into the mma's A
+// register order (one 16-byte read per operand, no register shuffles).
+// Shapes: A 128 x 56 of 8 warps (16 x 56 each), B 96 x 112 of 4 warps
+// (48 x 56 each, regrouped); the dispatch takes B at qkv and lm_head, A at
+// wo, gate_up and down (205 tokens).
+//
+// Measured (H100, ./matmul_lab, one run; copy 2.99 TB/s), M = 205, bf16,
+// TFLOP/s, new (dispatch) vs main's prefill kernel:
+//   qkv 4096->6144 80.4 (56.1)   wo 4096->4096 67.4 (46.3)
+//   gate_up 4096->28672 89.9 (73.9)   down 14336->4096 71.7 (48.1)
+//   lm_head 4096->128256 89.3 (75.5); forced shapes: qkv B 82.0, wo A 67.6,
+//   gate_up A 91.2, down A 71.6, lm_head B 106.7. M = 291: qkv 78.2 (65.0),
+//   down 76.3 (54.9). f16 4096^2 29.1 (19.5), f32 41.5 (31.8).
 //   rel L2 vs fp64: 2.1e-7 at K = 4096, 3.9e-7 at K = 14336 (the CUDA-core
-//   kernel's: the same); every launch shape bit-identical, rows alone too.
-// ncu (tiled, M = 205, 4096 -> 14336): issue slots 57% busy, tensor pipe 32%,
-// occupancy 20%, DRAM 9%, L2 hit 82%: instruction issue and latency bound
-// (the three-term split costs three instructions per product); rows kernel
-// (M = 1, 14336 -> 4096): DRAM 72% of peak, 24% occupancy.
+//   kernel's: the same); every launch shape bit-identical to main's kernel,
+//   rows alone too.
+// ncu (1.44 GHz under the profiler), down 14336->4096, M = 205: main's kernel
+// 609 us, 184 M instructions (9.6 per mma), issue slots 39%, tensor pipe 25%;
+// A 402 us, 100 M instructions (5.2 per mma), tensor pipe 39%, issue 34%,
+// shared-memory pipe 58%; stalls per issued instruction: fixed-latency wait
+// 1.76, shared-memory loads 1.27, global 0.60, barrier 0.40, tensor pipe
+// throttle 0.35: latency bound with 2 warps per scheduler (one block of 8
+// warps an SM: 4096 x 205 is 128 blocks). qkv 4096->6144: main's 227 us, 80 M
+// instructions, issue 46%, tensor 29%. The rows kernel (M = 1, 14336 -> 4096):
+// DRAM 72% of peak, 24% occupancy.
 #include <algorithm>
 #include <cmath>
 #include <cstdio>
@@ -40,6 +64,170 @@
       std::exit(1);                                                                               \
     }                                                                                             \
   } while (0)
+
+// ---- The reference: the prefill kernel of main before the split-once kernel
+// (x split in every block, 4 warps of 32 x 32, two stages), kept verbatim so
+// the lab checks the new one against its bits at every shape. ----
+using namespace greta_mma;
+// Prefill: a block computes BN weight rows x BT tokens; warp (wn, wt) FN x TM
+// tiles. Both operands go through shared memory in STAGES KBLOCK stages
+// (cp.async on NVIDIA); once a stage has landed, the block splits its
+// activations into bf16 terms once (each thread one lane chunk), for every
+// warp to read. Per KBLOCK every tile's c_s is formed
+// (the FN x TM chains interleaved: the matrix unit's latency is hidden by
+// independent chains) and added to its accumulator: the chain of matmul.h.
+// MINB: blocks an SM should hold (registers capped to fit).
+template <typename W, int WN, int WT, int FN, int TM, int STAGES, int MINB>
+__global__ void __launch_bounds__(WN * WT * GRETA_WAVE_SIZE, MINB)
+    main_tiled_kernel(GretaMatmulOuts out, const float* __restrict__ x, const W* __restrict__ w, int64_t M, int64_t N,
+                     int64_t K, int64_t token_tiles) {
+  constexpr int THREADS = WN * WT * GRETA_WAVE_SIZE;
+  constexpr int BN = WN * FN * TILE_I;
+  constexpr int BT = WT * TM * TILE_J;
+  constexpr int WCH = KBLOCK * static_cast<int>(sizeof(W)) / 16;  // chunks of a weight row per stage
+  constexpr int XCH = KBLOCK * static_cast<int>(sizeof(float)) / 16;
+  constexpr int WPER = LANE_K * static_cast<int>(sizeof(W)) / 16;  // chunks a lane reads per row
+  constexpr int W_ELEMS = 16 / static_cast<int>(sizeof(W));
+  constexpr int X_ELEMS = 16 / static_cast<int>(sizeof(float));
+  constexpr int XT = KBLOCK / LANE_K;  // lane chunks of a token row
+  __shared__ uint4 ws[STAGES][BN * WCH];
+  __shared__ uint4 xs[STAGES][BT * XCH];
+  __shared__ uint4 xt[3][BT * XT];  // the split stage: term, token row, lane chunk (64-byte rows)
+
+  const int lane = threadIdx.x % GRETA_WAVE_SIZE;
+  const int warp = threadIdx.x / GRETA_WAVE_SIZE;
+  const int wn = warp % WN;
+  const int wt = warp / WN;
+  const int64_t n0 = (blockIdx.x / token_tiles) * BN;
+  const int64_t m0 = (blockIdx.x % token_tiles) * BT;
+  const int64_t S = (K + KBLOCK - 1) / KBLOCK;
+
+  // Each thread copies the same chunk column of rows r0, r0 + RS, ... in every
+  // stage: one pointer each, advanced by KBLOCK a stage (RS even keeps the
+  // swizzle of chunk_at, so the shared-memory offsets are constants).
+  static_assert(THREADS % WCH == 0 && THREADS % XCH == 0 && (BN * WCH) % THREADS == 0 && (BT * XCH) % THREADS == 0,
+                "the block copies whole stages");
+  constexpr int WRS = THREADS / WCH, XRS = THREADS / XCH;
+  static_assert(WRS % 2 == 0 && XRS % 2 == 0, "row steps keep the swizzle");
+  const int wr0 = threadIdx.x / WCH, wc = threadIdx.x % WCH;
+  const int xr0 = threadIdx.x / XCH, xc = threadIdx.x % XCH;
+  const W* const wbase = w + (n0 + wr0) * K + wc * W_ELEMS;
+  const float* const xbase = x + (m0 + xr0) * K + xc * X_ELEMS;
+  const int wdst = chunk_at<WCH>(wr0, wc), xdst = chunk_at<XCH>(xr0, xc);
+  auto load = [&](int st, int64_t s) {
+    const int64_t k0 = s * KBLOCK;
+#pragma unroll
+    for (int i = 0; i < BN * WCH / THREADS; i++) {
+      const bool ok = n0 + wr0 + i * WRS < N && k0 + wc * W_ELEMS < K;
+      copy16_async(&ws[st][wdst + i * WRS * WCH], ok ? wbase + i * WRS * K + k0 : w, ok);
+    }
+#pragma unroll
+    for (int i = 0; i < BT * XCH / THREADS; i++) {
+      const bool ok = m0 + xr0 + i * XRS < M && k0 + xc * X_ELEMS < K;
+      copy16_async(&xs[st][xdst + i * XRS * XCH], ok ? xbase + i * XRS * K + k0 : x, ok);
+    }
+  };
+
+  MmaC acc[FN][TM];
+#pragma unroll
+  for (int f = 0; f < FN; f++)
+#pragma unroll
+    for (int t = 0; t < TM; t++) acc[f][t] = mma_zero();
+
+#pragma unroll
+  for (int st = 0; st < STAGES - 1; st++) {
+    if (st < S) load(st, st);
+    copy_commit();
+  }
+  const int wchunk = lane_k(lane) / W_ELEMS;
+  for (int64_t s = 0; s < S; s++) {
+    copy_wait<STAGES - 2>();
+    __syncthreads();
+    if (s + STAGES - 1 < S) load(static_cast<int>((s + STAGES - 1) % STAGES), s + STAGES - 1);
+    copy_commit();
+    const int st = static_cast<int>(s % STAGES);
+#pragma unroll
+    for (int u = threadIdx.x; u < BT * XT; u += THREADS) {
+      const int r = u / XT, c = u % XT;
+      MmaB b[3];
+      act_terms(xs[st][chunk_at<XCH>(r, 2 * c)], xs[st][chunk_at<XCH>(r, 2 * c + 1)], b);
+#pragma unroll
+      for (int i = 0; i < 3; i++) xt[i][u] = b[i].v;
+    }
+    __syncthreads();
+
+    MmaA a[FN][Terms<W>::N];
+#pragma unroll
+    for (int f = 0; f < FN; f++) {
+      Raw<W> raw[A_ROWS];
+#pragma unroll
+      for (int r = 0; r < A_ROWS; r++) {
+        const int row = (wn * FN + f) * TILE_I + a_row(lane, r);
+#pragma unroll
+        for (int i = 0; i < WPER; i++) raw[r].v[i] = ws[st][chunk_at<WCH>(row, wchunk + i)];
+      }
+      weight_terms<W>(raw, a[f]);
+    }
+    MmaB b[TM][3];
+#pragma unroll
+    for (int t = 0; t < TM; t++) {
+      const int row = (wt * TM + t) * TILE_J + b_col(lane);
+#pragma unroll
+      for (int i = 0; i < 3; i++) b[t][i].v = xt[i][row * XT + lane_k(lane) / LANE_K];
+    }
+    MmaC c[FN][TM];
+#pragma unroll
+    for (int f = 0; f < FN; f++)
+#pragma unroll
+      for (int t = 0; t < TM; t++) c[f][t] = mma_zero();
+#pragma unroll
+    for (int i = 0; i < Chain<W>::STEPS; i++)
+#pragma unroll
+      for (int f = 0; f < FN; f++)
+#pragma unroll
+        for (int t = 0; t < TM; t++) mma_k32(c[f][t], a[f][Chain<W>::w_term(i)], b[t][Chain<W>::x_term(i)]);
+#pragma unroll
+    for (int f = 0; f < FN; f++)
+#pragma unroll
+      for (int t = 0; t < TM; t++)
+#pragma unroll
+        for (int e = 0; e < 4; e++) acc[f][t].v[e] = acc[f][t].v[e] + c[f][t].v[e];
+  }
+#pragma unroll
+  for (int f = 0; f < FN; f++)
+#pragma unroll
+    for (int t = 0; t < TM; t++)
+#pragma unroll
+      for (int e = 0; e < 4; e++) {
+        const int64_t n = n0 + (wn * FN + f) * TILE_I + c_row(lane, e);
+        const int64_t m = m0 + (wt * TM + t) * TILE_J + c_col(lane, e);
+        if (n < N && m < M) store_out(out, m, n, acc[f][t].v[e]);
+      }
+}
+
+// Blocks of the prefill kernel an SM holds: 4 where its shared memory allows
+// (registers are then capped to fit), else as many as fit.
+template <typename W, int WN, int WT, int FN, int TM, int STAGES>
+constexpr int main_tiled_min_blocks() {
+  constexpr int bytes = STAGES * (WN * FN * TILE_I * KBLOCK * static_cast<int>(sizeof(W)) +
+                                  WT * TM * TILE_J * KBLOCK * static_cast<int>(sizeof(float))) +
+                        3 * WT * TM * TILE_J * KBLOCK * 2;
+  return SHARED_PER_SM / bytes >= 4 ? 4 : SHARED_PER_SM / bytes >= 1 ? SHARED_PER_SM / bytes : 1;
+}
+
+template <typename W, int WN, int WT, int FN, int TM, int STAGES,
+          int MINB = main_tiled_min_blocks<W, WN, WT, FN, TM, STAGES>()>
+hipError_t launch_main_tiled(const GretaMatmulOuts& out, const float* x, const void* w, int64_t M, int64_t N, int64_t K,
+                        hipStream_t stream) {
+  constexpr int64_t BN = WN * FN * TILE_I, BT = WT * TM * TILE_J;
+  const int64_t token_tiles = (M + BT - 1) / BT;
+  const int64_t blocks = token_tiles * ((N + BN - 1) / BN);
+  if (blocks > 0x7fffffff) return hipErrorInvalidValue;
+  hipLaunchKernelGGL((main_tiled_kernel<W, WN, WT, FN, TM, STAGES, MINB>), dim3(static_cast<unsigned>(blocks)),
+                     dim3(WN * WT * GRETA_WAVE_SIZE), 0, stream, out, x, static_cast<const W*>(w), M, N, K, token_tiles);
+  return hipGetLastError();
+}
+
 
 namespace lab {
 
@@ -114,24 +302,41 @@ struct Buf {
   }
 };
 
-enum Path { NEW, OLD, T_A, T_B, T_C, T_D, R_A, R_B, R_C, R_2, R_4, R_E, NPATHS };
-const char* path_name[NPATHS] = {"new(dispatch)",      "old(cuda-core)",     "tiled 4x1 f2 t4 s3", "tiled 4x1 f2 t4 s2",
-                                 "tiled 2x1 f2 t4 s3", "tiled 4x1 f2 t4 s3 b1", "rows f1 t1 kw8",     "rows f2 t1 kw8",
-                                 "rows f1 t1 kw16",    "rows f1 t2 kw8",     "rows f1 t4 kw8",
-                                 "rows f1 t1 kw8 r2"};
+enum Path { NEW, OLD, MAIN, P_A, P_B, P_C, P_D, P_E, P_F, R_A, R_B, R_C, R_2, R_4, R_E, NPATHS };
+const char* path_name[NPATHS] = {"new(dispatch)",        "old(cuda-core)",       "main(split per block)",
+                                 "A 128x56 8w",          "B 96x112 q",           "C 256x32 q",
+                                 "128x56 4w q",          "128x56 8w q",          "128x56 4w",            "rows f1 t1 kw8",
+                                 "rows f2 t1 kw8",       "rows f1 t1 kw16",      "rows f1 t2 kw8",
+                                 "rows f1 t4 kw8",       "rows f1 t1 kw8 r2"};
 int rows_tokens(int p) { return p == R_E ? greta_mma::TILE_J : p == R_2 ? 2 * greta_mma::TILE_J : p == R_4 ? 4 * greta_mma::TILE_J : greta_mma::TILE_J; }
+
+Buf bscr;  // the activation terms of the prefill paths
+
+// A forced prefill shape: the split, then the kernel (as the dispatch runs them).
+template <typename W, int WN, int WT, int FN, int TM, int TG, int STAGES, bool WQ>
+hipError_t prefill(const GretaMatmulOuts& o, const float* x, const void* w, int64_t M, int64_t N, int64_t K) {
+  bscr.ensure(3 * (M + PREFILL_PAD) * K * 2);
+  return launch_prefill<W, WN, WT, FN, TM, TG, STAGES, WQ>(o, x, static_cast<greta_hip::bf16*>(bscr.p), w, M, N, K, 0);
+}
 
 template <typename W>
 hipError_t run(Path p, const GretaMatmulOuts& o, const float* x, const void* w, int64_t M, int64_t N, int64_t K) {
   constexpr int wt = std::is_same<W, float>::value ? 0 : std::is_same<W, greta_hip::f16>::value ? 2 : 3;
   constexpr int F = sizeof(W) == 4 ? 1 : 2;
   switch (p) {
-    case NEW: return greta_matmul(o, x, w, wt, M, N, K, 0);
+    case NEW: {
+      const size_t sb = greta_matmul_scratch_bytes(M, K);
+      bscr.ensure(sb + 16);
+      return greta_matmul(o, x, w, wt, M, N, K, bscr.p, sb, 0);
+    }
     case OLD: return launch_simt<W>(o, x, w, M, N, K, 0);
-    case T_A: return launch_tiled<W, 4, 1, F, 4, 3>(o, x, w, M, N, K, 0);
-    case T_B: return launch_tiled<W, 4, 1, F, 4, 2>(o, x, w, M, N, K, 0);
-    case T_C: return launch_tiled<W, 2, 1, F, 4, 3>(o, x, w, M, N, K, 0);
-    case T_D: return launch_tiled<W, 4, 1, F, 4, 3, 1>(o, x, w, M, N, K, 0);
+    case MAIN: return launch_main_tiled<W, 4, 1, F, KBLOCK / TILE_J, 2>(o, x, w, M, N, K, 0);
+    case P_A: return prefill<W, 8, 1, 1, 7, 7, 4, false>(o, x, w, M, N, K);
+    case P_B: return prefill<W, 2, 2, 3, 7, 4, 3, true>(o, x, w, M, N, K);
+    case P_C: return prefill<W, 4, 1, 4, 4, 4, 4, true>(o, x, w, M, N, K);
+    case P_D: return prefill<W, 4, 1, 2, 7, 4, 4, true>(o, x, w, M, N, K);
+    case P_E: return prefill<W, 8, 1, 1, 7, 7, 4, true>(o, x, w, M, N, K);
+    case P_F: return prefill<W, 4, 1, 2, 7, 4, 4, false>(o, x, w, M, N, K);
     case R_A: return launch_rows<W, 1, 1, 8>(o, x, w, M, N, K, 0);
     case R_B: return launch_rows<W, 2, 1, 8>(o, x, w, M, N, K, 0);
     case R_C: return launch_rows<W, 1, 1, 16>(o, x, w, M, N, K, 0);
@@ -202,7 +407,7 @@ void validate(const char* wname, int64_t M, int64_t N, int64_t K) {
   std::string same = "";
   bool ok = e_new <= 2e-6;
   if (K % 8 == 0) {
-    for (int p = T_A; p < NPATHS; p++) {
+    for (int p = MAIN; p < NPATHS; p++) {
       if (is_rows((Path)p) && M > rows_tokens(p)) continue;
       CHECK(hipMemset(o2, 0xff, M * N * 4));
       CHECK(run<W>((Path)p, outs1(o2, N), x, bw.p, M, N, K));
@@ -226,6 +431,30 @@ void validate(const char* wname, int64_t M, int64_t N, int64_t K) {
   std::printf("%s M=%-4lld N=%-6lld K=%-6lld %-4s rel_l2 new %.2e old %.2e%s%s\n", ok ? "ok  " : "FAIL", (long long)M,
               (long long)N, (long long)K, wname, e_new, e_old, same.empty() ? "  all paths and rows bit-identical" : "",
               same.c_str());
+}
+
+// The new prefill kernel against main's, bit for bit: the dispatch and every
+// forced prefill shape equal main's prefill kernel at every element (no fp64
+// reference: lm_head at 291 tokens is 37 G products).
+template <typename W>
+void same_as_main(const char* name, int64_t M, int64_t N, int64_t K) {
+  setup<W>(M, N, K, static_cast<uint32_t>(M * 3 + N * 5 + K), false);
+  const float* x = (const float*)bx.p;
+  float* o = (float*)bo.p;
+  float* o2 = (float*)bo2.p;
+  CHECK(run<W>(MAIN, outs1(o, N), x, bw.p, M, N, K));
+  std::vector<float> want(M * N), got(M * N);
+  CHECK(hipMemcpy(want.data(), o, M * N * 4, hipMemcpyDeviceToHost));
+  std::string diff;
+  for (Path p : {NEW, P_A, P_B, P_C, P_D, P_E, P_F}) {
+    CHECK(hipMemset(o2, 0xff, M * N * 4));
+    CHECK(run<W>(p, outs1(o2, N), x, bw.p, M, N, K));
+    CHECK(hipMemcpy(got.data(), o2, M * N * 4, hipMemcpyDeviceToHost));
+    if (std::memcmp(got.data(), want.data(), M * N * 4) != 0) diff += std::string(" DIFFERS:") + path_name[p];
+  }
+  if (!diff.empty()) failures++;
+  std::printf("%s %-22s M=%-4lld %s\n", diff.empty() ? "ok  " : "FAIL", name, (long long)M,
+              diff.empty() ? "dispatch and every prefill shape bit-identical to main's prefill kernel" : diff.c_str());
 }
 
 float time_ms(const std::vector<float>& v) {
@@ -287,24 +516,46 @@ void bench(const char* name, int64_t N, int64_t K, const std::vector<Path>& pref
   setup<W>(Mp, N, K, 99, false);
   for (Path p : prefill) {
     const float ms = timeit<W>(p, Mp, N, K, 15);
-    std::printf("| %-22s | M=205 | %-18s | %8.4f ms | %7.1f TFLOP/s |\n", name, path_name[p], ms,
+    std::printf("| %-22s | M=205 | %-22s | %8.4f ms | %7.1f TFLOP/s |\n", name, path_name[p], ms,
                 2.0 * Mp * N * K / (ms * 1e-3) / 1e12);
+  }
+  {
+    bscr.ensure(3 * (Mp + PREFILL_PAD) * K * 2);
+    cudaEvent_t a, b;
+    CHECK(cudaEventCreate(&a));
+    CHECK(cudaEventCreate(&b));
+    std::vector<float> t;
+    for (int i = 0; i < 15; i++) {
+      CHECK(cudaMemsetAsync(bflush.p, i, bflush.bytes, 0));
+      CHECK(cudaEventRecord(a, 0));
+      const int64_t chunks = Mp * K / 8;
+      split_kernel<<<static_cast<unsigned>(std::min<int64_t>((chunks + 255) / 256, 4096)), 256>>>(
+          static_cast<uint4*>(bscr.p), (const float*)bx.p, chunks, chunks, K / 8);
+      CHECK(hipGetLastError());
+      CHECK(cudaEventRecord(b, 0));
+      CHECK(cudaEventSynchronize(b));
+      float ms;
+      CHECK(cudaEventElapsedTime(&ms, a, b));
+      t.push_back(ms);
+    }
+    std::printf("| %-22s | M=205 | %-22s | %8.4f ms | (of the split-once paths above)\n", name, "split alone", time_ms(t));
   }
   for (Path p : decode) {
     const float ms = timeit<W>(p, 1, N, K, 25);
     const double gbs = double(N) * K * sizeof(W) / (ms * 1e-3) / 1e9;
-    std::printf("| %-22s | M=1   | %-18s | %8.4f ms | %7.0f GB/s | %.2f of copy |\n", name, path_name[p], ms, gbs,
+    std::printf("| %-22s | M=1   | %-22s | %8.4f ms | %7.0f GB/s | %.2f of copy |\n", name, path_name[p], ms, gbs,
                 gbs / (copy_tbs * 1e3));
   }
-  for (int64_t M : {8, 16, 17, 32, 33, 64, 128}) {
-    const float ms = timeit<W>(NEW, M, N, K, 9);
-    const float mo = timeit<W>(OLD, M, N, K, 9);
-    std::printf("| %-22s | M=%-3lld | new %.4f ms (%.1f TFLOP/s) | old %.4f ms |", name, (long long)M, ms,
-                2.0 * M * N * K / (ms * 1e-3) / 1e12, mo);
-    if (M > 8) std::printf(" tiled 4x1 %.4f | 2x1 %.4f |", timeit<W>(T_A, M, N, K, 9), timeit<W>(T_C, M, N, K, 9));
-    if (M <= 16) std::printf(" rows t2 %.4f |", timeit<W>(R_2, M, N, K, 9));
-    if (M <= 32) std::printf(" rows t4 %.4f |", timeit<W>(R_4, M, N, K, 9));
-    std::printf("\n");
+}
+
+// Prefill across M: the dispatch against main's kernel.
+template <typename W>
+void sweep(const char* name, int64_t N, int64_t K) {
+  setup<W>(512, N, K, 98, false);
+  for (int64_t M : {33, 64, 128, 291, 512}) {
+    const float ms = timeit<W>(NEW, M, N, K, 9), mm = timeit<W>(MAIN, M, N, K, 9);
+    std::printf("| %-22s | M=%-4lld | new %.4f ms %6.1f TFLOP/s | main %.4f ms %6.1f TFLOP/s |\n", name, (long long)M, ms,
+                2.0 * M * N * K / (ms * 1e-3) / 1e12, mm, 2.0 * M * N * K / (mm * 1e-3) / 1e12);
   }
 }
 
@@ -320,11 +571,19 @@ int main(int argc, char** argv) {
   bsum.ensure(16);
   bflush.ensure(size_t(256) << 20);
   const bool ncu = argc > 1 && std::strcmp(argv[1], "ncu") == 0;
-  if (ncu) {
-    setup<bf16>(205, 14336, 4096, 5, false);
-    CHECK(run<bf16>(NEW, outs1((float*)bo.p, 14336), (const float*)bx.p, bw.p, 205, 14336, 4096));
-    setup<bf16>(1, 4096, 14336, 6, false);
-    CHECK(run<bf16>(NEW, outs1((float*)bo.p, 4096), (const float*)bx.p, bw.p, 1, 4096, 14336));
+  if (ncu) {  // main's kernel, then the new one (or the paths named), at qkv and down (M = 205)
+    std::vector<Path> paths = {MAIN, NEW};
+    if (argc > 2) {
+      paths.clear();
+      for (int i = 2; i < argc; i++)
+        for (int p = 0; p < NPATHS; p++)
+          if (std::strcmp(argv[i], path_name[p]) == 0) paths.push_back((Path)p);
+    }
+    for (auto nk : {std::pair<int64_t, int64_t>{6144, 4096}, std::pair<int64_t, int64_t>{4096, 14336}}) {
+      setup<bf16>(205, nk.first, nk.second, 5, false);
+      for (Path p : paths)
+        CHECK(run<bf16>(p, outs1((float*)bo.p, nk.first), (const float*)bx.p, bw.p, 205, nk.first, nk.second));
+    }
     CHECK(hipDeviceSynchronize());
     return 0;
   }
@@ -345,20 +604,29 @@ int main(int argc, char** argv) {
     validate<f16>("f16", s[0], s[1], s[2]);
     validate<float>("f32", s[0], s[1], s[2]);
   }
+  std::printf("\n## bit for bit against main's prefill kernel\n");
+  const struct { const char* name; int64_t N, K; } proj[] = {{"qkv 4096->6144", 6144, 4096},
+                                                             {"wo 4096->4096", 4096, 4096},
+                                                             {"gate_up 4096->28672", 28672, 4096},
+                                                             {"down 14336->4096", 4096, 14336},
+                                                             {"lm_head 4096->128256", 128256, 4096}};
+  for (auto& p : proj)
+    for (int64_t M : {1, 17, 205, 291}) same_as_main<bf16>(p.name, M, p.N, p.K);
+  for (int64_t M : {1, 17, 205, 291}) {
+    same_as_main<f16>("f16 4096->4096", M, 4096, 4096);
+    same_as_main<float>("f32 4096->4096", M, 4096, 4096);
+  }
   std::printf("validation: %d failures\n", failures);
   if (quick) return failures ? 1 : 0;
 
   std::printf("\n## timings (H100 medians, L2 flushed before each launch)\n");
   copy_rate();
-  const std::vector<Path> pre = {NEW, T_A, T_B, T_C, T_D, OLD};
-  const std::vector<Path> dec = {NEW, R_A, R_B, R_C, R_E, OLD};
-  bench<bf16>("up 4096->14336", 14336, 4096, pre, dec);
-  bench<bf16>("qkv 4096->6144", 6144, 4096, pre, dec);
-  bench<bf16>("wo 4096->4096", 4096, 4096, pre, dec);
-  bench<bf16>("gate+up 4096->28672", 28672, 4096, pre, dec);
-  bench<bf16>("down 14336->4096", 4096, 14336, pre, dec);
-  bench<bf16>("lm_head 4096->128256", 128256, 4096, {NEW, T_B, OLD}, {NEW, R_A, R_B, OLD});
-  bench<f16>("f16 4096->4096", 4096, 4096, {NEW, OLD}, {NEW, OLD});
-  bench<float>("f32 4096->4096", 4096, 4096, {NEW, OLD}, {NEW, OLD});
+  const std::vector<Path> pre = {NEW, MAIN, P_A, P_B, P_C, P_D, P_E, P_F};
+  const std::vector<Path> dec = {NEW};
+  for (auto& p : proj) bench<bf16>(p.name, p.N, p.K, pre, dec);
+  bench<f16>("f16 4096->4096", 4096, 4096, {NEW, MAIN}, {NEW});
+  bench<float>("f32 4096->4096", 4096, 4096, {NEW, MAIN}, {NEW});
+  sweep<bf16>("qkv 4096->6144", 6144, 4096);
+  sweep<bf16>("down 14336->4096", 4096, 14336);
   return failures ? 1 : 0;
 }

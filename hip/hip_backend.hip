@@ -222,7 +222,10 @@ class HipBackend final : public Backend {
       o.ptr[o.count] = t.as<float>();
       o.end[o.count++] = end += t.cols();
     }
-    check(greta_matmul(o, x.as<float>(), w.ptr(), weight_type(w, "matmul"), x.rows(), w.rows(), x.cols(), 0), "matmul");
+    const size_t sb = greta_matmul_scratch_bytes(x.rows(), x.cols());
+    void* scratch = sb ? scratch_work_.get(sb, "matmul") : nullptr;
+    check(greta_matmul(o, x.as<float>(), w.ptr(), weight_type(w, "matmul"), x.rows(), w.rows(), x.cols(), scratch, sb, 0),
+          "matmul");
   }
 
   void matmul_variant(const Tensor& out, const Tensor& x, const Tensor& w, MatmulVariant v) override {
