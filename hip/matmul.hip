@@ -294,7 +294,7 @@ __global__ void GRETA_LAUNCH_BOUNDS(WN * WT * GRETA_WAVE_SIZE, WN * WT * GRETA_W
   // last block) are zeros; token rows past M are the split's zero padding.
   constexpr int WRS = THREADS / WCH, WPASS = BN / WRS;
   constexpr int XRS = THREADS / XCH, XROWS = 3 * BT, XPASS = (XROWS + XRS - 1) / XRS;
-  static_assert(WPASS <= 32 && XPASS <= 32, "one validity bit a pass");
+  static_assert(WPASS <= static_cast<int>(8 * sizeof(uint32_t)), "one validity bit a pass");
   const int wr0 = threadIdx.x / WCH, wc = threadIdx.x % WCH;
   const int xr0 = threadIdx.x / XCH, xc = threadIdx.x % XCH;
   const W* wp = w + (n0 + wr0) * K + wc * W_ELEMS;
@@ -314,13 +314,16 @@ __global__ void GRETA_LAUNCH_BOUNDS(WN * WT * GRETA_WAVE_SIZE, WN * WT * GRETA_W
   // word 16 v + 4 t + 2 j + r of the unit (32 banks, no conflict).
   constexpr bool QUADS = WQ && NT == 1 && A_ROWS == 2;
   constexpr int WARPS = THREADS / GRETA_WAVE_SIZE;
-  static_assert(!QUADS || ((WARPS == 4 || WARPS == 8) && BN % (2 * WARPS) == 0 && GRETA_WAVE_SIZE == 32),
-                "operand units: 4 or 8 warps of 32 lanes");
+  // A unit is one word a lane: v (2) x t (LANE_CHUNKS) x j (2) x r (A_ROWS).
+  static_assert(!QUADS || ((WARPS == 4 || WARPS == 8) && BN % (2 * WARPS) == 0 &&
+                           2 * LANE_CHUNKS * 2 * A_ROWS == GRETA_WAVE_SIZE),
+                "operand units: 4 or 8 warps, a unit a wave");
   constexpr int QPASS = QUADS ? BN / 2 / WARPS : 1;
+  constexpr int UNIT = GRETA_WAVE_SIZE, QHALF = 4 * UNIT, QTILE = 2 * QHALF;  // 4-byte words
   const int qr = lane & 1, qj = (lane >> 1) & 1, qt = (lane >> 2) & 3, qv = lane >> 4, qu = warp & 3;
   const int qh0 = WARPS == 8 ? warp >> 2 : 0;
   const W* qp = w + (n0 + 8 * qr + 2 * qu + qv) * K + 8 * qt + 2 * qj + 4 * qh0;
-  const int qdst = 128 * qh0 + 32 * qu + 16 * qv + 4 * qt + 2 * qj + qr;  // 4-byte words
+  const int qdst = QHALF * qh0 + UNIT * qu + (UNIT / 2) * qv + 4 * qt + 2 * qj + qr;
   auto qf = [](int i) { return WARPS == 8 ? i : i >> 1; };
   auto qh = [](int i) { return WARPS == 8 ? 0 : i & 1; };  // beyond qh0
   uint32_t qvalid = 0;
@@ -342,7 +345,7 @@ __global__ void GRETA_LAUNCH_BOUNDS(WN * WT * GRETA_WAVE_SIZE, WN * WT * GRETA_W
 #pragma unroll
       for (int i = 0; i < QPASS; i++) {
         const bool ok = !CHECKED || (kq && ((qvalid >> i) & 1u));
-        copy4_async(ws + qf(i) * 256 + qh(i) * 128, ok ? qp + qf(i) * TILE_I * K + qh(i) * 4 : w, ok);
+        copy4_async(ws + qf(i) * QTILE + qh(i) * QHALF, ok ? qp + qf(i) * TILE_I * K + qh(i) * 4 : w, ok);
       }
       qp += KBLOCK;
     } else {
@@ -648,8 +651,8 @@ constexpr int64_t ROWS_MAX_M = rows_r<1, 4, ROWS_KW>() >= 1 ? 4 * TILE_J : 2 * T
 //      4096 outputs in 128 blocks, 205 tokens in 4 tiles
 //   B  96 x 112, 4 warps of 48 x 56, regrouped operands, 3 stages (83 KB):
 //      6144 outputs in 128 blocks; its larger warp tiles read shared memory
-//      less per product (measured 1.04 - 1.19x A's rate where both take the
-//      same number of rounds)
+//      less per product (lm_head, where both give an SM about as many
+//      outputs: 1.19x A's rate)
 // AMD (tile 16 x 16, 64 KB of LDS): 128 x 64 in two stages.
 #if defined(GRETA_VENDOR_AMD)
 #define GRETA_PREFILL_A 4, 1, 2, 4, 2, 2, false
@@ -674,8 +677,9 @@ int64_t prefill_cost(int64_t M, int64_t N, int sms, int64_t percent) {
   return (blocks + sms - 1) / sms * P::BN * P::BT * 100 / percent;
 }
 
-// The shape of least cost, A's rate taken as 96% of B's: at 205 tokens B for
-// qkv (6144 outputs) and lm_head (128256), A for wo, down (4096) and gate_up
+// The shape of least cost, A's rate taken as 96% of B's (between gate_up,
+// where A's fewer outputs per SM win, and lm_head): at 205 tokens B for qkv
+// (6144 outputs) and lm_head (128256), A for wo, down (4096) and gate_up
 // (28672), each the faster one measured.
 template <typename W>
 hipError_t launch_prefill_best(const GretaMatmulOuts& out, const float* x, bf16* xt, const void* w, int64_t M,
