@@ -284,7 +284,10 @@ class HipBackend final : public Backend {
       o.ptr[o.count] = t.as<float>();
       o.end[o.count++] = end += t.cols();
     }
-    check(greta_matmul(o, x.as<float>(), w.ptr(), weight_type(w, "matmul"), x.rows(), w.rows(), x.cols(), stream_), "matmul");
+    const size_t sb = greta_matmul_scratch_bytes(x.rows(), x.cols());
+    void* split = sb ? scratch(scratch_work_, sb, "matmul") : nullptr;
+    check(greta_matmul(o, x.as<float>(), w.ptr(), weight_type(w, "matmul"), x.rows(), w.rows(), x.cols(), split, sb, stream_),
+          "matmul");
   }
 
   void matmul_variant(const Tensor& out, const Tensor& x, const Tensor& w, MatmulVariant v) override {

@@ -9,8 +9,9 @@
 // are accumulated smallest first, each term pair as the two instructions of
 // mma_k32 in hip/mma.h, in which the k of a block meet in a way fixed by the
 // position in the block. Then out = ((0 + c_0) + c_1) + ... + c_{S-1} in fp32,
-// s increasing. Prefill keeps that sum in registers, and so does decode of
-// wide outputs (the gemv kernel: one warp over all of K for its rows); other
+// s increasing. Prefill keeps that sum in registers (its activation terms
+// split once per call, by the same function), and so does decode of wide
+// outputs (the gemv kernel: one warp over all of K for its rows); other
 // small M (up to 4 tiles of tokens) has the warps of a block take turns over
 // the blocks and one thread per output add the c_s in the same order. A token pads into a
 // tile of 8 (NVIDIA) or 16 (AMD) tokens, and an instruction's result for one
@@ -48,7 +49,14 @@ struct GretaMatmulOuts {
   int count;
 };
 
-// When K % 8 == 0, x and w must be 16-byte aligned (device allocations and
-// row views of them are, since row strides are multiples of 8 elements).
+// Device scratch a call of M tokens of K inputs needs (0 for most: decode,
+// and K % 8 != 0): prefill splits the activations there once per call, into
+// their three bf16 terms (3 M K bf16). The caller owns it and keeps it for
+// later calls; the call only writes it, in stream order.
+size_t greta_matmul_scratch_bytes(int64_t M, int64_t K);
+
+// When K % 8 == 0, x, w and scratch must be 16-byte aligned (device
+// allocations and row views of them are, since row strides are multiples of
+// 8 elements); scratch_bytes >= greta_matmul_scratch_bytes(M, K).
 hipError_t greta_matmul(const GretaMatmulOuts& out, const float* x, const void* w, int w_type, int64_t M, int64_t N,
-                        int64_t K, hipStream_t stream);
+                        int64_t K, void* scratch, size_t scratch_bytes, hipStream_t stream);

@@ -1,6 +1,8 @@
 #include "matmul.h"
 #include "mma.h"
 
+#include <type_traits>
+
 namespace {
 using namespace greta_hip;
 using namespace greta_mma;
@@ -210,30 +212,73 @@ __device__ __forceinline__ int chunk_at(int r, int c) {
   return r * CHUNKS + (CHUNKS >= 8 ? (c ^ (r & 1)) : c);
 }
 
-// Prefill: a block computes BN weight rows x BT tokens; warp (wn, wt) FN x TM
-// tiles. Both operands go through shared memory in STAGES KBLOCK stages
-// (cp.async on NVIDIA); once a stage has landed, the block splits its
-// activations into bf16 terms once (each thread one lane chunk), for every
-// warp to read. Per KBLOCK every tile's c_s is formed
-// (the FN x TM chains interleaved: the matrix unit's latency is hidden by
-// independent chains) and added to its accumulator: the chain of matmul.h.
-// MINB: blocks an SM should hold (registers capped to fit).
-template <typename W, int WN, int WT, int FN, int TM, int STAGES, int MINB>
-__global__ void __launch_bounds__(WN * WT * GRETA_WAVE_SIZE, MINB)
-    mma_tiled_kernel(GretaMatmulOuts out, const float* __restrict__ x, const W* __restrict__ w, int64_t M, int64_t N,
-                     int64_t K, int64_t token_tiles) {
-  constexpr int THREADS = WN * WT * GRETA_WAVE_SIZE;
-  constexpr int BN = WN * FN * TILE_I;
-  constexpr int BT = WT * TM * TILE_J;
-  constexpr int WCH = KBLOCK * static_cast<int>(sizeof(W)) / 16;  // chunks of a weight row per stage
-  constexpr int XCH = KBLOCK * static_cast<int>(sizeof(float)) / 16;
-  constexpr int WPER = LANE_K * static_cast<int>(sizeof(W)) / 16;  // chunks a lane reads per row
+// Largest token tile of any prefill shape: the activation scratch holds
+// M + PREFILL_PAD rows.
+constexpr int PREFILL_PAD = 128;
+
+// Prefill, step 1: the activations split once per call into their bf16 terms
+// (act_terms, per element): terms[m][i] is term i (hi, mid, lo) of row m, so
+// a block's tokens are 3 BT rows of K in a row and the product kernel reads
+// ready terms instead of every block re-splitting its tokens. Rows M .. Mpad
+// (the last token tile's padding) are zeros, so the product kernel copies
+// whole tiles without a bound per row.
+__global__ void split_kernel(uint4* __restrict__ terms, const float* __restrict__ x, int64_t chunks, int64_t pad_chunks,
+                             int64_t row_chunks) {
+  const uint4* const src = reinterpret_cast<const uint4*>(x);
+  for (int64_t i = global_id(); i < pad_chunks; i += static_cast<int64_t>(gridDim.x) * blockDim.x) {
+    MmaB b[3] = {{make_uint4(0, 0, 0, 0)}, {make_uint4(0, 0, 0, 0)}, {make_uint4(0, 0, 0, 0)}};
+    if (i < chunks) act_terms(src[2 * i], src[2 * i + 1], b);
+    const int64_t m = i / row_chunks;
+    uint4* const dst = terms + 2 * m * row_chunks + i;  // (3 m) row_chunks + (i - m row_chunks)
+    dst[0] = b[0].v;
+    dst[row_chunks] = b[1].v;
+    dst[2 * row_chunks] = b[2].v;
+  }
+}
+
+// Prefill, step 2: a block computes BN weight rows x BT tokens; warp (wn, wt)
+// FN x TM tiles. Weights and activation terms go through shared memory in
+// STAGES KBLOCK stages (cp.async on NVIDIA), one barrier a stage. Per KBLOCK
+// a warp forms its FN weight operands once (in the instructions' register
+// order), then the c_s of its tiles TG token tiles at a time: for each chain
+// step the group's activation term is loaded and the step's two halves are
+// issued across all FN x TG tiles (independent chains hide the matrix unit's
+// latency); each c_s is then added to its accumulator, s increasing: the
+// chain of matmul.h.
+template <typename W, int WN, int WT, int FN, int TM, int TG, int STAGES, bool WQ>
+struct Prefill {
+  static constexpr int THREADS = WN * WT * GRETA_WAVE_SIZE;
+  static constexpr int BN = WN * FN * TILE_I;
+  static constexpr int BT = WT * TM * TILE_J;
+  static constexpr int WCH = KBLOCK * static_cast<int>(sizeof(W)) / 16;  // 16-byte chunks of a weight row a stage
+  static constexpr int XCH = KBLOCK / LANE_K;                            // of one term row of a token
+  static constexpr int W_STAGE = BN * WCH;                               // uint4 of a stage
+  static constexpr int X_STAGE = 3 * BT * XCH;
+  static constexpr int STAGE = W_STAGE + X_STAGE;
+  static constexpr int SHARED = STAGES * STAGE * 16;  // bytes
+};
+
+template <typename W, int WN, int WT, int FN, int TM, int TG, int STAGES, bool WQ>
+__global__ void GRETA_LAUNCH_BOUNDS(WN * WT * GRETA_WAVE_SIZE, WN * WT * GRETA_WAVE_SIZE >= 256 && FN * TM <= 8 ? 2 : 1)
+    mma_prefill_kernel(GretaMatmulOuts out, const bf16* __restrict__ xt, const W* __restrict__ w, int64_t M, int64_t N,
+                       int64_t K, int64_t token_tiles) {
+  using P = Prefill<W, WN, WT, FN, TM, TG, STAGES, WQ>;
+  constexpr int THREADS = P::THREADS, BN = P::BN, BT = P::BT, WCH = P::WCH, XCH = P::XCH;
+  static_assert(BT <= PREFILL_PAD, "the activation scratch pads M by PREFILL_PAD rows");
+  constexpr int WPER = LANE_K * static_cast<int>(sizeof(W)) / 16;  // chunks a lane reads per weight row
   constexpr int W_ELEMS = 16 / static_cast<int>(sizeof(W));
-  constexpr int X_ELEMS = 16 / static_cast<int>(sizeof(float));
-  constexpr int XT = KBLOCK / LANE_K;  // lane chunks of a token row
-  __shared__ uint4 ws[STAGES][BN * WCH];
-  __shared__ uint4 xs[STAGES][BT * XCH];
-  __shared__ uint4 xt[3][BT * XT];  // the split stage: term, token row, lane chunk (64-byte rows)
+  constexpr int NT = Terms<W>::N;
+  // The lane layout of hip/mma.h that the shared-memory reads below rely on:
+  // a lane reads one chunk (LANE_K k) per term of its token column and WPER
+  // chunks of each of its A_ROWS weight rows, and holds 4 elements of C
+  // (NVIDIA: warp 32, tile 16 x 8; AMD CDNA: wave 64, MFMA tile 16 x 16).
+  static_assert(XCH == LANE_CHUNKS && LANE_K * sizeof(uint16_t) == 16, "a lane's chunk is one 16-byte word of bf16");
+  static_assert(TILE_J * LANE_CHUNKS == GRETA_WAVE_SIZE && TILE_I * LANE_CHUNKS == A_ROWS * GRETA_WAVE_SIZE,
+                "one wave covers an A and a B tile exactly");
+  static_assert(THREADS % WCH == 0 && BN % (THREADS / WCH) == 0 && THREADS % XCH == 0, "the block copies whole rows");
+  static_assert((THREADS / WCH) % 2 == 0, "weight row steps keep chunk_at's swizzle");
+  static_assert(TG >= 1 && TG <= TM, "token groups within the warp tile");
+  extern __shared__ uint4 smem[];
 
   const int lane = threadIdx.x % GRETA_WAVE_SIZE;
   const int warp = threadIdx.x / GRETA_WAVE_SIZE;
@@ -241,33 +286,104 @@ __global__ void __launch_bounds__(WN * WT * GRETA_WAVE_SIZE, MINB)
   const int wt = warp / WN;
   const int64_t n0 = (blockIdx.x / token_tiles) * BN;
   const int64_t m0 = (blockIdx.x % token_tiles) * BT;
-  const int64_t S = (K + KBLOCK - 1) / KBLOCK;
+  const int S = static_cast<int>((K + KBLOCK - 1) / KBLOCK);
 
-  // Each thread copies the same chunk column of rows r0, r0 + RS, ... in every
-  // stage: one pointer each, advanced by KBLOCK a stage (RS even keeps the
-  // swizzle of chunk_at, so the shared-memory offsets are constants).
-  static_assert(THREADS % WCH == 0 && THREADS % XCH == 0 && (BN * WCH) % THREADS == 0 && (BT * XCH) % THREADS == 0,
-                "the block copies whole stages");
-  constexpr int WRS = THREADS / WCH, XRS = THREADS / XCH;
-  static_assert(WRS % 2 == 0 && XRS % 2 == 0, "row steps keep the swizzle");
+  // Copies: a thread takes one chunk column of rows r0, r0 + step, ... (weight
+  // rows; term rows 3 m + i of the block's tokens) in every stage, through one
+  // pointer advanced by KBLOCK a stage. Weight rows past N and k past K (the
+  // last block) are zeros; token rows past M are the split's zero padding.
+  constexpr int WRS = THREADS / WCH, WPASS = BN / WRS;
+  constexpr int XRS = THREADS / XCH, XROWS = 3 * BT, XPASS = (XROWS + XRS - 1) / XRS;
+  static_assert(WPASS <= static_cast<int>(8 * sizeof(uint32_t)), "one validity bit a pass");
   const int wr0 = threadIdx.x / WCH, wc = threadIdx.x % WCH;
   const int xr0 = threadIdx.x / XCH, xc = threadIdx.x % XCH;
-  const W* const wbase = w + (n0 + wr0) * K + wc * W_ELEMS;
-  const float* const xbase = x + (m0 + xr0) * K + xc * X_ELEMS;
-  const int wdst = chunk_at<WCH>(wr0, wc), xdst = chunk_at<XCH>(xr0, xc);
-  auto load = [&](int st, int64_t s) {
-    const int64_t k0 = s * KBLOCK;
+  const W* wp = w + (n0 + wr0) * K + wc * W_ELEMS;
+  const bf16* xp = xt + (3 * m0 + xr0) * K + xc * LANE_K;
+  const int64_t wstep = WRS * K, xstep = XRS * K;
+  uint32_t wvalid = 0;
 #pragma unroll
-    for (int i = 0; i < BN * WCH / THREADS; i++) {
-      const bool ok = n0 + wr0 + i * WRS < N && k0 + wc * W_ELEMS < K;
-      copy16_async(&ws[st][wdst + i * WRS * WCH], ok ? wbase + i * WRS * K + k0 : w, ok);
+  for (int i = 0; i < WPASS; i++) wvalid |= (n0 + wr0 + i * WRS < N ? 1u : 0u) << i;
+  const int wdst = chunk_at<WCH>(wr0, wc), xdst = xr0 * XCH + xc;
+
+  // bf16 weights on NVIDIA: a stage holds every lane's A operands ready, in
+  // the instruction's register order (MmaAHalf), so that one 16-byte read is
+  // one operand: tile f, half h, lane l at f 2 W + h W + l (W = 32 lanes).
+  // The words are regrouped on the way in, 4-byte copies: unit (f, h, u) is
+  // the 32 words of rows 2u, 2u + 1, 2u + 8, 2u + 9 of tile f that half h
+  // reads, lane bits (v t t j r): row 8 r + 2 u + v, word 4 t + 2 h + j, to
+  // word 16 v + 4 t + 2 j + r of the unit (32 banks, no conflict).
+  constexpr bool QUADS = WQ && NT == 1 && A_ROWS == 2;
+  constexpr int WARPS = THREADS / GRETA_WAVE_SIZE;
+  // A unit is one word a lane: v (2) x t (LANE_CHUNKS) x j (2) x r (A_ROWS).
+  static_assert(!QUADS || ((WARPS == 4 || WARPS == 8) && BN % (2 * WARPS) == 0 &&
+                           2 * LANE_CHUNKS * 2 * A_ROWS == GRETA_WAVE_SIZE),
+                "operand units: 4 or 8 warps, a unit a wave");
+  constexpr int QPASS = QUADS ? BN / 2 / WARPS : 1;
+  constexpr int UNIT = GRETA_WAVE_SIZE, QHALF = 4 * UNIT, QTILE = 2 * QHALF;  // 4-byte words
+  const int qr = lane & 1, qj = (lane >> 1) & 1, qt = (lane >> 2) & 3, qv = lane >> 4, qu = warp & 3;
+  const int qh0 = WARPS == 8 ? warp >> 2 : 0;
+  const W* qp = w + (n0 + 8 * qr + 2 * qu + qv) * K + 8 * qt + 2 * qj + 4 * qh0;
+  const int qdst = QHALF * qh0 + UNIT * qu + (UNIT / 2) * qv + 4 * qt + 2 * qj + qr;
+  auto qf = [](int i) { return WARPS == 8 ? i : i >> 1; };
+  auto qh = [](int i) { return WARPS == 8 ? 0 : i & 1; };  // beyond qh0
+  uint32_t qvalid = 0;
+  if constexpr (QUADS) {
+#pragma unroll
+    for (int i = 0; i < QPASS; i++) qvalid |= (n0 + qf(i) * TILE_I + 8 * qr + 2 * qu + qv < N ? 1u : 0u) << i;
+  }
+
+  // Token rows are always there (the split pads them); weight rows past N
+  // (the last tile) and k past K (the last block) need the checked form.
+  const bool wfull = n0 + BN <= N;
+  int kleft = static_cast<int>(K < 0x7fffffff ? K : 0x7fffffff);  // k of the next stage to load, from its start
+  auto load = [&](uint4* stage, auto checked) {
+    constexpr bool CHECKED = decltype(checked)::value;
+    const bool kx = !CHECKED || xc * LANE_K < kleft;
+    if constexpr (QUADS) {
+      const bool kq = !CHECKED || 8 * qt < kleft;
+      uint32_t* const ws = reinterpret_cast<uint32_t*>(stage) + qdst;
+#pragma unroll
+      for (int i = 0; i < QPASS; i++) {
+        const bool ok = !CHECKED || (kq && ((qvalid >> i) & 1u));
+        copy4_async(ws + qf(i) * QTILE + qh(i) * QHALF, ok ? qp + qf(i) * TILE_I * K + qh(i) * 4 : w, ok);
+      }
+      qp += KBLOCK;
+    } else {
+      const bool kw = !CHECKED || wc * W_ELEMS < kleft;
+#pragma unroll
+      for (int i = 0; i < WPASS; i++) {
+        const bool ok = !CHECKED || (kw && ((wvalid >> i) & 1u));
+        copy16_async(stage + wdst + i * WRS * WCH, ok ? wp + i * wstep : w, ok);
+      }
     }
 #pragma unroll
-    for (int i = 0; i < BT * XCH / THREADS; i++) {
-      const bool ok = m0 + xr0 + i * XRS < M && k0 + xc * X_ELEMS < K;
-      copy16_async(&xs[st][xdst + i * XRS * XCH], ok ? xbase + i * XRS * K + k0 : x, ok);
+    for (int i = 0; i < XPASS; i++) {
+      if (XROWS % XRS == 0 || xr0 + i * XRS < XROWS)
+        copy16_async(stage + P::W_STAGE + xdst + i * XRS * XCH, kx ? xp + i * xstep : xt, kx);
     }
+    wp += KBLOCK;
+    xp += KBLOCK;
+    kleft -= KBLOCK;
   };
+  auto load_stage = [&](uint4* stage) {
+    if (wfull && kleft >= KBLOCK)
+      load(stage, std::false_type{});
+    else
+      load(stage, std::true_type{});
+  };
+
+  // A lane's shared-memory reads, relative to a stage: weight row
+  // (wn FN + f) 16 + a_row(lane, r), chunk lane_k / W_ELEMS + i, at aoff[r][i]
+  // + f 16 WCH; term i of token (wt TM + t) TILE_J + b_col(lane) at boff +
+  // (t TILE_J 3 + i) XCH.
+  int aoff[A_ROWS][WPER];
+#pragma unroll
+  for (int r = 0; r < A_ROWS; r++)
+#pragma unroll
+    for (int i = 0; i < WPER; i++)
+      aoff[r][i] = chunk_at<WCH>(wn * FN * TILE_I + a_row(lane, r), lane_k(lane) / W_ELEMS + i);
+  const int boff = P::W_STAGE + ((wt * TM * TILE_J + b_col(lane)) * 3) * XCH + lane_k(lane) / LANE_K;
+  static_assert((TILE_I * WCH) % 2 == 0, "tile steps keep chunk_at's swizzle");
 
   MmaC acc[FN][TM];
 #pragma unroll
@@ -277,62 +393,79 @@ __global__ void __launch_bounds__(WN * WT * GRETA_WAVE_SIZE, MINB)
 
 #pragma unroll
   for (int st = 0; st < STAGES - 1; st++) {
-    if (st < S) load(st, st);
+    if (st < S) load_stage(smem + st * P::STAGE);
     copy_commit();
   }
-  const int wchunk = lane_k(lane) / W_ELEMS;
-  for (int64_t s = 0; s < S; s++) {
+  int st = 0, next = STAGES - 1;  // the stage read now, the one loaded now
+  for (int s = 0; s < S; s++) {
     copy_wait<STAGES - 2>();
-    __syncthreads();
-    if (s + STAGES - 1 < S) load(static_cast<int>((s + STAGES - 1) % STAGES), s + STAGES - 1);
-    copy_commit();
-    const int st = static_cast<int>(s % STAGES);
-#pragma unroll
-    for (int u = threadIdx.x; u < BT * XT; u += THREADS) {
-      const int r = u / XT, c = u % XT;
-      MmaB b[3];
-      act_terms(xs[st][chunk_at<XCH>(r, 2 * c)], xs[st][chunk_at<XCH>(r, 2 * c + 1)], b);
-#pragma unroll
-      for (int i = 0; i < 3; i++) xt[i][u] = b[i].v;
-    }
-    __syncthreads();
-
-    MmaA a[FN][Terms<W>::N];
+    __syncthreads();  // stage s has landed for every thread; stage s - 1 is free
+    const uint4* const stage = smem + st * P::STAGE;
+    MmaAHalf a[FN][NT][2];
 #pragma unroll
     for (int f = 0; f < FN; f++) {
-      Raw<W> raw[A_ROWS];
+      if constexpr (QUADS) {
 #pragma unroll
-      for (int r = 0; r < A_ROWS; r++) {
-        const int row = (wn * FN + f) * TILE_I + a_row(lane, r);
+        for (int h = 0; h < 2; h++) {
+          const uint4 q = stage[(wn * FN + f) * TILE_I * WCH + h * GRETA_WAVE_SIZE + lane];
+          const uint32_t words[4] = {q.x, q.y, q.z, q.w};
 #pragma unroll
-        for (int i = 0; i < WPER; i++) raw[r].v[i] = ws[st][chunk_at<WCH>(row, wchunk + i)];
+          for (int k = 0; k < 2 * A_ROWS; k++) a[f][0][h].r[k] = words[k];
+        }
+      } else {
+        Raw<W> raw[A_ROWS];
+#pragma unroll
+        for (int r = 0; r < A_ROWS; r++)
+#pragma unroll
+          for (int i = 0; i < WPER; i++) raw[r].v[i] = stage[aoff[r][i] + f * TILE_I * WCH];
+        MmaA terms[NT];
+        weight_terms<W>(raw, terms);
+#pragma unroll
+        for (int j = 0; j < NT; j++) {
+          a[f][j][0] = a_half<0>(terms[j]);
+          a[f][j][1] = a_half<1>(terms[j]);
+        }
       }
-      weight_terms<W>(raw, a[f]);
     }
-    MmaB b[TM][3];
+    // Issued after this stage's first reads: the copy's memory clobber would
+    // otherwise hold them back.
+    if (s + STAGES - 1 < S) load_stage(smem + next * P::STAGE);
+    copy_commit();
+    st = st + 1 == STAGES ? 0 : st + 1;
+    next = next + 1 == STAGES ? 0 : next + 1;
+
 #pragma unroll
-    for (int t = 0; t < TM; t++) {
-      const int row = (wt * TM + t) * TILE_J + b_col(lane);
-#pragma unroll
-      for (int i = 0; i < 3; i++) b[t][i].v = xt[i][row * XT + lane_k(lane) / LANE_K];
-    }
-    MmaC c[FN][TM];
-#pragma unroll
-    for (int f = 0; f < FN; f++)
-#pragma unroll
-      for (int t = 0; t < TM; t++) c[f][t] = mma_zero();
-#pragma unroll
-    for (int i = 0; i < Chain<W>::STEPS; i++)
+    for (int t0 = 0; t0 < TM; t0 += TG) {
+      MmaC c[FN][TG];
 #pragma unroll
       for (int f = 0; f < FN; f++)
 #pragma unroll
-        for (int t = 0; t < TM; t++) mma_k32(c[f][t], a[f][Chain<W>::w_term(i)], b[t][Chain<W>::x_term(i)]);
+        for (int t = 0; t < TG; t++) c[f][t] = mma_zero();
 #pragma unroll
-    for (int f = 0; f < FN; f++)
+      for (int i = 0; i < Chain<W>::STEPS; i++) {
+        MmaB b[TG];
 #pragma unroll
-      for (int t = 0; t < TM; t++)
+        for (int t = 0; t < TG; t++)
+          if (t0 + t < TM) b[t].v = stage[boff + ((t0 + t) * TILE_J * 3 + Chain<W>::x_term(i)) * XCH];
 #pragma unroll
-        for (int e = 0; e < 4; e++) acc[f][t].v[e] = acc[f][t].v[e] + c[f][t].v[e];
+        for (int f = 0; f < FN; f++)
+#pragma unroll
+          for (int t = 0; t < TG; t++)
+            if (t0 + t < TM) mma_half<0>(c[f][t], a[f][Chain<W>::w_term(i)][0], b[t]);
+#pragma unroll
+        for (int f = 0; f < FN; f++)
+#pragma unroll
+          for (int t = 0; t < TG; t++)
+            if (t0 + t < TM) mma_half<1>(c[f][t], a[f][Chain<W>::w_term(i)][1], b[t]);
+      }
+#pragma unroll
+      for (int f = 0; f < FN; f++)
+#pragma unroll
+        for (int t = 0; t < TG; t++)
+          if (t0 + t < TM)
+#pragma unroll
+            for (int e = 0; e < 4; e++) acc[f][t0 + t].v[e] = acc[f][t0 + t].v[e] + c[f][t].v[e];
+    }
   }
 #pragma unroll
   for (int f = 0; f < FN; f++)
@@ -599,26 +732,25 @@ __global__ void GRETA_LAUNCH_BOUNDS(NT* GRETA_WAVE_SIZE, NT * GRETA_WAVE_SIZE >=
     }
 }
 
-// Blocks of the prefill kernel an SM holds: 4 where its shared memory allows
-// (registers are then capped to fit), else as many as fit.
-template <typename W, int WN, int WT, int FN, int TM, int STAGES>
-constexpr int tiled_min_blocks() {
-  constexpr int bytes = STAGES * (WN * FN * TILE_I * KBLOCK * static_cast<int>(sizeof(W)) +
-                                  WT * TM * TILE_J * KBLOCK * static_cast<int>(sizeof(float))) +
-                        3 * WT * TM * TILE_J * KBLOCK * 2;
-  return SHARED_PER_SM / bytes >= 4 ? 4 : SHARED_PER_SM / bytes >= 1 ? SHARED_PER_SM / bytes : 1;
-}
-
-template <typename W, int WN, int WT, int FN, int TM, int STAGES,
-          int MINB = tiled_min_blocks<W, WN, WT, FN, TM, STAGES>()>
-hipError_t launch_tiled(const GretaMatmulOuts& out, const float* x, const void* w, int64_t M, int64_t N, int64_t K,
-                        hipStream_t stream) {
-  constexpr int64_t BN = WN * FN * TILE_I, BT = WT * TM * TILE_J;
-  const int64_t token_tiles = (M + BT - 1) / BT;
-  const int64_t blocks = token_tiles * ((N + BN - 1) / BN);
+// The split (into M + PREFILL_PAD rows of scratch at most), then the product
+// kernel in one block shape.
+template <typename W, int WN, int WT, int FN, int TM, int TG, int STAGES, bool WQ>
+hipError_t launch_prefill(const GretaMatmulOuts& out, const float* x, bf16* xt, const void* w, int64_t M, int64_t N,
+                          int64_t K, hipStream_t stream) {
+  using P = Prefill<W, WN, WT, FN, TM, TG, STAGES, WQ>;
+  const int64_t token_tiles = (M + P::BT - 1) / P::BT;
+  const int64_t blocks = token_tiles * ((N + P::BN - 1) / P::BN);
   if (blocks > 0x7fffffff) return hipErrorInvalidValue;
-  hipLaunchKernelGGL((mma_tiled_kernel<W, WN, WT, FN, TM, STAGES, MINB>), dim3(static_cast<unsigned>(blocks)),
-                     dim3(WN * WT * GRETA_WAVE_SIZE), 0, stream, out, x, static_cast<const W*>(w), M, N, K, token_tiles);
+  const int64_t chunks = M * K / LANE_K, pad_chunks = token_tiles * P::BT * K / LANE_K;
+  const int64_t split_blocks = (pad_chunks + ELEMENTWISE_BLOCK - 1) / ELEMENTWISE_BLOCK;
+  hipLaunchKernelGGL(split_kernel, dim3(static_cast<unsigned>(split_blocks < 4096 ? split_blocks : 4096)),
+                     dim3(ELEMENTWISE_BLOCK), 0, stream, reinterpret_cast<uint4*>(xt), x, chunks, pad_chunks, K / LANE_K);
+  auto kernel = mma_prefill_kernel<W, WN, WT, FN, TM, TG, STAGES, WQ>;
+  hipError_t e = hipFuncSetAttribute(reinterpret_cast<const void*>(kernel), hipFuncAttributeMaxDynamicSharedMemorySize,
+                                     P::SHARED);
+  if (e != hipSuccess) return e;
+  hipLaunchKernelGGL(kernel, dim3(static_cast<unsigned>(blocks)), dim3(P::THREADS), P::SHARED, stream, out, xt,
+                     static_cast<const W*>(w), M, N, K, token_tiles);
   return hipGetLastError();
 }
 
@@ -674,10 +806,9 @@ hipError_t launch_gemv(const GretaMatmulOuts& out, const float* x, const void* w
 // (dev/matmul.hip): the gemv kernel is the faster at 4096 -> 28672 and
 // 128256, the rows kernel at 4096 -> 4096, 6144 and 14336 -> 4096, where the
 // gemv kernel's few warps an SM (one per 16 rows) cannot hide their chains.
-// Beyond: the prefill kernel, 4 warps of 32 weight rows x 4 token tiles (2 on
-// AMD), two stages (30 KB of shared memory for 2-byte weights: 4 blocks an SM
-// on NVIDIA, 2 a CU in AMD's 64 KB where three stages fit one; measured faster
-// than three on the H100 at every Llama-3-8B shape, and the same bits).
+// Beyond: the split, then the prefill kernel in the block shape whose grid
+// fills the multiprocessors best (blocks per multiprocessor, rounded up,
+// times the block's outputs; a block of 4 warps is one warp per scheduler).
 constexpr int ROWS_KW = 8;
 constexpr int64_t WIDE_N = 1 << 16;
 constexpr int64_t GEMV_WIDE_N = 16384;
@@ -685,10 +816,61 @@ template <typename W>
 constexpr int gemv_p() { return sizeof(W) == 4 ? 4 : 8; }
 template <typename W>
 constexpr int gemv_u() { return sizeof(W) == 4 ? 2 : 4; }  // 4-byte weights: within 128 registers
+constexpr int64_t ROWS_MAX_M = rows_r<1, 4, ROWS_KW>() >= 1 ? 4 * TILE_J : 2 * TILE_J;
+
+// Prefill block shapes, as <WN, WT, FN, TM, TG, STAGES, WQ>: warps along
+// weight rows and tokens, each warp FN weight tiles x TM token tiles, c_s
+// formed TG token tiles at a time, pipeline stages, bf16 operands regrouped
+// on the way in (WQ). NVIDIA (tile 16 x 8, up to 227 KB of shared memory a
+// block), measured on the H100 at 205 tokens (dev/matmul.hip):
+//   A  128 weight rows x 56 tokens, 8 warps of 16 x 56, 4 stages (76 KB):
+//      4096 outputs in 128 blocks, 205 tokens in 4 tiles
+//   B  96 x 112, 4 warps of 48 x 56, regrouped operands, 3 stages (83 KB):
+//      6144 outputs in 128 blocks; its larger warp tiles read shared memory
+//      less per product (lm_head, where both give an SM about as many
+//      outputs: 1.19x A's rate)
+// AMD (tile 16 x 16, 64 KB of LDS): 128 x 64 in two stages.
+#if defined(GRETA_VENDOR_AMD)
+#define GRETA_PREFILL_A 4, 1, 2, 4, 2, 2, false
+#define GRETA_PREFILL_B GRETA_PREFILL_A
+#else
+#define GRETA_PREFILL_A 8, 1, 1, 7, 7, 4, false
+#define GRETA_PREFILL_B 2, 2, 3, 7, 4, 3, true
+#endif
+
+int multiprocessors() {
+  int dev = 0, n = 0;
+  if (hipGetDevice(&dev) != hipSuccess || hipDeviceGetAttribute(&n, hipDeviceAttributeMultiprocessorCount, dev) != hipSuccess)
+    return 1;
+  return n > 0 ? n : 1;
+}
+
+// Rounds of whole blocks over the multiprocessors, times a block's outputs,
+// over the shape's relative rate (percent).
+template <typename P>
+int64_t prefill_cost(int64_t M, int64_t N, int sms, int64_t percent) {
+  const int64_t blocks = ((M + P::BT - 1) / P::BT) * ((N + P::BN - 1) / P::BN);
+  return (blocks + sms - 1) / sms * P::BN * P::BT * 100 / percent;
+}
+
+// The shape of least cost, A's rate taken as 96% of B's (between gate_up,
+// where A's fewer outputs per SM win, and lm_head): at 205 tokens B for qkv
+// (6144 outputs) and lm_head (128256), A for wo, down (4096) and gate_up
+// (28672), each the faster one measured.
+template <typename W>
+hipError_t launch_prefill_best(const GretaMatmulOuts& out, const float* x, bf16* xt, const void* w, int64_t M,
+                               int64_t N, int64_t K, hipStream_t stream) {
+  if constexpr (Terms<W>::N == 1) {
+    const int sms = multiprocessors();
+    if (prefill_cost<Prefill<W, GRETA_PREFILL_B>>(M, N, sms, 100) < prefill_cost<Prefill<W, GRETA_PREFILL_A>>(M, N, sms, 96))
+      return launch_prefill<W, GRETA_PREFILL_B>(out, x, xt, w, M, N, K, stream);
+  }
+  return launch_prefill<W, GRETA_PREFILL_A>(out, x, xt, w, M, N, K, stream);
+}
 
 template <typename W>
 hipError_t launch_mma(const GretaMatmulOuts& out, const float* x, const void* w, int64_t M, int64_t N, int64_t K,
-                      hipStream_t stream) {
+                      void* scratch, hipStream_t stream) {
   if (M <= TILE_J) {
     if (N >= GEMV_WIDE_N && gemv_fit<gemv_p<W>()>(M, K))
       return launch_gemv<W, 1, 4, gemv_p<W>(), gemv_u<W>()>(out, x, w, M, N, K, stream);
@@ -699,12 +881,16 @@ hipError_t launch_mma(const GretaMatmulOuts& out, const float* x, const void* w,
   if constexpr (rows_r<1, 4, ROWS_KW>() >= 1) {
     if (M <= 4 * TILE_J) return launch_rows<W, 1, 4, ROWS_KW>(out, x, w, M, N, K, stream);
   }
-  return launch_tiled<W, 4, 1, sizeof(W) == 4 ? 1 : 2, KBLOCK / TILE_J, 2>(out, x, w, M, N, K, stream);
+  return launch_prefill_best<W>(out, x, static_cast<bf16*>(scratch), w, M, N, K, stream);
 }
 }  // namespace
 
+size_t greta_matmul_scratch_bytes(int64_t M, int64_t K) {
+  return K % 8 == 0 && M > ROWS_MAX_M ? static_cast<size_t>(3 * (M + PREFILL_PAD) * K) * sizeof(bf16) : 0;
+}
+
 hipError_t greta_matmul(const GretaMatmulOuts& out, const float* x, const void* w, int w_type, int64_t M, int64_t N,
-                        int64_t K, hipStream_t stream) {
+                        int64_t K, void* scratch, size_t scratch_bytes, hipStream_t stream) {
   if (out.count < 1 || out.count > GRETA_MATMUL_MAX_OUTS || out.end[out.count - 1] != N) return hipErrorInvalidValue;
   if (K % 8 != 0) {
     switch (w_type) {
@@ -714,12 +900,13 @@ hipError_t greta_matmul(const GretaMatmulOuts& out, const float* x, const void* 
       default: return hipErrorInvalidValue;
     }
   }
-  if (((reinterpret_cast<uintptr_t>(x) | reinterpret_cast<uintptr_t>(w)) & 15) != 0)
+  if (((reinterpret_cast<uintptr_t>(x) | reinterpret_cast<uintptr_t>(w) | reinterpret_cast<uintptr_t>(scratch)) & 15) != 0)
     return hipErrorInvalidValue;  // 16-byte loads; never fall back silently
+  if (scratch_bytes < greta_matmul_scratch_bytes(M, K)) return hipErrorInvalidValue;
   switch (w_type) {
-    case W_F32: return launch_mma<float>(out, x, w, M, N, K, stream);
-    case W_F16: return launch_mma<f16>(out, x, w, M, N, K, stream);
-    case W_BF16: return launch_mma<bf16>(out, x, w, M, N, K, stream);
+    case W_F32: return launch_mma<float>(out, x, w, M, N, K, scratch, stream);
+    case W_F16: return launch_mma<f16>(out, x, w, M, N, K, scratch, stream);
+    case W_BF16: return launch_mma<bf16>(out, x, w, M, N, K, scratch, stream);
     default: return hipErrorInvalidValue;
   }
 }

@@ -87,28 +87,58 @@ struct MmaC {
 
 __device__ __forceinline__ MmaC mma_zero() { return MmaC{{0.f, 0.f, 0.f, 0.f}}; }
 
-// c += A B over one KBLOCK: the instruction over elements 0-3 of every lane's
-// chunk, then the one over elements 4-7, each accumulating onto c.
-__device__ __forceinline__ void mma_k32(MmaC& c, const MmaA& a, const MmaB& b) {
+// One lane's A operand of one instruction (half H of a KBLOCK), words in the
+// instruction's register order: slot j * A_ROWS + r holds word 2 H + j of
+// row r's chunk (NVIDIA a0..a3: row 0 and row 1 interleaved; AMD: row 0's two
+// words). A kernel that forms it once per block reuses it for every token
+// tile without re-gathering the words.
+struct MmaAHalf {
+  uint32_t r[2 * A_ROWS];
+};
+template <int H>
+__device__ __forceinline__ MmaAHalf a_half(const MmaA& a) {
+  static_assert(H == 0 || H == 1, "a_half: a KBLOCK has two halves");
+  MmaAHalf q;
+#pragma unroll
+  for (int r = 0; r < A_ROWS; r++) {
+    q.r[0 * A_ROWS + r] = H == 0 ? a.row[r].x : a.row[r].z;
+    q.r[1 * A_ROWS + r] = H == 0 ? a.row[r].y : a.row[r].w;
+  }
+  return q;
+}
+
+// c += A B over half a KBLOCK, the instruction over elements 4H..4H+3 of
+// every lane's chunk. A block is half 0 then half 1 (mma_k32); a kernel may
+// issue the halves of many tiles' chains in between, which reorders nothing
+// within any one chain.
+template <int H>
+__device__ __forceinline__ void mma_half(MmaC& c, const MmaAHalf& a, const MmaB& b) {
+  static_assert(H == 0 || H == 1, "mma_half: a KBLOCK has two halves");
 #if defined(GRETA_VENDOR_AMD)
   typedef short v4s __attribute__((ext_vector_type(4)));
   typedef unsigned v2u __attribute__((ext_vector_type(2)));
   typedef float v4f __attribute__((ext_vector_type(4)));
+  static_assert(A_ROWS == 1, "MFMA 16x16x16: a lane holds one row of A");
   v4f acc = {c.v[0], c.v[1], c.v[2], c.v[3]};
-  const v2u a0 = {a.row[0].x, a.row[0].y}, a1 = {a.row[0].z, a.row[0].w};
-  const v2u b0 = {b.v.x, b.v.y}, b1 = {b.v.z, b.v.w};
   // Halfword i of the pair of words is operand element i (k = 4 (lane / 16) + i).
-  acc = __builtin_amdgcn_mfma_f32_16x16x16bf16_1k(__builtin_bit_cast(v4s, a0), __builtin_bit_cast(v4s, b0), acc, 0, 0, 0);
-  acc = __builtin_amdgcn_mfma_f32_16x16x16bf16_1k(__builtin_bit_cast(v4s, a1), __builtin_bit_cast(v4s, b1), acc, 0, 0, 0);
+  const v2u av = {a.r[0], a.r[1]};
+  const v2u bv = H == 0 ? v2u{b.v.x, b.v.y} : v2u{b.v.z, b.v.w};
+  acc = __builtin_amdgcn_mfma_f32_16x16x16bf16_1k(__builtin_bit_cast(v4s, av), __builtin_bit_cast(v4s, bv), acc, 0, 0, 0);
   c.v[0] = acc[0]; c.v[1] = acc[1]; c.v[2] = acc[2]; c.v[3] = acc[3];
 #else
+  static_assert(A_ROWS == 2, "mma.sync m16n8k16: a lane holds rows g and g + 8 of A");
+  const uint32_t b0 = H == 0 ? b.v.x : b.v.z, b1 = H == 0 ? b.v.y : b.v.w;
   asm("mma.sync.aligned.m16n8k16.row.col.f32.bf16.bf16.f32 {%0,%1,%2,%3}, {%4,%5,%6,%7}, {%8,%9}, {%0,%1,%2,%3};"
       : "+f"(c.v[0]), "+f"(c.v[1]), "+f"(c.v[2]), "+f"(c.v[3])
-      : "r"(a.row[0].x), "r"(a.row[1].x), "r"(a.row[0].y), "r"(a.row[1].y), "r"(b.v.x), "r"(b.v.y));
-  asm("mma.sync.aligned.m16n8k16.row.col.f32.bf16.bf16.f32 {%0,%1,%2,%3}, {%4,%5,%6,%7}, {%8,%9}, {%0,%1,%2,%3};"
-      : "+f"(c.v[0]), "+f"(c.v[1]), "+f"(c.v[2]), "+f"(c.v[3])
-      : "r"(a.row[0].z), "r"(a.row[1].z), "r"(a.row[0].w), "r"(a.row[1].w), "r"(b.v.z), "r"(b.v.w));
+      : "r"(a.r[0]), "r"(a.r[1]), "r"(a.r[2]), "r"(a.r[3]), "r"(b0), "r"(b1));
 #endif
+}
+
+// c += A B over one KBLOCK: the instruction over elements 0-3 of every lane's
+// chunk, then the one over elements 4-7, each accumulating onto c.
+__device__ __forceinline__ void mma_k32(MmaC& c, const MmaA& a, const MmaB& b) {
+  mma_half<0>(c, a_half<0>(a), b);
+  mma_half<1>(c, a_half<1>(a), b);
 }
 
 // Two floats to a bf16 pair, round to nearest even; a in the low half.
@@ -168,6 +198,15 @@ __device__ __forceinline__ void copy16_async(void* smem, const void* gmem, bool 
 #else
   const unsigned s = static_cast<unsigned>(__cvta_generic_to_shared(smem));
   asm volatile("cp.async.cg.shared.global [%0], [%1], 16, %2;" ::"r"(s), "l"(gmem), "r"(valid ? 16 : 0) : "memory");
+#endif
+}
+// The 4-byte form, for layouts that regroup words (through L1: cp.async.ca).
+__device__ __forceinline__ void copy4_async(void* smem, const void* gmem, bool valid) {
+#if defined(GRETA_VENDOR_AMD)
+  *static_cast<uint32_t*>(smem) = valid ? *static_cast<const uint32_t*>(gmem) : 0u;
+#else
+  const unsigned s = static_cast<unsigned>(__cvta_generic_to_shared(smem));
+  asm volatile("cp.async.ca.shared.global [%0], [%1], 4, %2;" ::"r"(s), "l"(gmem), "r"(valid ? 4 : 0) : "memory");
 #endif
 }
 __device__ __forceinline__ void copy_commit() {
