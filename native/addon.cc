@@ -249,8 +249,10 @@ class GraphWrap : public Napi::ObjectWrap<GraphWrap> {
   }
 
  private:
-  std::shared_ptr<Graph> graph_;
+  // backend_ first: members go in reverse order, so the graph is destroyed
+  // (waiting on the backend's stream) while the backend still exists.
   std::shared_ptr<Backend> backend_;
+  std::shared_ptr<Graph> graph_;
 
   Graph& graph(Napi::Env env) {
     if (!graph_) throw_js(env, "EFREED", "graph was already freed");
@@ -318,8 +320,8 @@ class FenceWrap : public Napi::ObjectWrap<FenceWrap> {
   }
 
  private:
+  std::shared_ptr<Backend> backend_;  // outlives the fence (members go in reverse order)
   std::shared_ptr<Fence> fence_;
-  std::shared_ptr<Backend> backend_;
 
   Napi::Value Wait(const Napi::CallbackInfo& info) {
     return guarded(info.Env(), [&]() -> Napi::Value {
