@@ -119,6 +119,11 @@ interface StepGraph {
 /** How many step graphs an engine keeps (one per KV allocation and capacity in use). */
 const MAX_STEP_GRAPHS = 4;
 
+/** Whether a graph (or the step seen before one) recorded this cache's KV allocation and capacity. */
+function holds(g: { whole: Tensor | undefined; capacity: number }, cache: KVCache): boolean {
+  return g.whole === cache.whole && g.capacity === cache.capacity;
+}
+
 /**
  * Runs the model on a backend. Device memory is taken once and reused: the
  * activations live in a workspace that grows to the largest call seen, KV
@@ -350,10 +355,9 @@ export class Engine {
   private decodeStep(ids: Int32Array, pos: Int32Array, cache: KVCache, ws: Workspace): void {
     const id = ids[0]!;
     if (id < 0 || id >= this.cfg.vocab_size) throw new Error(`forward: token id ${id} is outside the vocabulary [0, ${this.cfg.vocab_size})`);
-    const same = (g: { whole: Tensor | undefined; capacity: number }) => g.whole === cache.whole && g.capacity === cache.capacity;
-    let g = this.stepGraphs.find((s) => s.ws === ws && same(s));
+    let g = this.stepGraph(cache, ws);
     if (!g) {
-      if (!this.lastStep || !same(this.lastStep)) {
+      if (!this.lastStep || !holds(this.lastStep, cache)) {
         this.lastStep = { whole: cache.whole, capacity: cache.capacity };
         this.pass(ids, pos, cache, ws);
         return;
@@ -369,9 +373,13 @@ export class Engine {
     g.graph.launch([g.ids, g.pos]);
   }
 
-  /** The step graph and the number of its nodes, for the cache's (KV allocation, capacity); undefined until captured. */
+  /** The number of nodes of the step graph a decode step on this cache replays; undefined until captured. */
   stepGraphNodes(cache: KVCache): number | undefined {
-    return this.stepGraphs.find((g) => g.ws === this.ws && g.whole === cache.whole && g.capacity === cache.capacity)?.graph.nodes;
+    return this.ws && this.stepGraph(cache, this.ws)?.graph.nodes;
+  }
+
+  private stepGraph(cache: KVCache, ws: Workspace): StepGraph | undefined {
+    return this.stepGraphs.find((g) => g.ws === ws && holds(g, cache));
   }
 
   private dropGraphs(which: (g: StepGraph) => boolean): void {
@@ -382,7 +390,6 @@ export class Engine {
     }
     this.lastStep = undefined;
   }
-
 
   /**
    * Traces what the fused attention keeps inside for the traced row: scores,

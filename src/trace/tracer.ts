@@ -90,9 +90,11 @@ export class StageTracer {
     private readonly runId: string,
     private readonly sel: TraceSelection,
   ) {
-    // Any other record (input, kv_check, the run's end) goes to the file after the stage records traced before it.
-    writer.beforeWrite = () => this.drain();
+    writer.beforeWrite = this.drainFirst;
   }
+
+  /** Any other record (input, kv_check, the run's end) goes to the file after the stage records traced before it. */
+  private readonly drainFirst = () => this.drain();
 
   /** The tap for one forward call, or undefined when the phase is not traced. */
   phase(prompt: string, exp: Exp, phase: string): Tap | undefined {
@@ -110,7 +112,7 @@ export class StageTracer {
   /** Writes every record still on its way, then frees the trace buffers. */
   close(): void {
     this.drain();
-    if (this.writer.beforeWrite) this.writer.beforeWrite = undefined;
+    if (this.writer.beforeWrite === this.drainFirst) this.writer.beforeWrite = undefined;
     this.buffer?.free();
     this.stats?.free();
     this.buffer = this.stats = undefined;
@@ -165,13 +167,9 @@ export class StageTracer {
       this.stats?.free();
       this.stats = b.alloc('f64', [Math.max(n, 256), SPAN_STATS]);
     }
-    const stats = withRows(this.stats, 0, n, (out) => {
-      b.summarizeSpans(out, this.buffer!, spans);
-      return out.shape[0]! * SPAN_STATS * 8;
-    });
-    const rowBytes = this.used * (b.actDtype === 'f64' ? 8 : 4);
-    const statsAt = Math.ceil(rowBytes / 8) * 8;
-    const host = this.hostBuffer(statsAt + stats);
+    withRows(this.stats, 0, n, (out) => b.summarizeSpans(out, this.buffer!, spans));
+    const statsAt = Math.ceil((this.used * (b.actDtype === 'f64' ? 8 : 4)) / 8) * 8;
+    const host = this.hostBuffer(statsAt + n * SPAN_STATS * 8);
     withRows(this.buffer!, 0, this.used, (v) => b.copyToHost(v, host, 0));
     withRows(this.stats, 0, n, (v) => b.copyToHost(v, host, statsAt));
     const batch: Batch = { pending: this.pending, host, turn: this.turn, used: this.used, statsAt, fence: b.fence() };
