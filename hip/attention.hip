@@ -335,6 +335,7 @@ __global__ void GRETA_LAUNCH_BOUNDS(BLOCK, MIN_BLOCKS) attention_rows_kernel(
     float* __restrict__ out, const float* __restrict__ q, const float* __restrict__ kc, const float* __restrict__ vc,
     const int32_t* __restrict__ pos, int32_t probe_pos, int n_heads, int n_kv_heads, int head_dim, float custom_scale,
     float* __restrict__ scores, float* __restrict__ probs, float* __restrict__ factors) {
+  greta_await_prior_kernels();
   __shared__ Smem<CHUNK> sm;
   const Geometry g = geometry(n_heads, n_kv_heads, head_dim);
   const int64_t units = static_cast<int64_t>(n_kv_heads) * g.quads;
@@ -479,6 +480,7 @@ __global__ void GRETA_LAUNCH_BOUNDS(TILE_THREADS, TILE_MIN_BLOCKS)
     attention_tile_kernel(float* __restrict__ out, const float* __restrict__ q, const float* __restrict__ kc,
                           const float* __restrict__ vc, const int32_t* __restrict__ pos, int64_t M, int n_heads,
                           int n_kv_heads) {
+  greta_await_prior_kernels();
   extern __shared__ float4 tile_smem[];
   TileSmem& sm = *reinterpret_cast<TileSmem*>(tile_smem);
   constexpr int HD = TILE_HEAD_DIM;
@@ -797,6 +799,8 @@ template <int D>
 __global__ void GRETA_LAUNCH_BOUNDS(BLOCK, MIN_BLOCKS) attention_chunks_kernel(
     float* __restrict__ partials, const float* __restrict__ q, const float* __restrict__ kc,
     const float* __restrict__ vc, const int32_t* __restrict__ pos, int n_heads, int n_kv_heads, int head_dim) {
+  greta_allow_next_launch();
+  greta_await_prior_kernels();
   __shared__ Smem<KEY_CHUNK> sm;
   const Geometry g = geometry(n_heads, n_kv_heads, head_dim);
   const int64_t units = static_cast<int64_t>(n_kv_heads) * g.quads;
@@ -840,6 +844,8 @@ template <int D>
 __global__ void __launch_bounds__(BLOCK) attention_merge_chunks_kernel(
     float* __restrict__ out, float* __restrict__ groups, const float* __restrict__ partials,
     const int32_t* __restrict__ pos, int n_heads, int head_dim) {
+  greta_allow_next_launch();
+  greta_await_prior_kernels();
   const int64_t gi = static_cast<int64_t>(blockIdx.x) / n_heads;
   const int h = static_cast<int>(blockIdx.x % n_heads);
   const int64_t nc = (static_cast<int64_t>(pos[0]) + KEY_CHUNK) / KEY_CHUNK;
@@ -861,6 +867,8 @@ template <int D>
 __global__ void __launch_bounds__(BLOCK) attention_merge_groups_kernel(float* __restrict__ out,
                                                                        const float* __restrict__ groups,
                                                                        const int32_t* __restrict__ pos, int head_dim) {
+  greta_allow_next_launch();
+  greta_await_prior_kernels();
   const int h = static_cast<int>(blockIdx.x);
   const int64_t nc = (static_cast<int64_t>(pos[0]) + KEY_CHUNK) / KEY_CHUNK;
   const int64_t ng = (nc + CHUNKS_PER_GROUP - 1) / CHUNKS_PER_GROUP;
@@ -884,12 +892,12 @@ hipError_t launch_rows(float* out, const float* q, const float* k_cache, const f
                        float* scores, float* probs, float* factors, hipStream_t stream) {
   const dim3 grid(static_cast<unsigned>(M * units_for(n_heads, n_kv_heads))), block(BLOCK);
   if (head_dim <= BLOCK)
-    hipLaunchKernelGGL((attention_rows_kernel<CHUNK, CUSTOM_SCALE, PROBE, 1>), grid, block, 0, stream, out, q, k_cache,
-                       v_cache, pos, probe_pos, n_heads, n_kv_heads, head_dim, custom_scale, scores, probs, factors);
+    GRETA_LAUNCH((attention_rows_kernel<CHUNK, CUSTOM_SCALE, PROBE, 1>), grid, block, 0, stream, out, q, k_cache,
+                 v_cache, pos, probe_pos, n_heads, n_kv_heads, head_dim, custom_scale, scores, probs, factors);
   else
-    hipLaunchKernelGGL((attention_rows_kernel<CHUNK, CUSTOM_SCALE, PROBE, MAX_DIMS>), grid, block, 0, stream, out, q,
-                       k_cache, v_cache, pos, probe_pos, n_heads, n_kv_heads, head_dim, custom_scale, scores, probs,
-                       factors);
+    GRETA_LAUNCH((attention_rows_kernel<CHUNK, CUSTOM_SCALE, PROBE, MAX_DIMS>), grid, block, 0, stream, out, q,
+                 k_cache, v_cache, pos, probe_pos, n_heads, n_kv_heads, head_dim, custom_scale, scores, probs,
+                 factors);
   return hipGetLastError();
 }
 
@@ -911,16 +919,16 @@ hipError_t launch_decode(float* out, const float* q, const float* k_cache, const
                          int n_heads, int n_kv_heads, int head_dim, int64_t nc, float* partials, hipStream_t stream) {
   const int64_t ng = groups_for(nc);
   float* groups = partials + static_cast<int64_t>(n_heads) * nc * (head_dim + 2);
-  hipLaunchKernelGGL(attention_chunks_kernel<D>, dim3(static_cast<unsigned>(nc * units_for(n_heads, n_kv_heads))),
-                     dim3(BLOCK), 0, stream, partials, q, k_cache, v_cache, pos, n_heads, n_kv_heads, head_dim);
+  GRETA_LAUNCH(attention_chunks_kernel<D>, dim3(static_cast<unsigned>(nc * units_for(n_heads, n_kv_heads))),
+               dim3(BLOCK), 0, stream, partials, q, k_cache, v_cache, pos, n_heads, n_kv_heads, head_dim);
   hipError_t e = hipGetLastError();
   if (e != hipSuccess) return e;
-  hipLaunchKernelGGL(attention_merge_chunks_kernel<D>, dim3(static_cast<unsigned>(ng * n_heads)), dim3(BLOCK), 0,
-                     stream, out, groups, partials, pos, n_heads, head_dim);
+  GRETA_LAUNCH(attention_merge_chunks_kernel<D>, dim3(static_cast<unsigned>(ng * n_heads)), dim3(BLOCK), 0,
+               stream, out, groups, partials, pos, n_heads, head_dim);
   e = hipGetLastError();
   if (e != hipSuccess || ng == 1) return e;
-  hipLaunchKernelGGL(attention_merge_groups_kernel<D>, dim3(static_cast<unsigned>(n_heads)), dim3(BLOCK), 0, stream,
-                     out, groups, pos, head_dim);
+  GRETA_LAUNCH(attention_merge_groups_kernel<D>, dim3(static_cast<unsigned>(n_heads)), dim3(BLOCK), 0, stream,
+               out, groups, pos, head_dim);
   return hipGetLastError();
 }
 
@@ -931,8 +939,8 @@ hipError_t launch_tile(float* out, const float* q, const float* k_cache, const f
                                      hipFuncAttributeMaxDynamicSharedMemorySize, static_cast<int>(sizeof(TileSmem)));
   if (e != hipSuccess) return e;
   const int64_t tiles = (M + TILE_POSITIONS - 1) / TILE_POSITIONS;
-  hipLaunchKernelGGL(attention_tile_kernel, dim3(static_cast<unsigned>(tiles * units_for(n_heads, n_kv_heads))),
-                     dim3(TILE_THREADS), sizeof(TileSmem), stream, out, q, k_cache, v_cache, pos, M, n_heads, n_kv_heads);
+  GRETA_LAUNCH(attention_tile_kernel, dim3(static_cast<unsigned>(tiles * units_for(n_heads, n_kv_heads))),
+               dim3(TILE_THREADS), sizeof(TileSmem), stream, out, q, k_cache, v_cache, pos, M, n_heads, n_kv_heads);
   return hipGetLastError();
 }
 }  // namespace

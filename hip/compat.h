@@ -39,6 +39,12 @@
 // (a register cap). HIP's second argument means waves per SIMD instead, and
 // LDS may make any such target unreachable, so on AMD only the block size.
 #define GRETA_LAUNCH_BOUNDS(threads, blocks) __launch_bounds__(threads)
+// No programmatic dependent launch on AMD: a kernel starts when the one
+// before it in the stream has finished, so the two calls below have nothing to do.
+#define GRETA_LAUNCH(kernel, grid, block, shmem, stream, ...) \
+  hipLaunchKernelGGL(kernel, grid, block, shmem, stream, __VA_ARGS__)
+__device__ __forceinline__ void greta_allow_next_launch() {}
+__device__ __forceinline__ void greta_await_prior_kernels() {}
 // Orders shared-memory accesses among the lanes of one wave.
 #define GRETA_SYNC_WAVE()                                   \
   do {                                                      \
@@ -49,6 +55,8 @@
 
 #elif defined(__CUDACC__)
 #include <cuda_runtime.h>
+
+#include <cstdlib>
 #define GRETA_VENDOR "nvidia"
 #define GRETA_VENDOR_NVIDIA 1
 // Every NVIDIA GPU has warps of 32 lanes (warpSize is not a constant expression).
@@ -112,6 +120,58 @@ using hipGraphNode_t = cudaGraphNode_t;
 #define hipFuncAttributeMaxDynamicSharedMemorySize cudaFuncAttributeMaxDynamicSharedMemorySize
 #define hipLaunchKernelGGL(kernel, grid, block, shmem, stream, ...) \
   kernel<<<(grid), (block), (shmem), (stream)>>>(__VA_ARGS__)
+
+// Programmatic dependent launch (sm_90): a kernel issued with GRETA_LAUNCH
+// may be scheduled before the kernel ahead of it in the stream has finished,
+// once every block of that kernel has called greta_allow_next_launch() (or
+// exited), so its blocks are resident and waiting instead of paying the
+// launch after it. Every kernel calls greta_await_prior_kernels() before it
+// reads or writes anything an earlier kernel may touch: that waits for the
+// kernel ahead to complete with its writes visible, and that kernel waited
+// for its own, so the stream's order holds transitively. Before the wait a
+// kernel may only read weights, which only copies and fill_uniform (the
+// backend synchronises after it) write. test/kernel-launch.test.ts checks
+// that every kernel waits. greta_allow_next_launch() only schedules: the
+// decode step's short kernels call it first, so the projection after them
+// loads its first weights while they run; the matrix kernels do not, since a
+// next kernel resident early takes the multiprocessors' room unevenly and a
+// grid of about one wave runs at the pace of its fullest one.
+// GRETA_PDL=0 in the environment launches every kernel plainly, after the
+// one ahead has finished (to rule this out when hunting a race).
+inline bool greta_pdl() {
+  static const bool on = [] {
+    const char* v = std::getenv("GRETA_PDL");
+    return !(v && v[0] == '0' && v[1] == 0);
+  }();
+  return on;
+}
+template <typename... Params, typename... Args>
+inline cudaError_t greta_launch(void (*kernel)(Params...), dim3 grid, dim3 block, size_t shmem, cudaStream_t stream,
+                                Args&&... args) {
+  cudaLaunchAttribute attr[1];
+  attr[0].id = cudaLaunchAttributeProgrammaticStreamSerialization;
+  attr[0].val.programmaticStreamSerializationAllowed = 1;
+  cudaLaunchConfig_t config = {};
+  config.gridDim = grid;
+  config.blockDim = block;
+  config.dynamicSmemBytes = shmem;
+  config.stream = stream;
+  config.attrs = attr;
+  config.numAttrs = greta_pdl() ? 1 : 0;
+  return cudaLaunchKernelEx(&config, kernel, static_cast<Args&&>(args)...);
+}
+#define GRETA_LAUNCH(kernel, grid, block, shmem, stream, ...) \
+  (void)greta_launch(kernel, dim3(grid), dim3(block), (shmem), (stream), __VA_ARGS__)
+__device__ __forceinline__ void greta_allow_next_launch() {
+#if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 900
+  asm volatile("griddepcontrol.launch_dependents;");
+#endif
+}
+__device__ __forceinline__ void greta_await_prior_kernels() {
+#if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 900
+  asm volatile("griddepcontrol.wait;" ::: "memory");
+#endif
+}
 
 #else
 #error "hip/compat.h: compile with hipcc (ROCm) or nvcc (CUDA)"

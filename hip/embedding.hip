@@ -5,6 +5,8 @@ using namespace greta_hip;
 
 template <typename W>
 __global__ void embedding_kernel(float* out, const W* table, const int32_t* ids, int64_t M, int64_t D) {
+  greta_allow_next_launch();
+  greta_await_prior_kernels();
   const int64_t i = global_id();
   if (i >= M * D) return;
   const int64_t m = i / D, d = i % D;
@@ -13,8 +15,8 @@ __global__ void embedding_kernel(float* out, const W* table, const int32_t* ids,
 
 template <typename W>
 hipError_t embedding(float* out, const void* table, const int32_t* ids, int64_t M, int64_t D, hipStream_t stream) {
-  hipLaunchKernelGGL(embedding_kernel<W>, dim3(elementwise_blocks(M * D)), dim3(ELEMENTWISE_BLOCK), 0, stream, out,
-                     static_cast<const W*>(table), ids, M, D);
+  GRETA_LAUNCH(embedding_kernel<W>, dim3(elementwise_blocks(M * D)), dim3(ELEMENTWISE_BLOCK), 0, stream, out,
+               static_cast<const W*>(table), ids, M, D);
   return hipGetLastError();
 }
 }  // namespace

@@ -4,6 +4,8 @@ namespace {
 using namespace greta_hip;
 
 __global__ void fill_uniform_kernel(void* t, int dtype, int64_t n, uint64_t seed, double scale, double offset) {
+  greta_allow_next_launch();
+  greta_await_prior_kernels();
   const int64_t i = global_id();
   if (i >= n) return;
   const double u = greta::uniform_pm1(seed, static_cast<uint64_t>(i));  // exact
@@ -20,7 +22,7 @@ __global__ void fill_uniform_kernel(void* t, int dtype, int64_t n, uint64_t seed
 
 hipError_t greta_fill_uniform(void* t, int dtype, int64_t n, uint64_t seed, double scale, double offset,
                               hipStream_t stream) {
-  hipLaunchKernelGGL(fill_uniform_kernel, dim3(elementwise_blocks(n)), dim3(ELEMENTWISE_BLOCK), 0, stream, t, dtype, n, seed, scale,
-                     offset);
+  GRETA_LAUNCH(fill_uniform_kernel, dim3(elementwise_blocks(n)), dim3(ELEMENTWISE_BLOCK), 0, stream, t, dtype, n, seed, scale,
+               offset);
   return hipGetLastError();
 }

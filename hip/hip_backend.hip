@@ -263,6 +263,9 @@ class HipBackend final : public Backend {
   void fill_uniform(const Tensor& t, uint64_t seed, double scale, double offset) override {
     if (t.dtype == DType::F64) throw GretaError("EINVAL", "fillUniform: f64 tensors are not supported on hip");
     check(greta_fill_uniform(t.ptr(), static_cast<int>(t.dtype), t.numel(), seed, scale, offset, stream_), "fillUniform");
+    // It may fill weights, which a later kernel reads before it waits for the
+    // kernels before it (hip/compat.h): they must be complete when it is issued.
+    check(hipStreamSynchronize(stream_), "fillUniform");
   }
 
   void embedding(const Tensor& out, const Tensor& table, const int32_t* ids) override {

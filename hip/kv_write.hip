@@ -4,6 +4,8 @@ namespace {
 using namespace greta_hip;
 
 __global__ void kv_write_kernel(GretaKvWrites w, const int32_t* pos, int64_t M) {
+  greta_allow_next_launch();
+  greta_await_prior_kernels();
   int64_t all = 0;
   for (int k = 0; k < w.count; k++) all += w.width[k];
   const int64_t i = global_id();
@@ -19,6 +21,6 @@ __global__ void kv_write_kernel(GretaKvWrites w, const int32_t* pos, int64_t M) 
 hipError_t greta_kv_write(const GretaKvWrites& w, const int32_t* pos, int64_t M, hipStream_t stream) {
   int64_t all = 0;
   for (int k = 0; k < w.count; k++) all += w.width[k];
-  hipLaunchKernelGGL(kv_write_kernel, dim3(elementwise_blocks(M * all)), dim3(ELEMENTWISE_BLOCK), 0, stream, w, pos, M);
+  GRETA_LAUNCH(kv_write_kernel, dim3(elementwise_blocks(M * all)), dim3(ELEMENTWISE_BLOCK), 0, stream, w, pos, M);
   return hipGetLastError();
 }

@@ -47,6 +47,7 @@ __device__ __forceinline__ void load8(const f16* p, float (&o)[8]) {
 template <typename W>
 __global__ void simt_kernel(GretaMatmulOuts out, const float* __restrict__ x, const W* __restrict__ w, int64_t M,
                               int64_t N, int64_t K, int64_t row_tiles) {
+  greta_await_prior_kernels();
   const int lane = threadIdx.x % GRETA_WAVE_SIZE;
   const int64_t block = blockIdx.x;
   const int64_t m0 = (block % row_tiles) * ROWS;
@@ -123,7 +124,7 @@ hipError_t launch_simt(const GretaMatmulOuts& out, const float* x, const void* w
   if (row_tiles * col_blocks > 0x7fffffff) return hipErrorInvalidValue;
   dim3 grid(static_cast<unsigned>(row_tiles * col_blocks));
   dim3 block(WAVES * GRETA_WAVE_SIZE);
-  hipLaunchKernelGGL(simt_kernel<W>, grid, block, 0, stream, out, x, static_cast<const W*>(w), M, N, K, row_tiles);
+  GRETA_LAUNCH(simt_kernel<W>, grid, block, 0, stream, out, x, static_cast<const W*>(w), M, N, K, row_tiles);
   return hipGetLastError();
 }
 
@@ -224,6 +225,7 @@ constexpr int PREFILL_PAD = 128;
 // whole tiles without a bound per row.
 __global__ void split_kernel(uint4* __restrict__ terms, const float* __restrict__ x, int64_t chunks, int64_t pad_chunks,
                              int64_t row_chunks) {
+  greta_await_prior_kernels();
   const uint4* const src = reinterpret_cast<const uint4*>(x);
   for (int64_t i = global_id(); i < pad_chunks; i += static_cast<int64_t>(gridDim.x) * blockDim.x) {
     MmaB b[3] = {{make_uint4(0, 0, 0, 0)}, {make_uint4(0, 0, 0, 0)}, {make_uint4(0, 0, 0, 0)}};
@@ -262,6 +264,7 @@ template <typename W, int WN, int WT, int FN, int TM, int TG, int STAGES, bool W
 __global__ void GRETA_LAUNCH_BOUNDS(WN * WT * GRETA_WAVE_SIZE, WN * WT * GRETA_WAVE_SIZE >= 256 && FN * TM <= 8 ? 2 : 1)
     mma_prefill_kernel(GretaMatmulOuts out, const bf16* __restrict__ xt, const W* __restrict__ w, int64_t M, int64_t N,
                        int64_t K, int64_t token_tiles) {
+  greta_await_prior_kernels();
   using P = Prefill<W, WN, WT, FN, TM, TG, STAGES, WQ>;
   constexpr int THREADS = P::THREADS, BN = P::BN, BT = P::BT, WCH = P::WCH, XCH = P::XCH;
   static_assert(BT <= PREFILL_PAD, "the activation scratch pads M by PREFILL_PAD rows");
@@ -508,7 +511,9 @@ __global__ void __launch_bounds__(KW * GRETA_WAVE_SIZE)
   const int64_t n0 = static_cast<int64_t>(blockIdx.x) * FN * TILE_I;
   const int64_t S = (K + KBLOCK - 1) / KBLOCK;
 
-  auto load = [&](Round& rd, int64_t base) {
+  // Weights and activations of a round load apart: the first round's weights
+  // are read before the wait for the kernel that writes x.
+  auto load_w = [&](Round& rd, int64_t base) {
 #pragma unroll
     for (int j = 0; j < R; j++) {
       const int64_t s = base + j * KW + kw;
@@ -524,6 +529,14 @@ __global__ void __launch_bounds__(KW * GRETA_WAVE_SIZE)
           for (int i = 0; i < static_cast<int>(LANE_K * sizeof(W) / sizeof(uint4)); i++)
             rd.w[j][f][r].v[i] = in && n < N ? src[i] : make_uint4(0, 0, 0, 0);
         }
+    }
+  };
+  auto load_x = [&](Round& rd, int64_t base) {
+#pragma unroll
+    for (int j = 0; j < R; j++) {
+      const int64_t s = base + j * KW + kw;
+      const int64_t k = s * KBLOCK + lane_k(lane);
+      const bool in = s < S && k < K;
 #pragma unroll
       for (int t = 0; t < TM; t++) {
         const int64_t m = t * TILE_J + b_col(lane);
@@ -533,6 +546,10 @@ __global__ void __launch_bounds__(KW * GRETA_WAVE_SIZE)
         rd.x[j][t][1] = xin ? xsrc[1] : make_uint4(0, 0, 0, 0);
       }
     }
+  };
+  auto load = [&](Round& rd, int64_t base) {
+    load_w(rd, base);
+    load_x(rd, base);
   };
   float total[PER];
 #pragma unroll
@@ -568,7 +585,9 @@ __global__ void __launch_bounds__(KW * GRETA_WAVE_SIZE)
     }
   };
   Round ra, rb;
-  load(ra, 0);
+  load_w(ra, 0);
+  greta_await_prior_kernels();
+  load_x(ra, 0);
   for (int64_t base = 0; base < S; base += 2 * SLOTS) {
     load(rb, base + SLOTS);
     round(ra, base, 0);
@@ -652,11 +671,13 @@ __global__ void GRETA_LAUNCH_BOUNDS(NT* GRETA_WAVE_SIZE, NT * GRETA_WAVE_SIZE >=
 #pragma unroll
         for (int i = 0; i < WPER; i++) dst[f][r].v[i] = wp[f][r][static_cast<int64_t>(s) * STEP + i];
   };
-  // The first weights fly while the block splits the activations, XB lane
+  // The first weights fly before the wait for the kernel that writes x (while
+  // it may still run) and while the block splits the activations, XB lane
   // chunks a thread at a time with their loads issued first.
 #pragma unroll
   for (int j = 0; j < P; j++)
     if (j < se) load(ring[j], j);
+  greta_await_prior_kernels();
   constexpr int XB = 4;
   for (int t = 0; t < xr; t++)
     for (int i0 = 0; i0 < S * LANE_CHUNKS; i0 += XB * THREADS) {
@@ -743,14 +764,14 @@ hipError_t launch_prefill(const GretaMatmulOuts& out, const float* x, bf16* xt, 
   if (blocks > 0x7fffffff) return hipErrorInvalidValue;
   const int64_t chunks = M * K / LANE_K, pad_chunks = token_tiles * P::BT * K / LANE_K;
   const int64_t split_blocks = (pad_chunks + ELEMENTWISE_BLOCK - 1) / ELEMENTWISE_BLOCK;
-  hipLaunchKernelGGL(split_kernel, dim3(static_cast<unsigned>(split_blocks < 4096 ? split_blocks : 4096)),
-                     dim3(ELEMENTWISE_BLOCK), 0, stream, reinterpret_cast<uint4*>(xt), x, chunks, pad_chunks, K / LANE_K);
+  GRETA_LAUNCH(split_kernel, dim3(static_cast<unsigned>(split_blocks < 4096 ? split_blocks : 4096)),
+               dim3(ELEMENTWISE_BLOCK), 0, stream, reinterpret_cast<uint4*>(xt), x, chunks, pad_chunks, K / LANE_K);
   auto kernel = mma_prefill_kernel<W, WN, WT, FN, TM, TG, STAGES, WQ>;
   hipError_t e = hipFuncSetAttribute(reinterpret_cast<const void*>(kernel), hipFuncAttributeMaxDynamicSharedMemorySize,
                                      P::SHARED);
   if (e != hipSuccess) return e;
-  hipLaunchKernelGGL(kernel, dim3(static_cast<unsigned>(blocks)), dim3(P::THREADS), P::SHARED, stream, out, xt,
-                     static_cast<const W*>(w), M, N, K, token_tiles);
+  GRETA_LAUNCH(kernel, dim3(static_cast<unsigned>(blocks)), dim3(P::THREADS), P::SHARED, stream, out, xt,
+               static_cast<const W*>(w), M, N, K, token_tiles);
   return hipGetLastError();
 }
 
@@ -770,8 +791,8 @@ hipError_t launch_rows(const GretaMatmulOuts& out, const float* x, const void* w
   if (M > TM * TILE_J) return hipErrorInvalidValue;
   const int64_t blocks = (N + FN * TILE_I - 1) / (FN * TILE_I);
   if (blocks > 0x7fffffff) return hipErrorInvalidValue;
-  hipLaunchKernelGGL((mma_rows_kernel<W, FN, TM, KW, R>), dim3(static_cast<unsigned>(blocks)),
-                     dim3(KW * GRETA_WAVE_SIZE), 0, stream, out, x, static_cast<const W*>(w), M, N, K);
+  GRETA_LAUNCH((mma_rows_kernel<W, FN, TM, KW, R>), dim3(static_cast<unsigned>(blocks)),
+               dim3(KW * GRETA_WAVE_SIZE), 0, stream, out, x, static_cast<const W*>(w), M, N, K);
   return hipGetLastError();
 }
 
@@ -790,9 +811,9 @@ hipError_t launch_gemv(const GretaMatmulOuts& out, const float* x, const void* w
   if (!gemv_fit<P>(M, K)) return hipErrorInvalidValue;
   const int64_t blocks = ((N + FN * TILE_I - 1) / (FN * TILE_I) + NT - 1) / NT;
   if (blocks > 0x7fffffff) return hipErrorInvalidValue;
-  hipLaunchKernelGGL((mma_gemv_kernel<W, FN, NT, P, U>), dim3(static_cast<unsigned>(blocks)),
-                     dim3(NT * GRETA_WAVE_SIZE), gemv_smem_bytes<P>(M, K), stream, out, x, static_cast<const W*>(w),
-                     M, N, K);
+  GRETA_LAUNCH((mma_gemv_kernel<W, FN, NT, P, U>), dim3(static_cast<unsigned>(blocks)),
+               dim3(NT * GRETA_WAVE_SIZE), gemv_smem_bytes<P>(M, K), stream, out, x, static_cast<const W*>(w),
+               M, N, K);
   return hipGetLastError();
 }
 

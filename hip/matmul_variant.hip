@@ -6,6 +6,7 @@ using namespace greta_hip;
 template <typename W, int VARIANT>
 __global__ void matmul_variant_kernel(float* __restrict__ out, const float* __restrict__ x, const W* __restrict__ w,
                                       int64_t M, int64_t N, int64_t K) {
+  greta_await_prior_kernels();
   const int64_t i = global_id();
   if (i >= M * N) return;
   const int64_t m = i / N, n = i % N;
@@ -27,9 +28,9 @@ hipError_t launch(float* out, const float* x, const void* w, int64_t M, int64_t 
   const W* wt = static_cast<const W*>(w);
   const unsigned grid = elementwise_blocks(M * N);
   if (variant == 1)
-    hipLaunchKernelGGL((matmul_variant_kernel<W, 1>), dim3(grid), dim3(ELEMENTWISE_BLOCK), 0, stream, out, x, wt, M, N, K);
+    GRETA_LAUNCH((matmul_variant_kernel<W, 1>), dim3(grid), dim3(ELEMENTWISE_BLOCK), 0, stream, out, x, wt, M, N, K);
   else if (variant == 2)
-    hipLaunchKernelGGL((matmul_variant_kernel<W, 2>), dim3(grid), dim3(ELEMENTWISE_BLOCK), 0, stream, out, x, wt, M, N, K);
+    GRETA_LAUNCH((matmul_variant_kernel<W, 2>), dim3(grid), dim3(ELEMENTWISE_BLOCK), 0, stream, out, x, wt, M, N, K);
   else
     return hipErrorInvalidValue;
   return hipGetLastError();

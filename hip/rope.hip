@@ -4,6 +4,8 @@ namespace {
 using namespace greta_hip;
 
 __global__ void rope_kernel(GretaRopeTargets t, const int32_t* pos, const float* inv_freq, int64_t M, int head_dim) {
+  greta_allow_next_launch();
+  greta_await_prior_kernels();
   const int half = head_dim / 2;
   int all_heads = 0;
   for (int k = 0; k < t.count; k++) all_heads += t.heads[k];
@@ -30,7 +32,7 @@ hipError_t greta_rope(const GretaRopeTargets& t, const int32_t* pos, const float
                       hipStream_t stream) {
   int64_t all_heads = 0;
   for (int k = 0; k < t.count; k++) all_heads += t.heads[k];
-  hipLaunchKernelGGL(rope_kernel, dim3(elementwise_blocks(M * all_heads * (head_dim / 2))), dim3(ELEMENTWISE_BLOCK), 0, stream, t,
-                     pos, inv_freq, M, head_dim);
+  GRETA_LAUNCH(rope_kernel, dim3(elementwise_blocks(M * all_heads * (head_dim / 2))), dim3(ELEMENTWISE_BLOCK), 0, stream, t,
+               pos, inv_freq, M, head_dim);
   return hipGetLastError();
 }

@@ -50,6 +50,8 @@ __device__ GretaSummary summarize_block(const float* __restrict__ row, int64_t n
 
 __global__ void summarize_kernel(const float* __restrict__ row, int64_t n, const int64_t* sample_idx, int n_sample,
                                  GretaSummary* out, float* sample_out) {
+  greta_allow_next_launch();
+  greta_await_prior_kernels();
   const GretaSummary t = summarize_block(row, n);
   if (threadIdx.x == 0) *out = t;
   for (int j = threadIdx.x; j < n_sample; j += BLOCK) sample_out[j] = row[sample_idx[j]];
@@ -57,6 +59,8 @@ __global__ void summarize_kernel(const float* __restrict__ row, int64_t n, const
 
 __global__ void summarize_spans_kernel(double* __restrict__ out, const float* __restrict__ x,
                                        const int32_t* __restrict__ spans) {
+  greta_allow_next_launch();
+  greta_await_prior_kernels();
   const int64_t i = blockIdx.x;
   const GretaSummary t = summarize_block(x + spans[2 * i], spans[2 * i + 1]);
   if (threadIdx.x != 0) return;
@@ -76,11 +80,11 @@ __global__ void summarize_spans_kernel(double* __restrict__ out, const float* __
 
 hipError_t greta_summarize(const float* row, int64_t n, const int64_t* sample_idx, int n_sample, GretaSummary* out,
                            float* sample_out, hipStream_t stream) {
-  hipLaunchKernelGGL(summarize_kernel, dim3(1), dim3(BLOCK), 0, stream, row, n, sample_idx, n_sample, out, sample_out);
+  GRETA_LAUNCH(summarize_kernel, dim3(1), dim3(BLOCK), 0, stream, row, n, sample_idx, n_sample, out, sample_out);
   return hipGetLastError();
 }
 
 hipError_t greta_summarize_spans(double* out, const float* x, const int32_t* spans, int64_t n, hipStream_t stream) {
-  hipLaunchKernelGGL(summarize_spans_kernel, dim3(static_cast<unsigned>(n)), dim3(BLOCK), 0, stream, out, x, spans);
+  GRETA_LAUNCH(summarize_spans_kernel, dim3(static_cast<unsigned>(n)), dim3(BLOCK), 0, stream, out, x, spans);
   return hipGetLastError();
 }

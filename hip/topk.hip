@@ -19,6 +19,8 @@ __device__ __forceinline__ bool before(Cand a, Cand b) {
 }
 
 __global__ void topk_kernel(const float* __restrict__ x, int64_t n, int k, int32_t* ids, float* values) {
+  greta_allow_next_launch();
+  greta_await_prior_kernels();
   __shared__ Cand best[BLOCK];
   const float* row = x + static_cast<int64_t>(blockIdx.x) * n;
   Cand prev{0.f, -1};
@@ -45,6 +47,6 @@ __global__ void topk_kernel(const float* __restrict__ x, int64_t n, int k, int32
 }  // namespace
 
 hipError_t greta_topk(const float* x, int64_t rows, int64_t n, int k, int32_t* ids, float* values, hipStream_t stream) {
-  hipLaunchKernelGGL(topk_kernel, dim3(static_cast<unsigned>(rows)), dim3(BLOCK), 0, stream, x, n, k, ids, values);
+  GRETA_LAUNCH(topk_kernel, dim3(static_cast<unsigned>(rows)), dim3(BLOCK), 0, stream, x, n, k, ids, values);
   return hipGetLastError();
 }

@@ -10,6 +10,7 @@ import { readdirSync, readFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { describe, expect, it } from 'vitest';
 import { packageRoot } from '../src/native.js';
+import { stripCode } from './code-scan.js';
 
 const HIP = join(packageRoot(), 'hip');
 
@@ -18,6 +19,7 @@ const HIP = join(packageRoot(), 'hip');
  * with the reason. A stale entry fails the test too, so the list stays true.
  */
 const NOT_WAVE: Record<string, { file: string; why: string }> = {
+  RMSNORM_WIDE: { file: 'rmsnorm.hip', why: 'elements a thread of the norm keeps in registers, for rows up to 8192 (70B-class widths)' },
   KEY_CHUNK: { file: 'attention.hip', why: "the reduction-order rule's fixed key split: chunks depend on the key index alone, whatever the wave" },
   TILE_GROUP: { file: 'attention.hip', why: "the prefill tile kernel's unit of 4 row x 8 column groups: a thread layout any wave size runs, sized for bank-free loads" },
 };
@@ -25,40 +27,6 @@ const NOT_WAVE: Record<string, { file: string; why: string }> = {
 /** Lane-level primitives with an implied wave size: only through compat.h's GRETA_* map or common.h's helpers. */
 const CROSS_LANE =
   /\b(warpSize|__AMDGCN_WAVEFRONT_SIZE__?|__shfl\w*|__ballot\w*|__activemask|__syncwarp|__lane_id|__builtin_amdgcn_(?:ds_swizzle|ds_bpermute|ds_permute|readlane|readfirstlane|mov_dpp\w*|update_dpp|wave_barrier|mbcnt_lo|mbcnt_hi))\b/g;
-
-/** The source with comments, string and character literals blanked; newlines kept, so line numbers hold. */
-export function stripCode(src: string): string {
-  let out = '';
-  let i = 0;
-  const blank = (s: string) => s.replace(/[^\n]/g, ' ');
-  while (i < src.length) {
-    const c = src[i]!;
-    const d = src[i + 1];
-    if (c === '/' && d === '/') {
-      let j = src.indexOf('\n', i);
-      // A line comment ending in a backslash continues on the next line.
-      while (j > 0 && src[j - 1] === '\\') j = src.indexOf('\n', j + 1);
-      if (j < 0) j = src.length;
-      out += blank(src.slice(i, j));
-      i = j;
-    } else if (c === '/' && d === '*') {
-      const j = src.indexOf('*/', i + 2);
-      const end = j < 0 ? src.length : j + 2;
-      out += blank(src.slice(i, end));
-      i = end;
-    } else if (c === '"' || (c === "'" && !/^\.?\d/.test(/[\w.']*$/.exec(src.slice(Math.max(0, i - 64), i))![0]))) {
-      // A quote inside a number is a digit separator (6'4), not a character literal.
-      let j = i + 1;
-      while (j < src.length && src[j] !== c && src[j] !== '\n') j += src[j] === '\\' ? 2 : 1;
-      out += c + blank(src.slice(i + 1, j)) + (j < src.length ? src[j] : '');
-      i = j + 1;
-    } else {
-      out += c;
-      i++;
-    }
-  }
-  return out;
-}
 
 /** The value of a C++ integer literal (pp-number), or undefined for a floating one. */
 export function integerValue(tok: string): bigint | undefined {
