@@ -17,6 +17,7 @@
 #include "add.h"
 #include "attention.h"
 #include "compat.h"
+#include "copy.h"
 #include "embedding.h"
 #include "fill_uniform.h"
 #include "kv_write.h"
@@ -246,8 +247,8 @@ class HipBackend final : public Backend {
 
   void copy(const Tensor& dst, int64_t dst_at, const Tensor& src, int64_t src_at, int64_t count) override {
     const size_t e = dtype_size(src.dtype);
-    check(hipMemcpyAsync(static_cast<char*>(dst.ptr()) + dst_at * e, static_cast<const char*>(src.ptr()) + src_at * e, count * e,
-                         hipMemcpyDeviceToDevice, stream_),
+    check(greta_copy(static_cast<char*>(dst.ptr()) + dst_at * e, static_cast<const char*>(src.ptr()) + src_at * e, count * e,
+                     stream_),
           "copy " + src.describe());
   }
 

@@ -341,6 +341,7 @@ class FileQueueWrap : public Napi::ObjectWrap<FileQueueWrap> {
     return DefineClass(env, "FileQueue",
                        {
                            InstanceMethod<&FileQueueWrap::Write>("write"),
+                           InstanceMethod<&FileQueueWrap::WriteStageLines>("writeStageLines"),
                            InstanceMethod<&FileQueueWrap::Wait>("wait"),
                            InstanceMethod<&FileQueueWrap::Close>("close"),
                        });
@@ -378,6 +379,81 @@ class FileQueueWrap : public Napi::ObjectWrap<FileQueueWrap> {
       const uint8_t* data = static_cast<const uint8_t*>(a.ArrayBuffer().Data()) + a.ByteOffset();
       last_ = q.push(info[0].As<Napi::Number>().Int32Value(), data, a.ByteLength(), info[2].As<Napi::String>().Utf8Value());
       held_.emplace_back(last_, Napi::Persistent(info[1]));
+      release_done(q.done());
+      return Napi::Number::New(info.Env(), static_cast<double>(last_));
+    });
+  }
+
+  // writeStageLines(fd, label, heads: string[], tails: string[], host: ArrayBuffer, statsAt, spans: Int32Array,
+  // elemBytes, rowFile: JSON string, rowOffset) -> ticket. Record r is heads[r], its statistics and hash (the
+  // f64 [SPAN_STATS] of record r from statsAt in host), its sample (of the row of spans[2r + 1] elements at element
+  // spans[2r] of host, before statsAt, f32 or f64 by elemBytes), its row reference in rowFile at rowOffset + spans[2r] *
+  // elemBytes, then tails[r] and the closing brace (native/stage_lines.h). What it needs of host is copied
+  // before it returns.
+  Napi::Value WriteStageLines(const Napi::CallbackInfo& info) {
+    static_assert(StageLines::STATS + 1 == SPAN_STATS, "a span's statistics, then its hash");
+    return guarded(info.Env(), [&]() -> Napi::Value {
+      FileQueue& q = queue(info.Env());
+      const char* op = "fileQueue.writeStageLines";
+      GRETA_EXPECT(info.Length() == 10 && info[0].IsNumber() && info[1].IsString() && info[2].IsArray() &&
+                       info[3].IsArray() && info[4].IsArrayBuffer() && info[5].IsNumber() && info[6].IsTypedArray() &&
+                       info[7].IsNumber() && info[8].IsString() && info[9].IsNumber(),
+                   op,
+                   "arguments must be (fd, label, heads: string[], tails: string[], host: ArrayBuffer, statsAt, "
+                   "spans: Int32Array, elemBytes, rowFile, rowOffset)");
+      Napi::Array heads = info[2].As<Napi::Array>(), tails = info[3].As<Napi::Array>();
+      Napi::ArrayBuffer host = info[4].As<Napi::ArrayBuffer>();
+      Napi::TypedArray spans_arr = info[6].As<Napi::TypedArray>();
+      GRETA_EXPECT(spans_arr.TypedArrayType() == napi_int32_array, op, "spans must be an Int32Array");
+      const int32_t* spans = reinterpret_cast<const int32_t*>(static_cast<const uint8_t*>(spans_arr.ArrayBuffer().Data()) +
+                                                              spans_arr.ByteOffset());
+      const size_t n = heads.Length();
+      const int64_t elem = info[7].As<Napi::Number>().Int64Value();
+      const int64_t stats_at = info[5].As<Napi::Number>().Int64Value();
+      const size_t bytes = host.ByteLength();
+      GRETA_EXPECT(tails.Length() == n && spans_arr.ElementLength() == 2 * n, op,
+                   "heads, tails and spans must describe the same records");
+      GRETA_EXPECT(elem == 4 || elem == 8, op, "elemBytes must be 4 or 8, got " + std::to_string(elem));
+      GRETA_EXPECT(stats_at >= 0 && stats_at % 8 == 0 && static_cast<size_t>(stats_at) + n * SPAN_STATS * 8 <= bytes, op,
+                   "statistics at byte " + std::to_string(stats_at) + " do not fit the host buffer");
+      const uint8_t* base = static_cast<const uint8_t*>(host.Data());
+      auto lines = std::make_unique<StageLines>();
+      lines->elem_bytes = elem;
+      lines->row_file = info[8].As<Napi::String>().Utf8Value();
+      lines->row_offset = info[9].As<Napi::Number>().Int64Value();
+      for (size_t r = 0; r < n; r++) {
+        const int64_t at = spans[2 * r], w = spans[2 * r + 1];
+        GRETA_EXPECT(at >= 0 && w > 0 && (at + w) * elem <= stats_at, op,
+                     "record " + std::to_string(r) + "'s row does not fit the host buffer before the statistics");
+        lines->heads += heads.Get(static_cast<uint32_t>(r)).As<Napi::String>().Utf8Value();
+        lines->head_end.push_back(lines->heads.size());
+        lines->tails += tails.Get(static_cast<uint32_t>(r)).As<Napi::String>().Utf8Value();
+        lines->tail_end.push_back(lines->tails.size());
+        const uint8_t* st = base + stats_at + r * SPAN_STATS * 8;
+        for (int i = 0; i < StageLines::STATS; i++) {
+          double v;
+          std::memcpy(&v, st + 8 * i, 8);
+          lines->stats.push_back(v);
+        }
+        uint64_t h;
+        std::memcpy(&h, st + 8 * StageLines::STATS, 8);
+        lines->hash.push_back(h);
+        lines->at.push_back(at);
+        lines->width.push_back(w);
+        for (int64_t i = 0; i < StageLines::sample_count(w); i++) {
+          const uint8_t* p = base + (at + StageLines::sample_index(w, i)) * elem;
+          if (elem == 4) {
+            float f;
+            std::memcpy(&f, p, 4);
+            lines->samples.push_back(f);
+          } else {
+            double d;
+            std::memcpy(&d, p, 8);
+            lines->samples.push_back(d);
+          }
+        }
+      }
+      last_ = q.push(info[0].As<Napi::Number>().Int32Value(), std::move(lines), info[1].As<Napi::String>().Utf8Value());
       release_done(q.done());
       return Napi::Number::New(info.Env(), static_cast<double>(last_));
     });

@@ -11,10 +11,12 @@
 #include <cstdint>
 #include <cstring>
 #include <deque>
+#include <memory>
 #include <mutex>
 #include <string>
 #include <thread>
 
+#include "stage_lines.h"
 #include "tensor.h"
 
 namespace greta {
@@ -37,7 +39,15 @@ class FileQueue {
   // opened to append); returns its ticket.
   uint64_t push(int fd, const uint8_t* data, size_t len, std::string label) {
     std::lock_guard<std::mutex> l(mu_);
-    jobs_.push_back({fd, data, len, std::move(label), ++queued_});
+    jobs_.push_back({fd, data, len, nullptr, std::move(label), ++queued_});
+    cv_.notify_all();
+    return queued_;
+  }
+
+  // Queues stage records' lines, formatted on the queue's thread, to fd.
+  uint64_t push(int fd, std::unique_ptr<const StageLines> lines, std::string label) {
+    std::lock_guard<std::mutex> l(mu_);
+    jobs_.push_back({fd, nullptr, 0, std::move(lines), std::move(label), ++queued_});
     cv_.notify_all();
     return queued_;
   }
@@ -59,6 +69,7 @@ class FileQueue {
     int fd;
     const uint8_t* data;
     size_t len;
+    std::unique_ptr<const StageLines> lines;  // instead of data: formatted here
     std::string label;
     uint64_t ticket;
   };
@@ -85,6 +96,12 @@ class FileQueue {
       {
         std::lock_guard<std::mutex> l(mu_);
         err = error_;
+      }
+      std::string text;
+      if (j.lines && err.empty()) {
+        j.lines->format(text);
+        j.data = reinterpret_cast<const uint8_t*>(text.data());
+        j.len = text.size();
       }
       for (size_t off = 0; err.empty() && off < j.len;) {
         const ssize_t n = ::write(j.fd, j.data + off, j.len - off);

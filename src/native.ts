@@ -189,6 +189,25 @@ export function withRows<T>(t: Tensor, start: number, count: number, fn: (view: 
 export interface FileQueue {
   /** Queues data for fd (opened to append); data must stay unchanged until a wait covers the returned ticket. */
   write(fd: number, data: ArrayBufferView, label: string): number;
+  /**
+   * Queues the JSONL lines of stage records, formatted on the queue's thread (native/stage_lines.h): record r
+   * is heads[r] (its text up to the statistics), the statistics and hash of span r at statsAt in host (as
+   * summarizeSpans lays them out), the sample of its row (spans[2r] and spans[2r + 1]: first element and width
+   * in host, of elemBytes each), its row reference (rowFile, a JSON string, at rowOffset + spans[2r] * elemBytes),
+   * then tails[r] and the closing brace: what JSON.stringify makes of the record. host is read before it returns.
+   */
+  writeStageLines(
+    fd: number,
+    label: string,
+    heads: string[],
+    tails: string[],
+    host: ArrayBuffer,
+    statsAt: number,
+    spans: Int32Array,
+    elemBytes: 4 | 8,
+    rowFile: string,
+    rowOffset: number,
+  ): number;
   /** Returns once every write up to ticket (default: all) is done; throws the first failure (code EIO). */
   wait(ticket?: number): void;
   /** Waits for every write and stops the thread. */

@@ -48,7 +48,7 @@ describe('trace writer queue', () => {
     const path = join(dir, 't.jsonl');
     const w = new TraceWriter(path);
     const a = w.writeRow(Float32Array.of(1, 2, 3));
-    w.writeLines([{ type: 'end', run_id: 'r', status: 'ok', elapsed_ms: 1, results: [] }]);
+    w.write({ type: 'end', run_id: 'r', status: 'ok', elapsed_ms: 1, results: [] });
     const b = w.writeRow(Float32Array.of(4));
     w.waitFor(b.ticket);
     expect([a.offset, a.bytes, b.offset, b.bytes]).toEqual([0, 12, 12, 4]);

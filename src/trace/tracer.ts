@@ -9,7 +9,7 @@
 // their order), and the writer's thread puts them in the files: the host's
 // JSON and writes overlap the device's work. The
 // hash is of the very bits the sidecar keeps, so the analyzer's errors are exact.
-import { readSpanStats, SPAN_STATS, withRows, type Backend, type Fence, type Tensor } from '../native.js';
+import { SPAN_STATS, withRows, type Backend, type Fence, type Tensor } from '../native.js';
 import type { Tap, TapInfo } from '../model/engine.js';
 import type { Point } from './points.js';
 import { toJsonNumber, type Exp, type StageRecord } from './schema.js';
@@ -23,12 +23,6 @@ export interface TraceSelection {
   topk: number;
   /** Heads recorded of per-head points; null: all. */
   heads: readonly number[] | null;
-}
-
-/** 16 evenly spaced indices (all of them for short rows): the fixed sample slice. */
-export function sampleIndices(n: number, count = 16): number[] {
-  if (n <= count) return Array.from({ length: n }, (_, i) => i);
-  return Array.from({ length: count }, (_, i) => Math.floor((i * n) / count));
 }
 
 interface Ctx {
@@ -200,7 +194,11 @@ export class StageTracer {
     if (last) this.write(last);
   }
 
-  /** A batch's records, once its fence has passed: rows to the sidecar in one write, lines in one write. */
+  /**
+   * A batch's records, once its fence has passed: rows to the sidecar in one write, lines in one write. The
+   * lines' numbers (statistics, hash, sample) are formatted on the writer's thread from the batch's host
+   * memory; the text around them is made here.
+   */
   private write(batch: Batch): void {
     const t0 = performance.now();
     batch.fence.wait();
@@ -209,31 +207,31 @@ export class StageTracer {
     const data = b.actDtype === 'f64' ? new Float64Array(batch.host, 0, batch.used) : new Float32Array(batch.host, 0, batch.used);
     const rows = this.writer.writeRow(data);
     this.hostTickets[batch.turn] = rows.ticket;
-    const records: StageRecord[] = [];
+    const n = batch.pending.length;
+    const heads: string[] = new Array(n);
+    const tails: string[] = new Array(n);
+    const spans = new Int32Array(2 * n);
+    let ctx: Ctx | undefined;
+    let info: TapInfo | undefined;
+    let position = '';
+    const dtype = JSON.stringify(b.actDtype);
     batch.pending.forEach((p, i) => {
-      const s = readSpanStats(batch.host, batch.statsAt, i);
-      const indices = sampleIndices(p.width);
-      const row = data.subarray(p.at, p.at + p.width);
-      const rec: StageRecord = {
-        type: 'stage',
-        ...this.position(p.ctx, p.info),
-        layer: p.layer,
-        point: p.point,
-        ...(p.head !== undefined ? { head: p.head } : {}),
-        shape: [1, p.width],
-        dtype: b.actDtype,
-        stats: { mean: s.mean, abs_mean: s.abs_mean, rms: s.rms, min: s.min, max: s.max, nan: s.nan, inf: s.inf },
-        hash: s.hash,
-        sample: { indices, values: indices.map((k) => toJsonNumber(row[k]!)) },
-        row: { file: rows.file, offset: rows.offset + p.at * data.BYTES_PER_ELEMENT, bytes: p.width * data.BYTES_PER_ELEMENT },
-      };
-      if (p.point === 'logits') {
-        const top = topK(row, Math.min(this.sel.topk, p.width));
-        rec.topk = { ids: top.map((i) => i), values: top.map((i) => toJsonNumber(row[i]!)) };
+      if (p.ctx !== ctx || p.info !== info) {
+        ({ ctx, info } = p);
+        position = JSON.stringify(this.position(p.ctx, p.info)).slice(1, -1);
       }
-      records.push(rec);
+      const head = p.head !== undefined ? `"head":${p.head},` : '';
+      heads[i] = `{"type":"stage",${position},"layer":${JSON.stringify(p.layer)},"point":${JSON.stringify(p.point)},${head}"shape":[1,${p.width}],"dtype":${dtype},`;
+      tails[i] = '';
+      if (p.point === 'logits') {
+        const row = data.subarray(p.at, p.at + p.width);
+        const top = topK(row, Math.min(this.sel.topk, p.width));
+        tails[i] = `,"topk":${JSON.stringify({ ids: top, values: top.map((k) => toJsonNumber(row[k]!)) })}`;
+      }
+      spans[2 * i] = p.at;
+      spans[2 * i + 1] = p.width;
     });
-    this.writer.writeLines(records);
+    this.writer.writeStageLines(heads, tails, batch.host, batch.statsAt, spans, data.BYTES_PER_ELEMENT as 4 | 8, rows);
     this.hostMs.wait += t1 - t0;
     this.hostMs.write += performance.now() - t1;
   }

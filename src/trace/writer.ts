@@ -46,9 +46,20 @@ export class TraceWriter {
     this.queue.write(this.fd, Buffer.from(JSON.stringify(record) + '\n', 'utf8'), this.path);
   }
 
-  /** Several records in one write (a forward call's): the lines are whole, and their rows were queued before. */
-  writeLines(records: readonly TraceRecord[]): void {
-    if (records.length) this.queue.write(this.fd, Buffer.from(records.map((r) => JSON.stringify(r) + '\n').join(''), 'utf8'), this.path);
+  /**
+   * A forward call's stage records in one write, their numbers formatted on the queue's thread
+   * (FileQueue.writeStageLines): the lines are whole, and their rows (`rows`, from writeRow) were queued before.
+   */
+  writeStageLines(
+    heads: string[],
+    tails: string[],
+    host: ArrayBuffer,
+    statsAt: number,
+    spans: Int32Array,
+    elemBytes: 4 | 8,
+    rows: { file: string; offset: number },
+  ): void {
+    if (heads.length) this.queue.writeStageLines(this.fd, this.path, heads, tails, host, statsAt, spans, elemBytes, JSON.stringify(rows.file), rows.offset);
   }
 
   /** Returns once the writes up to ticket are done (the bytes they read may change). */
