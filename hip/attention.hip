@@ -177,8 +177,8 @@ __device__ __forceinline__ void pv_batch(float (&l)[QUAD], float (&acc)[QUAD][D]
 // scores_out/p_out [head][key - c0] (head stride `pstride`); the model's
 // instantiations have no such stores.
 template <int CHUNK, bool PROBE, int D, bool EARLY_V = false>
-__device__ void chunk_partial(Run<D> (&part)[QUAD], Smem<CHUNK>& sm, const float* __restrict__ kc,
-                              const float* __restrict__ vc, int64_t c0, int len, const Heads& hs, const Geometry& g,
+__device__ void chunk_partial(Run<D> (&part)[QUAD], Smem<CHUNK>& sm, const float* kc,
+                              const float* vc, int64_t c0, int len, const Heads& hs, const Geometry& g,
                               float scale, float* scores_out = nullptr, float* p_out = nullptr, int64_t pstride = 0) {
   constexpr int KEY_ROWS = BLOCK / CHUNK > QUAD ? QUAD : BLOCK / CHUNK;  // head rows of threads in the score phase
   constexpr int PAIRS = (QUAD + KEY_ROWS - 1) / KEY_ROWS;                // (key, head) pairs per thread
@@ -332,9 +332,9 @@ __device__ void chunk_partial(Run<D> (&part)[QUAD], Smem<CHUNK>& sm, const float
 // a_c at [c], b_c at [nc + c], A_g at [2nc + g], B_g at [2nc + ng + g].
 template <int CHUNK, bool CUSTOM_SCALE, bool PROBE, int D>
 __global__ void GRETA_LAUNCH_BOUNDS(BLOCK, MIN_BLOCKS) attention_rows_kernel(
-    float* __restrict__ out, const float* __restrict__ q, const float* __restrict__ kc, const float* __restrict__ vc,
-    const int32_t* __restrict__ pos, int32_t probe_pos, int n_heads, int n_kv_heads, int head_dim, float custom_scale,
-    float* __restrict__ scores, float* __restrict__ probs, float* __restrict__ factors) {
+    float* out, const float* q, const float* kc, const float* vc,
+    const int32_t* pos, int32_t probe_pos, int n_heads, int n_kv_heads, int head_dim, float custom_scale,
+    float* scores, float* probs, float* factors) {
   greta_await_prior_kernels();
   __shared__ Smem<CHUNK> sm;
   const Geometry g = geometry(n_heads, n_kv_heads, head_dim);
@@ -477,8 +477,8 @@ static_assert(sizeof(TileSmem) <= 65536, "the tile fits a CDNA CU's 64 KB of LDS
 __device__ __forceinline__ float f4(const float4& v, int i) { return i == 0 ? v.x : i == 1 ? v.y : i == 2 ? v.z : v.w; }
 
 __global__ void GRETA_LAUNCH_BOUNDS(TILE_THREADS, TILE_MIN_BLOCKS)
-    attention_tile_kernel(float* __restrict__ out, const float* __restrict__ q, const float* __restrict__ kc,
-                          const float* __restrict__ vc, const int32_t* __restrict__ pos, int64_t M, int n_heads,
+    attention_tile_kernel(float* out, const float* q, const float* kc,
+                          const float* vc, const int32_t* pos, int64_t M, int n_heads,
                           int n_kv_heads) {
   greta_await_prior_kernels();
   extern __shared__ float4 tile_smem[];
@@ -797,8 +797,8 @@ __device__ __forceinline__ void load_record(Run<D>& s, const float* rec, int hea
 // at partials + (h * n_chunks + c) * rec_floats.
 template <int D>
 __global__ void GRETA_LAUNCH_BOUNDS(BLOCK, MIN_BLOCKS) attention_chunks_kernel(
-    float* __restrict__ partials, const float* __restrict__ q, const float* __restrict__ kc,
-    const float* __restrict__ vc, const int32_t* __restrict__ pos, int n_heads, int n_kv_heads, int head_dim) {
+    float* partials, const float* q, const float* kc,
+    const float* vc, const int32_t* pos, int n_heads, int n_kv_heads, int head_dim) {
   greta_allow_next_launch();
   greta_await_prior_kernels();
   __shared__ Smem<KEY_CHUNK> sm;
@@ -842,8 +842,8 @@ __device__ __forceinline__ void merge_records(Run<D>& s, const float* recs, int6
 // groups + (h * n_groups + g) * rec_floats.
 template <int D>
 __global__ void __launch_bounds__(BLOCK) attention_merge_chunks_kernel(
-    float* __restrict__ out, float* __restrict__ groups, const float* __restrict__ partials,
-    const int32_t* __restrict__ pos, int n_heads, int head_dim) {
+    float* out, float* groups, const float* partials,
+    const int32_t* pos, int n_heads, int head_dim) {
   greta_allow_next_launch();
   greta_await_prior_kernels();
   const int64_t gi = static_cast<int64_t>(blockIdx.x) / n_heads;
@@ -864,9 +864,9 @@ __global__ void __launch_bounds__(BLOCK) attention_merge_chunks_kernel(
 
 // One block per head: group partials merged in group order, then the output.
 template <int D>
-__global__ void __launch_bounds__(BLOCK) attention_merge_groups_kernel(float* __restrict__ out,
-                                                                       const float* __restrict__ groups,
-                                                                       const int32_t* __restrict__ pos, int head_dim) {
+__global__ void __launch_bounds__(BLOCK) attention_merge_groups_kernel(float* out,
+                                                                       const float* groups,
+                                                                       const int32_t* pos, int head_dim) {
   greta_allow_next_launch();
   greta_await_prior_kernels();
   const int h = static_cast<int>(blockIdx.x);

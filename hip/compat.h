@@ -129,13 +129,21 @@ using hipGraphNode_t = cudaGraphNode_t;
 // reads or writes anything an earlier kernel may touch: that waits for the
 // kernel ahead to complete with its writes visible, and that kernel waited
 // for its own, so the stream's order holds transitively. Before the wait a
-// kernel may only read weights, which only copies and fill_uniform (the
-// backend synchronises after it) write. test/kernel-launch.test.ts checks
-// that every kernel waits. greta_allow_next_launch() only schedules: the
-// decode step's short kernels call it first, so the projection after them
-// loads its first weights while they run; the matrix kernels do not, since a
-// next kernel resident early takes the multiprocessors' room unevenly and a
-// grid of about one wave runs at the pace of its fullest one.
+// kernel may only read weights, which only uploads (synchronous) and
+// fill_uniform (the backend synchronises after it) write.
+// Two rules follow, and test/kernel-launch.test.ts checks both:
+//  - every kernel waits;
+//  - only weights are declared `const W* __restrict__`: the compiler reads
+//    such a pointer through the non-coherent read-only cache, which the wait
+//    does not bring up to date, so activations read that way can be stale
+//    lines of an earlier kernel's output once kernels overlap (measured on the
+//    H100: graph replays stopped being bit-identical until the rows kernel's
+//    x lost its __restrict__).
+// greta_allow_next_launch() only schedules: the decode step's short kernels
+// call it first, so the projection after them loads its first weights while
+// they run; the matrix kernels do not, since a next kernel resident early
+// takes the multiprocessors' room unevenly and a grid of about one wave runs
+// at the pace of its fullest one.
 // GRETA_PDL=0 in the environment launches every kernel plainly, after the
 // one ahead has finished (to rule this out when hunting a race).
 inline bool greta_pdl() {

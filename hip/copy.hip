@@ -5,7 +5,7 @@ using namespace greta_hip;
 
 // One thread per 16 bytes where both ends and the size allow, else per byte.
 template <typename T>
-__global__ void copy_kernel(T* __restrict__ dst, const T* __restrict__ src, int64_t n) {
+__global__ void copy_kernel(T* dst, const T* src, int64_t n) {
   greta_allow_next_launch();
   greta_await_prior_kernels();
   const int64_t i = global_id();

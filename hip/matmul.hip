@@ -45,7 +45,7 @@ __device__ __forceinline__ void load8(const f16* p, float (&o)[8]) {
 // weights run together, so for prefill the slice comes from HBM once and from
 // L2 for the other row tiles.
 template <typename W>
-__global__ void simt_kernel(GretaMatmulOuts out, const float* __restrict__ x, const W* __restrict__ w, int64_t M,
+__global__ void simt_kernel(GretaMatmulOuts out, const float* x, const W* __restrict__ w, int64_t M,
                               int64_t N, int64_t K, int64_t row_tiles) {
   greta_await_prior_kernels();
   const int lane = threadIdx.x % GRETA_WAVE_SIZE;
@@ -223,7 +223,7 @@ constexpr int PREFILL_PAD = 128;
 // ready terms instead of every block re-splitting its tokens. Rows M .. Mpad
 // (the last token tile's padding) are zeros, so the product kernel copies
 // whole tiles without a bound per row.
-__global__ void split_kernel(uint4* __restrict__ terms, const float* __restrict__ x, int64_t chunks, int64_t pad_chunks,
+__global__ void split_kernel(uint4* terms, const float* x, int64_t chunks, int64_t pad_chunks,
                              int64_t row_chunks) {
   greta_await_prior_kernels();
   const uint4* const src = reinterpret_cast<const uint4*>(x);
@@ -262,7 +262,7 @@ struct Prefill {
 
 template <typename W, int WN, int WT, int FN, int TM, int TG, int STAGES, bool WQ>
 __global__ void GRETA_LAUNCH_BOUNDS(WN * WT * GRETA_WAVE_SIZE, WN * WT * GRETA_WAVE_SIZE >= 256 && FN * TM <= 8 ? 2 : 1)
-    mma_prefill_kernel(GretaMatmulOuts out, const bf16* __restrict__ xt, const W* __restrict__ w, int64_t M, int64_t N,
+    mma_prefill_kernel(GretaMatmulOuts out, const bf16* xt, const W* __restrict__ w, int64_t M, int64_t N,
                        int64_t K, int64_t token_tiles) {
   greta_await_prior_kernels();
   using P = Prefill<W, WN, WT, FN, TM, TG, STAGES, WQ>;
@@ -497,7 +497,7 @@ struct RowsRound {
 
 template <typename W, int FN, int TM, int KW, int R>
 __global__ void __launch_bounds__(KW * GRETA_WAVE_SIZE)
-    mma_rows_kernel(GretaMatmulOuts out, const float* __restrict__ x, const W* __restrict__ w, int64_t M, int64_t N,
+    mma_rows_kernel(GretaMatmulOuts out, const float* x, const W* __restrict__ w, int64_t M, int64_t N,
                     int64_t K) {
   constexpr int THREADS = KW * GRETA_WAVE_SIZE;
   constexpr int POS = FN * TM * 4 * GRETA_WAVE_SIZE;  // accumulators of one warp's tiles
@@ -634,7 +634,7 @@ size_t gemv_smem_bytes(int64_t M, int64_t K) {
 // the ring is the bytes in flight, the warps what hides the chains.
 template <typename W, int FN, int NT, int P, int U>
 __global__ void GRETA_LAUNCH_BOUNDS(NT* GRETA_WAVE_SIZE, NT * GRETA_WAVE_SIZE >= 512 ? 1 : 512 / (NT * GRETA_WAVE_SIZE))
-    mma_gemv_kernel(GretaMatmulOuts out, const float* __restrict__ x, const W* __restrict__ w, int64_t M, int64_t N,
+    mma_gemv_kernel(GretaMatmulOuts out, const float* x, const W* __restrict__ w, int64_t M, int64_t N,
                     int64_t K) {
   static_assert(P % U == 0, "gemv kernel: the ring is taken U KBLOCKs at a time");
   // The split's layout: one KBLOCK of one token tile is a wave's B operand,

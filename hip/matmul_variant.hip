@@ -4,7 +4,7 @@ namespace {
 using namespace greta_hip;
 
 template <typename W, int VARIANT>
-__global__ void matmul_variant_kernel(float* __restrict__ out, const float* __restrict__ x, const W* __restrict__ w,
+__global__ void matmul_variant_kernel(float* out, const float* x, const W* __restrict__ w,
                                       int64_t M, int64_t N, int64_t K) {
   greta_await_prior_kernels();
   const int64_t i = global_id();

@@ -11,8 +11,8 @@ constexpr int BLOCK = 256;
 // loaded into registers at once, so the row costs one memory latency rather
 // than one per element; the arithmetic and its order are the loop's (PER = 0).
 template <typename W, bool ADD, int PER>
-__global__ void rmsnorm_kernel(float* __restrict__ out, const float* __restrict__ x, const W* __restrict__ w, int64_t D,
-                               float eps, float* __restrict__ sum, const float* __restrict__ b) {
+__global__ void rmsnorm_kernel(float* out, const float* x, const W* __restrict__ w, int64_t D,
+                               float eps, float* sum, const float* b) {
   greta_allow_next_launch();
   __shared__ float wave_sums[BLOCK / GRETA_WAVE_SIZE];
   __shared__ float inv_rms;

@@ -7,7 +7,7 @@ constexpr int BLOCK = 256;
 
 // One block's summary of row[0, n), returned to thread 0 (the others get
 // their own partial); the per-thread partials added in thread order.
-__device__ GretaSummary summarize_block(const float* __restrict__ row, int64_t n) {
+__device__ GretaSummary summarize_block(const float* row, int64_t n) {
   __shared__ GretaSummary part[BLOCK];
   GretaSummary s{0, 0, 0, INFINITY, -INFINITY, 0, 0, 0, 0};
   for (int64_t i = threadIdx.x; i < n; i += BLOCK) {
@@ -48,7 +48,7 @@ __device__ GretaSummary summarize_block(const float* __restrict__ row, int64_t n
   return s;
 }
 
-__global__ void summarize_kernel(const float* __restrict__ row, int64_t n, const int64_t* sample_idx, int n_sample,
+__global__ void summarize_kernel(const float* row, int64_t n, const int64_t* sample_idx, int n_sample,
                                  GretaSummary* out, float* sample_out) {
   greta_allow_next_launch();
   greta_await_prior_kernels();
@@ -57,8 +57,8 @@ __global__ void summarize_kernel(const float* __restrict__ row, int64_t n, const
   for (int j = threadIdx.x; j < n_sample; j += BLOCK) sample_out[j] = row[sample_idx[j]];
 }
 
-__global__ void summarize_spans_kernel(double* __restrict__ out, const float* __restrict__ x,
-                                       const int32_t* __restrict__ spans) {
+__global__ void summarize_spans_kernel(double* out, const float* x,
+                                       const int32_t* spans) {
   greta_allow_next_launch();
   greta_await_prior_kernels();
   const int64_t i = blockIdx.x;

@@ -18,7 +18,7 @@ __device__ __forceinline__ bool before(Cand a, Cand b) {
   return a.i < b.i;
 }
 
-__global__ void topk_kernel(const float* __restrict__ x, int64_t n, int k, int32_t* ids, float* values) {
+__global__ void topk_kernel(const float* x, int64_t n, int k, int32_t* ids, float* values) {
   greta_allow_next_launch();
   greta_await_prior_kernels();
   __shared__ Cand best[BLOCK];

@@ -1,9 +1,11 @@
 // Kernels in hip/ are issued with programmatic dependent launch on NVIDIA
 // (hip/compat.h's GRETA_LAUNCH): a kernel's blocks may be resident while the
 // kernel before it still runs, and only greta_await_prior_kernels() orders
-// them. A kernel that never waits would read its inputs early; this scans
-// every kernel body (comments and strings removed) for the wait, and every
-// launch for GRETA_LAUNCH.
+// them. A kernel that never waits would read its inputs early, and one that
+// reads an activation through the non-coherent read-only cache (a const
+// __restrict__ pointer) may read stale lines of it even after the wait; this
+// scans every kernel body (comments and strings removed) for the wait, every
+// __restrict__ for a weight, and every launch for GRETA_LAUNCH.
 import { readdirSync, readFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { describe, expect, it } from 'vitest';
@@ -45,6 +47,12 @@ describe('kernel launches (hip/)', () => {
     it(`${file}: every kernel waits for the kernels before it`, () => {
       for (const k of kernels(readFileSync(join(HIP, file), 'utf8')))
         expect(k.body, `${file}: ${k.name}`).toMatch(/\bgreta_await_prior_kernels\(\)/);
+    });
+    it(`${file}: only weights are read through the read-only cache (const W* __restrict__ w)`, () => {
+      const code = stripCode(readFileSync(join(HIP, file), 'utf8'));
+      const restrict = [...code.matchAll(/([\w:<>]+\s*\*\s*)__restrict__\s+(\w+)/g)].map((m) => `${m[1]!.replace(/\s+/g, '')}__restrict__ ${m[2]}`);
+      expect(restrict.filter((r) => r !== 'W*__restrict__ w')).toEqual([]);
+      expect(code).not.toMatch(/__ldg|\.nc\b/);
     });
     it(`${file}: every launch is GRETA_LAUNCH`, () => {
       expect(stripCode(readFileSync(join(HIP, file), 'utf8'))).not.toMatch(/hipLaunchKernelGGL|<<</);
