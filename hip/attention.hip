@@ -137,7 +137,7 @@ struct alignas(16) Smem {
 __device__ __forceinline__ void load_q(float (*q_s)[MAX_HEAD_DIM], const float* q, const Heads& hs, const Geometry& g) {
   for (int i = static_cast<int>(threadIdx.x); i < QUAD * g.head_dim; i += BLOCK) {
     const int p = i / g.head_dim, d = i % g.head_dim;
-    q_s[p][d] = p < hs.n ? q[static_cast<int64_t>(hs.h0 + p) * g.head_dim + d] : 0.f;
+    q_s[p][d] = p < hs.n ? greta_load(q + static_cast<int64_t>(hs.h0 + p) * g.head_dim + d) : 0.f;
   }
 }
 
@@ -150,7 +150,7 @@ __device__ __forceinline__ void load_v(float (&v)[VB][D], const float* vbase, in
 #pragma unroll
   for (int jj = 0; jj < VB; jj++, row += kv_stride)
 #pragma unroll
-    for (int i = 0; i < D; i++) v[jj][i] = j0 + jj < len && t + i * BLOCK < head_dim ? row[i * BLOCK] : 0.f;
+    for (int i = 0; i < D; i++) v[jj][i] = j0 + jj < len && t + i * BLOCK < head_dim ? greta_load(row + i * BLOCK) : 0.f;
 }
 
 // p.V and the exp-sum over keys j0 .. j0+VB-1 (those < len), sequential in j.
@@ -212,7 +212,7 @@ __device__ void chunk_partial(Run<D> (&part)[QUAD], Smem<CHUNK>& sm, const float
         const int64_t step = BLOCK / W4 * g.kv_stride;
 #pragma unroll
         for (int i = 0; i < TILE_LOADS; i++, row += step)
-          if (j_first + i * (BLOCK / W4) < len) kt[i] = *reinterpret_cast<const float4*>(row);
+          if (j_first + i * (BLOCK / W4) < len) kt[i] = greta_load(reinterpret_cast<const float4*>(row));
 #pragma unroll
         for (int i = 0; i < TILE_LOADS; i++)
           if (j_first + i * (BLOCK / W4) < len)

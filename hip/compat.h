@@ -45,6 +45,9 @@
   hipLaunchKernelGGL(kernel, grid, block, shmem, stream, __VA_ARGS__)
 __device__ __forceinline__ void greta_allow_next_launch() {}
 __device__ __forceinline__ void greta_await_prior_kernels() {}
+// Plain loads: kernels start after the one ahead has finished.
+template <typename T>
+__device__ __forceinline__ T greta_load(const T* p) { return *p; }
 // Orders shared-memory accesses among the lanes of one wave.
 #define GRETA_SYNC_WAVE()                                   \
   do {                                                      \
@@ -139,6 +142,9 @@ using hipGraphNode_t = cudaGraphNode_t;
 //    lines of an earlier kernel's output once kernels overlap (measured on the
 //    H100: graph replays stopped being bit-identical until the rows kernel's
 //    x lost its __restrict__).
+// greta_load(p) reads an activation from L2, past the multiprocessor's
+// caches: the decode step's hot loads (the projections' x, the norms' rows,
+// attention's q, K and V), as fast as the read-only path and never stale.
 // greta_allow_next_launch() only schedules: the decode step's short kernels
 // call it first, so the projection after them loads its first weights while
 // they run; the matrix kernels do not, since a next kernel resident early
@@ -180,6 +186,9 @@ __device__ __forceinline__ void greta_await_prior_kernels() {
   asm volatile("griddepcontrol.wait;" ::: "memory");
 #endif
 }
+// ld.global.cg: cached in L2 only, which every kernel's writes reach.
+template <typename T>
+__device__ __forceinline__ T greta_load(const T* p) { return __ldcg(p); }
 
 #else
 #error "hip/compat.h: compile with hipcc (ROCm) or nvcc (CUDA)"

@@ -542,8 +542,8 @@ __global__ void __launch_bounds__(KW * GRETA_WAVE_SIZE)
         const int64_t m = t * TILE_J + b_col(lane);
         const uint4* xsrc = reinterpret_cast<const uint4*>(x + m * K + k);
         const bool xin = in && m < M;
-        rd.x[j][t][0] = xin ? xsrc[0] : make_uint4(0, 0, 0, 0);
-        rd.x[j][t][1] = xin ? xsrc[1] : make_uint4(0, 0, 0, 0);
+        rd.x[j][t][0] = xin ? greta_load(xsrc) : make_uint4(0, 0, 0, 0);
+        rd.x[j][t][1] = xin ? greta_load(xsrc + 1) : make_uint4(0, 0, 0, 0);
       }
     }
   };
@@ -687,8 +687,8 @@ __global__ void GRETA_LAUNCH_BOUNDS(NT* GRETA_WAVE_SIZE, NT * GRETA_WAVE_SIZE >=
         const int i = i0 + j * THREADS + static_cast<int>(threadIdx.x);
         if (i < S * LANE_CHUNKS) {
           const uint4* const src = reinterpret_cast<const uint4*>(x + t * K + static_cast<int64_t>(i) * LANE_K);
-          raw[j][0] = src[0];
-          raw[j][1] = src[1];
+          raw[j][0] = greta_load(src);
+          raw[j][1] = greta_load(src + 1);
         }
       }
 #pragma unroll

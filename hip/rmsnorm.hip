@@ -30,7 +30,7 @@ __global__ void rmsnorm_kernel(float* out, const float* x, const W* __restrict__
 #pragma unroll
     for (int j = 0; j < PER; j++) {
       const int64_t i = threadIdx.x + j * BLOCK;
-      if (i < D) v[j] = ADD ? __fadd_rn(x[row + i], b[row + i]) : x[row + i];
+      if (i < D) v[j] = ADD ? __fadd_rn(greta_load(x + row + i), greta_load(b + row + i)) : greta_load(x + row + i);
     }
 #pragma unroll
     for (int j = 0; j < PER; j++) {
