@@ -39,4 +39,4 @@ for (const [name, N, K] of [['qkv', 6144, 4096], ['wo', 4096, 4096], ['down', 40
   rows.push(`${name} ${(ms * 1000).toFixed(1)} us ${(bytes / ms / 1e6 / copyGBs).toFixed(3)}`);
   for (const t of [...ws, all, x, out]) t.free();
 }
-console.log(`GRETA_ROWS=${process.env.GRETA_ROWS ?? 0} copy ${copyGBs.toFixed(0)} GB/s: ${rows.join(' | ')}`);
+console.log(`copy ${copyGBs.toFixed(0)} GB/s: ${rows.join(' | ')}`);
