@@ -236,6 +236,9 @@ function hashTap(b: Backend, into: Map<string, string>): Tap {
   return {
     wants: () => true,
     record: (layer, point, t, row, _info, head) => into.set(`${layer}/${point}/${head ?? ''}`, b.summarize(t, row, []).hash),
+    recordHeads: (layer, point, t, heads) => {
+      for (const h of heads) into.set(`${layer}/${point}/${h}`, b.summarize(t, h, []).hash);
+    },
     heads: (n) => Array.from({ length: n }, (_, h) => h),
   };
 }

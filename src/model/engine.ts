@@ -38,6 +38,8 @@ export interface Tap {
   wants(layer: number | null, point: Point): boolean;
   /** `head` is set for per-head points (scores, probs, pv), whose row is the head. */
   record(layer: number | null, point: Point, t: Tensor, row: number, info: TapInfo, head?: number): void;
+  /** Rows `heads` of t (a per-head point, row h being head h), each recorded as with record(..., h, info, h). */
+  recordHeads(layer: number | null, point: Point, t: Tensor, heads: readonly number[], info: TapInfo): void;
   input?(embeddingRow: Tensor, info: TapInfo): void;
   /** The heads to record of per-head points, out of nHeads. */
   heads(nHeads: number): number[];
@@ -405,7 +407,7 @@ export class Engine {
     b.attentionProbe(scores, probs, pv, qRow, cache.k[layer]!, cache.v[layer]!, pos, H, cfg.num_key_value_heads, cfg.head_dim, opts);
     const heads = tap.heads(H);
     for (const [point, t] of [['scores', scores], ['probs', probs], ['pv', pv]] as const) {
-      if (tap.wants(layer, point)) for (const h of heads) tap.record(layer, point, t, h, info, h);
+      if (tap.wants(layer, point)) tap.recordHeads(layer, point, t, heads, info);
     }
     for (const t of [scores, probs, pv]) t.free();
   }

@@ -96,7 +96,8 @@ export class StageTracer {
     const ctx = { prompt, exp, phase };
     return {
       wants: (layer, point) => this.sel.points.has(point) && (layer === null || this.sel.layers.has(layer)),
-      record: (layer, point, t, row, info, head) => this.record(ctx, layer, point, t, row, info, head),
+      record: (layer, point, t, row, info, head) => this.record(ctx, layer, point, t, [row], info, head === undefined ? undefined : [head]),
+      recordHeads: (layer, point, t, heads, info) => this.record(ctx, layer, point, t, heads, info, heads),
       input: this.sel.debugInput ? (emb, info) => this.input(ctx, emb, info) : undefined,
       heads: (n) => (this.sel.heads ? this.sel.heads.filter((h) => h < n) : Array.from({ length: n }, (_, h) => h)),
       end: () => this.issue(),
@@ -126,22 +127,34 @@ export class StageTracer {
     };
   }
 
-  private record(ctx: Ctx, layer: number | null, point: Point, t: Tensor, row: number, info: TapInfo, head?: number): void {
+  /**
+   * Rows `rows` of t into the trace buffer, each its own record (`heads[k]` the head of rows[k], for
+   * per-head points): a run of consecutive rows travels in one copy (all heads of scores, probs and pv).
+   */
+  private record(ctx: Ctx, layer: number | null, point: Point, t: Tensor, rows: readonly number[], info: TapInfo, heads?: readonly number[]): void {
     const t0 = performance.now();
     const b = this.backend;
     const width = t.shape[1]!;
-    const cap = this.buffer?.shape[0] ?? 0;
-    if (this.used + width > cap) {
-      this.issue();
-      if (width > cap) {
-        this.buffer?.free();
-        this.buffer = b.alloc(b.actDtype, [Math.max(BUFFER_ELEMENTS, width), 1]);
+    for (let i = 0; i < rows.length; ) {
+      if (this.used + width > (this.buffer?.shape[0] ?? 0)) {
+        this.issue();
+        if (width > (this.buffer?.shape[0] ?? 0)) {
+          this.buffer?.free();
+          this.buffer = b.alloc(b.actDtype, [Math.max(BUFFER_ELEMENTS, width), 1]);
+        }
       }
+      const room = Math.floor((this.buffer!.shape[0]! - this.used) / width);
+      let n = 1;
+      while (n < room && i + n < rows.length && rows[i + n] === rows[i]! + n) n++;
+      const at = this.used;
+      b.copy(this.buffer!, t, at, rows[i]! * width, n * width);
+      for (let k = 0; k < n; k++) {
+        const head = heads?.[i + k];
+        this.pending.push({ ctx, layer, point, ...(head !== undefined ? { head } : {}), info, at: at + k * width, width });
+      }
+      this.used += n * width;
+      i += n;
     }
-    const at = this.used;
-    b.copy(this.buffer!, t, at, row * width, width);
-    this.used += width;
-    this.pending.push({ ctx, layer, point, head, info, at, width });
     this.hostMs.record += performance.now() - t0;
   }
 
