@@ -235,7 +235,7 @@ function opBench(b: Backend, reps: number, copyGBs: number): OpRow[] {
 function hashTap(b: Backend, into: Map<string, string>): Tap {
   return {
     wants: () => true,
-    record: (layer, point, t, row, _info, head) => into.set(`${layer}/${point}/${head ?? ''}`, b.summarize(t, row, []).hash),
+    record: (layer, point, t, row) => into.set(`${layer}/${point}/`, b.summarize(t, row, []).hash),
     recordHeads: (layer, point, t, heads) => {
       for (const h of heads) into.set(`${layer}/${point}/${h}`, b.summarize(t, h, []).hash);
     },

@@ -36,9 +36,9 @@ export interface TapInfo {
 /** Receives activations at trace points. `row` selects the traced row of `t`. */
 export interface Tap {
   wants(layer: number | null, point: Point): boolean;
-  /** `head` is set for per-head points (scores, probs, pv), whose row is the head. */
-  record(layer: number | null, point: Point, t: Tensor, row: number, info: TapInfo, head?: number): void;
-  /** Rows `heads` of t (a per-head point, row h being head h), each recorded as with record(..., h, info, h). */
+  /** Row `row` of t at a stage point. */
+  record(layer: number | null, point: Point, t: Tensor, row: number, info: TapInfo): void;
+  /** Rows `heads` of t at a per-head point (scores, probs, pv), row h being head h: one record each, with its head. */
   recordHeads(layer: number | null, point: Point, t: Tensor, heads: readonly number[], info: TapInfo): void;
   input?(embeddingRow: Tensor, info: TapInfo): void;
   /** The heads to record of per-head points, out of nHeads. */

@@ -12,7 +12,7 @@
 import { SPAN_STATS, withRows, type Backend, type Fence, type Tensor } from '../native.js';
 import type { Tap, TapInfo } from '../model/engine.js';
 import type { Point } from './points.js';
-import { toJsonNumber, type Exp, type StageRecord } from './schema.js';
+import { toJsonNumber, type Exp } from './schema.js';
 import type { TraceWriter } from './writer.js';
 
 export interface TraceSelection {
@@ -55,6 +55,8 @@ interface Batch {
   turn: number;
   used: number;
   statsAt: number;
+  /** (first element, width) of each pending row in the rows: the statistics pass's spans, and the lines'. */
+  spans: Int32Array;
   fence: Fence;
 }
 
@@ -96,7 +98,7 @@ export class StageTracer {
     const ctx = { prompt, exp, phase };
     return {
       wants: (layer, point) => this.sel.points.has(point) && (layer === null || this.sel.layers.has(layer)),
-      record: (layer, point, t, row, info, head) => this.record(ctx, layer, point, t, [row], info, head === undefined ? undefined : [head]),
+      record: (layer, point, t, row, info) => this.record(ctx, layer, point, t, [row], info),
       recordHeads: (layer, point, t, heads, info) => this.record(ctx, layer, point, t, heads, info, heads),
       input: this.sel.debugInput ? (emb, info) => this.input(ctx, emb, info) : undefined,
       heads: (n) => (this.sel.heads ? this.sel.heads.filter((h) => h < n) : Array.from({ length: n }, (_, h) => h)),
@@ -179,7 +181,7 @@ export class StageTracer {
     const host = this.hostBuffer(statsAt + n * SPAN_STATS * 8);
     withRows(this.buffer!, 0, this.used, (v) => b.copyToHost(v, host, 0));
     withRows(this.stats, 0, n, (v) => b.copyToHost(v, host, statsAt));
-    const batch: Batch = { pending: this.pending, host, turn: this.turn, used: this.used, statsAt, fence: b.fence() };
+    const batch: Batch = { pending: this.pending, host, turn: this.turn, used: this.used, statsAt, spans, fence: b.fence() };
     this.pending = [];
     this.used = 0;
     this.hostMs.issue += performance.now() - t0;
@@ -223,7 +225,6 @@ export class StageTracer {
     const n = batch.pending.length;
     const heads: string[] = new Array(n);
     const tails: string[] = new Array(n);
-    const spans = new Int32Array(2 * n);
     let ctx: Ctx | undefined;
     let info: TapInfo | undefined;
     let position = '';
@@ -241,10 +242,8 @@ export class StageTracer {
         const top = topK(row, Math.min(this.sel.topk, p.width));
         tails[i] = `,"topk":${JSON.stringify({ ids: top, values: top.map((k) => toJsonNumber(row[k]!)) })}`;
       }
-      spans[2 * i] = p.at;
-      spans[2 * i + 1] = p.width;
     });
-    this.writer.writeStageLines(heads, tails, batch.host, batch.statsAt, spans, data.BYTES_PER_ELEMENT as 4 | 8, rows);
+    this.writer.writeStageLines(heads, tails, batch.host, batch.statsAt, batch.spans, data.BYTES_PER_ELEMENT as 4 | 8, rows);
     this.hostMs.wait += t1 - t0;
     this.hostMs.write += performance.now() - t1;
   }
