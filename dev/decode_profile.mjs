@@ -1,6 +1,7 @@
 // The 8B-shaped decode step under a profiler: `nsys profile --cuda-graph-trace=node node dev/decode_profile.mjs [steps]`
-// (after `npm run build` with the GPU addon). Prefills p6_long, then runs the last token's decode step `steps`
-// times (default 30) as the engine does: op by op once, captured once, replayed after.
+// (after `npm run build` with the GPU addon; dev/decode_timeline.py reads the export). Prefills p6_long, then
+// runs the last token's decode step `steps` times (default 30) as the engine does: op by op once, captured once,
+// replayed after.
 import { Engine } from '../dist/model/engine.js';
 import { SYNTHETIC_MODELS } from '../dist/model/models.js';
 import { syntheticWeights } from '../dist/model/weights.js';

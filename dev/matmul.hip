@@ -14,7 +14,8 @@
 // Decode (M = 1, one token tile) at outputs of 16384 or more takes the gemv
 // kernel, whose block splits x once for its 4 warps, each warp running its
 // 16 rows over all of K with a ring of 8 KBLOCKs of weights in registers; the
-// narrower outputs keep the rows kernel. Measured on the H100 (M = 1 bf16, of
+// narrower outputs keep the rows kernel (since then, at K up to about 8000,
+// the rows1 kernel: hip/matmul.hip says why). Measured on the H100 (M = 1 bf16, of
 // the copy rate, weights rotated over 512 MB, rows kernel -> dispatch):
 // gate_up 0.802 -> 0.864, lm_head 0.884 -> 0.920; qkv 0.665, wo 0.62, down
 // 0.80 unchanged (the gemv kernel there: qkv 0.58, wo 0.45; K split over 2-8

@@ -300,29 +300,57 @@ class HipBackend final : public Backend {
           "matmulVariant");
   }
 
-  void rope(const std::vector<Tensor>& xs, const int32_t* pos, const Tensor& inv_freq, int head_dim) override {
-    const int32_t* d_pos = ints(pos, xs[0].rows(), "rope");
+  void rope(const std::vector<Tensor>& xs, const int32_t* pos, const Tensor& inv_freq, int head_dim,
+            const KvWrites* then) override {
+    // One launch for Q and K and their cache rows; more tensors than a launch
+    // takes go in turn, the writes after them. Write positions other than
+    // the rotation's travel in the same upload (two uploads could share a
+    // slot of the ring).
+    const int64_t M = xs[0].rows();
+    const bool fused = then && xs.size() <= GRETA_ROPE_MAX && then->srcs.size() <= GRETA_KV_WRITE_MAX;
+    const bool same_pos = fused && std::memcmp(then->pos, pos, static_cast<size_t>(M) * sizeof(int32_t)) == 0;
+    std::vector<int32_t> both;
+    if (fused && !same_pos) {
+      both.assign(pos, pos + M);
+      both.insert(both.end(), then->pos, then->pos + M);
+    }
+    const int32_t* d_pos = same_pos || !fused ? ints(pos, M, "rope") : ints(both.data(), 2 * M, "rope");
     for (size_t i = 0; i < xs.size(); i += GRETA_ROPE_MAX) {
       GretaRopeTargets t{};
       for (; t.count < GRETA_ROPE_MAX && i + t.count < xs.size(); t.count++) {
         t.x[t.count] = xs[i + t.count].as<float>();
         t.heads[t.count] = static_cast<int>(xs[i + t.count].cols() / head_dim);
       }
-      check(greta_rope(t, d_pos, inv_freq.as<float>(), xs[0].rows(), head_dim, stream_), "rope");
+      GretaRopeWrites wr{};
+      if (fused) {
+        wr.w = kv_writes(then->caches, then->srcs, 0);
+        wr.pos = same_pos ? d_pos : d_pos + M;
+        for (int k = 0; k < wr.w.count; k++) {
+          wr.from[k] = -1;
+          for (int x = 0; x < t.count; x++)
+            if (then->srcs[k].ptr() == xs[x].ptr()) wr.from[k] = x;
+        }
+      }
+      check(greta_rope(t, d_pos, inv_freq.as<float>(), M, head_dim, wr, stream_), "rope");
     }
+    if (then && !fused) kv_write(then->caches, then->srcs, then->pos);
+  }
+
+  // Pairs i .. i + GRETA_KV_WRITE_MAX - 1 of a kv_write, as one launch takes them.
+  static GretaKvWrites kv_writes(const std::vector<Tensor>& caches, const std::vector<Tensor>& srcs, size_t i) {
+    GretaKvWrites w{};
+    for (; w.count < GRETA_KV_WRITE_MAX && i + w.count < srcs.size(); w.count++) {
+      w.cache[w.count] = caches[i + w.count].as<float>();
+      w.src[w.count] = srcs[i + w.count].as<float>();
+      w.width[w.count] = srcs[i + w.count].cols();
+    }
+    return w;
   }
 
   void kv_write(const std::vector<Tensor>& caches, const std::vector<Tensor>& srcs, const int32_t* pos) override {
     const int32_t* d_pos = ints(pos, srcs[0].rows(), "kvWrite");
-    for (size_t i = 0; i < srcs.size(); i += GRETA_KV_WRITE_MAX) {
-      GretaKvWrites w{};
-      for (; w.count < GRETA_KV_WRITE_MAX && i + w.count < srcs.size(); w.count++) {
-        w.cache[w.count] = caches[i + w.count].as<float>();
-        w.src[w.count] = srcs[i + w.count].as<float>();
-        w.width[w.count] = srcs[i + w.count].cols();
-      }
-      check(greta_kv_write(w, d_pos, srcs[0].rows(), stream_), "kvWrite");
-    }
+    for (size_t i = 0; i < srcs.size(); i += GRETA_KV_WRITE_MAX)
+      check(greta_kv_write(kv_writes(caches, srcs, i), d_pos, srcs[0].rows(), stream_), "kvWrite");
   }
 
   void attention(const Tensor& out, const Tensor& q, const Tensor& k_cache, const Tensor& v_cache, const int32_t* pos,

@@ -753,6 +753,126 @@ __global__ void GRETA_LAUNCH_BOUNDS(NT* GRETA_WAVE_SIZE, NT * GRETA_WAVE_SIZE >=
     }
 }
 
+// Decode of one token (M = 1), K whole KBLOCKs, outputs narrower than the gemv
+// kernel's: one block per 16 weight rows, its KW warps taking KBLOCKs s = kw,
+// kw + KW, ... Weights go straight from global memory into a ring of P
+// KBLOCKs of registers per warp (refilled P ahead once used, the first before
+// the wait for the kernel that writes x); the activations are split once per
+// block into shared memory, as the gemv kernel splits them. Every c_s goes
+// whole to shared memory, so no barrier ties the warps until the last one is
+// done; then one thread per row adds its c_s in increasing s: the chain the
+// prefill kernel keeps in registers.
+// Shared memory: the split [S][LANE_CHUNKS][3] uint4, then c [S][TILE_I] floats.
+size_t rows1_smem_bytes(int64_t K) {
+  const int64_t S = K / KBLOCK;
+  return static_cast<size_t>(S * LANE_CHUNKS * 3) * sizeof(uint4) + static_cast<size_t>(S * TILE_I) * sizeof(float);
+}
+
+template <typename W, int KW, int P, int U>
+__global__ void GRETA_LAUNCH_BOUNDS(KW * GRETA_WAVE_SIZE, KW * GRETA_WAVE_SIZE >= 512 ? 1 : 512 / (KW * GRETA_WAVE_SIZE))
+    mma_rows1_kernel(GretaMatmulOuts out, const float* x, const W* __restrict__ w, int64_t N, int64_t K) {
+  static_assert(P % U == 0, "rows1 kernel: the ring is taken U KBLOCKs at a time");
+  static_assert(TILE_J * LANE_CHUNKS == GRETA_WAVE_SIZE, "rows1 kernel: a wave is the (token, chunk) pairs of a KBLOCK");
+  constexpr int WPER = LANE_K * static_cast<int>(sizeof(W)) / 16;  // 16-byte loads a lane makes per row
+  constexpr int STEP = KBLOCK * static_cast<int>(sizeof(W)) / 16;  // uint4 from one KBLOCK of a row to the next
+  constexpr int THREADS = KW * GRETA_WAVE_SIZE;
+  extern __shared__ uint4 rows1_smem[];
+
+  const int lane = threadIdx.x % GRETA_WAVE_SIZE;
+  const int kw = threadIdx.x / GRETA_WAVE_SIZE;
+  const int64_t n0 = static_cast<int64_t>(blockIdx.x) * TILE_I;
+  const int S = static_cast<int>(K / KBLOCK);
+  uint4* const xs = rows1_smem;
+  float* const cs = reinterpret_cast<float*>(xs + S * LANE_CHUNKS * 3);
+
+  const uint4* wp[A_ROWS];
+#pragma unroll
+  for (int r = 0; r < A_ROWS; r++) {
+    const int64_t n = n0 + a_row(lane, r);
+    wp[r] = reinterpret_cast<const uint4*>(w + (n < N ? n : N - 1) * K + lane_k(lane));
+  }
+  Raw<W> ring[P][A_ROWS];
+  // Ring slot j of round j0 holds KBLOCK kw + (j0 + j) * KW.
+  auto load = [&](Raw<W> (&dst)[A_ROWS], int s) {
+#pragma unroll
+    for (int r = 0; r < A_ROWS; r++)
+#pragma unroll
+      for (int i = 0; i < WPER; i++) dst[r].v[i] = wp[r][static_cast<int64_t>(s) * STEP + i];
+  };
+#pragma unroll
+  for (int j = 0; j < P; j++)
+    if (kw + j * KW < S) load(ring[j], kw + j * KW);
+  greta_await_prior_kernels();
+  constexpr int XB = 4;
+  for (int i0 = 0; i0 < S * LANE_CHUNKS; i0 += XB * THREADS) {
+    uint4 raw[XB][2];
+#pragma unroll
+    for (int j = 0; j < XB; j++) {
+      const int i = i0 + j * THREADS + static_cast<int>(threadIdx.x);
+      if (i < S * LANE_CHUNKS) {
+        const uint4* const src = reinterpret_cast<const uint4*>(x + static_cast<int64_t>(i) * LANE_K);
+        raw[j][0] = greta_load(src);
+        raw[j][1] = greta_load(src + 1);
+      }
+    }
+#pragma unroll
+    for (int j = 0; j < XB; j++) {
+      const int i = i0 + j * THREADS + static_cast<int>(threadIdx.x);
+      if (i < S * LANE_CHUNKS) {
+        MmaB b[3];
+        act_terms(raw[j][0], raw[j][1], b);
+        uint4* const dst = xs + i * 3;
+#pragma unroll
+        for (int e = 0; e < 3; e++) dst[e] = b[e].v;
+      }
+    }
+  }
+  __syncthreads();
+
+  // Every lane's B operand is token 0's chunk: columns past M repeat it and are never stored.
+  const int xoff = (lane_k(lane) / LANE_K) * 3;
+  for (int j0 = 0; kw + j0 * KW < S; j0 += P) {
+#pragma unroll
+    for (int u0 = 0; u0 < P; u0 += U) {
+      MmaC c[U];
+#pragma unroll
+      for (int u = 0; u < U; u++) {
+        const int s = kw + (j0 + u0 + u) * KW;
+        c[u] = mma_zero();
+        if (s < S) {
+          MmaB b[3];
+#pragma unroll
+          for (int i = 0; i < 3; i++) b[i].v = xs[s * LANE_CHUNKS * 3 + xoff + i];
+          MmaA a[Terms<W>::N];
+          weight_terms<W>(ring[u0 + u], a);
+#pragma unroll
+          for (int i = 0; i < Chain<W>::STEPS; i++) mma_k32(c[u], a[Chain<W>::w_term(i)], b[Chain<W>::x_term(i)]);
+        }
+      }
+#pragma unroll
+      for (int u = 0; u < U; u++) {
+        const int s = kw + (j0 + u0 + u) * KW;
+        if (s + P * KW < S) load(ring[u0 + u], s + P * KW);
+      }
+#pragma unroll
+      for (int u = 0; u < U; u++) {
+        const int s = kw + (j0 + u0 + u) * KW;
+        if (s < S)
+#pragma unroll
+          for (int e = 0; e < 4; e++)
+            if (c_col(lane, e) == 0) cs[s * TILE_I + c_row(lane, e)] = c[u].v[e];
+      }
+    }
+  }
+  __syncthreads();
+  if (threadIdx.x < TILE_I) {
+    const int r = static_cast<int>(threadIdx.x);
+    float acc = 0.f;
+    for (int s = 0; s < S; s++) acc = acc + cs[s * TILE_I + r];
+    if (n0 + r < N) store_out(out, 0, n0 + r, acc);
+  }
+}
+
 // The split (into M + PREFILL_PAD rows of scratch at most), then the product
 // kernel in one block shape.
 template <typename W, int WN, int WT, int FN, int TM, int TG, int STAGES, bool WQ>
@@ -796,6 +916,21 @@ hipError_t launch_rows(const GretaMatmulOuts& out, const float* x, const void* w
   return hipGetLastError();
 }
 
+template <typename W, int KW, int P, int U>
+hipError_t launch_rows1(const GretaMatmulOuts& out, const float* x, const void* w, int64_t N, int64_t K,
+                        hipStream_t stream) {
+  auto kernel = mma_rows1_kernel<W, KW, P, U>;
+  const size_t smem = rows1_smem_bytes(K);
+  hipError_t e = hipFuncSetAttribute(reinterpret_cast<const void*>(kernel), hipFuncAttributeMaxDynamicSharedMemorySize,
+                                     static_cast<int>(smem));
+  if (e != hipSuccess) return e;
+  const int64_t blocks = (N + TILE_I - 1) / TILE_I;
+  if (blocks > 0x7fffffff) return hipErrorInvalidValue;
+  GRETA_LAUNCH(kernel, dim3(static_cast<unsigned>(blocks)), dim3(KW * GRETA_WAVE_SIZE), smem, stream, out, x,
+               static_cast<const W*>(w), N, K);
+  return hipGetLastError();
+}
+
 // Shared memory of a gemv block: what any kernel may take without asking
 // for more, on every target.
 constexpr size_t GEMV_SMEM_MAX = 48 * 1024;
@@ -820,17 +955,30 @@ hipError_t launch_gemv(const GretaMatmulOuts& out, const float* x, const void* w
 // Launch shapes (speed only: every shape runs the same chain). One token
 // tile, outputs as many as the 8B's MLP up projection or more (GEMV_WIDE_N):
 // the gemv kernel where it fits, 4 warps a block, a ring of 8 KBLOCKs taken 4
-// at a time (4-byte weights: 4, 2 at a time). Up to 4 token tiles otherwise:
-// the rows kernel, 8 warps over K, 2 blocks a round (registers for 2 blocks of
-// 8 warps per SM); outputs as wide as lm_head take 2 row tiles a block (4
-// token tiles where the slots fit: NVIDIA). Measured on the H100
-// (dev/matmul.hip): the gemv kernel is the faster at 4096 -> 28672 and
-// 128256, the rows kernel at 4096 -> 4096, 6144 and 14336 -> 4096, where the
-// gemv kernel's few warps an SM (one per 16 rows) cannot hide their chains.
+// at a time (4-byte weights: 4, 2 at a time). Narrower outputs of one token
+// with 2-byte weights whose split and c_s fit ROWS1_SMEM_MAX (K up to about
+// 8000): the rows1 kernel, 8 warps over K with the gemv kernel's ring each
+// (f32 weights keep the rows kernel: 4096 -> 4096 at 0.81 of the copy rate
+// against rows1's 0.74). Up to 4 token
+// tiles otherwise: the rows kernel, 8 warps over K, 2 blocks a round
+// (registers for 2 blocks of 8 warps per SM); outputs as wide as lm_head take
+// 2 row tiles a block (4 token tiles where the slots fit: NVIDIA). Measured
+// on the H100 in the 8B decode step (dev/decode_marginal.mjs, builds in turn):
+// rows1 at qkv and wo 6.84-6.90 ms against 6.97-7.02 with the rows kernel
+// (alone, of the copy rate: qkv 0.57 -> 0.65, wo 0.59 -> 0.63); at 14336 ->
+// 4096 its 115 KB of shared memory leave one block an SM, and the rows kernel
+// stays (0.77 against 0.59 with 8 warps, 0.71 with 16). The gemv kernel is
+// the faster at 4096 -> 28672 and 128256 (dev/matmul.hip), and the slower at
+// 4096 -> 4096 and 6144, where its few warps an SM (one per 16 rows) cannot
+// hide their chains (7.40-7.47 ms a step with it there).
 // Beyond: the split, then the prefill kernel in the block shape whose grid
 // fills the multiprocessors best (blocks per multiprocessor, rounded up,
 // times the block's outputs; a block of 4 warps is one warp per scheduler).
 constexpr int ROWS_KW = 8;
+constexpr int ROWS1_KW = 8;
+// What a block may take on every target (a CDNA CU has 64 KB of LDS).
+constexpr size_t ROWS1_SMEM_MAX = 64 * 1024;
+bool rows1_fit(int64_t K) { return K % KBLOCK == 0 && rows1_smem_bytes(K) <= ROWS1_SMEM_MAX; }
 constexpr int64_t WIDE_N = 1 << 16;
 constexpr int64_t GEMV_WIDE_N = 16384;
 template <typename W>
@@ -895,6 +1043,8 @@ hipError_t launch_mma(const GretaMatmulOuts& out, const float* x, const void* w,
   if (M <= TILE_J) {
     if (N >= GEMV_WIDE_N && gemv_fit<gemv_p<W>()>(M, K))
       return launch_gemv<W, 1, 4, gemv_p<W>(), gemv_u<W>()>(out, x, w, M, N, K, stream);
+    if (M == 1 && sizeof(W) == 2 && rows1_fit(K))
+      return launch_rows1<W, ROWS1_KW, gemv_p<W>(), gemv_u<W>()>(out, x, w, N, K, stream);
     if (N >= WIDE_N) return launch_rows<W, 2, 1, ROWS_KW>(out, x, w, M, N, K, stream);
     return launch_rows<W, 1, 1, ROWS_KW, 2>(out, x, w, M, N, K, stream);
   }

@@ -3,36 +3,72 @@
 namespace {
 using namespace greta_hip;
 
-__global__ void rope_kernel(GretaRopeTargets t, const int32_t* pos, const float* inv_freq, int64_t M, int head_dim) {
+// Threads [0, M * heads * half) rotate one pair each (and store it into the
+// caches that take it); the rest copy the writes that take unrotated sources.
+__global__ void rope_kernel(GretaRopeTargets t, const int32_t* pos, const float* inv_freq, int64_t M, int head_dim,
+                            GretaRopeWrites wr) {
   greta_allow_next_launch();
   greta_await_prior_kernels();
   const int half = head_dim / 2;
   int all_heads = 0;
   for (int k = 0; k < t.count; k++) all_heads += t.heads[k];
-  const int64_t i = global_id();
-  if (i >= M * all_heads * half) return;
-  const int64_t m = i / (static_cast<int64_t>(all_heads) * half);
-  int h = static_cast<int>((i / half) % all_heads);
-  const int j = static_cast<int>(i % half);
-  int k = 0;
-  while (h >= t.heads[k]) h -= t.heads[k++];  // the tensor this head belongs to
-  // Precise sinf/cosf (not the fast intrinsics), as the CPU backend computes.
-  const float angle = static_cast<float>(pos[m]) * inv_freq[j];
-  const float c = cosf(angle), s = sinf(angle);
-  float* hp = t.x[k] + m * static_cast<int64_t>(t.heads[k]) * head_dim + static_cast<int64_t>(h) * head_dim;
-  const float x1 = hp[j], x2 = hp[j + half];
-  // Each rotation is one rounded product and one fma, written out: the form
-  // nvcc's default contraction gave these lines, now the same on every vendor.
-  hp[j] = __fmaf_rn(x1, c, -__fmul_rn(x2, s));
-  hp[j + half] = __fmaf_rn(x1, s, __fmul_rn(x2, c));
+  const int writes = wr.pos ? wr.w.count : 0;
+  const int64_t pairs = M * all_heads * half;
+  int64_t i = global_id();
+  if (i < pairs) {
+    const int64_t m = i / (static_cast<int64_t>(all_heads) * half);
+    int h = static_cast<int>((i / half) % all_heads);
+    const int j = static_cast<int>(i % half);
+    int k = 0;
+    while (h >= t.heads[k]) h -= t.heads[k++];  // the tensor this head belongs to
+    // Precise sinf/cosf (not the fast intrinsics), as the CPU backend computes.
+    const float angle = static_cast<float>(pos[m]) * inv_freq[j];
+    const float c = cosf(angle), s = sinf(angle);
+    const int64_t at = m * static_cast<int64_t>(t.heads[k]) * head_dim + static_cast<int64_t>(h) * head_dim;
+    float* hp = t.x[k] + at;
+    const float x1 = hp[j], x2 = hp[j + half];
+    // Each rotation is one rounded product and one fma, written out: the form
+    // nvcc's default contraction gave these lines, now the same on every vendor.
+    const float y1 = __fmaf_rn(x1, c, -__fmul_rn(x2, s));
+    const float y2 = __fmaf_rn(x1, s, __fmul_rn(x2, c));
+    hp[j] = y1;
+    hp[j + half] = y2;
+    for (int w = 0; w < writes; w++)
+      if (wr.from[w] == k) {
+        float* row = wr.w.cache[w] + static_cast<int64_t>(wr.pos[m]) * wr.w.width[w] + static_cast<int64_t>(h) * head_dim;
+        row[j] = y1;
+        row[j + half] = y2;
+      }
+    return;
+  }
+  i -= pairs;
+  int64_t copied = 0;  // elements of a row the copies take
+  for (int w = 0; w < writes; w++)
+    if (wr.from[w] < 0) copied += wr.w.width[w];
+  if (i >= M * copied) return;
+  const int64_t m = i / copied;
+  int64_t d = i % copied;
+  int w = 0;
+  for (;; w++) {
+    if (wr.from[w] >= 0) continue;
+    if (d < wr.w.width[w]) break;
+    d -= wr.w.width[w];
+  }
+  wr.w.cache[w][static_cast<int64_t>(wr.pos[m]) * wr.w.width[w] + d] = wr.w.src[w][m * wr.w.width[w] + d];
 }
 }  // namespace
 
 hipError_t greta_rope(const GretaRopeTargets& t, const int32_t* pos, const float* inv_freq, int64_t M, int head_dim,
-                      hipStream_t stream) {
-  int64_t all_heads = 0;
+                      const GretaRopeWrites& writes, hipStream_t stream) {
+  int64_t all_heads = 0, copied = 0;
   for (int k = 0; k < t.count; k++) all_heads += t.heads[k];
-  GRETA_LAUNCH(rope_kernel, dim3(elementwise_blocks(M * all_heads * (head_dim / 2))), dim3(ELEMENTWISE_BLOCK), 0, stream, t,
-               pos, inv_freq, M, head_dim);
+  if (writes.pos)
+    for (int w = 0; w < writes.w.count; w++) {
+      if (writes.from[w] >= t.count) return hipErrorInvalidValue;
+      if (writes.from[w] < 0) copied += writes.w.width[w];
+      else if (writes.w.width[w] != t.heads[writes.from[w]] * static_cast<int64_t>(head_dim)) return hipErrorInvalidValue;
+    }
+  GRETA_LAUNCH(rope_kernel, dim3(elementwise_blocks(M * (all_heads * (head_dim / 2) + copied))), dim3(ELEMENTWISE_BLOCK),
+               0, stream, t, pos, inv_freq, M, head_dim, writes);
   return hipGetLastError();
 }

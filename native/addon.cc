@@ -164,28 +164,36 @@ const Tensor& T(const Napi::CallbackInfo& info, size_t i) {
   return t;
 }
 
-// An Int32Array argument, read in place: the ops copy what they keep, and a
-// graph capture matches its inputs by this address.
-IntSpan I32s(const Napi::CallbackInfo& info, size_t i) {
-  if (!info[i].IsTypedArray() || info[i].As<Napi::TypedArray>().TypedArrayType() != napi_int32_array)
-    throw_js(info.Env(), "EINVAL", "argument " + std::to_string(i) + " must be an Int32Array");
-  Napi::Int32Array a = info[i].As<Napi::Int32Array>();
+// An Int32Array, read in place: the ops copy what they keep, and a graph
+// capture matches its inputs by this address. `what` names it in the error.
+IntSpan I32s(Napi::Env env, Napi::Value v, const std::string& what) {
+  if (!v.IsTypedArray() || v.As<Napi::TypedArray>().TypedArrayType() != napi_int32_array)
+    throw_js(env, "EINVAL", what + " must be an Int32Array");
+  Napi::Int32Array a = v.As<Napi::Int32Array>();
   return {a.Data(), static_cast<int64_t>(a.ElementLength())};
+}
+IntSpan I32s(const Napi::CallbackInfo& info, size_t i) {
+  return I32s(info.Env(), info[i], "argument " + std::to_string(i));
 }
 
 // A Tensor or an array of them (the several outputs of one fused op).
+std::vector<Tensor> Ts(Napi::Env env, Napi::Value v, const std::string& op, const std::string& what) {
+  auto one = [&](Napi::Value e, const std::string& name) {
+    if (!e.IsObject() || !e.As<Napi::Object>().InstanceOf(TensorWrap::ctor.Value()))
+      throw_js(env, "EINVAL", op + ": " + name + " must be a Tensor");
+    Tensor t = TensorWrap::Unwrap(e.As<Napi::Object>())->tensor(env);
+    if (capture_keep) capture_keep->push_back(t.storage);
+    return t;
+  };
+  if (!v.IsArray()) return {one(v, what)};
+  Napi::Array a = v.As<Napi::Array>();
+  std::vector<Tensor> ts;
+  for (uint32_t k = 0; k < a.Length(); k++) ts.push_back(one(a.Get(k), what + "[" + std::to_string(k) + "]"));
+  return ts;
+}
 std::vector<Tensor> Ts(const Napi::CallbackInfo& info, size_t i, const std::string& op, const std::string& what) {
   if (!info[i].IsArray()) return {T(info, i)};
-  Napi::Array a = info[i].As<Napi::Array>();
-  std::vector<Tensor> ts;
-  for (uint32_t k = 0; k < a.Length(); k++) {
-    Napi::Value v = a.Get(k);
-    if (!v.IsObject() || !v.As<Napi::Object>().InstanceOf(TensorWrap::ctor.Value()))
-      throw_js(info.Env(), "EINVAL", op + ": " + what + "[" + std::to_string(k) + "] must be a Tensor");
-    ts.push_back(TensorWrap::Unwrap(v.As<Napi::Object>())->tensor(info.Env()));
-    if (capture_keep) capture_keep->push_back(ts.back().storage);
-  }
-  return ts;
+  return Ts(info.Env(), info[i], op, what);
 }
 
 int Int(const Napi::CallbackInfo& info, size_t i) { return info[i].As<Napi::Number>().Int32Value(); }
@@ -754,7 +762,7 @@ class BackendWrap : public Napi::ObjectWrap<BackendWrap> {
     });
   }
 
-  // rope(x | [x, ...], positions, invFreq, nHeads | [nHeads, ...], headDim)
+  // rope(x | [x, ...], positions, invFreq, nHeads | [nHeads, ...], headDim, then?)
   Napi::Value Rope(const Napi::CallbackInfo& info) {
     return guarded(info.Env(), [&]() -> Napi::Value {
       std::vector<Tensor> xs = Ts(info, 0, "rope", "x");
@@ -774,7 +782,27 @@ class BackendWrap : public Napi::ObjectWrap<BackendWrap> {
         check_rope(*b_, xs[k], pos.count, f, heads[k], hd);
         GRETA_EXPECT(xs[k].rows() == xs[0].rows(), "rope", "x[" + std::to_string(k) + "] " + xs[k].describe() + " and x[0] " + xs[0].describe() + " differ in rows");
       }
-      b_->rope(xs, pos.data, f, hd);
+      // then: { cache, src, positions }, a kvWrite in the same call, after the rotation.
+      KvWrites then;
+      const bool has_then = info.Length() > 5 && !info[5].IsUndefined();
+      if (has_then) {
+        GRETA_EXPECT(info[5].IsObject() && !info[5].IsArray(), "rope", "then must be { cache, src, positions }");
+        Napi::Object o = info[5].As<Napi::Object>();
+        then.caches = Ts(info.Env(), o.Get("cache"), "rope", "then.cache");
+        then.srcs = Ts(info.Env(), o.Get("src"), "rope", "then.src");
+        auto wpos = I32s(info.Env(), o.Get("positions"), "rope: then.positions");
+        then.pos = wpos.data;
+        GRETA_EXPECT(!then.srcs.empty(), "rope", "then.src must not be empty");
+        GRETA_EXPECT(then.caches.size() == then.srcs.size(), "rope", "then: " + std::to_string(then.caches.size()) + " caches but " + std::to_string(then.srcs.size()) + " sources");
+        for (size_t k = 0; k < then.srcs.size(); k++) {
+          check_kv_write(*b_, then.caches[k], then.srcs[k], wpos.data, wpos.count);
+          // A source is one of the rotated tensors, or apart from all of them: the rotation and the copy run at once.
+          for (const Tensor& x : xs)
+            GRETA_EXPECT(same_view(then.srcs[k], x) || !overlaps(then.srcs[k], x), "rope",
+                         "then.src[" + std::to_string(k) + "] " + then.srcs[k].describe() + " overlaps x " + x.describe() + " without being it");
+        }
+      }
+      b_->rope(xs, pos.data, f, hd, has_then ? &then : nullptr);
       return info.Env().Undefined();
     });
   }

@@ -77,6 +77,12 @@ struct IntSpan {
   int64_t count;
 };
 
+// The arguments of a kv_write: caches[i][pos[m], :] = srcs[i][m, :].
+struct KvWrites {
+  std::vector<Tensor> caches, srcs;
+  const int32_t* pos;
+};
+
 class Backend {
  public:
   virtual ~Backend() = default;
@@ -116,7 +122,10 @@ class Backend {
   // In place, rotate-half convention (HF Llama): pairs (i, i + head_dim/2) of
   // every head of row m of each x rotate by pos[m] * inv_freq[i]. Several x
   // of the same rows (Q and K) go in one call, each computed as alone.
-  virtual void rope(const std::vector<Tensor>& xs, const int32_t* pos, const Tensor& inv_freq, int head_dim) = 0;
+  // Then `then` (when not null): a kv_write after the rotation, in the same
+  // call (its sources may be rotated x: K), as kv_write alone would do it.
+  virtual void rope(const std::vector<Tensor>& xs, const int32_t* pos, const Tensor& inv_freq, int head_dim,
+                    const KvWrites* then) = 0;
   // caches[i][pos[m], :] = srcs[i][m, :] (K and V in one call)
   virtual void kv_write(const std::vector<Tensor>& caches, const std::vector<Tensor>& srcs, const int32_t* pos) = 0;
   // Query row m, head h attends to cache rows 0..pos[m] of kv head

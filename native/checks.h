@@ -142,6 +142,14 @@ inline void check_positions(const int32_t* pos, int64_t n, int64_t capacity, con
                std::to_string(capacity) + ")");
 }
 
+// Views of one storage block: the same view, or byte ranges that meet.
+inline bool same_view(const Tensor& a, const Tensor& b) {
+  return a.storage == b.storage && a.offset_bytes == b.offset_bytes && a.shape == b.shape && a.dtype == b.dtype;
+}
+inline bool overlaps(const Tensor& a, const Tensor& b) {
+  return a.storage == b.storage && a.offset_bytes < b.offset_bytes + b.bytes() && b.offset_bytes < a.offset_bytes + a.bytes();
+}
+
 inline void check_kv_write(const Backend& b, const Tensor& cache, const Tensor& src, const int32_t* pos, int64_t n) {
   const std::string op = "kv_write";
   expect_2d(cache, op, "cache");

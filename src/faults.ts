@@ -65,7 +65,9 @@ function redoRope(ctx: Ctx, layer: number, st: ForwardState, ropePos: Int32Array
   const a = st.acts;
   b.matmul(a.q, a.xb, lw.wq);
   b.matmul(a.k, a.xb, lw.wk);
-  b.rope([a.q, a.k], ropePos, invFreq, [cfg.num_attention_heads, cfg.num_key_value_heads], cfg.head_dim);
+  // The engine wrote K to the cache with its rotation: this one replaces it.
+  const then = { cache: st.cache.k[layer]!, src: a.k, positions: st.pos };
+  b.rope([a.q, a.k], ropePos, invFreq, [cfg.num_attention_heads, cfg.num_key_value_heads], cfg.head_dim, then);
 }
 
 /** The engine makes x_after_attn and ffn_norm in one op: a fault that changes the first redoes the second. */

@@ -81,6 +81,13 @@ export function readSpanStats(buf: ArrayBuffer, byteOffset: number, i: number): 
 }
 
 /** The op contract (native/backend.h). Activations are f32, or f64 on cpu-fp64. */
+/** A kvWrite's arguments: cache[positions[m]] = src[m] for each (cache, src) pair. */
+export interface KvWrite {
+  cache: Tensor | readonly Tensor[];
+  src: Tensor | readonly Tensor[];
+  positions: Int32Array;
+}
+
 export interface Backend {
   readonly name: BackendKind;
   readonly device: string;
@@ -119,8 +126,12 @@ export interface Backend {
    */
   matmul(out: Tensor | readonly Tensor[], x: Tensor, w: Tensor): void;
   matmulVariant(out: Tensor, x: Tensor, w: Tensor, variant: MatmulVariant): void;
-  /** In place; several tensors of the same rows (Q and K, with their head counts) in one call, each as alone. */
-  rope(x: Tensor | readonly Tensor[], positions: Int32Array, invFreq: Tensor, nHeads: number | readonly number[], headDim: number): void;
+  /**
+   * In place; several tensors of the same rows (Q and K, with their head counts) in one call, each as alone.
+   * `then`: a kvWrite in the same call, after the rotation (a source may be a rotated tensor: K), with the
+   * results of rope followed by kvWrite.
+   */
+  rope(x: Tensor | readonly Tensor[], positions: Int32Array, invFreq: Tensor, nHeads: number | readonly number[], headDim: number, then?: KvWrite): void;
   /** cache[positions[m]] = src[m], for each (cache, src) pair: K and V in one call. */
   kvWrite(cache: Tensor | readonly Tensor[], src: Tensor | readonly Tensor[], positions: Int32Array): void;
   attention(

@@ -359,7 +359,13 @@ class CpuBackend final : public Backend {
     });
   }
 
-  void rope(const std::vector<Tensor>& xs, const int32_t* pos, const Tensor& inv_freq, int head_dim) override {
+  void rope(const std::vector<Tensor>& xs, const int32_t* pos, const Tensor& inv_freq, int head_dim,
+            const KvWrites* then) override {
+    rotate(xs, pos, inv_freq, head_dim);
+    if (then) kv_write(then->caches, then->srcs, then->pos);
+  }
+
+  void rotate(const std::vector<Tensor>& xs, const int32_t* pos, const Tensor& inv_freq, int head_dim) {
     const int half = head_dim / 2;
     const A* f = inv_freq.as<A>();
     for (const Tensor& x : xs) {

@@ -304,14 +304,13 @@ export class Engine {
       // Later layers' attention norm comes with the residual add before them.
       if (l === 0) b.rmsnorm(xb, x, lw.attnNorm, cfg.rms_norm_eps);
       b.matmul([q, k, v], xb, lw.wqkv);
-      b.rope([q, k], pos, this.invFreq, [cfg.num_attention_heads, cfg.num_key_value_heads], cfg.head_dim);
+      // RoPE on q and k, and this call's K and V rows into the cache, in one op.
+      const kv = fault?.cacheAccess?.(l, pos) ?? { write: pos, read: pos };
+      const heads = [cfg.num_attention_heads, cfg.num_key_value_heads];
+      b.rope([q, k], pos, this.invFreq, heads, cfg.head_dim, kv.write ? { cache: [cache.k[l]!, cache.v[l]!], src: [k, v], positions: kv.write } : undefined);
       at(l, 'q', q);
       at(l, 'k', k);
       at(l, 'v', v);
-      const kv = fault?.cacheAccess?.(l, pos) ?? { write: pos, read: pos };
-      if (kv.write) {
-        b.kvWrite([cache.k[l]!, cache.v[l]!], [k, v], kv.write);
-      }
       b.attention(att, q, cache.k[l]!, cache.v[l]!, kv.read, cfg.num_attention_heads, cfg.num_key_value_heads, cfg.head_dim, kv.opts);
       if (tap && HEAD_POINTS.some((p) => tap.wants(l, p))) {
         withRows(q, last, 1, (qRow) => this.probeAttention(tap, l, qRow, cache, kv.read[last]!, kv.opts, info));

@@ -50,7 +50,8 @@ describe.skipIf(BACKEND !== 'hip')('decode step graphs', () => {
         }
         const nodes = graphed.stepGraphNodes(caches[0]!);
         console.log(`  prefix ${prefix}: ${steps} steps, graph of ${nodes} nodes; top1 ${tops[0]!.slice(0, 8).join(' ')} ...`);
-        expect(nodes).toBeGreaterThan(32 * 10);
+        // Each of the 32 layers' kernels: qkv, rope with the KV writes, attention's two, wo, add+norm, gate_up, silu, down, add+norm.
+        expect(nodes).toBeGreaterThanOrEqual(32 * 10);
         expect(plain.stepGraphNodes(caches[1]!)).toBeUndefined();
         expect(tops[0]).toEqual(tops[1]);
         for (let s = 0; s < steps; s++) expect(logits[0]![s]!.equals(logits[1]![s]!), `step ${s} at position ${prefix + s}`).toBe(true);

@@ -288,6 +288,44 @@ describe(`${hip.name} ops on ${hip.device}`, () => {
     compare('rope 4 heads x 128, pos < 64', checkGuards(buf, M, heads * hd), oracle.download(xo) as Float64Array, 1e-5);
   });
 
+  it('rope with its KV writes in one launch equals rope then kvWrite, bit for bit (Llama-3-8B heads)', () => {
+    const hd = 128;
+    const inv = Float32Array.from({ length: hd / 2 }, (_, i) => 1 / Math.pow(500000, (2 * i) / hd));
+    const fh = hip.alloc('f32', [hd / 2]);
+    hip.upload(fh, inv);
+    for (const [M, pos, wpos] of [
+      [1, Int32Array.of(290), Int32Array.of(290)],
+      [1, Int32Array.of(290), Int32Array.of(289)],
+      [5, Int32Array.of(0, 1, 2, 3, 4), Int32Array.of(0, 1, 2, 3, 4)],
+    ] as const) {
+      const src = [pair([M, 32 * hd], 'act')[0], pair([M, 8 * hd], 'act')[0], pair([M, 8 * hd], 'act')[0]].map((t) => hip.download(t) as Float32Array);
+      const run = (fused: boolean) => {
+        const [q, k, v] = src.map((d, i) => {
+          const t = hip.alloc('f32', [M, (i === 0 ? 32 : 8) * hd]);
+          hip.upload(t, d);
+          return t;
+        });
+        const [kc, vc] = [0, 1].map(() => {
+          const t = hip.alloc('f32', [300, 8 * hd]);
+          hip.upload(t, new Float32Array(300 * 8 * hd).fill(NaN));
+          return t;
+        });
+        if (fused) hip.rope([q!, k!], pos, fh, [32, 8], hd, { cache: [kc!, vc!], src: [k!, v!], positions: wpos });
+        else {
+          hip.rope([q!, k!], pos, fh, [32, 8], hd);
+          hip.kvWrite([kc!, vc!], [k!, v!], wpos);
+        }
+        const out = [q!, k!, kc!, vc!].map((t) => new Uint32Array((hip.download(t) as Float32Array).buffer));
+        for (const t of [q!, k!, v!, kc!, vc!]) t.free();
+        return out;
+      };
+      const fused = run(true);
+      const apart = run(false);
+      fused.forEach((got, i) => expect(Buffer.compare(Buffer.from(got.buffer), Buffer.from(apart[i]!.buffer)), `M=${M} writes at ${wpos.join(',')}: tensor ${i}`).toBe(0));
+    }
+    fh.free();
+  });
+
   for (const [H, KVH, hd, keys] of [
     [32, 8, 128, 205],
     [4, 2, 64, 1],

@@ -93,6 +93,45 @@ describe.each(KINDS)('rope on %s', (kind) => {
     expectError(() => b.rope([], pos, f.t, [], 16), 'EINVAL', /^rope: x must not be empty$/);
   });
 
+  it('then: the KV writes in the same call equal rope followed by kvWrite, bit for bit', () => {
+    const rng = new Rng(43);
+    const f = uploadAct(b, [8], invFreqs(16));
+    const qv = rng.normals(3 * 64);
+    const kv = rng.normals(3 * 32);
+    const vv = rng.normals(3 * 32);
+    const fill = () => uploadAct(b, [40, 32], new Float64Array(40 * 32).fill(5)).t;
+    const run = (fused: boolean, pos: Int32Array, wpos: Int32Array) => {
+      const [q, k, v] = [uploadAct(b, [3, 64], qv).t, uploadAct(b, [3, 32], kv).t, uploadAct(b, [3, 32], vv).t];
+      const [kc, vc] = [fill(), fill()];
+      if (fused) b.rope([q, k], pos, f.t, [4, 2], 16, { cache: [kc, vc], src: [k, v], positions: wpos });
+      else {
+        b.rope([q, k], pos, f.t, [4, 2], 16);
+        b.kvWrite([kc, vc], [k, v], wpos);
+      }
+      return [q, k, kc, vc].map((t) => downloadRaw(b, t));
+    };
+    // Writes at the rotation's positions (the model's), and elsewhere (a planted fault's).
+    for (const wpos of [Int32Array.of(3, 39, 17), Int32Array.of(2, 38, 16)]) {
+      const pos = Int32Array.of(3, 39, 17);
+      const fused = run(true, pos, wpos);
+      const apart = run(false, pos, wpos);
+      fused.forEach((got, i) => expect(bitsEqual(got, apart[i]!), `tensor ${i}, writes at ${wpos.join(',')}`).toBe(true));
+    }
+    // A source that is only part of a rotated tensor would be copied while it rotates.
+    const q = uploadAct(b, [3, 64], qv).t;
+    const k = uploadAct(b, [3, 32], kv).t;
+    const pos = Int32Array.of(1, 2, 3);
+    const buf = uploadAct(b, [4, 64], rng.normals(4 * 64)).t;
+    const wide = uploadAct(b, [40, 64], new Float64Array(40 * 64)).t;
+    expectError(
+      () => b.rope(buf.rows(0, 3), pos, f.t, 4, 16, { cache: [wide], src: [buf.rows(1, 3)], positions: pos }),
+      'EINVAL',
+      /^rope: then.src\[0\] .*\[3,64\] overlaps x .*\[3,64\] without being it$/,
+    );
+    expectError(() => b.rope([q, k], pos, f.t, [4, 2], 16, { cache: [fill(), fill()], src: [k], positions: pos }), 'EINVAL', /^rope: then: 2 caches but 1 sources$/);
+    expectError(() => b.rope([q, k], pos, f.t, [4, 2], 16, { cache: [fill()], src: [k], positions: Int32Array.of(1, 2, 40) }), 'EINVAL', /kv_write: position 40 at row 2 is outside the KV cache \[0, 40\)/);
+  });
+
   it('position 0 leaves x bit-identical', () => {
     const rng = new Rng(5);
     const x = uploadAct(b, [3, 64], rng.normals(192));
