@@ -595,6 +595,7 @@ __global__ void __launch_bounds__(KW * GRETA_WAVE_SIZE)
     load(ra, base + 2 * SLOTS);
     round(rb, base + SLOTS, 1);
   }
+  greta_allow_next_launch();  // the weights are read: what follows overlaps the stores
 #pragma unroll
   for (int q = 0; q < PER; q++) {
     const int p = threadIdx.x + q * THREADS;
@@ -743,6 +744,7 @@ __global__ void GRETA_LAUNCH_BOUNDS(NT* GRETA_WAVE_SIZE, NT * GRETA_WAVE_SIZE >=
       }
     }
   }
+  greta_allow_next_launch();  // the weights are read: what follows overlaps the stores
 #pragma unroll
   for (int f = 0; f < FN; f++)
 #pragma unroll
@@ -864,6 +866,7 @@ __global__ void GRETA_LAUNCH_BOUNDS(KW * GRETA_WAVE_SIZE, KW * GRETA_WAVE_SIZE >
       }
     }
   }
+  greta_allow_next_launch();  // the weights are read: what follows overlaps the serial sums
   __syncthreads();
   if (threadIdx.x < TILE_I) {
     const int r = static_cast<int>(threadIdx.x);

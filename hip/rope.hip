@@ -8,7 +8,6 @@ using namespace greta_hip;
 __global__ void rope_kernel(GretaRopeTargets t, const int32_t* pos, const float* inv_freq, int64_t M, int head_dim,
                             GretaRopeWrites wr) {
   greta_allow_next_launch();
-  greta_await_prior_kernels();
   const int half = head_dim / 2;
   int all_heads = 0;
   for (int k = 0; k < t.count; k++) all_heads += t.heads[k];
@@ -21,9 +20,12 @@ __global__ void rope_kernel(GretaRopeTargets t, const int32_t* pos, const float*
     const int j = static_cast<int>(i % half);
     int k = 0;
     while (h >= t.heads[k]) h -= t.heads[k++];  // the tensor this head belongs to
-    // Precise sinf/cosf (not the fast intrinsics), as the CPU backend computes.
+    // The angle before the wait: positions and frequencies reach the device
+    // before any kernel of the call runs. Precise sinf/cosf (not the fast
+    // intrinsics), as the CPU backend computes.
     const float angle = static_cast<float>(pos[m]) * inv_freq[j];
     const float c = cosf(angle), s = sinf(angle);
+    greta_await_prior_kernels();
     const int64_t at = m * static_cast<int64_t>(t.heads[k]) * head_dim + static_cast<int64_t>(h) * head_dim;
     float* hp = t.x[k] + at;
     const float x1 = hp[j], x2 = hp[j + half];
@@ -41,6 +43,7 @@ __global__ void rope_kernel(GretaRopeTargets t, const int32_t* pos, const float*
       }
     return;
   }
+  greta_await_prior_kernels();
   i -= pairs;
   int64_t copied = 0;  // elements of a row the copies take
   for (int w = 0; w < writes; w++)
