@@ -800,30 +800,19 @@ __global__ void GRETA_LAUNCH_BOUNDS(BLOCK, MIN_BLOCKS) attention_chunks_kernel(
     float* partials, const float* q, const float* kc,
     const float* vc, const int32_t* pos, int n_heads, int n_kv_heads, int head_dim) {
   greta_allow_next_launch();
+  greta_await_prior_kernels();
   __shared__ Smem<KEY_CHUNK> sm;
   const Geometry g = geometry(n_heads, n_kv_heads, head_dim);
   const int64_t units = static_cast<int64_t>(n_kv_heads) * g.quads;
   // Neighbouring blocks take the KV heads of one chunk: the rows they read lie together.
   const int64_t c = static_cast<int64_t>(blockIdx.x) / units;
-  // The positions reach the device before any kernel of the call runs.
   const int64_t n_keys = static_cast<int64_t>(pos[0]) + 1;
   const int64_t nc = (n_keys + KEY_CHUNK - 1) / KEY_CHUNK;
   if (c >= nc) return;  // a launch for more keys than this row has (a graph's)
   const Heads hs = heads_of(static_cast<int64_t>(blockIdx.x) % units, g);
+  load_q(sm.q, q, hs, g);
   const int64_t c0 = c * KEY_CHUNK;
   const int len = static_cast<int>(n_keys - c0 < KEY_CHUNK ? n_keys - c0 : KEY_CHUNK);
-  // The chunk's K and V rows of this KV head into L2 while the kernel ahead runs.
-  {
-    const int lines = (g.head_dim * static_cast<int>(sizeof(float)) + 127) / 128;
-    const int64_t off = static_cast<int64_t>(hs.kvh) * g.head_dim;
-    for (int i = static_cast<int>(threadIdx.x); i < 2 * len * lines; i += BLOCK) {
-      const int j = i / (2 * lines), l = i % lines;
-      const float* base = (i / lines) % 2 ? vc : kc;
-      greta_prefetch_l2(base + (c0 + j) * g.kv_stride + off + l * (128 / static_cast<int>(sizeof(float))));
-    }
-  }
-  greta_await_prior_kernels();
-  load_q(sm.q, q, hs, g);
   Run<D> part[QUAD];
   chunk_partial<KEY_CHUNK, false, D, true>(part, sm, kc, vc, c0, len, hs, g, default_scale(head_dim));
   const int64_t rf = rec_floats(head_dim);

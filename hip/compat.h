@@ -48,8 +48,6 @@ __device__ __forceinline__ void greta_await_prior_kernels() {}
 // Plain loads: kernels start after the one ahead has finished.
 template <typename T>
 __device__ __forceinline__ T greta_load(const T* p) { return *p; }
-// Nothing runs under the kernel ahead, so nothing to fetch early.
-__device__ __forceinline__ void greta_prefetch_l2(const void*) {}
 // Orders shared-memory accesses among the lanes of one wave.
 #define GRETA_SYNC_WAVE()                                   \
   do {                                                      \
@@ -137,8 +135,7 @@ using hipGraphNode_t = cudaGraphNode_t;
 // kernel may only read weights, which only uploads (synchronous) and
 // fill_uniform (the backend synchronises after it) write, and the call's
 // positions and RoPE frequencies, which reach the device by copies that no
-// kernel overlaps; and it may prefetch anything into L2 (greta_prefetch_l2),
-// where every write lands, so a prefetched line is never stale.
+// kernel overlaps.
 // Two rules follow, and test/kernel-launch.test.ts checks both:
 //  - every kernel waits;
 //  - only weights are declared `const W* __restrict__`: the compiler reads
@@ -152,10 +149,9 @@ using hipGraphNode_t = cudaGraphNode_t;
 // attention's q, K and V), as fast as the read-only path and never stale.
 // greta_allow_next_launch() only schedules: the decode step's short kernels
 // call it first, so the projection after them loads its first weights while
-// they run, and attention fetches its K and V rows into L2; the decode
-// projections call it once their weights are read, so the kernel after them
-// starts under their last sums and stores (8B decode step on the H100, with
-// RoPE's angles computed before its wait: 6.79-6.92 -> 6.72-6.78 ms). The
+// they run; the decode projections call it once their weights are read, so
+// the kernel after them starts under their last sums and stores (8B decode
+// step on the H100, with RoPE's angles computed before its wait). The
 // prefill kernel does not: a next kernel resident early takes the
 // multiprocessors' room unevenly, and a grid of about one wave runs at the
 // pace of its fullest one.
@@ -198,11 +194,6 @@ __device__ __forceinline__ void greta_await_prior_kernels() {
 // ld.global.cg: cached in L2 only, which every kernel's writes reach.
 template <typename T>
 __device__ __forceinline__ T greta_load(const T* p) { return __ldcg(p); }
-// The 128-byte line at p into L2, ahead of a greta_load: never stale, since
-// every write reaches L2 too.
-__device__ __forceinline__ void greta_prefetch_l2(const void* p) {
-  asm volatile("prefetch.global.L2 [%0];" ::"l"(p));
-}
 
 #else
 #error "hip/compat.h: compile with hipcc (ROCm) or nvcc (CUDA)"
