@@ -792,15 +792,7 @@ class BackendWrap : public Napi::ObjectWrap<BackendWrap> {
         then.srcs = Ts(info.Env(), o.Get("src"), "rope", "then.src");
         auto wpos = I32s(info.Env(), o.Get("positions"), "rope: then.positions");
         then.pos = wpos.data;
-        GRETA_EXPECT(!then.srcs.empty(), "rope", "then.src must not be empty");
-        GRETA_EXPECT(then.caches.size() == then.srcs.size(), "rope", "then: " + std::to_string(then.caches.size()) + " caches but " + std::to_string(then.srcs.size()) + " sources");
-        for (size_t k = 0; k < then.srcs.size(); k++) {
-          check_kv_write(*b_, then.caches[k], then.srcs[k], wpos.data, wpos.count);
-          // A source is one of the rotated tensors, or apart from all of them: the rotation and the copy run at once.
-          for (const Tensor& x : xs)
-            GRETA_EXPECT(same_view(then.srcs[k], x) || !overlaps(then.srcs[k], x), "rope",
-                         "then.src[" + std::to_string(k) + "] " + then.srcs[k].describe() + " overlaps x " + x.describe() + " without being it");
-        }
+        check_rope_then(*b_, xs, then, wpos.count);
       }
       b_->rope(xs, pos.data, f, hd, has_then ? &then : nullptr);
       return info.Env().Undefined();

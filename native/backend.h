@@ -80,7 +80,7 @@ struct IntSpan {
 // The arguments of a kv_write: caches[i][pos[m], :] = srcs[i][m, :].
 struct KvWrites {
   std::vector<Tensor> caches, srcs;
-  const int32_t* pos;
+  const int32_t* pos = nullptr;
 };
 
 class Backend {

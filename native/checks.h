@@ -68,6 +68,14 @@ inline void check_rmsnorm(const Backend& b, const Tensor& out, const Tensor& x, 
   GRETA_EXPECT(eps > 0, op, "eps must be > 0, got " + std::to_string(eps));
 }
 
+// Views of one storage block: the same view, or byte ranges that meet.
+inline bool same_view(const Tensor& a, const Tensor& b) {
+  return a.storage == b.storage && a.offset_bytes == b.offset_bytes && a.shape == b.shape && a.dtype == b.dtype;
+}
+inline bool overlaps(const Tensor& a, const Tensor& b) {
+  return a.storage == b.storage && a.offset_bytes < b.offset_bytes + b.bytes() && b.offset_bytes < a.offset_bytes + a.bytes();
+}
+
 inline void check_add_rmsnorm(const Backend& b, const Tensor& sum, const Tensor& out, const Tensor& x, const Tensor& y,
                               const Tensor& w, double eps) {
   const std::string op = "addRmsnorm";
@@ -78,8 +86,8 @@ inline void check_add_rmsnorm(const Backend& b, const Tensor& sum, const Tensor&
   expect_same_shape(x, y, op, "a", "b");
   expect_same_shape(sum, x, op, "sum", "a");
   expect_same_shape(out, x, op, "out", "a");
-  auto same = [](const Tensor& p, const Tensor& q) { return p.storage == q.storage && p.offset_bytes == q.offset_bytes; };
-  GRETA_EXPECT(!same(sum, out) && !same(sum, x) && !same(sum, y) && !same(out, x) && !same(out, y), op,
+  // Shapes and dtypes are equal by now: the same view is the same start.
+  GRETA_EXPECT(!same_view(sum, out) && !same_view(sum, x) && !same_view(sum, y) && !same_view(out, x) && !same_view(out, y), op,
          "sum and out must be tensors of their own, not a or b or each other");
   expect_weight(w, op, "w");
   GRETA_EXPECT(w.numel() == x.cols(), op, "w " + w.describe() + " must have " + std::to_string(x.cols()) + " elements");
@@ -142,14 +150,6 @@ inline void check_positions(const int32_t* pos, int64_t n, int64_t capacity, con
                std::to_string(capacity) + ")");
 }
 
-// Views of one storage block: the same view, or byte ranges that meet.
-inline bool same_view(const Tensor& a, const Tensor& b) {
-  return a.storage == b.storage && a.offset_bytes == b.offset_bytes && a.shape == b.shape && a.dtype == b.dtype;
-}
-inline bool overlaps(const Tensor& a, const Tensor& b) {
-  return a.storage == b.storage && a.offset_bytes < b.offset_bytes + b.bytes() && b.offset_bytes < a.offset_bytes + a.bytes();
-}
-
 inline void check_kv_write(const Backend& b, const Tensor& cache, const Tensor& src, const int32_t* pos, int64_t n) {
   const std::string op = "kv_write";
   expect_2d(cache, op, "cache");
@@ -159,6 +159,21 @@ inline void check_kv_write(const Backend& b, const Tensor& cache, const Tensor& 
   GRETA_EXPECT(cache.cols() == src.cols(), op, "cache " + cache.describe() + " and src " + src.describe() + " differ in width");
   GRETA_EXPECT(n == src.rows(), op, "got " + std::to_string(n) + " positions for " + std::to_string(src.rows()) + " rows");
   check_positions(pos, n, cache.rows(), op);
+}
+
+// rope's `then` writes: each a kv_write, whose source is one of the rotated
+// x or apart from all of them (the rotation and the copies run at once).
+inline void check_rope_then(const Backend& b, const std::vector<Tensor>& xs, const KvWrites& then, int64_t n_pos) {
+  const std::string op = "rope";
+  GRETA_EXPECT(!then.srcs.empty(), op, "then.src must not be empty");
+  GRETA_EXPECT(then.caches.size() == then.srcs.size(), op,
+               "then: " + std::to_string(then.caches.size()) + " caches but " + std::to_string(then.srcs.size()) + " sources");
+  for (size_t k = 0; k < then.srcs.size(); k++) {
+    check_kv_write(b, then.caches[k], then.srcs[k], then.pos, n_pos);
+    for (const Tensor& x : xs)
+      GRETA_EXPECT(same_view(then.srcs[k], x) || !overlaps(then.srcs[k], x), op,
+                   "then.src[" + std::to_string(k) + "] " + then.srcs[k].describe() + " overlaps x " + x.describe() + " without being it");
+  }
 }
 
 inline void check_attention(const Backend& b, const Tensor& out, const Tensor& q, const Tensor& k, const Tensor& v,
