@@ -995,6 +995,11 @@ Napi::Object Init(Napi::Env env, Napi::Object exports) {
                 return Napi::Number::New(info.Env(), 0);
 #endif
               }));
+  // storageBlocks(): device and host blocks alive in this process (every
+  // backend's tensors, scratch and graph inputs).
+  exports.Set("storageBlocks", Napi::Function::New(env, [](const Napi::CallbackInfo& info) -> Napi::Value {
+                return Napi::Number::New(info.Env(), static_cast<double>(Storage::live_blocks().load()));
+              }));
   // trimHostHeap(): hands the free pages of the C heap back to the OS. Runs
   // free what they took, but glibc keeps freed pages in its arenas; a process
   // that runs the model many times calls this when a session closes so its

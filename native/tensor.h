@@ -5,6 +5,7 @@
 
 #include <sys/mman.h>
 
+#include <atomic>
 #include <cstddef>
 #include <cstdint>
 #include <memory>
@@ -47,10 +48,20 @@ struct GretaError : std::runtime_error {
 };
 
 // Raw bytes of one allocation. Backends subclass it to release device memory.
+// Every block is counted while it lives: a process that runs the model many
+// times checks that the count returns to where it was (memory bench), exactly,
+// where RSS only says so within its noise.
 struct Storage {
   void* data = nullptr;
   size_t bytes = 0;
-  virtual ~Storage() = default;
+  Storage() { live_blocks().fetch_add(1, std::memory_order_relaxed); }
+  Storage(const Storage&) = delete;
+  Storage& operator=(const Storage&) = delete;
+  virtual ~Storage() { live_blocks().fetch_sub(1, std::memory_order_relaxed); }
+  static std::atomic<int64_t>& live_blocks() {
+    static std::atomic<int64_t> n{0};
+    return n;
+  }
 };
 
 // Large blocks are mapped from the OS and unmapped when freed, so memory a run

@@ -231,6 +231,7 @@ interface Addon {
   backendKinds: string[];
   gpuDeviceCount(): number;
   trimHostHeap(): void;
+  storageBlocks(): number;
 }
 
 /** Repository root: the nearest parent holding package.json (works from src/ and dist/). */
@@ -293,6 +294,11 @@ export function fileQueue(): FileQueue {
  */
 export function trimHostHeap(): void {
   load().trimHostHeap();
+}
+
+/** Host and device memory blocks alive in this process: tensors, scratch, graph inputs of every backend. */
+export function storageBlocks(): number {
+  return load().storageBlocks();
 }
 
 /** auto: hip when the addon has it and a device answers, else cpu. */

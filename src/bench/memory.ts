@@ -3,10 +3,12 @@
 // p4_sys, JSONL and rows written, analysis, close), measuring host RSS and,
 // on hip, the device's free memory after each. Every run releases what it
 // took, so after the first 10 runs (allocator and JIT warm-up) both stay
-// flat. Each sample is taken after a full garbage collection (node
-// --expose-gc, as the npm script runs it) and one turn of the event loop, when
-// Node runs the finalizers of collected wrappers: garbage not yet collected is
-// not a leak. Host RSS still moves a few MB from run to run with no trend
+// flat. The memory blocks alive (tensors, scratch, graph inputs, host and
+// device, counted by the addon) must be the same after every run past the
+// warm-up: that check is exact. Each sample is taken after a full garbage
+// collection (node --expose-gc, as the npm script runs it) and one turn of the
+// event loop, when Node runs the finalizers of collected wrappers: garbage not
+// yet collected is not a leak. Host RSS still moves a few MB from run to run with no trend
 // (pages the C heap and V8 hold at that instant: about 1.5% of a 140 MB
 // process), so the check is on the trend: a least-squares line through the
 // runs after the first 10 may rise by at most 1% of its starting value from
@@ -19,7 +21,7 @@ import { mkdtempSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { trace } from '../index.js';
-import { createBackend, type BackendKind } from '../native.js';
+import { createBackend, storageBlocks, trimHostHeap, type BackendKind } from '../native.js';
 import { backendArg, intArg, median, parseBenchArgs } from './args.js';
 
 /** Runs before the baseline: the allocators and the JIT settle in these. */
@@ -32,6 +34,8 @@ export const MEMORY_TOLERANCE = 0.01;
 export interface MemorySample {
   run: number;
   rssBytes: number;
+  /** Host and device memory blocks alive (tensors, scratch, graph inputs): exact, no noise. */
+  storageBlocks: number;
   /** Device bytes free (hip only). */
   deviceFreeBytes?: number;
 }
@@ -49,6 +53,8 @@ export interface MemoryReport {
   rssDrift: number;
   /** The same for the device's free memory: < 0 is memory taken. */
   deviceDrift?: number;
+  /** Most blocks alive after any run past the warm-up, less those alive after the first of them: > 0 is a leak. */
+  blocksGrowth: number;
   /** Largest |one run - baseline| / baseline, for scale. */
   rssSampleDrift: number;
   seconds: number;
@@ -90,11 +96,27 @@ function trendDrift(samples: MemorySample[], get: (s: MemorySample) => number): 
   return (slope * (samples[n - 1]!.run - first)) / start;
 }
 
-/** Collects garbage (when node runs with --expose-gc) and lets the finalizers it queued run. */
-async function settle(): Promise<void> {
+/**
+ * Collects garbage (when node runs with --expose-gc), lets the finalizers it
+ * queued run and hands the C heap's free pages back, then reads RSS a few
+ * times over some milliseconds and keeps the least: V8's background threads
+ * (compilers, the collector) take and free memory of their own for a few
+ * milliseconds at a time, which is not what the process holds.
+ */
+async function settledRss(): Promise<number> {
   (globalThis as { gc?: () => void }).gc?.();
   await new Promise((resolve) => setImmediate(resolve));
+  trimHostHeap();
+  let rss = process.memoryUsage().rss;
+  for (let i = 0; i < RSS_READS - 1; i++) {
+    await new Promise((resolve) => setTimeout(resolve, 2));
+    rss = Math.min(rss, process.memoryUsage().rss);
+  }
+  return rss;
 }
+
+/** RSS reads per sample; the least is kept. */
+const RSS_READS = 5;
 
 export async function memoryRuns(
   kind: BackendKind,
@@ -113,8 +135,7 @@ export async function memoryRuns(
       if (r.rows.some((row) => row.first_mismatch_stage !== 'NONE')) throw new Error(`run ${i}: E1 was not bit-identical`);
       rmSync(out, { force: true });
       rmSync(out.replace(/\.jsonl$/, '.rows.bin'), { force: true });
-      await settle();
-      const s: MemorySample = { run: i, rssBytes: process.memoryUsage().rss };
+      const s: MemorySample = { run: i, rssBytes: await settledRss(), storageBlocks: storageBlocks() };
       if (meter) s.deviceFreeBytes = meter.memInfo().free;
       samples.push(s);
       onRun?.(s);
@@ -129,6 +150,7 @@ export async function memoryRuns(
   const base = after.slice(0, WINDOW);
   const lastWindow = after.slice(-WINDOW);
   const rssDrift = trendDrift(after, rss);
+  const blocksGrowth = Math.max(...after.map((s) => s.storageBlocks)) - after[0]!.storageBlocks;
   const deviceDrift = meter ? trendDrift(after, dev) : undefined;
   const summary = (w: MemorySample[]) => ({ rssBytes: med(w, rss), ...(meter ? { deviceFreeBytes: med(w, dev) } : {}) });
   return {
@@ -140,10 +162,11 @@ export async function memoryRuns(
     last: summary(lastWindow),
     rssDrift,
     ...(deviceDrift !== undefined ? { deviceDrift } : {}),
+    blocksGrowth,
     rssSampleDrift: Math.max(...after.map((s) => Math.abs(s.rssBytes - med(base, rss)) / med(base, rss))),
     seconds: (performance.now() - t0) / 1e3,
     // Growth fails; memory handed back (RSS falling, device memory freed) does not.
-    flat: rssDrift <= MEMORY_TOLERANCE && -(deviceDrift ?? 0) <= MEMORY_TOLERANCE,
+    flat: rssDrift <= MEMORY_TOLERANCE && -(deviceDrift ?? 0) <= MEMORY_TOLERANCE && blocksGrowth === 0,
     samples,
   };
 }
@@ -184,6 +207,7 @@ async function main(): Promise<void> {
           `trend over the runs ${pct(r.deviceDrift)}`,
       );
     }
+    console.log(`memory blocks alive: ${r.samples[WARMUP_RUNS]!.storageBlocks} after run ${WARMUP_RUNS + 1}, ${r.blocksGrowth > 0 ? `up to ${r.blocksGrowth} more later (a leak)` : 'never more later'}`);
     console.log(r.flat ? `flat: no growth beyond ${pct(MEMORY_TOLERANCE)}` : `GREW beyond ${pct(MEMORY_TOLERANCE)}`);
   }
   process.exitCode = r.flat ? 0 : 1;
