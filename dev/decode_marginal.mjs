@@ -1,8 +1,7 @@
 // What each kind of op costs the 8B-shaped decode step where it runs: the step graph captured with that kind
 // of op left out (its outputs keep stale values, so only the time means anything), against the whole step,
-// replayed in the same process: `node dev/decode_marginal.mjs [reps] [whole|apart]` after `npm run build` with the
-// GPU addon (`whole`: the whole step alone, three times; `apart`: the whole step and the step with its norms as
-// kernels of their own, in turn, three times).
+// replayed in the same process: `node dev/decode_marginal.mjs [reps] [whole]` after `npm run build` with the GPU
+// addon (`whole`: the whole step alone, three times).
 // Kernels overlap (programmatic dependent launch), so a kernel's own duration under a profiler overstates or
 // understates what removing it would save; this measures the saving. Savings do not add up (taking one kernel
 // out changes what the others overlap with), and move by about 0.1 ms between runs: compare builds with
@@ -77,29 +76,6 @@ function stepMs(skip) {
   }
   t.sort((a, c) => a - c);
   return t[t.length >> 1];
-}
-
-// The step with every norm run as a kernel of its own before its projection (matmul's `norm` taken apart),
-// against the step as the engine runs it, in turn: what forming the norms in the projections saves.
-function apartMs() {
-  const orig = b.matmul.bind(b);
-  Object.defineProperty(b, 'matmul', {
-    configurable: true,
-    value: (out, x, w, norm) => {
-      if (norm?.b) b.addRmsnorm(norm.sum, x, norm.a, norm.b, norm.w, norm.eps);
-      else if (norm) b.rmsnorm(x, norm.a, norm.w, norm.eps);
-      return orig(out, x, w);
-    },
-  });
-  try {
-    return stepMs([]);
-  } finally {
-    delete b.matmul;
-  }
-}
-if (process.argv[3] === 'apart') {
-  for (let i = 0; i < 3; i++) console.log(`whole step ${stepMs([]).toFixed(3)} ms, norms apart ${apartMs().toFixed(3)} ms`);
-  process.exit(0);
 }
 
 if (process.argv[3] === 'whole') {

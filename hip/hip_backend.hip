@@ -281,20 +281,7 @@ class HipBackend final : public Backend {
           "rmsnorm");
   }
 
-  void matmul(const std::vector<Tensor>& outs, const Tensor& x, const Tensor& w) override { product(outs, x, w, nullptr); }
-
-  void norm_matmul(const NormFirst& first, const std::vector<Tensor>& outs, const Tensor& x, const Tensor& w) override {
-    const GretaNormFirst nf{first.a.as<float>(),
-                            first.b ? first.b->as<float>() : nullptr,
-                            first.sum ? first.sum->as<float>() : nullptr,
-                            x.as<float>(),
-                            first.w.ptr(),
-                            weight_type(first.w, first.b ? "addRmsnorm" : "rmsnorm"),
-                            static_cast<float>(first.eps)};
-    product(outs, x, w, &nf);
-  }
-
-  void product(const std::vector<Tensor>& outs, const Tensor& x, const Tensor& w, const GretaNormFirst* first) {
+  void matmul(const std::vector<Tensor>& outs, const Tensor& x, const Tensor& w) override {
     GretaMatmulOuts o{};
     int64_t end = 0;
     for (const Tensor& t : outs) {
@@ -303,8 +290,7 @@ class HipBackend final : public Backend {
     }
     const size_t sb = greta_matmul_scratch_bytes(x.rows(), x.cols());
     void* split = sb ? scratch(scratch_work_, sb, "matmul") : nullptr;
-    check(greta_matmul(o, x.as<float>(), w.ptr(), weight_type(w, "matmul"), x.rows(), w.rows(), x.cols(), split, sb,
-                       first, stream_),
+    check(greta_matmul(o, x.as<float>(), w.ptr(), weight_type(w, "matmul"), x.rows(), w.rows(), x.cols(), split, sb, stream_),
           "matmul");
   }
 

@@ -55,27 +55,8 @@ struct GretaMatmulOuts {
 // later calls; the call only writes it, in stream order.
 size_t greta_matmul_scratch_bytes(int64_t M, int64_t K);
 
-// The norm before a projection, made by the same call: x = rmsnorm(a) or,
-// with b, sum = a + b and x = rmsnorm(sum) (greta_rmsnorm's and
-// greta_add_rmsnorm's bits; w: the norm's weights, K of them). One token with
-// the norm's weights in the projection's dtype, on the decode kernels that
-// split x themselves (gemv, rows1), forms it in every block (the sum of
-// squares by hip/rmsnorm.h's rule) while block 0 stores sum and x; anything
-// else runs the norm kernel first. a, b, sum and x must not overlap each
-// other or the outputs.
-struct GretaNormFirst {
-  const float* a;
-  const float* b;  // or null: no add
-  float* sum;      // null when b is
-  float* x;
-  const void* w;
-  int w_type;
-  float eps;
-};
-
 // When K % 8 == 0, x, w and scratch must be 16-byte aligned (device
 // allocations and row views of them are, since row strides are multiples of
-// 8 elements); scratch_bytes >= greta_matmul_scratch_bytes(M, K). first: the
-// norm that makes x, or null.
+// 8 elements); scratch_bytes >= greta_matmul_scratch_bytes(M, K).
 hipError_t greta_matmul(const GretaMatmulOuts& out, const float* x, const void* w, int w_type, int64_t M, int64_t N,
-                        int64_t K, void* scratch, size_t scratch_bytes, const GretaNormFirst* first, hipStream_t stream);
+                        int64_t K, void* scratch, size_t scratch_bytes, hipStream_t stream);

@@ -1,6 +1,5 @@
 #include "matmul.h"
 #include "mma.h"
-#include "rmsnorm.h"
 
 #include <type_traits>
 
@@ -182,23 +181,6 @@ __device__ __forceinline__ void act_terms(uint4 u0, uint4 u1, MmaB (&b)[3]) {
   const float f[LANE_K] = {__uint_as_float(u0.x), __uint_as_float(u0.y), __uint_as_float(u0.z), __uint_as_float(u0.w),
                            __uint_as_float(u1.x), __uint_as_float(u1.y), __uint_as_float(u1.z), __uint_as_float(u1.w)};
   split3(f, b[0].v, b[1].v, b[2].v);
-}
-
-// A projection that norms its own input (GretaNormFirst, one token): lane
-// chunk k..k+7 of x = row * inv * w, as the rmsnorm kernel makes each element,
-// as the two uint4 the split reads; stored to x too where x is given (block 0).
-template <typename WN>
-__device__ __forceinline__ void normed_chunk(const float* row, float inv, const WN* __restrict__ wn, int64_t k, float* x,
-                                             uint4 (&raw)[2]) {
-  float o[LANE_K];
-#pragma unroll
-  for (int e = 0; e < LANE_K; e++) o[e] = row[k + e] * inv * to_f32(wn[k + e]);
-  if (x) {
-    reinterpret_cast<float4*>(x + k)[0] = make_float4(o[0], o[1], o[2], o[3]);
-    reinterpret_cast<float4*>(x + k)[1] = make_float4(o[4], o[5], o[6], o[7]);
-  }
-  raw[0] = make_uint4(__float_as_uint(o[0]), __float_as_uint(o[1]), __float_as_uint(o[2]), __float_as_uint(o[3]));
-  raw[1] = make_uint4(__float_as_uint(o[4]), __float_as_uint(o[5]), __float_as_uint(o[6]), __float_as_uint(o[7]));
 }
 
 // One KBLOCK's contribution c_s: the products of activation term i (0 hi,
@@ -651,12 +633,10 @@ size_t gemv_smem_bytes(int64_t M, int64_t K) {
 
 // Registers capped at what 16 warps an SM may hold (128 a thread on NVIDIA):
 // the ring is the bytes in flight, the warps what hides the chains.
-// NORM: one token whose x the block makes from nf (normed_chunk), the row
-// and its sum of squares in shared memory after the split.
-template <typename W, int FN, int NT, int P, int U, bool NORM>
+template <typename W, int FN, int NT, int P, int U>
 __global__ void GRETA_LAUNCH_BOUNDS(NT* GRETA_WAVE_SIZE, NT * GRETA_WAVE_SIZE >= 512 ? 1 : 512 / (NT * GRETA_WAVE_SIZE))
     mma_gemv_kernel(GretaMatmulOuts out, const float* x, const W* __restrict__ w, int64_t M, int64_t N,
-                    int64_t K, GretaNormFirst nf) {
+                    int64_t K) {
   static_assert(P % U == 0, "gemv kernel: the ring is taken U KBLOCKs at a time");
   // The split's layout: one KBLOCK of one token tile is a wave's B operand,
   // one uint4 triple a lane (wave 64 on AMD: 16 tokens x 4 chunks).
@@ -699,10 +679,6 @@ __global__ void GRETA_LAUNCH_BOUNDS(NT* GRETA_WAVE_SIZE, NT * GRETA_WAVE_SIZE >=
   for (int j = 0; j < P; j++)
     if (j < se) load(ring[j], j);
   greta_await_prior_kernels();
-  __shared__ float norm_red[NORM ? NORM_WAVES + 1 : 1];
-  float* const norm_row_s = reinterpret_cast<float*>(xs + (S + P) * xstride);
-  float inv = 0.f;
-  if constexpr (NORM) inv = norm_row<THREADS>(norm_row_s, norm_red, nf.a, nf.b, blockIdx.x == 0 ? nf.sum : nullptr, K, nf.eps);
   constexpr int XB = 4;
   for (int t = 0; t < xr; t++)
     for (int i0 = 0; i0 < S * LANE_CHUNKS; i0 += XB * THREADS) {
@@ -711,14 +687,9 @@ __global__ void GRETA_LAUNCH_BOUNDS(NT* GRETA_WAVE_SIZE, NT * GRETA_WAVE_SIZE >=
       for (int j = 0; j < XB; j++) {
         const int i = i0 + j * THREADS + static_cast<int>(threadIdx.x);
         if (i < S * LANE_CHUNKS) {
-          if constexpr (NORM) {
-            normed_chunk(norm_row_s, inv, static_cast<const W*>(nf.w), static_cast<int64_t>(i) * LANE_K,
-                         blockIdx.x == 0 ? nf.x : nullptr, raw[j]);
-          } else {
-            const uint4* const src = reinterpret_cast<const uint4*>(x + t * K + static_cast<int64_t>(i) * LANE_K);
-            raw[j][0] = greta_load(src);
-            raw[j][1] = greta_load(src + 1);
-          }
+          const uint4* const src = reinterpret_cast<const uint4*>(x + t * K + static_cast<int64_t>(i) * LANE_K);
+          raw[j][0] = greta_load(src);
+          raw[j][1] = greta_load(src + 1);
         }
       }
 #pragma unroll
@@ -794,18 +765,14 @@ __global__ void GRETA_LAUNCH_BOUNDS(NT* GRETA_WAVE_SIZE, NT * GRETA_WAVE_SIZE >=
 // done; then one thread per row adds its c_s in increasing s: the chain the
 // prefill kernel keeps in registers.
 // Shared memory: the split [S][LANE_CHUNKS][3] uint4, then c [S][TILE_I] floats.
-// NORM (x made from a GretaNormFirst, as in the gemv kernel): then the row of
-// K floats.
-size_t rows1_smem_bytes(int64_t K, bool norm) {
+size_t rows1_smem_bytes(int64_t K) {
   const int64_t S = K / KBLOCK;
-  return static_cast<size_t>(S * LANE_CHUNKS * 3) * sizeof(uint4) + static_cast<size_t>(S * TILE_I) * sizeof(float) +
-         (norm ? static_cast<size_t>(K) * sizeof(float) : 0);
+  return static_cast<size_t>(S * LANE_CHUNKS * 3) * sizeof(uint4) + static_cast<size_t>(S * TILE_I) * sizeof(float);
 }
 
-template <typename W, int KW, int P, int U, bool NORM>
+template <typename W, int KW, int P, int U>
 __global__ void GRETA_LAUNCH_BOUNDS(KW * GRETA_WAVE_SIZE, KW * GRETA_WAVE_SIZE >= 512 ? 1 : 512 / (KW * GRETA_WAVE_SIZE))
-    mma_rows1_kernel(GretaMatmulOuts out, const float* x, const W* __restrict__ w, int64_t N, int64_t K,
-                     GretaNormFirst nf) {
+    mma_rows1_kernel(GretaMatmulOuts out, const float* x, const W* __restrict__ w, int64_t N, int64_t K) {
   static_assert(P % U == 0, "rows1 kernel: the ring is taken U KBLOCKs at a time");
   static_assert(TILE_J * LANE_CHUNKS == GRETA_WAVE_SIZE, "rows1 kernel: a wave is the (token, chunk) pairs of a KBLOCK");
   constexpr int WPER = LANE_K * static_cast<int>(sizeof(W)) / 16;  // 16-byte loads a lane makes per row
@@ -838,10 +805,6 @@ __global__ void GRETA_LAUNCH_BOUNDS(KW * GRETA_WAVE_SIZE, KW * GRETA_WAVE_SIZE >
   for (int j = 0; j < P; j++)
     if (kw + j * KW < S) load(ring[j], kw + j * KW);
   greta_await_prior_kernels();
-  __shared__ float norm_red[NORM ? NORM_WAVES + 1 : 1];
-  float* const norm_row_s = cs + S * TILE_I;
-  float inv = 0.f;
-  if constexpr (NORM) inv = norm_row<THREADS>(norm_row_s, norm_red, nf.a, nf.b, blockIdx.x == 0 ? nf.sum : nullptr, K, nf.eps);
   constexpr int XB = 4;
   for (int i0 = 0; i0 < S * LANE_CHUNKS; i0 += XB * THREADS) {
     uint4 raw[XB][2];
@@ -849,14 +812,9 @@ __global__ void GRETA_LAUNCH_BOUNDS(KW * GRETA_WAVE_SIZE, KW * GRETA_WAVE_SIZE >
     for (int j = 0; j < XB; j++) {
       const int i = i0 + j * THREADS + static_cast<int>(threadIdx.x);
       if (i < S * LANE_CHUNKS) {
-        if constexpr (NORM) {
-          normed_chunk(norm_row_s, inv, static_cast<const W*>(nf.w), static_cast<int64_t>(i) * LANE_K,
-                       blockIdx.x == 0 ? nf.x : nullptr, raw[j]);
-        } else {
-          const uint4* const src = reinterpret_cast<const uint4*>(x + static_cast<int64_t>(i) * LANE_K);
-          raw[j][0] = greta_load(src);
-          raw[j][1] = greta_load(src + 1);
-        }
+        const uint4* const src = reinterpret_cast<const uint4*>(x + static_cast<int64_t>(i) * LANE_K);
+        raw[j][0] = greta_load(src);
+        raw[j][1] = greta_load(src + 1);
       }
     }
 #pragma unroll
@@ -961,18 +919,18 @@ hipError_t launch_rows(const GretaMatmulOuts& out, const float* x, const void* w
   return hipGetLastError();
 }
 
-template <typename W, int KW, int P, int U, bool NORM>
+template <typename W, int KW, int P, int U>
 hipError_t launch_rows1(const GretaMatmulOuts& out, const float* x, const void* w, int64_t N, int64_t K,
-                        const GretaNormFirst& nf, hipStream_t stream) {
-  auto kernel = mma_rows1_kernel<W, KW, P, U, NORM>;
-  const size_t smem = rows1_smem_bytes(K, NORM);
+                        hipStream_t stream) {
+  auto kernel = mma_rows1_kernel<W, KW, P, U>;
+  const size_t smem = rows1_smem_bytes(K);
   hipError_t e = hipFuncSetAttribute(reinterpret_cast<const void*>(kernel), hipFuncAttributeMaxDynamicSharedMemorySize,
                                      static_cast<int>(smem));
   if (e != hipSuccess) return e;
   const int64_t blocks = (N + TILE_I - 1) / TILE_I;
   if (blocks > 0x7fffffff) return hipErrorInvalidValue;
   GRETA_LAUNCH(kernel, dim3(static_cast<unsigned>(blocks)), dim3(KW * GRETA_WAVE_SIZE), smem, stream, out, x,
-               static_cast<const W*>(w), N, K, nf);
+               static_cast<const W*>(w), N, K);
   return hipGetLastError();
 }
 
@@ -980,26 +938,20 @@ hipError_t launch_rows1(const GretaMatmulOuts& out, const float* x, const void* 
 // for more, on every target.
 constexpr size_t GEMV_SMEM_MAX = 48 * 1024;
 
-// With a norm in the block (one token): the row of K floats after the split.
-template <int P>
-size_t gemv_norm_smem_bytes(int64_t K) {
-  return gemv_smem_bytes<P>(1, K) + static_cast<size_t>(K) * sizeof(float);
-}
-
 template <int P>
 bool gemv_fit(int64_t M, int64_t K) {
   return M <= TILE_J && K % KBLOCK == 0 && K / KBLOCK < (1 << 24) && gemv_smem_bytes<P>(M, K) <= GEMV_SMEM_MAX;
 }
 
-template <typename W, int FN, int NT, int P, int U, bool NORM>
+template <typename W, int FN, int NT, int P, int U>
 hipError_t launch_gemv(const GretaMatmulOuts& out, const float* x, const void* w, int64_t M, int64_t N, int64_t K,
-                       const GretaNormFirst& nf, hipStream_t stream) {
-  if (!gemv_fit<P>(M, K) || (NORM && (M != 1 || gemv_norm_smem_bytes<P>(K) > GEMV_SMEM_MAX))) return hipErrorInvalidValue;
+                       hipStream_t stream) {
+  if (!gemv_fit<P>(M, K)) return hipErrorInvalidValue;
   const int64_t blocks = ((N + FN * TILE_I - 1) / (FN * TILE_I) + NT - 1) / NT;
   if (blocks > 0x7fffffff) return hipErrorInvalidValue;
-  GRETA_LAUNCH((mma_gemv_kernel<W, FN, NT, P, U, NORM>), dim3(static_cast<unsigned>(blocks)),
-               dim3(NT * GRETA_WAVE_SIZE), NORM ? gemv_norm_smem_bytes<P>(K) : gemv_smem_bytes<P>(M, K), stream, out, x,
-               static_cast<const W*>(w), M, N, K, nf);
+  GRETA_LAUNCH((mma_gemv_kernel<W, FN, NT, P, U>), dim3(static_cast<unsigned>(blocks)),
+               dim3(NT * GRETA_WAVE_SIZE), gemv_smem_bytes<P>(M, K), stream, out, x, static_cast<const W*>(w),
+               M, N, K);
   return hipGetLastError();
 }
 
@@ -1022,8 +974,6 @@ hipError_t launch_gemv(const GretaMatmulOuts& out, const float* x, const void* w
 // the faster at 4096 -> 28672 and 128256 (dev/matmul.hip), and the slower at
 // 4096 -> 4096 and 6144, where its few warps an SM (one per 16 rows) cannot
 // hide their chains (7.40-7.47 ms a step with it there).
-// A norm before the product (GretaNormFirst) goes into the gemv and rows1
-// kernels for one token (norm_fits); elsewhere it is the norm kernel first.
 // Beyond: the split, then the prefill kernel in the block shape whose grid
 // fills the multiprocessors best (blocks per multiprocessor, rounded up,
 // times the block's outputs; a block of 4 warps is one warp per scheduler).
@@ -1031,7 +981,7 @@ constexpr int ROWS_KW = 8;
 constexpr int ROWS1_KW = 8;
 // What a block may take on every target (a CDNA CU has 64 KB of LDS).
 constexpr size_t ROWS1_SMEM_MAX = 64 * 1024;
-bool rows1_fit(int64_t K, bool norm) { return K % KBLOCK == 0 && rows1_smem_bytes(K, norm) <= ROWS1_SMEM_MAX; }
+bool rows1_fit(int64_t K) { return K % KBLOCK == 0 && rows1_smem_bytes(K) <= ROWS1_SMEM_MAX; }
 constexpr int64_t WIDE_N = 1 << 16;
 constexpr int64_t GEMV_WIDE_N = 16384;
 template <typename W>
@@ -1091,49 +1041,13 @@ hipError_t launch_prefill_best(const GretaMatmulOuts& out, const float* x, bf16*
 }
 
 template <typename W>
-constexpr int weight_type_of() {
-  return std::is_same_v<W, float> ? W_F32 : std::is_same_v<W, f16> ? W_F16 : W_BF16;
-}
-
-// The norm of a GretaNormFirst as its own kernel, over the call's M rows.
-hipError_t norm_apart(const GretaNormFirst& nf, int64_t M, int64_t K, hipStream_t stream) {
-  return nf.b ? greta_add_rmsnorm(nf.sum, nf.x, nf.a, nf.b, nf.w, nf.w_type, M, K, nf.eps, stream)
-              : greta_rmsnorm(nf.x, nf.a, nf.w, nf.w_type, M, K, nf.eps, stream);
-}
-
-bool aligned16(const void* p) { return (reinterpret_cast<uintptr_t>(p) & 15) == 0; }
-
-// Whether the kernel that takes a (1, N, K) product can make a norm's x in
-// its blocks: the norm's weights in the product's dtype, its rows 16-byte
-// aligned, and room for the row in shared memory.
-template <typename W>
-bool norm_fits(const GretaNormFirst& nf, bool gemv, int64_t K) {
-  if (nf.w_type != weight_type_of<W>() || !aligned16(nf.a) || !aligned16(nf.b) || !aligned16(nf.sum) || !aligned16(nf.x))
-    return false;
-  return gemv ? gemv_norm_smem_bytes<gemv_p<W>()>(K) <= GEMV_SMEM_MAX : rows1_fit(K, true);
-}
-
-template <typename W>
 hipError_t launch_mma(const GretaMatmulOuts& out, const float* x, const void* w, int64_t M, int64_t N, int64_t K,
-                      void* scratch, const GretaNormFirst* first, hipStream_t stream) {
-  const GretaNormFirst none{};
-  if (M <= TILE_J) {
-    const bool gemv = N >= GEMV_WIDE_N && gemv_fit<gemv_p<W>()>(M, K);
-    const bool rows1 = !gemv && M == 1 && sizeof(W) == 2 && rows1_fit(K, false);
-    if (first && M == 1 && (gemv || rows1) && norm_fits<W>(*first, gemv, K)) {
-      if (gemv) return launch_gemv<W, 1, 4, gemv_p<W>(), gemv_u<W>(), true>(out, x, w, M, N, K, *first, stream);
-      return launch_rows1<W, ROWS1_KW, gemv_p<W>(), gemv_u<W>(), true>(out, x, w, N, K, *first, stream);
-    }
-  }
-  if (first) {
-    const hipError_t e = norm_apart(*first, M, K, stream);
-    if (e != hipSuccess) return e;
-  }
+                      void* scratch, hipStream_t stream) {
   if (M <= TILE_J) {
     if (N >= GEMV_WIDE_N && gemv_fit<gemv_p<W>()>(M, K))
-      return launch_gemv<W, 1, 4, gemv_p<W>(), gemv_u<W>(), false>(out, x, w, M, N, K, none, stream);
-    if (M == 1 && sizeof(W) == 2 && rows1_fit(K, false))
-      return launch_rows1<W, ROWS1_KW, gemv_p<W>(), gemv_u<W>(), false>(out, x, w, N, K, none, stream);
+      return launch_gemv<W, 1, 4, gemv_p<W>(), gemv_u<W>()>(out, x, w, M, N, K, stream);
+    if (M == 1 && sizeof(W) == 2 && rows1_fit(K))
+      return launch_rows1<W, ROWS1_KW, gemv_p<W>(), gemv_u<W>()>(out, x, w, N, K, stream);
     if (N >= WIDE_N) return launch_rows<W, 2, 1, ROWS_KW>(out, x, w, M, N, K, stream);
     return launch_rows<W, 1, 1, ROWS_KW, 2>(out, x, w, M, N, K, stream);
   }
@@ -1150,15 +1064,9 @@ size_t greta_matmul_scratch_bytes(int64_t M, int64_t K) {
 }
 
 hipError_t greta_matmul(const GretaMatmulOuts& out, const float* x, const void* w, int w_type, int64_t M, int64_t N,
-                        int64_t K, void* scratch, size_t scratch_bytes, const GretaNormFirst* first, hipStream_t stream) {
+                        int64_t K, void* scratch, size_t scratch_bytes, hipStream_t stream) {
   if (out.count < 1 || out.count > GRETA_MATMUL_MAX_OUTS || out.end[out.count - 1] != N) return hipErrorInvalidValue;
-  if (first && (first->x != x || !first->a || !first->w || (first->b == nullptr) != (first->sum == nullptr)))
-    return hipErrorInvalidValue;
   if (K % 8 != 0) {
-    if (first) {
-      const hipError_t e = norm_apart(*first, M, K, stream);
-      if (e != hipSuccess) return e;
-    }
     switch (w_type) {
       case W_F32: return launch_simt<float>(out, x, w, M, N, K, stream);
       case W_F16: return launch_simt<f16>(out, x, w, M, N, K, stream);
@@ -1170,9 +1078,9 @@ hipError_t greta_matmul(const GretaMatmulOuts& out, const float* x, const void* 
     return hipErrorInvalidValue;  // 16-byte loads; never fall back silently
   if (scratch_bytes < greta_matmul_scratch_bytes(M, K)) return hipErrorInvalidValue;
   switch (w_type) {
-    case W_F32: return launch_mma<float>(out, x, w, M, N, K, scratch, first, stream);
-    case W_F16: return launch_mma<f16>(out, x, w, M, N, K, scratch, first, stream);
-    case W_BF16: return launch_mma<bf16>(out, x, w, M, N, K, scratch, first, stream);
+    case W_F32: return launch_mma<float>(out, x, w, M, N, K, scratch, stream);
+    case W_F16: return launch_mma<f16>(out, x, w, M, N, K, scratch, stream);
+    case W_BF16: return launch_mma<bf16>(out, x, w, M, N, K, scratch, stream);
     default: return hipErrorInvalidValue;
   }
 }

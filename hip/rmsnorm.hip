@@ -3,7 +3,7 @@
 namespace {
 using namespace greta_hip;
 
-constexpr int BLOCK = NORM_THREADS;
+constexpr int BLOCK = 256;
 
 // ADD: x is first made as a + b (stored to sum), each thread adding exactly
 // the elements it squares and later scales.
@@ -52,7 +52,11 @@ __global__ void rmsnorm_kernel(float* out, const float* x, const W* __restrict__
   const int wave = threadIdx.x / GRETA_WAVE_SIZE;
   if (threadIdx.x % GRETA_WAVE_SIZE == 0) wave_sums[wave] = ss;
   __syncthreads();
-  if (threadIdx.x == 0) inv_rms = norm_inv_rms(wave_sums, D, eps);
+  if (threadIdx.x == 0) {
+    float total = 0.f;
+    for (int i = 0; i < BLOCK / GRETA_WAVE_SIZE; i++) total += wave_sums[i];
+    inv_rms = 1.f / sqrtf(total / static_cast<float>(D) + eps);
+  }
   __syncthreads();
   if constexpr (PER > 0) {
 #pragma unroll

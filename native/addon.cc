@@ -736,30 +736,11 @@ class BackendWrap : public Napi::ObjectWrap<BackendWrap> {
     });
   }
 
-  // matmul(out | [out, ...], x, w, norm?)
+  // matmul(out | [out, ...], x, w)
   Napi::Value Matmul(const Napi::CallbackInfo& info) {
     return guarded(info.Env(), [&]() -> Napi::Value {
       std::vector<Tensor> outs = Ts(info, 0, "matmul", "outputs");
       const Tensor &x = T(info, 1), &w = T(info, 2);
-      // norm: { a, b?, sum?, w, eps }, the norm that makes x, in the same call.
-      if (info.Length() > 3 && !info[3].IsUndefined()) {
-        GRETA_EXPECT(info[3].IsObject() && !info[3].IsArray(), "matmul", "norm must be { a, b?, sum?, w, eps }");
-        Napi::Object o = info[3].As<Napi::Object>();
-        Napi::Env env = info.Env();
-        auto one = [&](const char* key) {
-          const Napi::Value v = o.Get(key);
-          GRETA_EXPECT(!v.IsArray(), "matmul", std::string("norm.") + key + " must be one Tensor");
-          return Ts(env, v, "matmul", std::string("norm.") + key)[0];
-        };
-        NormFirst first{one("a"), one("w"), std::nullopt, std::nullopt, 0};
-        if (!o.Get("b").IsUndefined()) first.b = one("b");
-        if (!o.Get("sum").IsUndefined()) first.sum = one("sum");
-        GRETA_EXPECT(o.Get("eps").IsNumber(), "matmul", "norm.eps must be a number");
-        first.eps = o.Get("eps").As<Napi::Number>().DoubleValue();
-        check_norm_matmul(*b_, first, outs, x, w);
-        b_->norm_matmul(first, outs, x, w);
-        return info.Env().Undefined();
-      }
       check_matmul(*b_, outs, x, w);
       b_->matmul(outs, x, w);
       return info.Env().Undefined();

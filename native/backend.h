@@ -83,14 +83,6 @@ struct KvWrites {
   const int32_t* pos = nullptr;
 };
 
-// The norm before a projection (norm_matmul): x = rmsnorm(a) or, with b,
-// sum = a + b and x = rmsnorm(sum).
-struct NormFirst {
-  Tensor a, w;
-  std::optional<Tensor> b, sum;
-  double eps = 0;
-};
-
 class Backend {
  public:
   virtual ~Backend() = default;
@@ -127,19 +119,6 @@ class Backend {
   // changes how it is computed, so a fused projection equals the unfused ones
   // bit for bit.
   virtual void matmul(const std::vector<Tensor>& outs, const Tensor& x, const Tensor& w) = 0;
-  // The norm that makes x, then the product, in one call: x = rmsnorm(a) or,
-  // with b, sum = a + b and x = rmsnorm(sum), exactly as rmsnorm and
-  // add_rmsnorm make them (x and sum are written), then matmul. A backend may
-  // form the norm inside the product (hip, for one token); this one runs the
-  // two ops.
-  virtual void norm_matmul(const NormFirst& first, const std::vector<Tensor>& outs, const Tensor& x, const Tensor& w) {
-    if (first.b) {
-      add_rmsnorm(*first.sum, x, first.a, *first.b, first.w, first.eps);
-    } else {
-      rmsnorm(x, first.a, first.w, first.eps);
-    }
-    matmul(outs, x, w);
-  }
   // In place, rotate-half convention (HF Llama): pairs (i, i + head_dim/2) of
   // every head of row m of each x rotate by pos[m] * inv_freq[i]. Several x
   // of the same rows (Q and K) go in one call, each computed as alone.

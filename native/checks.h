@@ -123,35 +123,6 @@ inline void check_matmul(const Backend& b, const std::vector<Tensor>& outs, cons
                                   std::to_string(w.rows()) + " rows");
 }
 
-// The norm of a norm_matmul: rmsnorm's or addRmsnorm's checks with x as the
-// norm's out, and nothing the product writes may be what the norm reads.
-inline void check_norm_matmul(const Backend& b, const NormFirst& first, const std::vector<Tensor>& outs, const Tensor& x,
-                              const Tensor& w) {
-  check_matmul(b, outs, x, w);
-  if (first.b) {
-    GRETA_EXPECT(first.sum.has_value(), "matmul", "norm.sum is required with norm.b");
-    check_add_rmsnorm(b, *first.sum, x, first.a, *first.b, first.w, first.eps);
-  } else {
-    GRETA_EXPECT(!first.sum.has_value(), "matmul", "norm.sum goes with norm.b (the residual add), which is missing");
-    check_rmsnorm(b, x, first.a, first.w, first.eps);
-  }
-  // A fused kernel writes x and sum in one block while the others read a and b.
-  std::vector<std::pair<const Tensor*, const char*>> written{{&x, "x"}}, read{{&first.a, "norm.a"}};
-  if (first.b) {
-    written.push_back({&*first.sum, "norm.sum"});
-    read.push_back({&*first.b, "norm.b"});
-  }
-  for (const auto& [t, name] : written)
-    for (const auto& [u, uname] : read)
-      GRETA_EXPECT(!overlaps(*t, *u), "matmul", std::string(name) + " overlaps " + uname + ": the norm's output must be a tensor of its own");
-  if (first.b) GRETA_EXPECT(!overlaps(x, *first.sum), "matmul", "x overlaps norm.sum: the norm's outputs must be tensors of their own");
-  std::vector<std::pair<const Tensor*, const char*>> inputs{{&first.a, "norm.a"}, {&x, "x"}};
-  if (first.b) inputs.insert(inputs.end(), {{&*first.b, "norm.b"}, {&*first.sum, "norm.sum"}});
-  for (const Tensor& out : outs)
-    for (const auto& [t, name] : inputs)
-      GRETA_EXPECT(!overlaps(out, *t), "matmul", std::string("an output overlaps ") + name + ", which the norm reads or writes");
-}
-
 inline void check_matmul_variant(const Backend& b, const Tensor& out, const Tensor& x, const Tensor& w, int variant) {
   check_matmul(b, {out}, x, w);
   GRETA_EXPECT(variant == static_cast<int>(MatmulVariant::F16_ACCUMULATE) || variant == static_cast<int>(MatmulVariant::REVERSE_K),

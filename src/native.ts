@@ -88,15 +88,6 @@ export interface KvWrite {
   positions: Int32Array;
 }
 
-/** The norm a matmul makes its x with: x = rmsnorm(a) or, with b, sum = a + b and x = rmsnorm(sum). */
-export interface NormFirst {
-  a: Tensor;
-  b?: Tensor;
-  sum?: Tensor;
-  w: Tensor;
-  eps: number;
-}
-
 export interface Backend {
   readonly name: BackendKind;
   readonly device: string;
@@ -131,12 +122,9 @@ export interface Backend {
   /**
    * out = x w^T. With several outputs (at most 3) they take the product's
    * columns in order: Q, K and V from one stacked weight in one call, each
-   * column computed exactly as alone. With `norm`, the call first makes x
-   * itself: rmsnorm(norm.a) or, with norm.b, addRmsnorm into norm.sum and x,
-   * the bits of those ops; hip forms it inside the product's blocks for one
-   * token.
+   * column computed exactly as alone.
    */
-  matmul(out: Tensor | readonly Tensor[], x: Tensor, w: Tensor, norm?: NormFirst): void;
+  matmul(out: Tensor | readonly Tensor[], x: Tensor, w: Tensor): void;
   matmulVariant(out: Tensor, x: Tensor, w: Tensor, variant: MatmulVariant): void;
   /**
    * In place; several tensors of the same rows (Q and K, with their head counts) in one call, each as alone.

@@ -6,7 +6,7 @@
 // `at` call is a trace point; prefill and decode run this same code. A
 // planted fault (src/faults.ts) acts on decode calls only: on the token
 // embedded, on where K/V are written and read, or at a trace point.
-import { withRows, type AttentionOptions, type Backend, type Graph, type NormFirst, type Tensor } from '../native.js';
+import { withRows, type AttentionOptions, type Backend, type Graph, type Tensor } from '../native.js';
 import { HEAD_POINTS, type Point } from '../trace/points.js';
 import type { LlamaConfig } from './config.js';
 import { ropeInvFreq } from './rope.js';
@@ -296,35 +296,14 @@ export class Engine {
 
     b.embedding(x, w.embed, ids);
     if (tap?.input) withRows(x, last, 1, (row) => tap.input!(row, info));
-    const eps = cfg.rms_norm_eps;
 
-    // A norm and the projection that reads it: one op (on hip, one kernel for
-    // a token), its points traced after it. A planted fault may act at those
-    // points before the projection reads them, so with one they stay apart.
-    const normThenMatmul = (out: Tensor | Tensor[], xn: Tensor, wt: Tensor, norm: NormFirst, points: () => void) => {
-      if (!fault) {
-        b.matmul(out, xn, wt, norm);
-        points();
-        return;
-      }
-      if (norm.b) b.addRmsnorm(norm.sum!, xn, norm.a, norm.b, norm.w, norm.eps);
-      else b.rmsnorm(xn, norm.a, norm.w, norm.eps);
-      points();
-      b.matmul(out, xn, wt);
-    };
-
-    at(0, 'x_in', x);
     for (let l = 0; l < cfg.num_hidden_layers; l++) {
       const lw = w.layers[l]!;
+      at(l, 'x_in', x);
 
-      // The attention norm; after layer 0 with the residual add that ends the layer before.
-      const attnNorm: NormFirst = l === 0 ? { a: x, w: lw.attnNorm, eps } : { a: x2, b: mlp, sum: x, w: lw.attnNorm, eps };
-      normThenMatmul([q, k, v], xb, lw.wqkv, attnNorm, () => {
-        if (l > 0) {
-          at(l - 1, 'x_out', x);
-          at(l, 'x_in', x);
-        }
-      });
+      // Later layers' attention norm comes with the residual add before them.
+      if (l === 0) b.rmsnorm(xb, x, lw.attnNorm, cfg.rms_norm_eps);
+      b.matmul([q, k, v], xb, lw.wqkv);
       // RoPE on q and k, and this call's K and V rows into the cache, in one op.
       const kv = fault?.cacheAccess?.(l, pos) ?? { write: pos, read: pos };
       const heads = [cfg.num_attention_heads, cfg.num_key_value_heads];
@@ -340,29 +319,29 @@ export class Engine {
 
       b.matmul(wo, att, lw.wo);
       at(l, 'wo_out', wo);
-      normThenMatmul([gate, up], xb, lw.wGateUp, { a: x, b: wo, sum: x2, w: lw.ffnNorm, eps }, () => {
-        at(l, 'x_after_attn', x2);
-        at(l, 'ffn_norm', xb);
-      });
+      b.addRmsnorm(x2, xb, x, wo, lw.ffnNorm, cfg.rms_norm_eps);
+      at(l, 'x_after_attn', x2);
+      at(l, 'ffn_norm', xb);
+      b.matmul([gate, up], xb, lw.wGateUp);
       at(l, 'gate', gate);
       at(l, 'up', up);
       b.siluMul(gate, gate, up);
       at(l, 'act', gate);
       b.matmul(mlp, gate, lw.wDown);
       at(l, 'mlp_out', mlp);
+      const next = w.layers[l + 1];
+      if (next) b.addRmsnorm(x, xb, x2, mlp, next.attnNorm, cfg.rms_norm_eps);
+      else b.add(x, x2, mlp);
+      at(l, 'x_out', x);
     }
-    b.add(x, x2, mlp);
-    at(cfg.num_hidden_layers - 1, 'x_out', x);
 
     // Only the last row goes on to the classifier.
     const fin = (acts.fin = ws.fin);
+    withRows(x, last, 1, (xl) => b.rmsnorm(fin, xl, w.finalNorm, cfg.rms_norm_eps));
+    at(null, 'final_norm', fin, 0);
+    at(null, 'lm_head_in', fin, 0);
     const logits = (acts.logits = ws.logits);
-    withRows(x, last, 1, (xl) =>
-      normThenMatmul(logits, fin, w.lmHead, { a: xl, w: w.finalNorm, eps }, () => {
-        at(null, 'final_norm', fin, 0);
-        at(null, 'lm_head_in', fin, 0);
-      }),
-    );
+    b.matmul(logits, fin, w.lmHead);
     at(null, 'logits', logits, 0);
 
     tap?.end?.();
