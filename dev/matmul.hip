@@ -11,6 +11,16 @@
 //   ./matmul_lab quick      validation only
 //   ./matmul_lab ncu [PATH..] main's prefill kernel and the dispatch (or the
 //                           paths named) at qkv and down, M = 205
+//   ./matmul_lab decode     one token at qkv, wo, down, gate_up, lm_head: the
+//                           rows1 and gemv kernels in other launch shapes
+//                           (warps over K, ring depth, row tiles a warp),
+//                           each checked bit for bit against the dispatch,
+//                           then timed against the copy rate. ncu of the
+//                           dispatch at 4096 -> 6144 (rows1): DRAM 55% of
+//                           peak, 2 blocks an SM (124 registers), 1.45 waves,
+//                           half the stall cycles on shared-memory loads of
+//                           the split x; 4096 -> 4096 53%; 14336 -> 4096
+//                           (rows) 70%, 0.65 waves; 4096 -> 28672 (gemv) 78%.
 // Decode (M = 1, one token tile) at outputs of 16384 or more takes the gemv
 // kernel, whose block splits x once for its 4 warps, each warp running its
 // 16 rows over all of K with a ring of 8 KBLOCKs of weights in registers; the
@@ -320,12 +330,18 @@ struct Buf {
   }
 };
 
-enum Path { NEW, OLD, MAIN, P_A, P_B, P_C, P_D, P_E, P_F, R_A, R_B, R_C, R_2, R_4, R_E, NPATHS };
+enum Path { NEW, OLD, MAIN, P_A, P_B, P_C, P_D, P_E, P_F, R_A, R_B, R_C, R_2, R_4, R_E,
+            D_R1, D_R1_P4, D_R1_KW4, D_R1_KW4_P4, D_R1_KW16_P4, D_G1, D_G2, D_G8W, NPATHS };
 const char* path_name[NPATHS] = {"new(dispatch)",        "old(cuda-core)",       "main(split per block)",
                                  "A 128x56 8w",          "B 96x112 q",           "C 256x32 q",
                                  "128x56 4w q",          "128x56 8w q",          "128x56 4w",            "rows f1 t1 kw8",
                                  "rows f2 t1 kw8",       "rows f1 t1 kw16",      "rows f1 t2 kw8",
-                                 "rows f1 t4 kw8",       "rows f1 t1 kw8 r2"};
+                                 "rows f1 t4 kw8",       "rows f1 t1 kw8 r2",    "rows1 kw8 p8 u4",
+                                 "rows1 kw8 p4 u2",      "rows1 kw4 p8 u4",      "rows1 kw4 p4 u2",
+                                 "rows1 kw16 p4 u2",     "gemv f1 4w p8 u4",     "gemv f2 4w p4 u2",
+                                 "gemv f1 8w p8 u4"};
+// Decode-only paths (M = 1, 2-byte weights): the rows1 and gemv kernels in other launch shapes.
+bool is_decode(int p) { return p >= D_R1; }
 int rows_tokens(int p) { return p == R_E ? greta_mma::TILE_J : p == R_2 ? 2 * greta_mma::TILE_J : p == R_4 ? 4 * greta_mma::TILE_J : greta_mma::TILE_J; }
 
 Buf bscr;  // the activation terms of the prefill paths
@@ -361,11 +377,26 @@ hipError_t run(Path p, const GretaMatmulOuts& o, const float* x, const void* w, 
     case R_2: return launch_rows<W, 1, 2, 8>(o, x, w, M, N, K, 0);
     case R_4: return launch_rows<W, 1, 4, 8>(o, x, w, M, N, K, 0);
     case R_E: return launch_rows<W, 1, 1, 8, 2>(o, x, w, M, N, K, 0);
-    default: return hipErrorInvalidValue;
+    default: break;
   }
+  if constexpr (sizeof(W) == 2) {
+    if (M != 1) return hipErrorInvalidValue;
+    switch (p) {
+      case D_R1: return launch_rows1<W, 8, 8, 4>(o, x, w, N, K, 0);
+      case D_R1_P4: return launch_rows1<W, 8, 4, 2>(o, x, w, N, K, 0);
+      case D_R1_KW4: return launch_rows1<W, 4, 8, 4>(o, x, w, N, K, 0);
+      case D_R1_KW4_P4: return launch_rows1<W, 4, 4, 2>(o, x, w, N, K, 0);
+      case D_R1_KW16_P4: return launch_rows1<W, 16, 4, 2>(o, x, w, N, K, 0);
+      case D_G1: return launch_gemv<W, 1, 4, 8, 4>(o, x, w, M, N, K, 0);
+      case D_G2: return launch_gemv<W, 2, 4, 4, 2>(o, x, w, M, N, K, 0);
+      case D_G8W: return launch_gemv<W, 1, 8, 8, 4>(o, x, w, M, N, K, 0);
+      default: break;
+    }
+  }
+  return hipErrorInvalidValue;
 }
 
-bool is_rows(Path p) { return p >= R_A; }
+bool is_rows(Path p) { return p >= R_A && p <= R_E; }
 
 Buf bx, bw, bo, bo2, bref, bsum, bflush;
 double copy_tbs = 0;
@@ -426,6 +457,7 @@ void validate(const char* wname, int64_t M, int64_t N, int64_t K) {
   bool ok = e_new <= 2e-6;
   if (K % 8 == 0) {
     for (int p = MAIN; p < NPATHS; p++) {
+      if (is_decode(p)) continue;
       if (is_rows((Path)p) && M > rows_tokens(p)) continue;
       CHECK(hipMemset(o2, 0xff, M * N * 4));
       CHECK(run<W>((Path)p, outs1(o2, N), x, bw.p, M, N, K));
@@ -604,6 +636,36 @@ int main(int argc, char** argv) {
     }
     CHECK(hipDeviceSynchronize());
     return 0;
+  }
+  if (argc > 1 && std::strcmp(argv[1], "decode") == 0) {  // the decode launch shapes: bit-identical to the dispatch, then timed
+    copy_rate();
+    const struct { const char* name; int64_t N, K; } dproj[] = {
+        {"qkv 4096->6144", 6144, 4096}, {"wo 4096->4096", 4096, 4096}, {"down 14336->4096", 4096, 14336},
+        {"gate_up 4096->28672", 28672, 4096}, {"lm_head 4096->128256", 128256, 4096}};
+    for (auto& d : dproj) {
+      setup<bf16>(1, d.N, d.K, 77, false);
+      std::vector<float> want(d.N), got(d.N);
+      CHECK(run<bf16>(NEW, outs1((float*)bo.p, d.N), (const float*)bx.p, bw.p, 1, d.N, d.K));
+      CHECK(hipMemcpy(want.data(), bo.p, d.N * 4, hipMemcpyDeviceToHost));
+      for (int p = NEW; p < NPATHS; p++) {
+        if (p != NEW && !is_decode(p)) continue;
+        CHECK(hipMemset(bo2.p, 0xff, d.N * 4));
+        const hipError_t e = run<bf16>((Path)p, outs1((float*)bo2.p, d.N), (const float*)bx.p, bw.p, 1, d.N, d.K);
+        if (e != hipSuccess) {
+          (void)hipGetLastError();
+          std::printf("| %-22s | M=1   | %-22s | does not launch (%s)\n", d.name, path_name[p], hipGetErrorName(e));
+          continue;
+        }
+        CHECK(hipMemcpy(got.data(), bo2.p, d.N * 4, hipMemcpyDeviceToHost));
+        const bool same = std::memcmp(got.data(), want.data(), d.N * 4) == 0;
+        if (!same) failures++;
+        const float ms = timeit<bf16>((Path)p, 1, d.N, d.K, 25);
+        const double gbs = double(d.N) * d.K * 2 / (ms * 1e-3) / 1e9;
+        std::printf("| %-22s | M=1   | %-22s | %8.4f ms | %.3f of copy | %s\n", d.name, path_name[p], ms, gbs / (copy_tbs * 1e3),
+                    same ? "bit-identical" : "DIFFERS");
+      }
+    }
+    return failures ? 1 : 0;
   }
   const bool quick = argc > 1 && std::strcmp(argv[1], "quick") == 0;
   std::printf("\n## validation (fp64 reference; bound 2e-6)\n");
