@@ -1,7 +1,7 @@
 // The fault zoo and the selftest on the CPU backend: every fault planted at
 // two layers (one deep), found exactly there; nothing found without one; the
 // prefill side untouched by any fault.
-import { readdirSync } from 'node:fs';
+import { mkdtempSync, readdirSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { beforeAll, describe, expect, it } from 'vitest';
@@ -196,11 +196,19 @@ describe('selftest options', () => {
   });
 
   it('keeps no temporary trace when every case passes', () => {
-    const mine = () => readdirSync(tmpdir()).filter((d) => d.startsWith('greta-selftest-')).sort();
-    const before = mine();
-    const r = runSelftest(resolveSelftestOptions({ backend: 'cpu', faults: 'token' }, {}));
-    expect(r.failed).toBe(0);
-    expect(r.trace).toBeNull();
-    expect(mine()).toEqual(before);
+    // A temporary directory of its own, so selftests that other test files run meanwhile do not count.
+    const home = mkdtempSync(join(tmpdir(), 'greta-test-tmp-'));
+    const saved = process.env.TMPDIR;
+    process.env.TMPDIR = home;
+    try {
+      const r = runSelftest(resolveSelftestOptions({ backend: 'cpu', faults: 'token' }, {}));
+      expect(r.failed).toBe(0);
+      expect(r.trace).toBeNull();
+      expect(readdirSync(home)).toEqual([]);
+    } finally {
+      if (saved === undefined) delete process.env.TMPDIR;
+      else process.env.TMPDIR = saved;
+      rmSync(home, { recursive: true, force: true });
+    }
   });
 });
