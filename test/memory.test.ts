@@ -8,7 +8,7 @@ import { promisify } from 'node:util';
 import { join } from 'node:path';
 import { describe, expect, it } from 'vitest';
 import { createBackend, packageRoot, storageBlocks } from '../src/native.js';
-import type { MemoryReport } from '../src/bench/memory.js';
+import { WARMUP_RUNS, type MemoryReport } from '../src/bench/memory.js';
 
 /**
  * The bench's target (1% over 1000 runs) is met on a quiet host. On a shared
@@ -41,7 +41,7 @@ describe('bench:memory', () => {
     const mb = (b: number) => (b / 2 ** 20).toFixed(1);
     console.log(
       `200 runs: RSS ${mb(report.baseline.rssBytes)} -> ${mb(report.last.rssBytes)} MiB (medians of 10), trend ${(100 * report.rssDrift).toFixed(2)}%, ` +
-        `single runs within ${(100 * report.rssSampleDrift).toFixed(2)}%, blocks alive ${report.samples[10]!.storageBlocks} (+${report.blocksGrowth})`,
+        `single runs within ${(100 * report.rssSampleDrift).toFixed(2)}%, blocks alive ${report.samples[WARMUP_RUNS]!.storageBlocks} (+${report.blocksGrowth})`,
     );
     expect(report.samples).toHaveLength(200);
     expect(report.blocksGrowth).toBe(0);

@@ -1,22 +1,22 @@
 // npm run bench:memory [-- --runs N --backend cpu|hip --model M --json]:
 // N whole traces in one process through the library API (model load, E1 on
-// p4_sys, JSONL and rows written, analysis, close), measuring host RSS and,
-// on hip, the device's free memory after each. Every run releases what it
-// took, so after the first 10 runs (allocator and JIT warm-up) both stay
-// flat. The memory blocks alive (tensors, scratch, graph inputs, host and
-// device, counted by the addon) must be the same after every run past the
-// warm-up: that check is exact. Each sample is taken after a full garbage
-// collection (node --expose-gc, as the npm script runs it) and one turn of the
-// event loop, when Node runs the finalizers of collected wrappers: garbage not
-// yet collected is not a leak. Host RSS still moves a few MB from run to run with no trend
-// (pages the C heap and V8 hold at that instant: about 1.5% of a 140 MB
-// process), so the check is on the trend: a least-squares line through the
-// runs after the first 10 may rise by at most 1% of its starting value from
-// run 11 to the last run (for the device: its free memory may fall by at most
-// 1%); memory handed back is not a failure. A leak of 10 kB a run fails it over 1000 runs
-// of a 140 MB process; the medians of the first and last 10 runs and the
-// largest single-run deviation are reported beside it. Exit 0 flat, 1 grew,
-// 2 bad input.
+// p4_sys, JSONL and rows written, analysis, close), measuring after each the
+// memory blocks alive (tensors, scratch, graph inputs, host and device,
+// counted by the addon), host RSS and, on hip, the device's free memory.
+// Every run releases what it took, so after the first 10 runs (allocator and
+// JIT warm-up) all three stay flat. The block count must be the same after
+// every run past the warm-up: that check is exact. Each sample follows a full
+// garbage collection (node --expose-gc, as the npm script runs it) and one
+// turn of the event loop, when Node runs the finalizers of collected
+// wrappers: garbage not yet collected is not a leak. Host RSS still moves a
+// few MB from run to run with no trend (pages the C heap and V8 hold at that
+// instant: about 1.5% of a 140 MB process), so its check is on the trend: a
+// least-squares line through the runs after the first 10 may rise by at most
+// 1% of its starting value from run 11 to the last run (for the device: its
+// free memory may fall by at most 1%); memory handed back is not a failure.
+// A leak of 10 kB a run fails it over 1000 runs of a 140 MB process; the
+// medians of the first and last 10 runs and the largest single-run deviation
+// are reported beside it. Exit 0 flat, 1 grew, 2 bad input.
 import { mkdtempSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
@@ -96,6 +96,9 @@ function trendDrift(samples: MemorySample[], get: (s: MemorySample) => number): 
   return (slope * (samples[n - 1]!.run - first)) / start;
 }
 
+/** RSS reads per sample; the least is kept. */
+const RSS_READS = 5;
+
 /**
  * Collects garbage (when node runs with --expose-gc), lets the finalizers it
  * queued run and hands the C heap's free pages back, then reads RSS a few
@@ -114,9 +117,6 @@ async function settledRss(): Promise<number> {
   }
   return rss;
 }
-
-/** RSS reads per sample; the least is kept. */
-const RSS_READS = 5;
 
 export async function memoryRuns(
   kind: BackendKind,
