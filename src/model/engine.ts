@@ -45,6 +45,27 @@ export interface Tap {
   heads(nHeads: number): number[];
   /** Called when the forward call is done: a tap that defers its records writes them here. */
   end?(): void;
+  /** Present where a decode step's graph may carry this tap's row copies (see TapGraph). */
+  graph?: TapGraph;
+}
+
+/**
+ * A tap whose row copies a step graph can carry: they are captured with the
+ * step's ops and run again by every replay, which only tells the tap what
+ * they recorded. A tap offers this only when every record it makes is such a
+ * copy (no per-head probe, no input summary).
+ */
+export interface TapGraph {
+  /** Which records the tap makes, and into which buffer: a graph replays only for a tap of the same key, while it is open. */
+  readonly key: { readonly open: boolean };
+  /** Before the step is captured: the tap issues what it holds and makes room for the whole step, so its copies start where every replay's will. */
+  beforeCapture(): void;
+  /** After the capture (its records wait in the tap, with this step's info): what they were, for the replays. */
+  captured(): unknown;
+  /** After a capture that threw: its records are dropped (their copies never ran). */
+  abortCapture(): void;
+  /** Before a replay: the records its copies make, as captured, with this step's info. */
+  replay(captured: unknown, info: TapInfo): void;
 }
 
 /** The activations of one forward call, [rows, width] each; what a planted fault may redo. */
@@ -113,6 +134,9 @@ interface StepGraph {
   ws: Workspace;
   whole: Tensor | undefined;
   capacity: number;
+  /** The tap whose row copies it carries (TapGraph.key), and what they record; undefined for an untraced step. */
+  tap: TapGraph['key'] | undefined;
+  captured: unknown;
   /** The graph's inputs: written before each launch. */
   ids: Int32Array;
   pos: Int32Array;
@@ -121,9 +145,15 @@ interface StepGraph {
 /** How many step graphs an engine keeps (one per KV allocation and capacity in use). */
 const MAX_STEP_GRAPHS = 4;
 
-/** Whether a graph (or the step seen before one) recorded this cache's KV allocation and capacity. */
-function holds(g: { whole: Tensor | undefined; capacity: number }, cache: KVCache): boolean {
-  return g.whole === cache.whole && g.capacity === cache.capacity;
+/** Whether a graph (or the step seen before one) recorded this cache's KV allocation and capacity, and this tap's copies. */
+function holds(g: { whole: Tensor | undefined; capacity: number; tap: TapGraph['key'] | undefined }, cache: KVCache, tap: TapGraph | undefined): boolean {
+  return g.whole === cache.whole && g.capacity === cache.capacity && g.tap === tap?.key;
+}
+
+/** Where the traced row (the call's last) sits. */
+function tapInfo(ids: Int32Array, pos: Int32Array): TapInfo {
+  const last = ids.length - 1;
+  return { tokenIndex: last, posId: pos[last]!, seqLen: pos[last]! + 1, tokenId: ids[last]! };
 }
 
 /**
@@ -138,9 +168,10 @@ export class Engine {
   /** Acts on decode calls (one token after a cached prefix) while set. */
   fault: DecodeFault | undefined;
   /**
-   * Untraced decode steps replay a captured graph where the backend has
-   * them: a cache's first step runs op by op, the second is captured, and
-   * later ones (at any position) replay it. The bits are those of the ops.
+   * Decode steps replay a captured graph where the backend has them (traced
+   * ones too, where the tap offers a TapGraph): a cache's first step runs op
+   * by op, the second is captured, and later ones (at any position) replay
+   * it. The bits are those of the ops.
    */
   graphs: boolean;
   private ws: Workspace | undefined;
@@ -148,7 +179,7 @@ export class Engine {
   private readonly freeKv: Tensor[] = [];
   private readonly stepGraphs: StepGraph[] = [];
   /** The (KV allocation, capacity) of the last decode step run op by op: seen once, captured the next time. */
-  private lastStep: { whole: Tensor | undefined; capacity: number } | undefined;
+  private lastStep: { whole: Tensor | undefined; capacity: number; tap: TapGraph['key'] | undefined } | undefined;
 
   constructor(
     readonly backend: Backend,
@@ -256,7 +287,7 @@ export class Engine {
     }
     const pos = Int32Array.from(ids, (_, i) => startPos + i);
     const ws = this.workspace(m);
-    if (m === 1 && !fault && !tap && this.graphs && cache.whole) this.decodeStep(ids, pos, cache, ws);
+    if (m === 1 && !fault && (!tap || tap.graph) && this.graphs && cache.whole) this.decodeStep(ids, pos, cache, ws, tap);
     else this.pass(ids, pos, cache, ws, tap, fault);
     cache.length = startPos + m;
     const logits = ws.acts.logits;
@@ -269,7 +300,7 @@ export class Engine {
     const { backend: b, cfg, weights: w } = this;
     const m = ids.length;
     const last = m - 1;
-    const info: TapInfo = { tokenIndex: last, posId: pos[last]!, seqLen: pos[last]! + 1, tokenId: ids[last]! };
+    const info = tapInfo(ids, pos);
 
     // This call's rows of the workspace: views, freed at the end; nothing is allocated.
     const ws = wsp.acts;
@@ -349,38 +380,52 @@ export class Engine {
   }
 
   /**
-   * An untraced decode step: op by op the first time a (KV allocation,
-   * capacity) is seen, captured as a graph the second, replayed after that.
-   * The ops' own checks ran at capture; a replay checks the token here.
+   * A decode step: op by op the first time a (KV allocation, capacity, tap)
+   * is seen, captured as a graph the second, replayed after that. The ops'
+   * own checks ran at capture; a replay checks the token here.
    */
-  private decodeStep(ids: Int32Array, pos: Int32Array, cache: KVCache, ws: Workspace): void {
+  private decodeStep(ids: Int32Array, pos: Int32Array, cache: KVCache, ws: Workspace, tap: Tap | undefined): void {
     const id = ids[0]!;
     if (id < 0 || id >= this.cfg.vocab_size) throw new Error(`forward: token id ${id} is outside the vocabulary [0, ${this.cfg.vocab_size})`);
-    let g = this.stepGraph(cache, ws);
-    if (!g) {
-      if (!this.lastStep || !holds(this.lastStep, cache)) {
-        this.lastStep = { whole: cache.whole, capacity: cache.capacity };
-        this.pass(ids, pos, cache, ws);
+    const tg = tap?.graph;
+    if (this.stepGraphs.some((g) => g.tap && !g.tap.open)) this.dropGraphs((g) => g.tap !== undefined && !g.tap.open);
+    let g = this.stepGraph(cache, ws, tg);
+    if (g) {
+      tg?.replay(g.captured, tapInfo(ids, pos));
+    } else {
+      if (!this.lastStep || !holds(this.lastStep, cache, tg)) {
+        this.lastStep = { whole: cache.whole, capacity: cache.capacity, tap: tg?.key };
+        this.pass(ids, pos, cache, ws, tap);
         return;
       }
+      tg?.beforeCapture();
       const inputs = { ids: Int32Array.from(ids), pos: Int32Array.from(pos) };
-      const graph = this.backend.captureGraph([inputs.ids, inputs.pos], () => this.pass(inputs.ids, inputs.pos, cache, ws));
+      // The tap's end (its statistics and copies back) follows the launch, outside the graph.
+      const capturing = tap && { ...tap, end: undefined };
+      let graph: Graph;
+      try {
+        graph = this.backend.captureGraph([inputs.ids, inputs.pos], () => this.pass(inputs.ids, inputs.pos, cache, ws, capturing));
+      } catch (e) {
+        tg?.abortCapture();
+        throw e;
+      }
       if (this.stepGraphs.length >= MAX_STEP_GRAPHS) this.stepGraphs.shift()!.graph.free();
-      g = { graph, ws, whole: cache.whole, capacity: cache.capacity, ...inputs };
+      g = { graph, ws, whole: cache.whole, capacity: cache.capacity, tap: tg?.key, captured: tg?.captured(), ...inputs };
       this.stepGraphs.push(g);
     }
     g.ids[0] = id;
     g.pos[0] = pos[0]!;
     g.graph.launch([g.ids, g.pos]);
+    tap?.end?.();
   }
 
   /** The number of nodes of the step graph a decode step on this cache replays; undefined until captured. */
-  stepGraphNodes(cache: KVCache): number | undefined {
-    return this.ws && this.stepGraph(cache, this.ws)?.graph.nodes;
+  stepGraphNodes(cache: KVCache, tap?: Tap): number | undefined {
+    return this.ws && this.stepGraph(cache, this.ws, tap?.graph)?.graph.nodes;
   }
 
-  private stepGraph(cache: KVCache, ws: Workspace): StepGraph | undefined {
-    return this.stepGraphs.find((g) => g.ws === ws && holds(g, cache));
+  private stepGraph(cache: KVCache, ws: Workspace, tap: TapGraph | undefined): StepGraph | undefined {
+    return this.stepGraphs.find((g) => g.ws === ws && holds(g, cache, tap));
   }
 
   private dropGraphs(which: (g: StepGraph) => boolean): void {

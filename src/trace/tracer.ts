@@ -10,8 +10,8 @@
 // JSON and writes overlap the device's work. The
 // hash is of the very bits the sidecar keeps, so the analyzer's errors are exact.
 import { SPAN_STATS, withRows, type Backend, type Fence, type Tensor } from '../native.js';
-import type { Tap, TapInfo } from '../model/engine.js';
-import type { Point } from './points.js';
+import type { Tap, TapGraph, TapInfo } from '../model/engine.js';
+import { HEAD_POINTS, type Point } from './points.js';
 import { toJsonNumber, type Exp } from './schema.js';
 import type { TraceWriter } from './writer.js';
 
@@ -46,6 +46,12 @@ interface Pending {
 /** Elements the trace buffer starts with: every stage point of an 8B decode step, sub-stages and 32 heads included. */
 const BUFFER_ELEMENTS = 1 << 22;
 
+/** The records a step graph's copies make, as its capture made them (TapGraph.captured). */
+interface CapturedRows {
+  rows: Omit<Pending, 'ctx' | 'info'>[];
+  used: number;
+}
+
 /** A forward call's rows on their way back: written once its fence has passed. */
 interface Batch {
   pending: Pending[];
@@ -73,6 +79,13 @@ export class StageTracer {
   private readonly hostTickets = [0, 0];
   private turn = 0;
   private inFlight: Batch | undefined;
+  /** Elements the current forward call has copied, and the most any call has: the room a step graph's capture makes. */
+  private callUsed = 0;
+  private maxCall = 0;
+  /** The key of step graphs whose copies land in the current buffer (TapGraph.key): closed when the buffer goes. */
+  private graphKey = { open: true };
+  /** Between beforeCapture and captured: the copies are being captured, and nothing may be issued. */
+  private capturing = false;
   /**
    * Host milliseconds spent so far: issuing row copies (record); issuing the
    * statistics pass and the copy back (issue); waiting for a batch's fence
@@ -96,14 +109,62 @@ export class StageTracer {
   phase(prompt: string, exp: Exp, phase: string): Tap | undefined {
     if (!this.sel.phases.has(phase)) return undefined;
     const ctx = { prompt, exp, phase };
+    // Row copies alone can ride in a step graph; the per-head probe and the input summary cannot.
+    const copiesOnly = !this.sel.debugInput && !HEAD_POINTS.some((p) => this.sel.points.has(p));
     return {
       wants: (layer, point) => this.sel.points.has(point) && (layer === null || this.sel.layers.has(layer)),
       record: (layer, point, t, row, info) => this.record(ctx, layer, point, t, [row], info),
       recordHeads: (layer, point, t, heads, info) => this.record(ctx, layer, point, t, heads, info, heads),
       input: this.sel.debugInput ? (emb, info) => this.input(ctx, emb, info) : undefined,
       heads: (n) => (this.sel.heads ? this.sel.heads.filter((h) => h < n) : Array.from({ length: n }, (_, h) => h)),
-      end: () => this.issue(),
+      end: () => {
+        this.maxCall = Math.max(this.maxCall, this.callUsed);
+        this.callUsed = 0;
+        this.issue();
+      },
+      graph: copiesOnly ? this.tapGraph(ctx) : undefined,
     };
+  }
+
+  private tapGraph(ctx: Ctx): TapGraph {
+    const tracer = this;
+    return {
+      get key() {
+        return tracer.graphKey;
+      },
+      beforeCapture: () => {
+        this.issue();
+        const room = Math.max(BUFFER_ELEMENTS, this.maxCall);
+        if ((this.buffer?.shape[0] ?? 0) < room) this.newBuffer(room);
+        this.capturing = true;
+      },
+      captured: (): CapturedRows => {
+        this.capturing = false;
+        return { rows: this.pending.map(({ ctx: _c, info: _i, ...row }) => row), used: this.used };
+      },
+      abortCapture: () => {
+        this.capturing = false;
+        this.pending = [];
+        this.used = this.callUsed = 0;
+      },
+      replay: (captured, info) => {
+        const c = captured as CapturedRows;
+        this.capturing = false;
+        this.issue();
+        for (const row of c.rows) this.pending.push({ ctx, info, ...row });
+        this.used = this.callUsed = c.used;
+      },
+    };
+  }
+
+  /** A trace buffer of `elements`, in place of the current one; step graphs that copy into the old one are done. */
+  private newBuffer(elements: number): void {
+    if (this.buffer) {
+      this.buffer.free();
+      this.graphKey.open = false;
+      this.graphKey = { open: true };
+    }
+    this.buffer = this.backend.alloc(this.backend.actDtype, [elements, 1]);
   }
 
   /** Writes every record still on its way, then frees the trace buffers. */
@@ -113,6 +174,7 @@ export class StageTracer {
     this.buffer?.free();
     this.stats?.free();
     this.buffer = this.stats = undefined;
+    this.graphKey.open = false;
     this.hostBufs.fill(undefined);
   }
 
@@ -140,10 +202,7 @@ export class StageTracer {
     for (let i = 0; i < rows.length; ) {
       if (this.used + width > (this.buffer?.shape[0] ?? 0)) {
         this.issue();
-        if (width > (this.buffer?.shape[0] ?? 0)) {
-          this.buffer?.free();
-          this.buffer = b.alloc(b.actDtype, [Math.max(BUFFER_ELEMENTS, width), 1]);
-        }
+        if (width > (this.buffer?.shape[0] ?? 0)) this.newBuffer(Math.max(BUFFER_ELEMENTS, width));
       }
       const room = Math.floor((this.buffer!.shape[0]! - this.used) / width);
       let n = 1;
@@ -155,6 +214,7 @@ export class StageTracer {
         this.pending.push({ ctx, layer, point, ...(head !== undefined ? { head } : {}), info, at: at + k * width, width });
       }
       this.used += n * width;
+      this.callUsed += n * width;
       i += n;
     }
     this.hostMs.record += performance.now() - t0;
@@ -167,6 +227,8 @@ export class StageTracer {
    */
   private issue(): void {
     if (this.pending.length === 0) return;
+    // A step's rows outgrew the room its capture made: a bug, never a silent capture of the copy back.
+    if (this.capturing) throw new Error('trace: the trace buffer filled up during a step graph capture');
     const t0 = performance.now();
     const b = this.backend;
     const n = this.pending.length;

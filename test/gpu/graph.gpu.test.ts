@@ -3,11 +3,17 @@
 // chunk, across chunk boundaries and across the first merge group (1024 keys).
 // And a capture that breaks its rules fails with one clear error and leaves
 // the backend working.
+import { mkdirSync, mkdtempSync, readFileSync, rmSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
 import { describe, expect, it } from 'vitest';
 import { Engine, type KVCache } from '../../src/model/engine.js';
 import { SYNTHETIC_MODELS } from '../../src/model/models.js';
 import { syntheticWeights } from '../../src/model/weights.js';
 import { createBackend, type Backend } from '../../src/native.js';
+import { STAGE_POINTS } from '../../src/trace/points.js';
+import { StageTracer } from '../../src/trace/tracer.js';
+import { sidecarPath, TraceWriter } from '../../src/trace/writer.js';
 import { deviceBackend } from './backend.js';
 
 const BACKEND = deviceBackend();
@@ -63,6 +69,75 @@ describe.skipIf(BACKEND !== 'hip')('decode step graphs', () => {
     } finally {
       graphed.close();
       plain.close();
+      for (const t of [weights.embed, weights.finalNorm, weights.lmHead, ...weights.layers.flatMap((l) => Object.values(l))]) t.free();
+    }
+  }, 300_000);
+
+  it('synthetic:tiny: traced steps replayed from a graph write the records and rows of traced steps run op by op', () => {
+    const spec = SYNTHETIC_MODELS['synthetic:tiny']!;
+    const b = createBackend('hip');
+    const weights = syntheticWeights(b, spec.config, spec.weightDtype, spec.seed);
+    const graphed = new Engine(b, spec.config, weights);
+    const plain = new Engine(b, spec.config, weights);
+    plain.graphs = false;
+    const dir = mkdtempSync(join(tmpdir(), 'greta-graph-'));
+    const prefix = 60;
+    const steps = 12;
+    const phases = Array.from({ length: steps }, (_, s) => `decode${s}`);
+    const L = spec.config.num_hidden_layers;
+    try {
+      const files: string[] = [];
+      const nodes: number[] = [];
+      for (const e of [graphed, plain]) {
+        // The same file name in two folders: the records name their rows' file.
+        const sub = join(dir, e === graphed ? 'graphed' : 'plain');
+        mkdirSync(sub);
+        const path = join(sub, 'trace.jsonl');
+        files.push(path);
+        const writer = new TraceWriter(path);
+        const tracer = new StageTracer(b, writer, 'graph-test', {
+          layers: new Set([0, 1, L - 1]),
+          points: new Set(STAGE_POINTS),
+          phases: new Set(phases),
+          debugInput: false,
+          topk: 5,
+          heads: null,
+        });
+        const c = e.newCache(prefix + steps);
+        try {
+          const prompt = Array.from({ length: prefix }, (_, i) => (i * 7919 + 13) % spec.config.vocab_size);
+          e.forward(prompt, 0, c).logits.free();
+          let token = 1;
+          for (let s = 0; s < steps; s++) {
+            const tap = tracer.phase('p', 'E1', phases[s]!);
+            expect(tap?.graph).toBeDefined();
+            const r = e.forward([token], prefix + s, c, tap);
+            token = r.top1;
+            r.logits.free();
+            if (e === graphed) nodes.push(e.stepGraphNodes(c, tap) ?? 0);
+          }
+        } finally {
+          tracer.close();
+          writer.close();
+          e.freeCache(c);
+        }
+      }
+      // Op by op, captured, then replayed: the traced graph carries the step's ops and one copy a record.
+      const records = 3 * 7 + 3; // 7 stage points in each of 3 layers, 3 after the last
+      expect(nodes[0]).toBe(0);
+      expect(nodes[1]).toBeGreaterThanOrEqual(L * 10 + records);
+      expect(new Set(nodes.slice(1)).size).toBe(1);
+      const [g, p] = files.map((f) => readFileSync(f, 'utf8'));
+      expect(g!.split('\n').length).toBe(steps * records + 1);
+      const gl = g!.split('\n');
+      const pl = p!.split('\n');
+      const first = gl.findIndex((l, i) => l !== pl[i]);
+      expect(first, `line ${first}:\n${gl[first]}\n${pl[first]}`).toBe(-1);
+      expect(readFileSync(sidecarPath(files[0]!)).equals(readFileSync(sidecarPath(files[1]!)))).toBe(true);
+    } finally {
+      graphed.close();
+      plain.close();
+      rmSync(dir, { recursive: true, force: true });
       for (const t of [weights.embed, weights.finalNorm, weights.lmHead, ...weights.layers.flatMap((l) => Object.values(l))]) t.free();
     }
   }, 300_000);
