@@ -63,6 +63,8 @@ interface OpRow {
 
 interface TracedStep {
   ms: number;
+  /** Nodes of the graph the traced step replays; null: it runs op by op (per-head points). */
+  graphNodes: number | null;
   /** Tracer host ms per step: issuing row copies; issuing the statistics pass and copy back; waiting for a step's rows; writing its records (overlapping the next step on the device). */
   recordMs: number;
   issueMs: number;
@@ -299,7 +301,8 @@ function modelBench(kind: BackendKind, modelName: string, reps: number, copyGBs:
       const ms = time(() => step(tracer.phase('p6_long', 'E1', 'decode0')), reps, sync);
       const steps = reps + 1;
       const h = tracer.hostMs;
-      return { ms, recordMs: h.record / steps, issueMs: h.issue / steps, waitMs: h.wait / steps, writeMs: h.write / steps };
+      const graphNodes = engine.stepGraphNodes(prefix, tracer.phase('p6_long', 'E1', 'decode0')) ?? null;
+      return { ms, graphNodes, recordMs: h.record / steps, issueMs: h.issue / steps, waitMs: h.wait / steps, writeMs: h.write / steps };
     } finally {
       tracer.close();
       writer.close();
@@ -437,7 +440,7 @@ function printReport(r: BenchReport): void {
     console.log(`| decode step, untraced, op by op | ${f(m.decode_ops_ms, 3)} | ${f(1e3 / m.decode_ops_ms, 1)} | ${f(m.decode_ops_ms / m.decode_ms)}x |`);
     const tr = (what: string, t: TracedStep) =>
       console.log(
-        `| decode step, ${what} traced (tracer host ms: row copies ${f(t.recordMs, 2)}, statistics and copy back ${f(t.issueMs, 2)}, wait ${f(t.waitMs, 2)}, records ${f(t.writeMs, 2)}) | ${f(t.ms, 3)} | | ${f(t.ms / m.decode_ms)}x untraced |`,
+        `| decode step, ${what} traced (${t.graphNodes === null ? 'op by op' : `one graph of ${t.graphNodes} nodes`}; tracer host ms: row copies ${f(t.recordMs, 2)}, statistics and copy back ${f(t.issueMs, 2)}, wait ${f(t.waitMs, 2)}, records ${f(t.writeMs, 2)}) | ${f(t.ms, 3)} | | ${f(t.ms / m.decode_ms)}x untraced |`,
       );
     tr("the seeds' layers x 10 stage points", m.decode_traced_seed_layers);
     tr('every layer x 10 stage points (the default trace)', m.decode_traced_all_layers);
