@@ -80,6 +80,7 @@ class TensorWrap : public Napi::ObjectWrap<TensorWrap> {
                                        InstanceAccessor<&TensorWrap::GetShape>("shape"),
                                        InstanceAccessor<&TensorWrap::GetBackend>("backend"),
                                        InstanceMethod<&TensorWrap::Rows>("rows"),
+                                       InstanceMethod<&TensorWrap::Reshape>("reshape"),
                                        InstanceMethod<&TensorWrap::Free>("free"),
                                    });
     ctor = Napi::Persistent(f);
@@ -141,6 +142,22 @@ class TensorWrap : public Napi::ObjectWrap<TensorWrap> {
       Tensor v = t;
       v.offset_bytes += static_cast<size_t>(start * t.shape[1]) * dtype_size(t.dtype);
       v.shape[0] = count;
+      return Wrap(info.Env(), std::move(v), backend_);
+    });
+  }
+  // reshape(rows, cols): the first rows * cols elements as a [rows, cols] view.
+  Napi::Value Reshape(const Napi::CallbackInfo& info) {
+    return guarded(info.Env(), [&]() -> Napi::Value {
+      const Tensor& t = tensor(info.Env());
+      GRETA_EXPECT(info.Length() >= 2 && info[0].IsNumber() && info[1].IsNumber(), "reshape",
+                   "arguments must be (rows: number, cols: number)");
+      const int64_t rows = info[0].As<Napi::Number>().Int64Value();
+      const int64_t cols = info[1].As<Napi::Number>().Int64Value();
+      GRETA_EXPECT(rows >= 1 && cols >= 1 && rows <= t.numel() / cols, "reshape",
+                   "[" + std::to_string(rows) + ", " + std::to_string(cols) + "] does not fit in " + t.describe() +
+                       " (allowed: at most its " + std::to_string(t.numel()) + " elements)");
+      Tensor v = t;
+      v.shape = {rows, cols};
       return Wrap(info.Env(), std::move(v), backend_);
     });
   }

@@ -17,6 +17,8 @@ export interface Tensor {
   readonly backend: string;
   /** A view of `count` rows starting at `start`, sharing storage. */
   rows(start: number, count: number): Tensor;
+  /** A [rows, cols] view of the first rows * cols elements, sharing storage. */
+  reshape(rows: number, cols: number): Tensor;
   /** Releases the storage now instead of at garbage collection. */
   free(): void;
 }

@@ -53,8 +53,10 @@ describe('bench:memory', () => {
     const before = storageBlocks();
     const t = b.alloc('f32', [4, 8]);
     const view = t.rows(1, 2);
+    const shaped = t.reshape(2, 16);
     expect(storageBlocks()).toBe(before + 1);
     view.free();
+    shaped.free();
     expect(storageBlocks()).toBe(before + 1);
     t.free();
     expect(storageBlocks()).toBe(before);

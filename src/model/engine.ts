@@ -178,6 +178,8 @@ export class Engine {
   /** KV allocations not in use, [rows, kvDim] each. */
   private readonly freeKv: Tensor[] = [];
   private readonly stepGraphs: StepGraph[] = [];
+  /** The attention probe's outputs for up to `keys` keys (per-head points): taken once, grown for a longer cache. */
+  private probe: { keys: number; scores: Tensor; probs: Tensor; pv: Tensor } | undefined;
   /** The (KV allocation, capacity) of the last decode step run op by op: seen once, captured the next time. */
   private lastStep: { whole: Tensor | undefined; capacity: number; tap: TapGraph['key'] | undefined } | undefined;
 
@@ -232,6 +234,7 @@ export class Engine {
   /** Frees the workspace and the pooled caches (the weights belong to whoever loaded them). */
   close(): void {
     this.dropGraphs(() => true);
+    this.freeProbe();
     if (this.ws) for (const t of Object.values(this.ws.acts)) t.free();
     this.ws = undefined;
     for (const t of this.freeKv.splice(0)) t.free();
@@ -445,14 +448,35 @@ export class Engine {
   private probeAttention(tap: Tap, layer: number, qRow: Tensor, cache: KVCache, pos: number, opts: AttentionOptions | undefined, info: TapInfo): void {
     const { backend: b, cfg } = this;
     const H = cfg.num_attention_heads;
-    const scores = b.alloc(b.actDtype, [H, pos + 1]);
-    const probs = b.alloc(b.actDtype, [H, pos + 1]);
-    const pv = b.alloc(b.actDtype, [H, cfg.head_dim]);
+    const p = this.probeBuffers(Math.max(cache.capacity, pos + 1));
+    const scores = p.scores.reshape(H, pos + 1);
+    const probs = p.probs.reshape(H, pos + 1);
+    const pv = p.pv;
     b.attentionProbe(scores, probs, pv, qRow, cache.k[layer]!, cache.v[layer]!, pos, H, cfg.num_key_value_heads, cfg.head_dim, opts);
     const heads = tap.heads(H);
     for (const [point, t] of [['scores', scores], ['probs', probs], ['pv', pv]] as const) {
       if (tap.wants(layer, point)) tap.recordHeads(layer, point, t, heads, info);
     }
-    for (const t of [scores, probs, pv]) t.free();
+    for (const t of [scores, probs]) t.free();
+  }
+
+  private probeBuffers(keys: number): NonNullable<Engine['probe']> {
+    if (this.probe && this.probe.keys >= keys) return this.probe;
+    this.freeProbe();
+    const { backend: b, cfg } = this;
+    const H = cfg.num_attention_heads;
+    this.probe = {
+      keys,
+      scores: b.alloc(b.actDtype, [H * keys, 1]),
+      probs: b.alloc(b.actDtype, [H * keys, 1]),
+      pv: b.alloc(b.actDtype, [H, cfg.head_dim]),
+    };
+    return this.probe;
+  }
+
+  private freeProbe(): void {
+    if (!this.probe) return;
+    for (const t of [this.probe.scores, this.probe.probs, this.probe.pv]) t.free();
+    this.probe = undefined;
   }
 }

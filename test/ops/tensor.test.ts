@@ -86,7 +86,30 @@ describe.each(KINDS)('tensors on %s', (kind) => {
     expect(Array.from(b.download(v))).toEqual([1, 2, 3, 4, 5, 6]);
   });
 
+  it('reshaped views share storage: the first rows * cols elements, of a row view too', () => {
+    const t = b.alloc('f32', [6, 2]);
+    b.upload(t, Float32Array.from({ length: 12 }, (_, i) => i));
+    const v = t.reshape(2, 3);
+    expect(v.shape).toEqual([2, 3]);
+    expect(Array.from(b.download(v))).toEqual([0, 1, 2, 3, 4, 5]);
+    const w = t.rows(3, 3).reshape(1, 5);
+    expect(Array.from(b.download(w))).toEqual([6, 7, 8, 9, 10]);
+    b.upload(w, Float32Array.of(-1, -2, -3, -4, -5));
+    expect(Array.from(b.download(t))).toEqual([0, 1, 2, 3, 4, 5, -1, -2, -3, -4, -5, 11]);
+    expect(t.reshape(12, 1).shape).toEqual([12, 1]);
+  });
+
   describe('errors', () => {
+    it('rejects a reshape past the tensor', () => {
+      const t = b.alloc('f32', [4, 3]);
+      expectError(() => t.reshape(5, 3), 'EINVAL', /reshape: \[5, 3\] does not fit in f32\[4,3\] \(allowed: at most its 12 elements\)/);
+      expectError(() => t.rows(2, 2).reshape(1, 7), 'EINVAL', /reshape: \[1, 7\] does not fit in f32\[2,3\]/);
+      expectError(() => t.reshape(0, 3), 'EINVAL', /reshape: \[0, 3\] does not fit/);
+      expectError(() => (t.reshape as (r: unknown, c: unknown) => unknown)('2', 3), 'EINVAL', /reshape: arguments must be \(rows: number, cols: number\)/);
+      t.free();
+      expectError(() => t.reshape(1, 1), 'EFREED', /already freed/);
+    });
+
     it('rejects an upload of the wrong byte length', () => {
       const t = b.alloc('f32', [2, 4]);
       expectError(() => b.upload(t, new Float32Array(7)), 'EINVAL', /upload: data has 28 bytes, tensor f32\[2,4\] has 32/);
