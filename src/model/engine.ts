@@ -43,6 +43,12 @@ export interface Tap {
   input?(embeddingRow: Tensor, info: TapInfo): void;
   /** The heads to record of per-head points, out of nHeads. */
   heads(nHeads: number): number[];
+  /**
+   * For a one-row call: a [1, width] tensor in the tap's trace buffer for the op that makes `points`
+   * (one tensor, several points: x_out of a layer is x_in of the next) to write into, so that
+   * recording it copies nothing; undefined where none of them is traced or the tap has no room.
+   */
+  slot?(points: readonly (readonly [number | null, Point])[], width: number): Tensor | undefined;
   /** Called when the forward call is done: a tap that defers its records writes them here. */
   end?(): void;
   /** Present where a decode step's graph may carry this tap's row copies (see TapGraph). */
@@ -321,13 +327,18 @@ export class Engine {
       up: rowsOf(ws.up),
       mlp: rowsOf(ws.mlp),
     };
-    const { x, x2, xb, q, k, v, att, wo, gate, up, mlp } = acts;
+    const xb = acts.xb; // the attention norm's output; the ffn norm's, where not traced
     const state: ForwardState = { acts, cache, pos };
     const at = (layer: number | null, point: Point, t: Tensor, row = last) => {
       fault?.after(layer, point, state);
       if (tap?.wants(layer, point)) tap.record(layer, point, t, row, info);
     };
+    // A one-row call without a fault writes traced points straight into the tap's trace buffer where
+    // it offers a slot, so recording them copies nothing; else into the workspace.
+    const direct = m === 1 && !fault && tap?.slot ? tap : undefined;
+    const into = (t: Tensor, ...points: (readonly [number | null, Point])[]) => direct?.slot!(points, t.shape[1]!) ?? t;
 
+    let x = into(acts.x, [0, 'x_in']);
     b.embedding(x, w.embed, ids);
     if (tap?.input) withRows(x, last, 1, (row) => tap.input!(row, info));
 
@@ -337,6 +348,9 @@ export class Engine {
 
       // Later layers' attention norm comes with the residual add before them.
       if (l === 0) b.rmsnorm(xb, x, lw.attnNorm, cfg.rms_norm_eps);
+      const q = into(acts.q, [l, 'q']);
+      const k = into(acts.k, [l, 'k']);
+      const v = into(acts.v, [l, 'v']);
       b.matmul([q, k, v], xb, lw.wqkv);
       // RoPE on q and k, and this call's K and V rows into the cache, in one op.
       const kv = fault?.cacheAccess?.(l, pos) ?? { write: pos, read: pos };
@@ -345,41 +359,53 @@ export class Engine {
       at(l, 'q', q);
       at(l, 'k', k);
       at(l, 'v', v);
+      const att = into(acts.att, [l, 'attn_out']);
       b.attention(att, q, cache.k[l]!, cache.v[l]!, kv.read, cfg.num_attention_heads, cfg.num_key_value_heads, cfg.head_dim, kv.opts);
       if (tap && HEAD_POINTS.some((p) => tap.wants(l, p))) {
         withRows(q, last, 1, (qRow) => this.probeAttention(tap, l, qRow, cache, kv.read[last]!, kv.opts, info));
       }
       at(l, 'attn_out', att);
 
+      const wo = into(acts.wo, [l, 'wo_out']);
       b.matmul(wo, att, lw.wo);
       at(l, 'wo_out', wo);
-      b.addRmsnorm(x2, xb, x, wo, lw.ffnNorm, cfg.rms_norm_eps);
+      const x2 = into(acts.x2, [l, 'x_after_attn']);
+      const ffnIn = into(xb, [l, 'ffn_norm']);
+      b.addRmsnorm(x2, ffnIn, x, wo, lw.ffnNorm, cfg.rms_norm_eps);
       at(l, 'x_after_attn', x2);
-      at(l, 'ffn_norm', xb);
-      b.matmul([gate, up], xb, lw.wGateUp);
+      at(l, 'ffn_norm', ffnIn);
+      const gate = into(acts.gate, [l, 'gate']);
+      const up = into(acts.up, [l, 'up']);
+      b.matmul([gate, up], ffnIn, lw.wGateUp);
       at(l, 'gate', gate);
       at(l, 'up', up);
-      b.siluMul(gate, gate, up);
-      at(l, 'act', gate);
-      b.matmul(mlp, gate, lw.wDown);
+      // silu(gate) * up in place, unless gate was traced into a slot (its record must keep it).
+      const act = into(acts.gate, [l, 'act']);
+      b.siluMul(act, gate, up);
+      at(l, 'act', act);
+      const mlp = into(acts.mlp, [l, 'mlp_out']);
+      b.matmul(mlp, act, lw.wDown);
       at(l, 'mlp_out', mlp);
       const next = w.layers[l + 1];
-      if (next) b.addRmsnorm(x, xb, x2, mlp, next.attnNorm, cfg.rms_norm_eps);
-      else b.add(x, x2, mlp);
-      at(l, 'x_out', x);
+      const xOut = next ? into(acts.x, [l, 'x_out'], [l + 1, 'x_in']) : into(acts.x, [l, 'x_out']);
+      if (next) b.addRmsnorm(xOut, xb, x2, mlp, next.attnNorm, cfg.rms_norm_eps);
+      else b.add(xOut, x2, mlp);
+      at(l, 'x_out', xOut);
+      x = xOut;
     }
 
     // Only the last row goes on to the classifier.
-    const fin = (acts.fin = ws.fin);
+    const fin = (acts.fin = into(ws.fin, [null, 'final_norm'], [null, 'lm_head_in']));
     withRows(x, last, 1, (xl) => b.rmsnorm(fin, xl, w.finalNorm, cfg.rms_norm_eps));
     at(null, 'final_norm', fin, 0);
     at(null, 'lm_head_in', fin, 0);
+    // The logits stay in the workspace, where forward() reads the top-1 and the caller the row.
     const logits = (acts.logits = ws.logits);
     b.matmul(logits, fin, w.lmHead);
     at(null, 'logits', logits, 0);
 
     tap?.end?.();
-    for (const t of [x, x2, xb, q, k, v, att, wo, gate, up, mlp]) if (!Object.values(ws).includes(t)) t.free();
+    for (const t of Object.values(acts)) if (!Object.values(ws).includes(t)) t.free();
   }
 
   /**

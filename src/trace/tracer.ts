@@ -86,6 +86,8 @@ export class StageTracer {
   private graphKey = { open: true };
   /** Between beforeCapture and captured: the copies are being captured, and nothing may be issued. */
   private capturing = false;
+  /** Views of the buffer handed out as slots this call (Tap.slot), at their element offsets: freed when the call ends. */
+  private readonly slots = new Map<Tensor, number>();
   /**
    * Host milliseconds spent so far: issuing row copies (record); issuing the
    * statistics pass and the copy back (issue); waiting for a batch's fence
@@ -112,7 +114,7 @@ export class StageTracer {
     // Row copies alone can ride in a step graph; the per-head probe and the input summary cannot.
     const copiesOnly = !this.sel.debugInput && !HEAD_POINTS.some((p) => this.sel.points.has(p));
     return {
-      wants: (layer, point) => this.sel.points.has(point) && (layer === null || this.sel.layers.has(layer)),
+      wants: (layer, point) => this.wants(layer, point),
       record: (layer, point, t, row, info) => this.record(ctx, layer, point, t, [row], info),
       recordHeads: (layer, point, t, heads, info) => this.record(ctx, layer, point, t, heads, info, heads),
       input: this.sel.debugInput ? (emb, info) => this.input(ctx, emb, info) : undefined,
@@ -121,9 +123,38 @@ export class StageTracer {
         this.maxCall = Math.max(this.maxCall, this.callUsed);
         this.callUsed = 0;
         this.issue();
+        this.dropSlots();
       },
       graph: copiesOnly ? this.tapGraph(ctx) : undefined,
+      slot: copiesOnly ? (points, width) => this.slot(points, width) : undefined,
     };
+  }
+
+  private wants(layer: number | null, point: Point): boolean {
+    return this.sel.points.has(point) && (layer === null || this.sel.layers.has(layer));
+  }
+
+  /**
+   * Room in the buffer for an op to write traced points into. Only where a whole call's rows are known to fit
+   * (maxCall, from an earlier call of the same points: a tap of row copies alone makes the same rows every
+   * call), so nothing is issued mid-call while a slot waits for its op.
+   */
+  private slot(points: readonly (readonly [number | null, Point])[], width: number): Tensor | undefined {
+    if (this.maxCall === 0 || !points.some(([l, p]) => this.wants(l, p))) return undefined;
+    if (this.used === 0 && (this.buffer?.shape[0] ?? 0) < this.maxCall) this.newBuffer(Math.max(BUFFER_ELEMENTS, this.maxCall));
+    if (!this.buffer || this.used + width > this.buffer.shape[0]!) return undefined;
+    const rows = this.buffer.rows(this.used, width);
+    const view = rows.reshape(1, width);
+    rows.free();
+    this.slots.set(view, this.used);
+    this.used += width;
+    this.callUsed += width;
+    return view;
+  }
+
+  private dropSlots(): void {
+    for (const v of this.slots.keys()) v.free();
+    this.slots.clear();
   }
 
   private tapGraph(ctx: Ctx): TapGraph {
@@ -146,6 +177,7 @@ export class StageTracer {
         this.capturing = false;
         this.pending = [];
         this.used = this.callUsed = 0;
+        this.dropSlots();
       },
       replay: (captured, info) => {
         const c = captured as CapturedRows;
@@ -171,6 +203,7 @@ export class StageTracer {
   close(): void {
     this.drain();
     if (this.writer.beforeWrite === this.drainFirst) this.writer.beforeWrite = undefined;
+    this.dropSlots();
     this.buffer?.free();
     this.stats?.free();
     this.buffer = this.stats = undefined;
@@ -199,8 +232,17 @@ export class StageTracer {
     const t0 = performance.now();
     const b = this.backend;
     const width = t.shape[1]!;
+    const slot = this.slots.get(t);
+    if (slot !== undefined) {
+      // The op wrote it into the buffer already.
+      this.pending.push({ ctx, layer, point, info, at: slot, width });
+      this.hostMs.record += performance.now() - t0;
+      return;
+    }
     for (let i = 0; i < rows.length; ) {
       if (this.used + width > (this.buffer?.shape[0] ?? 0)) {
+        // Never reached while slots wait (they are handed out only where the call fits): issuing would reuse their room.
+        if (this.slots.size) throw new Error('trace: the trace buffer filled up while slots were out');
         this.issue();
         if (width > (this.buffer?.shape[0] ?? 0)) this.newBuffer(Math.max(BUFFER_ELEMENTS, width));
       }
