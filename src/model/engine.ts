@@ -448,8 +448,9 @@ export class Engine {
     tap?.end?.();
   }
 
-  /** The number of nodes of the step graph a decode step on this cache replays; undefined until captured. */
+  /** The number of nodes of the step graph a decode step on this cache (traced by `tap`) replays; undefined until captured. */
   stepGraphNodes(cache: KVCache, tap?: Tap): number | undefined {
+    if (tap && !tap.graph) return undefined; // such a step always runs op by op
     return this.ws && this.stepGraph(cache, this.ws, tap?.graph)?.graph.nodes;
   }
 
