@@ -19,14 +19,20 @@ import { deviceBackend } from './backend.js';
 const BACKEND = deviceBackend();
 const bytes = (b: Backend, t: Parameters<Backend['download']>[0]) => Buffer.from(b.download(t).buffer);
 
+/** synthetic:tiny on hip, and two engines over its weights: one that replays step graphs, one that runs op by op. */
+function tinyEngines() {
+  const spec = SYNTHETIC_MODELS['synthetic:tiny']!;
+  const b = createBackend('hip');
+  const weights = syntheticWeights(b, spec.config, spec.weightDtype, spec.seed);
+  const graphed = new Engine(b, spec.config, weights);
+  const plain = new Engine(b, spec.config, weights);
+  plain.graphs = false;
+  return { spec, b, weights, graphed, plain };
+}
+
 describe.skipIf(BACKEND !== 'hip')('decode step graphs', () => {
   it('synthetic:tiny: replayed steps equal op-by-op steps bit for bit at positions 5..70 and 1000..1040', () => {
-    const spec = SYNTHETIC_MODELS['synthetic:tiny']!;
-    const b = createBackend('hip');
-    const weights = syntheticWeights(b, spec.config, spec.weightDtype, spec.seed);
-    const graphed = new Engine(b, spec.config, weights);
-    const plain = new Engine(b, spec.config, weights);
-    plain.graphs = false;
+    const { spec, b, weights, graphed, plain } = tinyEngines();
     expect(graphed.graphs).toBe(true);
     try {
       for (const [prefix, steps] of [
@@ -74,12 +80,7 @@ describe.skipIf(BACKEND !== 'hip')('decode step graphs', () => {
   }, 300_000);
 
   it('synthetic:tiny: traced steps replayed from a graph write the records and rows of traced steps run op by op', () => {
-    const spec = SYNTHETIC_MODELS['synthetic:tiny']!;
-    const b = createBackend('hip');
-    const weights = syntheticWeights(b, spec.config, spec.weightDtype, spec.seed);
-    const graphed = new Engine(b, spec.config, weights);
-    const plain = new Engine(b, spec.config, weights);
-    plain.graphs = false;
+    const { spec, b, weights, graphed, plain } = tinyEngines();
     const dir = mkdtempSync(join(tmpdir(), 'greta-graph-'));
     const prefix = 60;
     const steps = 12;
