@@ -778,7 +778,8 @@ struct Buf {
 enum Path { NEW, OLD, MAIN, P_A, P_B, P_C, P_D, P_E, P_F, R_A, R_B, R_C, R_2, R_4, R_E,
             D_R1, D_R1_P4, D_R1_KW4, D_R1_KW4_P4, D_R1_KW16_P4, D_G1, D_G2, D_G8W,
             D_X_KW8_P4, D_X_KW8_P6, D_X_KW4_P4, D_X_KW4_P8, D_X_KW16_P4, D_X_NOSUM, D_X_LOADS, D_X_LOADS_P8,
-            D_P1_P8, D_P2_P8, D_P1_P4, D_X_CONTIG, D_S_KW8_P2, D_S_KW4_P3, D_S_KW4_P4, D_S_KW8_P3, NPATHS };
+            D_P1_P8, D_P2_P8, D_P1_P4, D_X_CONTIG, D_S_KW8_P2, D_S_KW4_P3, D_S_KW4_P4, D_S_KW8_P3,
+            P_G, P_H, P_I, NPATHS };
 const char* path_name[NPATHS] = {"new(dispatch)",        "old(cuda-core)",       "main(split per block)",
                                  "A 128x56 8w",          "B 96x112 q",           "C 256x32 q",
                                  "128x56 4w q",          "128x56 8w q",          "128x56 4w",            "rows f1 t1 kw8",
@@ -791,9 +792,10 @@ const char* path_name[NPATHS] = {"new(dispatch)",        "old(cuda-core)",      
                                  "rows1x kw16 p4 u2",    "rows1x no sum (wrong)", "rows1x loads only",
                                  "rows1x loads only p8", "rows1p 1/SM p8 u4",    "rows1p 2/SM p8 u4",
                                  "rows1p 1/SM p4 u2",    "contiguous loads only", "rows1s kw8 p2",
-                                 "rows1s kw4 p3",        "rows1s kw4 p4",        "rows1s kw8 p3"};
+                                 "rows1s kw4 p3",        "rows1s kw4 p4",        "rows1s kw8 p3",
+                                 "64x56 4w",             "64x112 8w",            "64x56 4w q"};
 // Decode-only paths (M = 1, 2-byte weights): the rows1 and gemv kernels in other launch shapes.
-bool is_decode(int p) { return p >= D_R1; }
+bool is_decode(int p) { return p >= D_R1 && p < P_G; }
 int rows_tokens(int p) { return p == R_E ? greta_mma::TILE_J : p == R_2 ? 2 * greta_mma::TILE_J : p == R_4 ? 4 * greta_mma::TILE_J : greta_mma::TILE_J; }
 
 Buf bscr;  // the activation terms of the prefill paths
@@ -823,6 +825,9 @@ hipError_t run(Path p, const GretaMatmulOuts& o, const float* x, const void* w, 
     case P_D: return prefill<W, 4, 1, 2, 7, 4, 4, true>(o, x, w, M, N, K);
     case P_E: return prefill<W, 8, 1, 1, 7, 7, 4, true>(o, x, w, M, N, K);
     case P_F: return prefill<W, 4, 1, 2, 7, 4, 4, false>(o, x, w, M, N, K);
+    case P_G: return prefill<W, 4, 1, 1, 7, 7, 4, false>(o, x, w, M, N, K);
+    case P_H: return prefill<W, 4, 2, 1, 7, 7, 3, false>(o, x, w, M, N, K);
+    case P_I: return prefill<W, 4, 1, 1, 7, 7, 4, true>(o, x, w, M, N, K);
     case R_A: return launch_rows<W, 1, 1, 8>(o, x, w, M, N, K, 0);
     case R_B: return launch_rows<W, 2, 1, 8>(o, x, w, M, N, K, 0);
     case R_C: return launch_rows<W, 1, 1, 16>(o, x, w, M, N, K, 0);
@@ -1168,6 +1173,29 @@ int main(int argc, char** argv) {
         const double rgbs = double(d.N) * d.K * 2 / (rs * 1e-3) / 1e9;
         std::printf("| %-22s | M=1   | %-22s | %8.4f ms | %.3f of copy | in a row %8.4f ms %.3f of copy | %s\n", d.name,
                     path_name[p], ms, gbs / (copy_tbs * 1e3), rs, rgbs / (copy_tbs * 1e3), same ? "bit-identical" : "DIFFERS");
+      }
+    }
+    return failures ? 1 : 0;
+  }
+  if (argc > 1 && std::strcmp(argv[1], "prefill") == 0) {  // prefill shapes at M = 205: bit-identical to the dispatch, then timed
+    copy_rate();
+    const struct { const char* name; int64_t N, K; } pproj[] = {
+        {"qkv 4096->6144", 6144, 4096}, {"wo 4096->4096", 4096, 4096}, {"down 14336->4096", 4096, 14336},
+        {"gate_up 4096->28672", 28672, 4096}};
+    const int64_t M = 205;
+    for (auto& d : pproj) {
+      setup<bf16>(M, d.N, d.K, 78, false);
+      std::vector<float> want(M * d.N), got(M * d.N);
+      CHECK(run<bf16>(NEW, outs1((float*)bo.p, d.N), (const float*)bx.p, bw.p, M, d.N, d.K));
+      CHECK(hipMemcpy(want.data(), bo.p, M * d.N * 4, hipMemcpyDeviceToHost));
+      for (Path p : {NEW, P_A, P_B, P_F, P_G, P_H, P_I}) {
+        CHECK(run<bf16>(p, outs1((float*)bo2.p, d.N), (const float*)bx.p, bw.p, M, d.N, d.K));
+        CHECK(hipMemcpy(got.data(), bo2.p, M * d.N * 4, hipMemcpyDeviceToHost));
+        const bool same = std::memcmp(got.data(), want.data(), M * d.N * 4) == 0;
+        if (!same) failures++;
+        const float ms = timeit<bf16>(p, M, d.N, d.K, 15);
+        std::printf("| %-22s | M=205 | %-22s | %8.4f ms | %7.1f TFLOP/s | %s\n", d.name, path_name[p], ms,
+                    2.0 * M * d.N * d.K / (ms * 1e-3) / 1e12, same ? "bit-identical" : "DIFFERS");
       }
     }
     return failures ? 1 : 0;

@@ -1001,13 +1001,19 @@ constexpr int64_t ROWS_MAX_M = rows_r<1, 4, ROWS_KW>() >= 1 ? 4 * TILE_J : 2 * T
 //      6144 outputs in 128 blocks; its larger warp tiles read shared memory
 //      less per product (lm_head, where both give an SM about as many
 //      outputs: 1.19x A's rate)
+//   G  64 x 56, 4 warps of 16 x 56, 4 stages: twice A's blocks, where A's
+//      grid is at most one block an SM (4096 outputs at 205 tokens: 128
+//      blocks of 8 warps, latency-bound): down 72.2 -> 78.3 TFLOP/s, wo
+//      67.6 -> 69.1; at 6144 outputs B stays (83.4 against G's 78.3)
 // AMD (tile 16 x 16, 64 KB of LDS): 128 x 64 in two stages.
 #if defined(GRETA_VENDOR_AMD)
 #define GRETA_PREFILL_A 4, 1, 2, 4, 2, 2, false
 #define GRETA_PREFILL_B GRETA_PREFILL_A
+#define GRETA_PREFILL_G GRETA_PREFILL_A
 #else
 #define GRETA_PREFILL_A 8, 1, 1, 7, 7, 4, false
 #define GRETA_PREFILL_B 2, 2, 3, 7, 4, 3, true
+#define GRETA_PREFILL_G 4, 1, 1, 7, 7, 4, false
 #endif
 
 int multiprocessors() {
@@ -1017,18 +1023,23 @@ int multiprocessors() {
   return n > 0 ? n : 1;
 }
 
+template <typename P>
+int64_t prefill_blocks(int64_t M, int64_t N) {
+  return ((M + P::BT - 1) / P::BT) * ((N + P::BN - 1) / P::BN);
+}
+
 // Rounds of whole blocks over the multiprocessors, times a block's outputs,
 // over the shape's relative rate (percent).
 template <typename P>
 int64_t prefill_cost(int64_t M, int64_t N, int sms, int64_t percent) {
-  const int64_t blocks = ((M + P::BT - 1) / P::BT) * ((N + P::BN - 1) / P::BN);
-  return (blocks + sms - 1) / sms * P::BN * P::BT * 100 / percent;
+  return (prefill_blocks<P>(M, N) + sms - 1) / sms * P::BN * P::BT * 100 / percent;
 }
 
 // The shape of least cost, A's rate taken as 96% of B's (between gate_up,
-// where A's fewer outputs per SM win, and lm_head): at 205 tokens B for qkv
-// (6144 outputs) and lm_head (128256), A for wo, down (4096) and gate_up
-// (28672), each the faster one measured.
+// where A's fewer outputs per SM win, and lm_head), and G for A where A's
+// grid leaves SMs a block or none: at 205 tokens B for qkv (6144 outputs)
+// and lm_head (128256), G for wo and down (4096), A for gate_up (28672),
+// each the faster one measured (2-byte weights; the others take A).
 template <typename W>
 hipError_t launch_prefill_best(const GretaMatmulOuts& out, const float* x, bf16* xt, const void* w, int64_t M,
                                int64_t N, int64_t K, hipStream_t stream) {
@@ -1036,6 +1047,8 @@ hipError_t launch_prefill_best(const GretaMatmulOuts& out, const float* x, bf16*
     const int sms = multiprocessors();
     if (prefill_cost<Prefill<W, GRETA_PREFILL_B>>(M, N, sms, 100) < prefill_cost<Prefill<W, GRETA_PREFILL_A>>(M, N, sms, 96))
       return launch_prefill<W, GRETA_PREFILL_B>(out, x, xt, w, M, N, K, stream);
+    if (prefill_blocks<Prefill<W, GRETA_PREFILL_A>>(M, N) <= sms)
+      return launch_prefill<W, GRETA_PREFILL_G>(out, x, xt, w, M, N, K, stream);
   }
   return launch_prefill<W, GRETA_PREFILL_A>(out, x, xt, w, M, N, K, stream);
 }
