@@ -11,6 +11,9 @@
 //   ./matmul_lab quick      validation only
 //   ./matmul_lab ncu [PATH..] main's prefill kernel and the dispatch (or the
 //                           paths named) at qkv and down, M = 205
+//   ./matmul_lab prefill    205 tokens at qkv, wo, down, gate_up, lm_head: the
+//                           prefill block shapes, each checked bit for bit
+//                           against the dispatch, then timed
 //   ./matmul_lab decode     one token at qkv, wo, down, gate_up, lm_head: the
 //                           rows1 and gemv kernels in other launch shapes
 //                           (warps over K, ring depth, row tiles a warp),
@@ -82,6 +85,12 @@
 //   lm_head 4096->128256 89.3 (75.5); forced shapes: qkv B 82.0, wo A 67.6,
 //   gate_up A 91.2, down A 71.6, lm_head B 106.7. M = 291: qkv 78.2 (65.0),
 //   down 76.3 (54.9). f16 4096^2 29.1 (19.5), f32 41.5 (31.8).
+//   `prefill` (205 tokens, each shape checked bit for bit first): the 64 x 56
+//   block of 4 warps (G) down 79.4, wo 69.4, qkv 79.5, gate_up 87.8; slower
+//   everywhere: 64 x 112 of 8 warps, 64 x 56 regrouped, 128 x 112 of 8 warps
+//   regrouped, B with 4 stages, 192 x 56 of 4 warps regrouped (the larger
+//   tiles take 255 registers and spill). The dispatch: qkv 83.7, wo 69.1,
+//   down 77.7, gate_up 91.6, lm_head 111.7.
 //   rel L2 vs fp64: 2.1e-7 at K = 4096, 3.9e-7 at K = 14336 (the CUDA-core
 //   kernel's: the same); every launch shape bit-identical to main's kernel,
 //   rows alone too.
@@ -779,7 +788,7 @@ enum Path { NEW, OLD, MAIN, P_A, P_B, P_C, P_D, P_E, P_F, R_A, R_B, R_C, R_2, R_
             D_R1, D_R1_P4, D_R1_KW4, D_R1_KW4_P4, D_R1_KW16_P4, D_G1, D_G2, D_G8W,
             D_X_KW8_P4, D_X_KW8_P6, D_X_KW4_P4, D_X_KW4_P8, D_X_KW16_P4, D_X_NOSUM, D_X_LOADS, D_X_LOADS_P8,
             D_P1_P8, D_P2_P8, D_P1_P4, D_X_CONTIG, D_S_KW8_P2, D_S_KW4_P3, D_S_KW4_P4, D_S_KW8_P3,
-            P_G, P_H, P_I, NPATHS };
+            P_G, P_H, P_I, P_J, P_K, P_L, NPATHS };
 const char* path_name[NPATHS] = {"new(dispatch)",        "old(cuda-core)",       "main(split per block)",
                                  "A 128x56 8w",          "B 96x112 q",           "C 256x32 q",
                                  "128x56 4w q",          "128x56 8w q",          "128x56 4w",            "rows f1 t1 kw8",
@@ -793,7 +802,8 @@ const char* path_name[NPATHS] = {"new(dispatch)",        "old(cuda-core)",      
                                  "rows1x loads only p8", "rows1p 1/SM p8 u4",    "rows1p 2/SM p8 u4",
                                  "rows1p 1/SM p4 u2",    "contiguous loads only", "rows1s kw8 p2",
                                  "rows1s kw4 p3",        "rows1s kw4 p4",        "rows1s kw8 p3",
-                                 "64x56 4w",             "64x112 8w",            "64x56 4w q"};
+                                 "64x56 4w",             "64x112 8w",            "64x56 4w q",
+                                 "128x112 8w q",         "B 4 stages",           "192x56 4w q"};
 // Decode-only paths (M = 1, 2-byte weights): the rows1 and gemv kernels in other launch shapes.
 bool is_decode(int p) { return p >= D_R1 && p < P_G; }
 int rows_tokens(int p) { return p == R_E ? greta_mma::TILE_J : p == R_2 ? 2 * greta_mma::TILE_J : p == R_4 ? 4 * greta_mma::TILE_J : greta_mma::TILE_J; }
@@ -828,6 +838,9 @@ hipError_t run(Path p, const GretaMatmulOuts& o, const float* x, const void* w, 
     case P_G: return prefill<W, 4, 1, 1, 7, 7, 4, false>(o, x, w, M, N, K);
     case P_H: return prefill<W, 4, 2, 1, 7, 7, 3, false>(o, x, w, M, N, K);
     case P_I: return prefill<W, 4, 1, 1, 7, 7, 4, true>(o, x, w, M, N, K);
+    case P_J: return prefill<W, 4, 2, 2, 7, 4, 3, true>(o, x, w, M, N, K);
+    case P_K: return prefill<W, 2, 2, 3, 7, 4, 4, true>(o, x, w, M, N, K);
+    case P_L: return prefill<W, 4, 1, 3, 7, 4, 3, true>(o, x, w, M, N, K);
     case R_A: return launch_rows<W, 1, 1, 8>(o, x, w, M, N, K, 0);
     case R_B: return launch_rows<W, 2, 1, 8>(o, x, w, M, N, K, 0);
     case R_C: return launch_rows<W, 1, 1, 16>(o, x, w, M, N, K, 0);
@@ -1181,14 +1194,14 @@ int main(int argc, char** argv) {
     copy_rate();
     const struct { const char* name; int64_t N, K; } pproj[] = {
         {"qkv 4096->6144", 6144, 4096}, {"wo 4096->4096", 4096, 4096}, {"down 14336->4096", 4096, 14336},
-        {"gate_up 4096->28672", 28672, 4096}};
+        {"gate_up 4096->28672", 28672, 4096}, {"lm_head 4096->128256", 128256, 4096}};
     const int64_t M = 205;
     for (auto& d : pproj) {
       setup<bf16>(M, d.N, d.K, 78, false);
       std::vector<float> want(M * d.N), got(M * d.N);
       CHECK(run<bf16>(NEW, outs1((float*)bo.p, d.N), (const float*)bx.p, bw.p, M, d.N, d.K));
       CHECK(hipMemcpy(want.data(), bo.p, M * d.N * 4, hipMemcpyDeviceToHost));
-      for (Path p : {NEW, P_A, P_B, P_F, P_G, P_H, P_I}) {
+      for (Path p : {NEW, P_A, P_B, P_G, P_J, P_K, P_L}) {
         CHECK(run<bf16>(p, outs1((float*)bo2.p, d.N), (const float*)bx.p, bw.p, M, d.N, d.K));
         CHECK(hipMemcpy(got.data(), bo2.p, M * d.N * 4, hipMemcpyDeviceToHost));
         const bool same = std::memcmp(got.data(), want.data(), M * d.N * 4) == 0;
