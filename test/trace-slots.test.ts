@@ -21,7 +21,12 @@ interface Line {
   [k: string]: unknown;
 }
 
-describe('traced points written in place', () => {
+const SELECTIONS = [
+  { name: 'every point but the per-head ones', points: POINTS.filter((p) => !HEAD_POINTS.includes(p)), heads: null },
+  { name: 'every point, heads 0 and 2 of the per-head ones (copied from the probe)', points: [...POINTS], heads: [0, 2] },
+];
+
+describe.each(SELECTIONS)('traced points written in place: $name', ({ points: traced, heads }) => {
   it('synthetic:tiny decode steps: the records and row bytes of copies, with fewer rows', () => {
     const spec = SYNTHETIC_MODELS['synthetic:tiny']!;
     const b = createBackend('cpu');
@@ -36,11 +41,11 @@ describe('traced points written in place', () => {
       const writer = new TraceWriter(path);
       const tracer = new StageTracer(b, writer, 'slots', {
         layers: new Set([0, 1, 2, L - 1]),
-        points: new Set(POINTS.filter((p) => !HEAD_POINTS.includes(p))),
+        points: new Set(traced),
         phases: new Set(phases),
         debugInput: false,
         topk: 5,
-        heads: null,
+        heads,
       });
       const prompt = Array.from({ length: 9 }, (_, i) => (i * 31 + 7) % spec.config.vocab_size);
       const cache = engine.newCache(prompt.length + steps);
@@ -72,11 +77,13 @@ describe('traced points written in place', () => {
     try {
       const copies = trace(false);
       const slots = trace(true);
-      // 13 points in each of 4 layers, 3 final. Slots a decode step: every point but the logits, a layer's x_out
-      // and the next one's x_in in one (layers 0-1, 1-2 and L-2, untraced, to L-1), final_norm and lm_head_in in one.
-      const points = 4 * 13 + 3;
+      // 13 points in each of 4 layers (and 3 per-head points for each head traced), 3 final. Slots a decode step:
+      // every point but the logits and the per-head ones, a layer's x_out and the next one's x_in in one (layers
+      // 0-1, 1-2 and L-2, untraced, to L-1), final_norm and lm_head_in in one.
+      const perHead = heads ? 3 * heads.length : 0;
+      const points = 4 * (13 + perHead) + 3;
       expect(copies.slotted).toBe(0);
-      expect(slots.slotted).toBe(steps * (points - 1 - 2 - 1));
+      expect(slots.slotted).toBe(steps * (4 * 13 + 3 - 1 - 2 - 1));
       expect(slots.lines).toHaveLength(copies.lines.length);
       expect(slots.lines.length).toBe((1 + steps) * points);
       for (let i = 0; i < copies.lines.length; i++) {

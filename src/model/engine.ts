@@ -7,7 +7,7 @@
 // planted fault (src/faults.ts) acts on decode calls only: on the token
 // embedded, on where K/V are written and read, or at a trace point.
 import { withRows, type AttentionOptions, type Backend, type Graph, type Tensor } from '../native.js';
-import { HEAD_POINTS, type Point } from '../trace/points.js';
+import { FINAL_POINTS, HEAD_POINTS, LAYER_POINTS, type Point } from '../trace/points.js';
 import type { LlamaConfig } from './config.js';
 import { ropeInvFreq } from './rope.js';
 import type { ModelWeights } from './weights.js';
@@ -43,10 +43,12 @@ export interface Tap {
   input?(embeddingRow: Tensor, info: TapInfo): void;
   /** The heads to record of per-head points, out of nHeads. */
   heads(nHeads: number): number[];
+  /** Before a one-row call's first op: it records at most `elements` elements; the tap makes room for all of them (for slot). */
+  reserve?(elements: number): void;
   /**
-   * For a one-row call: a [1, width] tensor in the tap's trace buffer for the op that makes `points`
+   * In a reserved call: a [1, width] tensor in the tap's trace buffer for the op that makes `points`
    * (one tensor, several points: x_out of a layer is x_in of the next) to write into, so that
-   * recording it copies nothing; undefined where none of them is traced or the tap has no room.
+   * recording it copies nothing; undefined where none of them is traced.
    */
   slot?(points: readonly (readonly [number | null, Point])[], width: number): Tensor | undefined;
   /** Called when the forward call is done: a tap that defers its records writes them here. */
@@ -335,7 +337,8 @@ export class Engine {
     };
     // A one-row call without a fault writes traced points straight into the tap's trace buffer where
     // it offers a slot, so recording them copies nothing; else into the workspace.
-    const direct = m === 1 && !fault && tap?.slot ? tap : undefined;
+    const direct = m === 1 && !fault && tap?.slot && tap.reserve ? tap : undefined;
+    direct?.reserve!(this.traceElements(direct, info.seqLen));
     const into = (t: Tensor, ...points: (readonly [number | null, Point])[]) => direct?.slot!(points, t.shape[1]!) ?? t;
 
     let x = into(acts.x, [0, 'x_in']);
@@ -485,6 +488,26 @@ export class Engine {
       if (tap.wants(layer, point)) tap.recordHeads(layer, point, t, heads, info);
     }
     for (const t of [scores, probs]) t.free();
+  }
+
+  /** The most a one-row call traced by `tap` records (Tap.reserve): the width of every point it wants, at `keys` keys. */
+  private traceElements(tap: Tap, keys: number): number {
+    const { cfg } = this;
+    const H = cfg.num_attention_heads;
+    const D = cfg.hidden_size;
+    const qDim = H * cfg.head_dim;
+    const kvDim = cfg.num_key_value_heads * cfg.head_dim;
+    const I = cfg.intermediate_size;
+    const heads = tap.heads(H).length;
+    const width: Record<Point, number> = {
+      x_in: D, q: qDim, k: kvDim, v: kvDim, scores: heads * keys, probs: heads * keys, pv: heads * cfg.head_dim,
+      attn_out: qDim, wo_out: D, x_after_attn: D, ffn_norm: D, gate: I, up: I, act: I, mlp_out: D, x_out: D,
+      final_norm: D, lm_head_in: D, logits: cfg.vocab_size,
+    };
+    let n = 0;
+    for (let l = 0; l < cfg.num_hidden_layers; l++) for (const p of LAYER_POINTS) if (tap.wants(l, p)) n += width[p];
+    for (const p of FINAL_POINTS) if (tap.wants(null, p)) n += width[p];
+    return n;
   }
 
   private probeBuffers(keys: number): NonNullable<Engine['probe']> {

@@ -79,9 +79,11 @@ export class StageTracer {
   private readonly hostTickets = [0, 0];
   private turn = 0;
   private inFlight: Batch | undefined;
-  /** Elements the current forward call has copied, and the most any call has: the room a step graph's capture makes. */
+  /** Elements the current forward call has recorded, and the most any call has or reserved: the room a step graph's capture makes. */
   private callUsed = 0;
   private maxCall = 0;
+  /** Elements the current call reserved (Tap.reserve): its slots fit within them; 0 outside a reserved call. */
+  private callRoom = 0;
   /** The key of step graphs whose copies land in the current buffer (TapGraph.key): closed when the buffer goes. */
   private graphKey = { open: true };
   /** Between beforeCapture and captured: the copies are being captured, and nothing may be issued. */
@@ -113,6 +115,8 @@ export class StageTracer {
     const ctx = { prompt, exp, phase };
     // Row copies alone can ride in a step graph; the per-head probe and the input summary cannot.
     const copiesOnly = !this.sel.debugInput && !HEAD_POINTS.some((p) => this.sel.points.has(p));
+    // Slots need the whole call's room at its start; the input summary writes a record mid-call, which issues.
+    const slots = !this.sel.debugInput;
     return {
       wants: (layer, point) => this.wants(layer, point),
       record: (layer, point, t, row, info) => this.record(ctx, layer, point, t, [row], info),
@@ -121,12 +125,13 @@ export class StageTracer {
       heads: (n) => (this.sel.heads ? this.sel.heads.filter((h) => h < n) : Array.from({ length: n }, (_, h) => h)),
       end: () => {
         this.maxCall = Math.max(this.maxCall, this.callUsed);
-        this.callUsed = 0;
+        this.callUsed = this.callRoom = 0;
         this.issue();
         this.dropSlots();
       },
       graph: copiesOnly ? this.tapGraph(ctx) : undefined,
-      slot: copiesOnly ? (points, width) => this.slot(points, width) : undefined,
+      reserve: slots ? (elements) => this.reserve(elements) : undefined,
+      slot: slots ? (points, width) => this.slot(points, width) : undefined,
     };
   }
 
@@ -135,15 +140,23 @@ export class StageTracer {
   }
 
   /**
-   * Room in the buffer for an op to write traced points into. Only where a whole call's rows are known to fit
-   * (maxCall, from an earlier call of the same points: a tap of row copies alone makes the same rows every
-   * call), so nothing is issued mid-call while a slot waits for its op.
+   * Room for a one-row call's records, made before its first op: what is pending goes back first, and the
+   * buffer grows to hold them all, so that nothing is issued mid-call while a slot waits for its op. A step
+   * graph's capture made the room already (beforeCapture), so none is taken while one is captured.
    */
+  private reserve(elements: number): void {
+    this.maxCall = Math.max(this.maxCall, elements);
+    if (this.used + elements > (this.buffer?.shape[0] ?? 0)) {
+      this.issue();
+      if (elements > (this.buffer?.shape[0] ?? 0)) this.newBuffer(Math.max(BUFFER_ELEMENTS, elements));
+    }
+    this.callRoom = elements;
+  }
+
+  /** Room in the reserved call for an op to write traced points into; undefined where none of them is traced. */
   private slot(points: readonly (readonly [number | null, Point])[], width: number): Tensor | undefined {
-    if (this.maxCall === 0 || !points.some(([l, p]) => this.wants(l, p))) return undefined;
-    if (this.used === 0 && (this.buffer?.shape[0] ?? 0) < this.maxCall) this.newBuffer(Math.max(BUFFER_ELEMENTS, this.maxCall));
-    if (!this.buffer || this.used + width > this.buffer.shape[0]!) return undefined;
-    const rows = this.buffer.rows(this.used, width);
+    if (this.callUsed + width > this.callRoom || !points.some(([l, p]) => this.wants(l, p))) return undefined;
+    const rows = this.buffer!.rows(this.used, width);
     const view = rows.reshape(1, width);
     rows.free();
     this.slots.set(view, this.used);
@@ -176,7 +189,7 @@ export class StageTracer {
       abortCapture: () => {
         this.capturing = false;
         this.pending = [];
-        this.used = this.callUsed = 0;
+        this.used = this.callUsed = this.callRoom = 0;
         this.dropSlots();
       },
       replay: (captured, info) => {
@@ -241,8 +254,8 @@ export class StageTracer {
     }
     for (let i = 0; i < rows.length; ) {
       if (this.used + width > (this.buffer?.shape[0] ?? 0)) {
-        // Never reached while slots wait (they are handed out only where the call fits): issuing would reuse their room.
-        if (this.slots.size) throw new Error('trace: the trace buffer filled up while slots were out');
+        // Never reached while slots wait (a reserved call fits the buffer): issuing would reuse their room.
+        if (this.slots.size) throw new Error('trace: a call recorded more than it reserved');
         this.issue();
         if (width > (this.buffer?.shape[0] ?? 0)) this.newBuffer(Math.max(BUFFER_ELEMENTS, width));
       }
