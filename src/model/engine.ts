@@ -43,8 +43,8 @@ export interface Tap {
   input?(embeddingRow: Tensor, info: TapInfo): void;
   /** The heads to record of per-head points, out of nHeads. */
   heads(nHeads: number): number[];
-  /** Before a one-row call's first op: it records at most `elements` elements; the tap makes room for all of them (for slot). */
-  reserve?(elements: number): void;
+  /** Before a one-row call's first op: the widths of the points it will record; the tap makes room for all of them (for slot). */
+  reserve?(widths: readonly number[]): void;
   /**
    * In a reserved call: a [1, width] tensor in the tap's trace buffer for the op that makes `points`
    * (one tensor, several points: x_out of a layer is x_in of the next) to write into, so that
@@ -338,7 +338,7 @@ export class Engine {
     // A one-row call without a fault writes traced points straight into the tap's trace buffer where
     // it offers a slot, so recording them copies nothing; else into the workspace.
     const direct = m === 1 && !fault && tap?.slot && tap.reserve ? tap : undefined;
-    direct?.reserve!(this.traceElements(direct, info.seqLen));
+    direct?.reserve!(this.traceWidths(direct, info.seqLen));
     const into = (t: Tensor, ...points: (readonly [number | null, Point])[]) => direct?.slot!(points, t.shape[1]!) ?? t;
 
     let x = into(acts.x, [0, 'x_in']);
@@ -490,8 +490,8 @@ export class Engine {
     for (const t of [scores, probs]) t.free();
   }
 
-  /** The most a one-row call traced by `tap` records (Tap.reserve): the width of every point it wants, at `keys` keys. */
-  private traceElements(tap: Tap, keys: number): number {
+  /** What a one-row call traced by `tap` records (Tap.reserve): the width of every point it wants, at `keys` keys. */
+  private traceWidths(tap: Tap, keys: number): number[] {
     const { cfg } = this;
     const H = cfg.num_attention_heads;
     const D = cfg.hidden_size;
@@ -504,10 +504,10 @@ export class Engine {
       attn_out: qDim, wo_out: D, x_after_attn: D, ffn_norm: D, gate: I, up: I, act: I, mlp_out: D, x_out: D,
       final_norm: D, lm_head_in: D, logits: cfg.vocab_size,
     };
-    let n = 0;
-    for (let l = 0; l < cfg.num_hidden_layers; l++) for (const p of LAYER_POINTS) if (tap.wants(l, p)) n += width[p];
-    for (const p of FINAL_POINTS) if (tap.wants(null, p)) n += width[p];
-    return n;
+    const widths: number[] = [];
+    for (let l = 0; l < cfg.num_hidden_layers; l++) for (const p of LAYER_POINTS) if (tap.wants(l, p)) widths.push(width[p]);
+    for (const p of FINAL_POINTS) if (tap.wants(null, p)) widths.push(width[p]);
+    return widths;
   }
 
   private probeBuffers(keys: number): NonNullable<Engine['probe']> {

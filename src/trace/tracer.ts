@@ -46,6 +46,12 @@ interface Pending {
 /** Elements the trace buffer starts with: every stage point of an 8B decode step, sub-stages and 32 heads included. */
 const BUFFER_ELEMENTS = 1 << 22;
 
+/**
+ * Where a slot starts in the buffer: a multiple of this many elements (64 bytes of f32), as the kernels'
+ * 16-byte loads of an op's input require of the slot it reads; a reserve counts one such gap a point.
+ */
+const SLOT_ALIGN = 16;
+
 /** The records a step graph's copies make, as its capture made them (TapGraph.captured). */
 interface CapturedRows {
   rows: Omit<Pending, 'ctx' | 'info'>[];
@@ -130,7 +136,7 @@ export class StageTracer {
         this.dropSlots();
       },
       graph: copiesOnly ? this.tapGraph(ctx) : undefined,
-      reserve: slots ? (elements) => this.reserve(elements) : undefined,
+      reserve: slots ? (widths) => this.reserve(widths.reduce((n, w) => n + w + SLOT_ALIGN, 0)) : undefined,
       slot: slots ? (points, width) => this.slot(points, width) : undefined,
     };
   }
@@ -155,7 +161,10 @@ export class StageTracer {
 
   /** Room in the reserved call for an op to write traced points into; undefined where none of them is traced. */
   private slot(points: readonly (readonly [number | null, Point])[], width: number): Tensor | undefined {
-    if (this.callUsed + width > this.callRoom || !points.some(([l, p]) => this.wants(l, p))) return undefined;
+    const gap = (SLOT_ALIGN - (this.used % SLOT_ALIGN)) % SLOT_ALIGN;
+    if (this.callUsed + gap + width > this.callRoom || !points.some(([l, p]) => this.wants(l, p))) return undefined;
+    this.used += gap;
+    this.callUsed += gap;
     const rows = this.buffer!.rows(this.used, width);
     const view = rows.reshape(1, width);
     rows.free();
