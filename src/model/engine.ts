@@ -53,15 +53,16 @@ export interface Tap {
   slot?(points: readonly (readonly [number | null, Point])[], width: number): Tensor | undefined;
   /** Called when the forward call is done: a tap that defers its records writes them here. */
   end?(): void;
-  /** Present where a decode step's graph may carry this tap's row copies (see TapGraph). */
+  /** Present where a decode step's graph may carry this tap's records (see TapGraph). */
   graph?: TapGraph;
 }
 
 /**
- * A tap whose row copies a step graph can carry: they are captured with the
- * step's ops and run again by every replay, which only tells the tap what
- * they recorded. A tap offers this only when every record it makes is such a
- * copy (no per-head probe, no input summary).
+ * A tap whose records a step graph can carry: the ops' writes into its slots
+ * and its row copies are captured with the step and run again by every
+ * replay, which only tells the tap what they recorded. A tap offers this only
+ * when every record it makes is one of those (no per-head probe, no input
+ * summary).
  */
 export interface TapGraph {
   /** Which records the tap makes, and into which buffer: a graph replays only for a tap of the same key, while it is open. */

@@ -146,9 +146,9 @@ export class StageTracer {
   }
 
   /**
-   * Room for a one-row call's records, made before its first op: what is pending goes back first, and the
-   * buffer grows to hold them all, so that nothing is issued mid-call while a slot waits for its op. A step
-   * graph's capture made the room already (beforeCapture), so none is taken while one is captured.
+   * Room for a one-row call's records, made before its first op (where the buffer lacks it, what is pending
+   * goes back first and the buffer grows), so that nothing is issued mid-call while a slot waits for its op.
+   * A step graph's capture made the room already (beforeCapture), so none is taken while one is captured.
    */
   private reserve(elements: number): void {
     this.maxCall = Math.max(this.maxCall, elements);
