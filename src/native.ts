@@ -82,7 +82,6 @@ export function readSpanStats(buf: ArrayBuffer, byteOffset: number, i: number): 
   return { mean: v[0]!, abs_mean: v[1]!, rms: v[2]!, min: v[3]!, max: v[4]!, nan: v[5]!, inf: v[6]!, hash: hash.toString(16).padStart(16, '0'), sample: new Float64Array(0) };
 }
 
-/** The op contract (native/backend.h). Activations are f32, or f64 on cpu-fp64. */
 /** A kvWrite's arguments: cache[positions[m]] = src[m] for each (cache, src) pair. */
 export interface KvWrite {
   cache: Tensor | readonly Tensor[];
@@ -90,6 +89,7 @@ export interface KvWrite {
   positions: Int32Array;
 }
 
+/** The op contract (native/backend.h). Activations are f32, or f64 on cpu-fp64. */
 export interface Backend {
   readonly name: BackendKind;
   readonly device: string;
