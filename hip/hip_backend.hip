@@ -27,6 +27,7 @@
 #include "rope.h"
 #include "silu_mul.h"
 #include "summarize.h"
+#include "tiles.h"
 #include "topk.h"
 
 namespace greta {
@@ -182,6 +183,25 @@ int weight_type(const Tensor& w, const char* op) {
   }
 }
 
+// A matmul weight's first tile (its row view's, which must start a tile).
+const void* weight_ptr(const Tensor& w, const char* op) {
+  if (!w.tiled) return w.ptr();
+  if (w.row0 % GRETA_TILE_ROWS != 0)
+    throw GretaError("EINVAL", std::string(op) + ": weight " + w.describe() + " is a row view from row " +
+                                   std::to_string(w.row0) + " of a tiled weight (allowed: views from a multiple of " +
+                                   std::to_string(GRETA_TILE_ROWS) + " rows)");
+  return static_cast<const char*>(w.ptr()) + greta_matmul_tile_offset(w.row0, w.cols()) * dtype_size(w.dtype);
+}
+
+// Device memory for one call, freed when it returns (weights moving to or
+// from their tiled layout: loading, never the steady state).
+std::shared_ptr<DeviceStorage> temp_device(size_t bytes, const std::string& op) {
+  auto s = std::make_shared<DeviceStorage>();
+  check(hipMalloc(&s->data, bytes ? bytes : 1), op + ": staging");
+  s->bytes = bytes;
+  return s;
+}
+
 class HipBackend final : public Backend {
  public:
   explicit HipBackend(int device) {
@@ -235,14 +255,55 @@ class HipBackend final : public Backend {
     return t;
   }
 
+  // Tiled where matmul takes its tiles (in % 8 == 0), zeros in the padding.
+  Tensor alloc_weight(DType dtype, const std::vector<int64_t>& shape) override {
+    if (shape.size() != 2 || !greta_matmul_tiled(shape[1]) ||
+        !(dtype == DType::F32 || dtype == DType::F16 || dtype == DType::BF16))
+      return alloc(dtype, shape);
+    not_capturing("alloc");
+    Tensor t;
+    t.dtype = dtype;
+    t.shape = shape;
+    t.tiled = true;
+    auto s = std::make_shared<DeviceStorage>();
+    s->bytes = greta_matmul_weight_bytes(shape[0], shape[1], dtype_size(dtype));
+    check(hipMalloc(&s->data, s->bytes), "alloc " + t.describe() + " (" + std::to_string(s->bytes) + " bytes)");
+    t.storage = s;
+    check(hipMemsetAsync(s->data, 0, s->bytes, stream_), "alloc " + t.describe());
+    return t;
+  }
+
   void upload(const Tensor& dst, size_t offset, const void* src, size_t bytes) override {
     not_capturing("upload");
-    copy_sync(static_cast<uint8_t*>(dst.ptr()) + offset, src, bytes, hipMemcpyHostToDevice, "upload " + dst.describe());
+    const std::string op = "upload " + dst.describe();
+    if (!dst.tiled) {
+      copy_sync(static_cast<uint8_t*>(dst.ptr()) + offset, src, bytes, hipMemcpyHostToDevice, op);
+      return;
+    }
+    // Whole rows through device staging, then into their tiles.
+    const size_t row = static_cast<size_t>(dst.cols()) * dtype_size(dst.dtype);
+    if (offset % row != 0 || bytes % row != 0)
+      throw GretaError("EINVAL", op + ": " + std::to_string(bytes) + " bytes at byteOffset " + std::to_string(offset) +
+                                     " are not whole rows of " + std::to_string(row) + " bytes (a tiled weight takes whole rows)");
+    auto staging = temp_device(bytes, op);
+    copy_sync(staging->data, src, bytes, hipMemcpyHostToDevice, op);
+    check(greta_tile_rows(dst.ptr(), weight_type(dst, "upload"), staging->data, dst.row0 + static_cast<int64_t>(offset / row),
+                          static_cast<int64_t>(bytes / row), dst.cols(), stream_),
+          op);
+    // Weights are read by kernels before they wait for the ones ahead (hip/compat.h).
+    check(hipStreamSynchronize(stream_), op);
   }
 
   void download(const Tensor& src, void* dst) override {
     not_capturing("download");
-    copy_sync(dst, src.ptr(), src.bytes(), hipMemcpyDeviceToHost, "download " + src.describe());
+    const std::string op = "download " + src.describe();
+    if (!src.tiled) {
+      copy_sync(dst, src.ptr(), src.bytes(), hipMemcpyDeviceToHost, op);
+      return;
+    }
+    auto staging = temp_device(src.bytes(), op);
+    check(greta_untile_rows(staging->data, src.ptr(), weight_type(src, "download"), src.row0, src.rows(), src.cols(), stream_), op);
+    copy_sync(dst, staging->data, src.bytes(), hipMemcpyDeviceToHost, op);
   }
 
   void copy(const Tensor& dst, int64_t dst_at, const Tensor& src, int64_t src_at, int64_t count) override {
@@ -263,7 +324,12 @@ class HipBackend final : public Backend {
 
   void fill_uniform(const Tensor& t, uint64_t seed, double scale, double offset) override {
     if (t.dtype == DType::F64) throw GretaError("EINVAL", "fillUniform: f64 tensors are not supported on hip");
-    check(greta_fill_uniform(t.ptr(), static_cast<int>(t.dtype), t.numel(), seed, scale, offset, stream_), "fillUniform");
+    if (t.tiled)
+      check(greta_tile_fill_uniform(t.ptr(), weight_type(t, "fillUniform"), t.row0, t.rows(), t.cols(), seed, scale, offset,
+                                    stream_),
+            "fillUniform");
+    else
+      check(greta_fill_uniform(t.ptr(), static_cast<int>(t.dtype), t.numel(), seed, scale, offset, stream_), "fillUniform");
     // It may fill weights, which a later kernel reads before it waits for the
     // kernels before it (hip/compat.h): they must be complete when it is issued.
     check(hipStreamSynchronize(stream_), "fillUniform");
@@ -271,7 +337,8 @@ class HipBackend final : public Backend {
 
   void embedding(const Tensor& out, const Tensor& table, const int32_t* ids) override {
     const int32_t* d_ids = ints(ids, out.rows(), "embedding");
-    check(greta_embedding(out.as<float>(), table.ptr(), weight_type(table, "embedding"), d_ids, out.rows(), out.cols(), stream_),
+    check(greta_embedding(out.as<float>(), weight_ptr(table, "embedding"), weight_type(table, "embedding"), table.tiled, d_ids,
+                          out.rows(), out.cols(), stream_),
           "embedding");
   }
 
@@ -288,14 +355,20 @@ class HipBackend final : public Backend {
       o.ptr[o.count] = t.as<float>();
       o.end[o.count++] = end += t.cols();
     }
+    if (greta_matmul_tiled(w.cols()) && !w.tiled)
+      throw GretaError("EINVAL", "matmul: weight " + w.describe() +
+                                     " is row-major; on hip a weight whose rows are a multiple of 8 long is read in tiles "
+                                     "(allocate it with alloc(dtype, shape, { matmul: true }))");
     const size_t sb = greta_matmul_scratch_bytes(x.rows(), x.cols());
     void* split = sb ? scratch(scratch_work_, sb, "matmul") : nullptr;
-    check(greta_matmul(o, x.as<float>(), w.ptr(), weight_type(w, "matmul"), x.rows(), w.rows(), x.cols(), split, sb, stream_),
+    check(greta_matmul(o, x.as<float>(), weight_ptr(w, "matmul"), weight_type(w, "matmul"), x.rows(), w.rows(), x.cols(),
+                       split, sb, stream_),
           "matmul");
   }
 
   void matmul_variant(const Tensor& out, const Tensor& x, const Tensor& w, MatmulVariant v) override {
-    check(greta_matmul_variant(out.as<float>(), x.as<float>(), w.ptr(), weight_type(w, "matmulVariant"), x.rows(), w.rows(),
+    check(greta_matmul_variant(out.as<float>(), x.as<float>(), weight_ptr(w, "matmulVariant"), weight_type(w, "matmulVariant"),
+                               w.tiled, x.rows(), w.rows(),
                                x.cols(), static_cast<int>(v), stream_),
           "matmulVariant");
   }

@@ -55,8 +55,25 @@ struct GretaMatmulOuts {
 // later calls; the call only writes it, in stream order.
 size_t greta_matmul_scratch_bytes(int64_t M, int64_t K);
 
+// The weight's layout: when K % 8 == 0 (the matrix units), tiled (hip/mma.h:
+// tiles of 16 rows x 32 k, each lane's operands in 16-byte units side by
+// side), which greta_matmul_weight_bytes sizes; otherwise row-major. A row
+// view of a tiled weight starts greta_matmul_tile_offset(row0, K) elements
+// in, for row0 a multiple of 16.
+constexpr int64_t GRETA_TILE_ROWS = 16, GRETA_TILE_K = 32;
+inline bool greta_matmul_tiled(int64_t K) { return K % 8 == 0; }
+inline size_t greta_matmul_weight_bytes(int64_t N, int64_t K, size_t elem) {
+  if (!greta_matmul_tiled(K)) return static_cast<size_t>(N * K) * elem;
+  return static_cast<size_t>((N + GRETA_TILE_ROWS - 1) / GRETA_TILE_ROWS * GRETA_TILE_ROWS *
+                             ((K + GRETA_TILE_K - 1) / GRETA_TILE_K * GRETA_TILE_K)) * elem;
+}
+inline int64_t greta_matmul_tile_offset(int64_t row0, int64_t K) {
+  return row0 * ((K + GRETA_TILE_K - 1) / GRETA_TILE_K * GRETA_TILE_K);
+}
+
 // When K % 8 == 0, x, w and scratch must be 16-byte aligned (device
 // allocations and row views of them are, since row strides are multiples of
-// 8 elements); scratch_bytes >= greta_matmul_scratch_bytes(M, K).
+// 8 elements, and tiles are 1 KB or more); scratch_bytes >=
+// greta_matmul_scratch_bytes(M, K).
 hipError_t greta_matmul(const GretaMatmulOuts& out, const float* x, const void* w, int w_type, int64_t M, int64_t N,
                         int64_t K, void* scratch, size_t scratch_bytes, hipStream_t stream);

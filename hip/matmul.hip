@@ -145,35 +145,47 @@ template <> struct Terms<bf16> { static constexpr int N = 1; };
 template <> struct Terms<f16> { static constexpr int N = 2; };
 template <> struct Terms<float> { static constexpr int N = 3; };
 
-// One lane's LANE_K consecutive weights of one row, as loaded.
+// One lane's units of one weight tile, as loaded (the tiled layout, hip/mma.h).
 template <typename W>
 struct Raw {
-  uint4 v[LANE_K * sizeof(W) / sizeof(uint4)];
+  uint4 u[Tiles<W>::UNITS];
 };
 
+// Its weights as Terms<W>::N bf16 terms, each as the two halves' operands.
+// The lane's elements come in register order, LANE_K (four words) a group;
+// the splits are elementwise, so each word of a term sits where its weights did.
 template <typename W>
-__device__ __forceinline__ void weight_terms(const Raw<W> (&raw)[A_ROWS], MmaA (&a)[Terms<W>::N]) {
+__device__ __forceinline__ void weight_terms(const Raw<W>& raw, MmaAHalf (&a)[Terms<W>::N][2]) {
+  constexpr int NT = Terms<W>::N;
+  uint4 t[NT][A_ROWS];
 #pragma unroll
-  for (int r = 0; r < A_ROWS; r++) {
-    if constexpr (Terms<W>::N == 1) {
-      a[0].row[r] = raw[r].v[0];
-    } else if constexpr (Terms<W>::N == 2) {
-      const uint32_t u[4] = {raw[r].v[0].x, raw[r].v[0].y, raw[r].v[0].z, raw[r].v[0].w};
+  for (int g = 0; g < A_ROWS; g++) {
+    if constexpr (NT == 1) {
+      t[0][g] = raw.u[g];
+    } else if constexpr (NT == 2) {
+      const uint32_t u[4] = {raw.u[g].x, raw.u[g].y, raw.u[g].z, raw.u[g].w};
       float f[LANE_K];
 #pragma unroll
       for (int i = 0; i < 4; i++) {
         f[2 * i] = to_f32(f16{static_cast<uint16_t>(u[i] & 0xffffu)});
         f[2 * i + 1] = to_f32(f16{static_cast<uint16_t>(u[i] >> 16)});
       }
-      split2(f, a[0].row[r], a[1].row[r]);
+      split2(f, t[0][g], t[1][g]);
     } else {
-      const float f[LANE_K] = {__uint_as_float(raw[r].v[0].x), __uint_as_float(raw[r].v[0].y),
-                               __uint_as_float(raw[r].v[0].z), __uint_as_float(raw[r].v[0].w),
-                               __uint_as_float(raw[r].v[1].x), __uint_as_float(raw[r].v[1].y),
-                               __uint_as_float(raw[r].v[1].z), __uint_as_float(raw[r].v[1].w)};
-      split3(f, a[0].row[r], a[1].row[r], a[2].row[r]);
+      const uint4 u0 = raw.u[2 * g], u1 = raw.u[2 * g + 1];
+      const float f[LANE_K] = {__uint_as_float(u0.x), __uint_as_float(u0.y), __uint_as_float(u0.z), __uint_as_float(u0.w),
+                               __uint_as_float(u1.x), __uint_as_float(u1.y), __uint_as_float(u1.z), __uint_as_float(u1.w)};
+      split3(f, t[0][g], t[1][g], t[2][g]);
     }
   }
+#pragma unroll
+  for (int j = 0; j < NT; j++)
+#pragma unroll
+    for (int i = 0; i < 4 * A_ROWS; i++) {
+      const uint4 q = t[j][i / 4];
+      const uint32_t word = i % 4 == 0 ? q.x : i % 4 == 1 ? q.y : i % 4 == 2 ? q.z : q.w;
+      a[j][i / (2 * A_ROWS)].r[i % (2 * A_ROWS)] = word;
+    }
 }
 
 // The activations' LANE_K floats (two uint4) as hi, mid, lo.
@@ -205,14 +217,6 @@ template <> struct Chain<float> {  // (x, w): (2,0) (1,1) (0,2) (1,0) (0,1) (0,0
   __device__ static constexpr int w_term(int i) { return i == 2 ? 2 : i == 1 || i == 4 ? 1 : 0; }
 };
 
-// Shared-memory index of 16-byte chunk c of row r. Rows of 128 bytes swap
-// neighbouring chunks on odd rows, so the 8 lanes of a load phase (two rows)
-// hit all 32 banks; rows of 64 bytes already do.
-template <int CHUNKS>
-__device__ __forceinline__ int chunk_at(int r, int c) {
-  return r * CHUNKS + (CHUNKS >= 8 ? (c ^ (r & 1)) : c);
-}
-
 // Largest token tile of any prefill shape: the activation scratch holds
 // M + PREFILL_PAD rows.
 constexpr int PREFILL_PAD = 128;
@@ -239,47 +243,45 @@ __global__ void split_kernel(uint4* terms, const float* x, int64_t chunks, int64
 }
 
 // Prefill, step 2: a block computes BN weight rows x BT tokens; warp (wn, wt)
-// FN x TM tiles. Weights and activation terms go through shared memory in
-// STAGES KBLOCK stages (cp.async on NVIDIA), one barrier a stage. Per KBLOCK
-// a warp forms its FN weight operands once (in the instructions' register
-// order), then the c_s of its tiles TG token tiles at a time: for each chain
-// step the group's activation term is loaded and the step's two halves are
-// issued across all FN x TG tiles (independent chains hide the matrix unit's
+// FN x TM tiles. Weight tiles and activation terms go through shared memory
+// in STAGES KBLOCK stages (cp.async on NVIDIA), one barrier a stage: a
+// stage's weights are BN / 16 tiled-layout tiles, copied as they lie, so a
+// lane's operand units are 16-byte reads of consecutive lanes (no bank
+// conflict, no swizzle). Per KBLOCK a warp forms its FN weight operands once,
+// then the c_s of its tiles TG token tiles at a time: for each chain step
+// the group's activation term is loaded and the step's two halves are issued
+// across all FN x TG tiles (independent chains hide the matrix unit's
 // latency); each c_s is then added to its accumulator, s increasing: the
 // chain of matmul.h.
-template <typename W, int WN, int WT, int FN, int TM, int TG, int STAGES, bool WQ>
+template <typename W, int WN, int WT, int FN, int TM, int TG, int STAGES>
 struct Prefill {
   static constexpr int THREADS = WN * WT * GRETA_WAVE_SIZE;
   static constexpr int BN = WN * FN * TILE_I;
   static constexpr int BT = WT * TM * TILE_J;
-  static constexpr int WCH = KBLOCK * static_cast<int>(sizeof(W)) / 16;  // 16-byte chunks of a weight row a stage
-  static constexpr int XCH = KBLOCK / LANE_K;                            // of one term row of a token
-  static constexpr int W_STAGE = BN * WCH;                               // uint4 of a stage
+  static constexpr int XCH = KBLOCK / LANE_K;  // 16-byte chunks of one term row of a token, a stage
+  static constexpr int W_STAGE = BN / TILE_I * Tiles<W>::TILE_UNITS;  // uint4 of a stage
   static constexpr int X_STAGE = 3 * BT * XCH;
   static constexpr int STAGE = W_STAGE + X_STAGE;
   static constexpr int SHARED = STAGES * STAGE * 16;  // bytes
 };
 
-template <typename W, int WN, int WT, int FN, int TM, int TG, int STAGES, bool WQ>
+template <typename W, int WN, int WT, int FN, int TM, int TG, int STAGES>
 __global__ void GRETA_LAUNCH_BOUNDS(WN * WT * GRETA_WAVE_SIZE, WN * WT * GRETA_WAVE_SIZE >= 256 && FN * TM <= 8 ? 2 : 1)
-    mma_prefill_kernel(GretaMatmulOuts out, const bf16* xt, const W* __restrict__ w, int64_t M, int64_t N,
+    mma_prefill_kernel(GretaMatmulOuts out, const bf16* xt, const uint4* __restrict__ w, int64_t M, int64_t N,
                        int64_t K, int64_t token_tiles) {
   greta_await_prior_kernels();
-  using P = Prefill<W, WN, WT, FN, TM, TG, STAGES, WQ>;
-  constexpr int THREADS = P::THREADS, BN = P::BN, BT = P::BT, WCH = P::WCH, XCH = P::XCH;
+  using P = Prefill<W, WN, WT, FN, TM, TG, STAGES>;
+  constexpr int THREADS = P::THREADS, BN = P::BN, BT = P::BT, XCH = P::XCH;
+  constexpr int TU = Tiles<W>::TILE_UNITS, NT = Terms<W>::N;
   static_assert(BT <= PREFILL_PAD, "the activation scratch pads M by PREFILL_PAD rows");
-  constexpr int WPER = LANE_K * static_cast<int>(sizeof(W)) / 16;  // chunks a lane reads per weight row
-  constexpr int W_ELEMS = 16 / static_cast<int>(sizeof(W));
-  constexpr int NT = Terms<W>::N;
   // The lane layout of hip/mma.h that the shared-memory reads below rely on:
-  // a lane reads one chunk (LANE_K k) per term of its token column and WPER
-  // chunks of each of its A_ROWS weight rows, and holds 4 elements of C
-  // (NVIDIA: warp 32, tile 16 x 8; AMD CDNA: wave 64, MFMA tile 16 x 16).
+  // a lane reads one chunk (LANE_K k) per term of its token column and its
+  // units of each weight tile, and holds 4 elements of C (NVIDIA: warp 32,
+  // tile 16 x 8; AMD CDNA: wave 64, MFMA tile 16 x 16).
   static_assert(XCH == LANE_CHUNKS && LANE_K * sizeof(uint16_t) == 16, "a lane's chunk is one 16-byte word of bf16");
   static_assert(TILE_J * LANE_CHUNKS == GRETA_WAVE_SIZE && TILE_I * LANE_CHUNKS == A_ROWS * GRETA_WAVE_SIZE,
                 "one wave covers an A and a B tile exactly");
-  static_assert(THREADS % WCH == 0 && BN % (THREADS / WCH) == 0 && THREADS % XCH == 0, "the block copies whole rows");
-  static_assert((THREADS / WCH) % 2 == 0, "weight row steps keep chunk_at's swizzle");
+  static_assert(THREADS % XCH == 0, "the block copies whole term rows");
   static_assert(TG >= 1 && TG <= TM, "token groups within the warp tile");
   extern __shared__ uint4 smem[];
 
@@ -290,81 +292,51 @@ __global__ void GRETA_LAUNCH_BOUNDS(WN * WT * GRETA_WAVE_SIZE, WN * WT * GRETA_W
   const int64_t n0 = (blockIdx.x / token_tiles) * BN;
   const int64_t m0 = (blockIdx.x % token_tiles) * BT;
   const int S = static_cast<int>((K + KBLOCK - 1) / KBLOCK);
+  const int64_t tiles = (N + TILE_I - 1) / TILE_I;
 
-  // Copies: a thread takes one chunk column of rows r0, r0 + step, ... (weight
-  // rows; term rows 3 m + i of the block's tokens) in every stage, through one
-  // pointer advanced by KBLOCK a stage. Weight rows past N and k past K (the
-  // last block) are zeros; token rows past M are the split's zero padding.
-  constexpr int WRS = THREADS / WCH, WPASS = BN / WRS;
+  // Copies: unit c = threadIdx + i THREADS of a stage's weights is unit c % TU
+  // of the block's tile c / TU (tiles past N are zeros); a thread takes one
+  // chunk column of term rows 3 m + i of the block's tokens. One pointer each,
+  // advanced by a KBLOCK a stage. Token rows past M are the split's zero
+  // padding; k past K (the last block) is zeros in both (tiles are padded).
+  constexpr int WPASS = (P::W_STAGE + THREADS - 1) / THREADS;
   constexpr int XRS = THREADS / XCH, XROWS = 3 * BT, XPASS = (XROWS + XRS - 1) / XRS;
   static_assert(WPASS <= static_cast<int>(8 * sizeof(uint32_t)), "one validity bit a pass");
-  const int wr0 = threadIdx.x / WCH, wc = threadIdx.x % WCH;
   const int xr0 = threadIdx.x / XCH, xc = threadIdx.x % XCH;
-  const W* wp = w + (n0 + wr0) * K + wc * W_ELEMS;
-  const bf16* xp = xt + (3 * m0 + xr0) * K + xc * LANE_K;
-  const int64_t wstep = WRS * K, xstep = XRS * K;
+  const uint4* wp[WPASS];
   uint32_t wvalid = 0;
 #pragma unroll
-  for (int i = 0; i < WPASS; i++) wvalid |= (n0 + wr0 + i * WRS < N ? 1u : 0u) << i;
-  const int wdst = chunk_at<WCH>(wr0, wc), xdst = xr0 * XCH + xc;
-
-  // bf16 weights on NVIDIA: a stage holds every lane's A operands ready, in
-  // the instruction's register order (MmaAHalf), so that one 16-byte read is
-  // one operand: tile f, half h, lane l at f 2 W + h W + l (W = 32 lanes).
-  // The words are regrouped on the way in, 4-byte copies: unit (f, h, u) is
-  // the 32 words of rows 2u, 2u + 1, 2u + 8, 2u + 9 of tile f that half h
-  // reads, lane bits (v t t j r): row 8 r + 2 u + v, word 4 t + 2 h + j, to
-  // word 16 v + 4 t + 2 j + r of the unit (32 banks, no conflict).
-  constexpr bool QUADS = WQ && NT == 1 && A_ROWS == 2;
-  constexpr int WARPS = THREADS / GRETA_WAVE_SIZE;
-  // A unit is one word a lane: v (2) x t (LANE_CHUNKS) x j (2) x r (A_ROWS).
-  static_assert(!QUADS || ((WARPS == 4 || WARPS == 8) && BN % (2 * WARPS) == 0 &&
-                           2 * LANE_CHUNKS * 2 * A_ROWS == GRETA_WAVE_SIZE),
-                "operand units: 4 or 8 warps, a unit a wave");
-  constexpr int QPASS = QUADS ? BN / 2 / WARPS : 1;
-  constexpr int UNIT = GRETA_WAVE_SIZE, QHALF = 4 * UNIT, QTILE = 2 * QHALF;  // 4-byte words
-  const int qr = lane & 1, qj = (lane >> 1) & 1, qt = (lane >> 2) & 3, qv = lane >> 4, qu = warp & 3;
-  const int qh0 = WARPS == 8 ? warp >> 2 : 0;
-  const W* qp = w + (n0 + 8 * qr + 2 * qu + qv) * K + 8 * qt + 2 * qj + 4 * qh0;
-  const int qdst = QHALF * qh0 + UNIT * qu + (UNIT / 2) * qv + 4 * qt + 2 * qj + qr;
-  auto qf = [](int i) { return WARPS == 8 ? i : i >> 1; };
-  auto qh = [](int i) { return WARPS == 8 ? 0 : i & 1; };  // beyond qh0
-  uint32_t qvalid = 0;
-  if constexpr (QUADS) {
-#pragma unroll
-    for (int i = 0; i < QPASS; i++) qvalid |= (n0 + qf(i) * TILE_I + 8 * qr + 2 * qu + qv < N ? 1u : 0u) << i;
+  for (int i = 0; i < WPASS; i++) {
+    const int c = static_cast<int>(threadIdx.x) + i * THREADS;
+    const int64_t tile = n0 / TILE_I + c / TU;
+    wvalid |= (c < P::W_STAGE && tile < tiles ? 1u : 0u) << i;
+    wp[i] = w + (tile * S) * TU + c % TU;
   }
+  const bf16* xp = xt + (3 * m0 + xr0) * K + xc * LANE_K;
+  const int64_t xstep = XRS * K;
+  const int xdst = xr0 * XCH + xc;
 
-  // Token rows are always there (the split pads them); weight rows past N
-  // (the last tile) and k past K (the last block) need the checked form.
-  const bool wfull = n0 + BN <= N;
+  // Weight tiles past N (the last block of rows) and k past K (the last
+  // block, activations only) need the checked form.
+  const bool wfull = n0 + BN <= tiles * TILE_I;
   int kleft = static_cast<int>(K < 0x7fffffff ? K : 0x7fffffff);  // k of the next stage to load, from its start
   auto load = [&](uint4* stage, auto checked) {
     constexpr bool CHECKED = decltype(checked)::value;
     const bool kx = !CHECKED || xc * LANE_K < kleft;
-    if constexpr (QUADS) {
-      const bool kq = !CHECKED || 8 * qt < kleft;
-      uint32_t* const ws = reinterpret_cast<uint32_t*>(stage) + qdst;
 #pragma unroll
-      for (int i = 0; i < QPASS; i++) {
-        const bool ok = !CHECKED || (kq && ((qvalid >> i) & 1u));
-        copy4_async(ws + qf(i) * QTILE + qh(i) * QHALF, ok ? qp + qf(i) * TILE_I * K + qh(i) * 4 : w, ok);
+    for (int i = 0; i < WPASS; i++) {
+      const int c = static_cast<int>(threadIdx.x) + i * THREADS;
+      if (P::W_STAGE % THREADS == 0 || c < P::W_STAGE) {
+        const bool ok = !CHECKED || ((wvalid >> i) & 1u);
+        copy16_async(stage + c, ok ? wp[i] : w, ok);
       }
-      qp += KBLOCK;
-    } else {
-      const bool kw = !CHECKED || wc * W_ELEMS < kleft;
-#pragma unroll
-      for (int i = 0; i < WPASS; i++) {
-        const bool ok = !CHECKED || (kw && ((wvalid >> i) & 1u));
-        copy16_async(stage + wdst + i * WRS * WCH, ok ? wp + i * wstep : w, ok);
-      }
+      wp[i] += TU;
     }
 #pragma unroll
     for (int i = 0; i < XPASS; i++) {
       if (XROWS % XRS == 0 || xr0 + i * XRS < XROWS)
         copy16_async(stage + P::W_STAGE + xdst + i * XRS * XCH, kx ? xp + i * xstep : xt, kx);
     }
-    wp += KBLOCK;
     xp += KBLOCK;
     kleft -= KBLOCK;
   };
@@ -375,18 +347,11 @@ __global__ void GRETA_LAUNCH_BOUNDS(WN * WT * GRETA_WAVE_SIZE, WN * WT * GRETA_W
       load(stage, std::true_type{});
   };
 
-  // A lane's shared-memory reads, relative to a stage: weight row
-  // (wn FN + f) 16 + a_row(lane, r), chunk lane_k / W_ELEMS + i, at aoff[r][i]
-  // + f 16 WCH; term i of token (wt TM + t) TILE_J + b_col(lane) at boff +
-  // (t TILE_J 3 + i) XCH.
-  int aoff[A_ROWS][WPER];
-#pragma unroll
-  for (int r = 0; r < A_ROWS; r++)
-#pragma unroll
-    for (int i = 0; i < WPER; i++)
-      aoff[r][i] = chunk_at<WCH>(wn * FN * TILE_I + a_row(lane, r), lane_k(lane) / W_ELEMS + i);
+  // A lane's shared-memory reads, relative to a stage: unit u of weight tile
+  // wn FN + f at (wn FN + f) TU + u W + lane; term i of token
+  // (wt TM + t) TILE_J + b_col(lane) at boff + (t TILE_J 3 + i) XCH.
+  const int aoff = wn * FN * TU + lane;
   const int boff = P::W_STAGE + ((wt * TM * TILE_J + b_col(lane)) * 3) * XCH + lane_k(lane) / LANE_K;
-  static_assert((TILE_I * WCH) % 2 == 0, "tile steps keep chunk_at's swizzle");
 
   MmaC acc[FN][TM];
 #pragma unroll
@@ -407,28 +372,10 @@ __global__ void GRETA_LAUNCH_BOUNDS(WN * WT * GRETA_WAVE_SIZE, WN * WT * GRETA_W
     MmaAHalf a[FN][NT][2];
 #pragma unroll
     for (int f = 0; f < FN; f++) {
-      if constexpr (QUADS) {
+      Raw<W> raw;
 #pragma unroll
-        for (int h = 0; h < 2; h++) {
-          const uint4 q = stage[(wn * FN + f) * TILE_I * WCH + h * GRETA_WAVE_SIZE + lane];
-          const uint32_t words[4] = {q.x, q.y, q.z, q.w};
-#pragma unroll
-          for (int k = 0; k < 2 * A_ROWS; k++) a[f][0][h].r[k] = words[k];
-        }
-      } else {
-        Raw<W> raw[A_ROWS];
-#pragma unroll
-        for (int r = 0; r < A_ROWS; r++)
-#pragma unroll
-          for (int i = 0; i < WPER; i++) raw[r].v[i] = stage[aoff[r][i] + f * TILE_I * WCH];
-        MmaA terms[NT];
-        weight_terms<W>(raw, terms);
-#pragma unroll
-        for (int j = 0; j < NT; j++) {
-          a[f][j][0] = a_half<0>(terms[j]);
-          a[f][j][1] = a_half<1>(terms[j]);
-        }
-      }
+      for (int u = 0; u < Tiles<W>::UNITS; u++) raw.u[u] = stage[aoff + f * TU + u * GRETA_WAVE_SIZE];
+      weight_terms<W>(raw, a[f]);
     }
     // Issued after this stage's first reads: the copy's memory clobber would
     // otherwise hold them back.
@@ -491,13 +438,13 @@ __global__ void GRETA_LAUNCH_BOUNDS(WN * WT * GRETA_WAVE_SIZE, WN * WT * GRETA_W
 // kernel keeps in registers.
 template <typename W, int FN, int TM, int KW, int R>
 struct RowsRound {
-  Raw<W> w[R][FN][A_ROWS];
+  Raw<W> w[R][FN];
   uint4 x[R][TM][2];
 };
 
 template <typename W, int FN, int TM, int KW, int R>
 __global__ void __launch_bounds__(KW * GRETA_WAVE_SIZE)
-    mma_rows_kernel(GretaMatmulOuts out, const float* x, const W* __restrict__ w, int64_t M, int64_t N,
+    mma_rows_kernel(GretaMatmulOuts out, const float* x, const uint4* __restrict__ w, int64_t M, int64_t N,
                     int64_t K) {
   constexpr int THREADS = KW * GRETA_WAVE_SIZE;
   constexpr int POS = FN * TM * 4 * GRETA_WAVE_SIZE;  // accumulators of one warp's tiles
@@ -510,6 +457,8 @@ __global__ void __launch_bounds__(KW * GRETA_WAVE_SIZE)
   const int kw = threadIdx.x / GRETA_WAVE_SIZE;
   const int64_t n0 = static_cast<int64_t>(blockIdx.x) * FN * TILE_I;
   const int64_t S = (K + KBLOCK - 1) / KBLOCK;
+  const int64_t tiles = (N + TILE_I - 1) / TILE_I;
+  constexpr int TU = Tiles<W>::TILE_UNITS;
 
   // Weights and activations of a round load apart: the first round's weights
   // are read before the wait for the kernel that writes x.
@@ -517,18 +466,14 @@ __global__ void __launch_bounds__(KW * GRETA_WAVE_SIZE)
 #pragma unroll
     for (int j = 0; j < R; j++) {
       const int64_t s = base + j * KW + kw;
-      const int64_t k = s * KBLOCK + lane_k(lane);
-      const bool in = s < S && k < K;
 #pragma unroll
-      for (int f = 0; f < FN; f++)
+      for (int f = 0; f < FN; f++) {
+        const int64_t tile = n0 / TILE_I + f;
+        const bool in = s < S && tile < tiles;
+        const uint4* src = w + (tile * S + s) * TU + lane;
 #pragma unroll
-        for (int r = 0; r < A_ROWS; r++) {
-          const int64_t n = n0 + f * TILE_I + a_row(lane, r);
-          const uint4* src = reinterpret_cast<const uint4*>(w + n * K + k);
-#pragma unroll
-          for (int i = 0; i < static_cast<int>(LANE_K * sizeof(W) / sizeof(uint4)); i++)
-            rd.w[j][f][r].v[i] = in && n < N ? src[i] : make_uint4(0, 0, 0, 0);
-        }
+        for (int u = 0; u < Tiles<W>::UNITS; u++) rd.w[j][f].u[u] = in ? src[u * GRETA_WAVE_SIZE] : make_uint4(0, 0, 0, 0);
+      }
     }
   };
   auto load_x = [&](Round& rd, int64_t base) {
@@ -565,7 +510,7 @@ __global__ void __launch_bounds__(KW * GRETA_WAVE_SIZE)
         act_terms(rd.x[j][t][0], rd.x[j][t][1], b);
 #pragma unroll
         for (int f = 0; f < FN; f++) {
-          MmaA a[Terms<W>::N];
+          MmaAHalf a[Terms<W>::N][2];
           weight_terms<W>(rd.w[j][f], a);
           MmaC c = mma_zero();
 #pragma unroll
@@ -635,14 +580,13 @@ size_t gemv_smem_bytes(int64_t M, int64_t K) {
 // the ring is the bytes in flight, the warps what hides the chains.
 template <typename W, int FN, int NT, int P, int U>
 __global__ void GRETA_LAUNCH_BOUNDS(NT* GRETA_WAVE_SIZE, NT * GRETA_WAVE_SIZE >= 512 ? 1 : 512 / (NT * GRETA_WAVE_SIZE))
-    mma_gemv_kernel(GretaMatmulOuts out, const float* x, const W* __restrict__ w, int64_t M, int64_t N,
+    mma_gemv_kernel(GretaMatmulOuts out, const float* x, const uint4* __restrict__ w, int64_t M, int64_t N,
                     int64_t K) {
   static_assert(P % U == 0, "gemv kernel: the ring is taken U KBLOCKs at a time");
   // The split's layout: one KBLOCK of one token tile is a wave's B operand,
   // one uint4 triple a lane (wave 64 on AMD: 16 tokens x 4 chunks).
   static_assert(TILE_J * LANE_CHUNKS == GRETA_WAVE_SIZE, "gemv kernel: a wave is the (token, chunk) pairs of a KBLOCK");
-  constexpr int WPER = LANE_K * static_cast<int>(sizeof(W)) / 16;  // 16-byte loads a lane makes per row
-  constexpr int STEP = KBLOCK * static_cast<int>(sizeof(W)) / 16;  // uint4 from one KBLOCK of a row to the next
+  constexpr int TU = Tiles<W>::TILE_UNITS;
   constexpr int THREADS = NT * GRETA_WAVE_SIZE;
   extern __shared__ uint4 gemv_smem[];
 
@@ -654,23 +598,20 @@ __global__ void GRETA_LAUNCH_BOUNDS(NT* GRETA_WAVE_SIZE, NT * GRETA_WAVE_SIZE >=
   const int xstride = xr * LANE_CHUNKS * 3;  // uint4 of the split per KBLOCK
   uint4* const xs = gemv_smem;
 
-  // This lane's weight rows (a_row) at its k offset (lane_k), one pointer each.
-  const uint4* wp[FN][A_ROWS];
+  // This lane's first unit of each of its tile rows, one pointer each.
+  const int64_t tiles = (N + TILE_I - 1) / TILE_I;
+  const uint4* wp[FN];
 #pragma unroll
-  for (int f = 0; f < FN; f++)
-#pragma unroll
-    for (int r = 0; r < A_ROWS; r++) {
-      const int64_t n = n0 + f * TILE_I + a_row(lane, r);
-      wp[f][r] = reinterpret_cast<const uint4*>(w + (n < N ? n : N - 1) * K + lane_k(lane));
-    }
-  Raw<W> ring[P][FN][A_ROWS];
-  auto load = [&](Raw<W> (&dst)[FN][A_ROWS], int s) {
+  for (int f = 0; f < FN; f++) {
+    const int64_t tile = n0 / TILE_I + f;
+    wp[f] = w + (tile < tiles ? tile : tiles - 1) * S * TU + lane;
+  }
+  Raw<W> ring[P][FN];
+  auto load = [&](Raw<W> (&dst)[FN], int s) {
 #pragma unroll
     for (int f = 0; f < FN; f++)
 #pragma unroll
-      for (int r = 0; r < A_ROWS; r++)
-#pragma unroll
-        for (int i = 0; i < WPER; i++) dst[f][r].v[i] = wp[f][r][static_cast<int64_t>(s) * STEP + i];
+      for (int u = 0; u < Tiles<W>::UNITS; u++) dst[f].u[u] = wp[f][static_cast<int64_t>(s) * TU + u * GRETA_WAVE_SIZE];
   };
   // The first weights fly before the wait for the kernel that writes x (while
   // it may still run) and while the block splits the activations, XB lane
@@ -724,7 +665,7 @@ __global__ void GRETA_LAUNCH_BOUNDS(NT* GRETA_WAVE_SIZE, NT * GRETA_WAVE_SIZE >=
         for (int i = 0; i < 3; i++) b[i].v = xb[(j0 + u) * xstride + i];
 #pragma unroll
         for (int f = 0; f < FN; f++) {
-          MmaA a[Terms<W>::N];
+          MmaAHalf a[Terms<W>::N][2];
           weight_terms<W>(ring[j0 + u][f], a);
           c[u][f] = mma_zero();
 #pragma unroll
@@ -772,11 +713,10 @@ size_t rows1_smem_bytes(int64_t K) {
 
 template <typename W, int KW, int P, int U>
 __global__ void GRETA_LAUNCH_BOUNDS(KW * GRETA_WAVE_SIZE, KW * GRETA_WAVE_SIZE >= 512 ? 1 : 512 / (KW * GRETA_WAVE_SIZE))
-    mma_rows1_kernel(GretaMatmulOuts out, const float* x, const W* __restrict__ w, int64_t N, int64_t K) {
+    mma_rows1_kernel(GretaMatmulOuts out, const float* x, const uint4* __restrict__ w, int64_t N, int64_t K) {
   static_assert(P % U == 0, "rows1 kernel: the ring is taken U KBLOCKs at a time");
   static_assert(TILE_J * LANE_CHUNKS == GRETA_WAVE_SIZE, "rows1 kernel: a wave is the (token, chunk) pairs of a KBLOCK");
-  constexpr int WPER = LANE_K * static_cast<int>(sizeof(W)) / 16;  // 16-byte loads a lane makes per row
-  constexpr int STEP = KBLOCK * static_cast<int>(sizeof(W)) / 16;  // uint4 from one KBLOCK of a row to the next
+  constexpr int TU = Tiles<W>::TILE_UNITS;
   constexpr int THREADS = KW * GRETA_WAVE_SIZE;
   extern __shared__ uint4 rows1_smem[];
 
@@ -787,19 +727,13 @@ __global__ void GRETA_LAUNCH_BOUNDS(KW * GRETA_WAVE_SIZE, KW * GRETA_WAVE_SIZE >
   uint4* const xs = rows1_smem;
   float* const cs = reinterpret_cast<float*>(xs + S * LANE_CHUNKS * 3);
 
-  const uint4* wp[A_ROWS];
-#pragma unroll
-  for (int r = 0; r < A_ROWS; r++) {
-    const int64_t n = n0 + a_row(lane, r);
-    wp[r] = reinterpret_cast<const uint4*>(w + (n < N ? n : N - 1) * K + lane_k(lane));
-  }
-  Raw<W> ring[P][A_ROWS];
+  // This lane's first unit of the block's tile row (every block has one: blocks = tiles).
+  const uint4* const wp = w + static_cast<int64_t>(blockIdx.x) * S * TU + lane;
+  Raw<W> ring[P];
   // Ring slot j of round j0 holds KBLOCK kw + (j0 + j) * KW.
-  auto load = [&](Raw<W> (&dst)[A_ROWS], int s) {
+  auto load = [&](Raw<W>& dst, int s) {
 #pragma unroll
-    for (int r = 0; r < A_ROWS; r++)
-#pragma unroll
-      for (int i = 0; i < WPER; i++) dst[r].v[i] = wp[r][static_cast<int64_t>(s) * STEP + i];
+    for (int u = 0; u < Tiles<W>::UNITS; u++) dst.u[u] = wp[static_cast<int64_t>(s) * TU + u * GRETA_WAVE_SIZE];
   };
 #pragma unroll
   for (int j = 0; j < P; j++)
@@ -845,7 +779,7 @@ __global__ void GRETA_LAUNCH_BOUNDS(KW * GRETA_WAVE_SIZE, KW * GRETA_WAVE_SIZE >
           MmaB b[3];
 #pragma unroll
           for (int i = 0; i < 3; i++) b[i].v = xs[s * LANE_CHUNKS * 3 + xoff + i];
-          MmaA a[Terms<W>::N];
+          MmaAHalf a[Terms<W>::N][2];
           weight_terms<W>(ring[u0 + u], a);
 #pragma unroll
           for (int i = 0; i < Chain<W>::STEPS; i++) mma_k32(c[u], a[Chain<W>::w_term(i)], b[Chain<W>::x_term(i)]);
@@ -878,10 +812,10 @@ __global__ void GRETA_LAUNCH_BOUNDS(KW * GRETA_WAVE_SIZE, KW * GRETA_WAVE_SIZE >
 
 // The split (into M + PREFILL_PAD rows of scratch at most), then the product
 // kernel in one block shape.
-template <typename W, int WN, int WT, int FN, int TM, int TG, int STAGES, bool WQ>
+template <typename W, int WN, int WT, int FN, int TM, int TG, int STAGES>
 hipError_t launch_prefill(const GretaMatmulOuts& out, const float* x, bf16* xt, const void* w, int64_t M, int64_t N,
                           int64_t K, hipStream_t stream) {
-  using P = Prefill<W, WN, WT, FN, TM, TG, STAGES, WQ>;
+  using P = Prefill<W, WN, WT, FN, TM, TG, STAGES>;
   const int64_t token_tiles = (M + P::BT - 1) / P::BT;
   const int64_t blocks = token_tiles * ((N + P::BN - 1) / P::BN);
   if (blocks > 0x7fffffff) return hipErrorInvalidValue;
@@ -889,12 +823,12 @@ hipError_t launch_prefill(const GretaMatmulOuts& out, const float* x, bf16* xt, 
   const int64_t split_blocks = (pad_chunks + ELEMENTWISE_BLOCK - 1) / ELEMENTWISE_BLOCK;
   GRETA_LAUNCH(split_kernel, dim3(static_cast<unsigned>(split_blocks < 4096 ? split_blocks : 4096)),
                dim3(ELEMENTWISE_BLOCK), 0, stream, reinterpret_cast<uint4*>(xt), x, chunks, pad_chunks, K / LANE_K);
-  auto kernel = mma_prefill_kernel<W, WN, WT, FN, TM, TG, STAGES, WQ>;
+  auto kernel = mma_prefill_kernel<W, WN, WT, FN, TM, TG, STAGES>;
   hipError_t e = hipFuncSetAttribute(reinterpret_cast<const void*>(kernel), hipFuncAttributeMaxDynamicSharedMemorySize,
                                      P::SHARED);
   if (e != hipSuccess) return e;
   GRETA_LAUNCH(kernel, dim3(static_cast<unsigned>(blocks)), dim3(P::THREADS), P::SHARED, stream, out, xt,
-               static_cast<const W*>(w), M, N, K, token_tiles);
+               static_cast<const uint4*>(w), M, N, K, token_tiles);
   return hipGetLastError();
 }
 
@@ -915,7 +849,7 @@ hipError_t launch_rows(const GretaMatmulOuts& out, const float* x, const void* w
   const int64_t blocks = (N + FN * TILE_I - 1) / (FN * TILE_I);
   if (blocks > 0x7fffffff) return hipErrorInvalidValue;
   GRETA_LAUNCH((mma_rows_kernel<W, FN, TM, KW, R>), dim3(static_cast<unsigned>(blocks)),
-               dim3(KW * GRETA_WAVE_SIZE), 0, stream, out, x, static_cast<const W*>(w), M, N, K);
+               dim3(KW * GRETA_WAVE_SIZE), 0, stream, out, x, static_cast<const uint4*>(w), M, N, K);
   return hipGetLastError();
 }
 
@@ -930,7 +864,7 @@ hipError_t launch_rows1(const GretaMatmulOuts& out, const float* x, const void* 
   const int64_t blocks = (N + TILE_I - 1) / TILE_I;
   if (blocks > 0x7fffffff) return hipErrorInvalidValue;
   GRETA_LAUNCH(kernel, dim3(static_cast<unsigned>(blocks)), dim3(KW * GRETA_WAVE_SIZE), smem, stream, out, x,
-               static_cast<const W*>(w), N, K);
+               static_cast<const uint4*>(w), N, K);
   return hipGetLastError();
 }
 
@@ -950,7 +884,7 @@ hipError_t launch_gemv(const GretaMatmulOuts& out, const float* x, const void* w
   const int64_t blocks = ((N + FN * TILE_I - 1) / (FN * TILE_I) + NT - 1) / NT;
   if (blocks > 0x7fffffff) return hipErrorInvalidValue;
   GRETA_LAUNCH((mma_gemv_kernel<W, FN, NT, P, U>), dim3(static_cast<unsigned>(blocks)),
-               dim3(NT * GRETA_WAVE_SIZE), gemv_smem_bytes<P>(M, K), stream, out, x, static_cast<const W*>(w),
+               dim3(NT * GRETA_WAVE_SIZE), gemv_smem_bytes<P>(M, K), stream, out, x, static_cast<const uint4*>(w),
                M, N, K);
   return hipGetLastError();
 }
@@ -990,14 +924,14 @@ template <typename W>
 constexpr int gemv_u() { return sizeof(W) == 4 ? 2 : 4; }  // 4-byte weights: within 128 registers
 constexpr int64_t ROWS_MAX_M = rows_r<1, 4, ROWS_KW>() >= 1 ? 4 * TILE_J : 2 * TILE_J;
 
-// Prefill block shapes, as <WN, WT, FN, TM, TG, STAGES, WQ>: warps along
-// weight rows and tokens, each warp FN weight tiles x TM token tiles, c_s
-// formed TG token tiles at a time, pipeline stages, bf16 operands regrouped
-// on the way in (WQ). NVIDIA (tile 16 x 8, up to 227 KB of shared memory a
-// block), measured on the H100 at 205 tokens (dev/matmul.hip):
+// Prefill block shapes, as <WN, WT, FN, TM, TG, STAGES>: warps along weight
+// rows and tokens, each warp FN weight tiles x TM token tiles, c_s formed TG
+// token tiles at a time, pipeline stages. NVIDIA (tile 16 x 8, up to 227 KB
+// of shared memory a block), measured on the H100 at 205 tokens
+// (dev/matmul.hip, with row-major weights):
 //   A  128 weight rows x 56 tokens, 8 warps of 16 x 56, 4 stages (76 KB):
 //      4096 outputs in 128 blocks, 205 tokens in 4 tiles
-//   B  96 x 112, 4 warps of 48 x 56, regrouped operands, 3 stages (83 KB):
+//   B  96 x 112, 4 warps of 48 x 56, 3 stages (74 KB):
 //      6144 outputs in 128 blocks; its larger warp tiles read shared memory
 //      less per product (lm_head, where both give an SM about as many
 //      outputs: 1.19x A's rate)
@@ -1007,13 +941,13 @@ constexpr int64_t ROWS_MAX_M = rows_r<1, 4, ROWS_KW>() >= 1 ? 4 * TILE_J : 2 * T
 //      67.6 -> 69.1; at 6144 outputs B stays (83.4 against G's 78.3)
 // AMD (tile 16 x 16, 64 KB of LDS): 128 x 64 in two stages.
 #if defined(GRETA_VENDOR_AMD)
-#define GRETA_PREFILL_A 4, 1, 2, 4, 2, 2, false
+#define GRETA_PREFILL_A 4, 1, 2, 4, 2, 2
 #define GRETA_PREFILL_B GRETA_PREFILL_A
 #define GRETA_PREFILL_G GRETA_PREFILL_A
 #else
-#define GRETA_PREFILL_A 8, 1, 1, 7, 7, 4, false
-#define GRETA_PREFILL_B 2, 2, 3, 7, 4, 3, true
-#define GRETA_PREFILL_G 4, 1, 1, 7, 7, 4, false
+#define GRETA_PREFILL_A 8, 1, 1, 7, 7, 4
+#define GRETA_PREFILL_B 2, 2, 3, 7, 4, 3
+#define GRETA_PREFILL_G 4, 1, 1, 7, 7, 4
 #endif
 
 int multiprocessors() {

@@ -10,5 +10,6 @@
 
 #include "common.h"
 
-hipError_t greta_matmul_variant(float* out, const float* x, const void* w, int w_type, int64_t M, int64_t N, int64_t K,
-                                int variant, hipStream_t stream);
+// w is row-major, or tiled (hip/mma.h) where `tiled`.
+hipError_t greta_matmul_variant(float* out, const float* x, const void* w, int w_type, bool tiled, int64_t M, int64_t N,
+                                int64_t K, int variant, hipStream_t stream);

@@ -29,6 +29,7 @@
 #pragma once
 
 #include "common.h"
+#include "matmul.h"
 
 namespace greta_mma {
 
@@ -73,11 +74,61 @@ static_assert(TILE_J * LANE_CHUNKS == GRETA_WAVE_SIZE, "hip/mma.h: the B tile mu
 static_assert(TILE_I * LANE_CHUNKS == A_ROWS * GRETA_WAVE_SIZE, "hip/mma.h: the A tile must cover the wave exactly");
 static_assert(TILE_I * TILE_J == 4 * GRETA_WAVE_SIZE, "hip/mma.h: every lane holds 4 elements of C");
 
-// One lane's operands for one KBLOCK: 8 bf16 per row (uint4, element i in
-// halfword i), and its 4 accumulators.
-struct MmaA {
-  uint4 row[A_ROWS];
+// The lane and row slot that hold weight row `row` of a tile at k of a
+// KBLOCK: the inverse of a_row and lane_k.
+#if defined(GRETA_VENDOR_AMD)
+__device__ __forceinline__ int a_lane(int row, int k) { return row + TILE_I * (k / LANE_K); }
+__device__ __forceinline__ int a_slot(int) { return 0; }
+#else
+__device__ __forceinline__ int a_lane(int row, int k) { return LANE_CHUNKS * (row % TILE_J) + k / LANE_K; }
+__device__ __forceinline__ int a_slot(int row) { return row / TILE_J; }
+#endif
+
+// ---- The weight layout of the matrix-unit path ("tiled"). ----
+// A weight [N, K] is stored as tiles of TILE_I rows x KBLOCK k, zeros past N
+// and K; tile (i, s) is the (i S + s)-th, S = ceil(K / KBLOCK), so a tile row
+// is contiguous and a row view starting at a multiple of TILE_I is a tiled
+// weight itself. Within a tile, each lane's A_ROWS x LANE_K elements are in
+// the order it feeds them to the instructions: position
+// ((h 2 + j) A_ROWS + r) 2 + p holds row a_row(lane, r), k = lane_k(lane) +
+// 4 h + 2 j + p (half h, register j of the half, element p of the register),
+// so every 32-bit word is one operand register and half h of a lane is words
+// [h 2 A_ROWS, (h + 1) 2 A_ROWS). The lane's elements are cut into 16-byte
+// units, unit u of lane l being the (u WAVE + l)-th of the tile: one load
+// instruction of a wave reads 16 WAVE contiguous bytes (512 on NVIDIA, 1024
+// on AMD) where a row-major weight gives it 64-byte pieces of 8 or 16 rows.
+// Which values meet in an instruction is what it was; only addresses change.
+static_assert(TILE_I == GRETA_TILE_ROWS && KBLOCK == GRETA_TILE_K, "hip/matmul.h sizes the tiles");
+template <typename W>
+struct Tiles {
+  static constexpr int ELEMS = A_ROWS * LANE_K;                      // a lane's elements a tile
+  static constexpr int UNIT_ELEMS = 16 / static_cast<int>(sizeof(W));  // elements of a 16-byte unit
+  static constexpr int UNITS = ELEMS / UNIT_ELEMS;                   // units a lane
+  static constexpr int TILE_UNITS = UNITS * GRETA_WAVE_SIZE;         // uint4 of a tile
+  static_assert(TILE_UNITS * UNIT_ELEMS == TILE_I * KBLOCK, "a tile is its lanes' units");
 };
+// Element index of weight (n, k) in the tiled layout.
+template <typename W>
+__device__ __forceinline__ int64_t tiled_index(int64_t n, int64_t k, int64_t K) {
+  const int64_t S = (K + KBLOCK - 1) / KBLOCK;
+  const int row = static_cast<int>(n % TILE_I), kk = static_cast<int>(k % KBLOCK);
+  const int lane = a_lane(row, kk), r = a_slot(row), q = kk % LANE_K;
+  const int e = (((q >> 2) * 2 + ((q >> 1) & 1)) * A_ROWS + r) * 2 + (q & 1);
+  const int64_t tile = (n / TILE_I) * S + k / KBLOCK;
+  return tile * (TILE_I * KBLOCK) +
+         (static_cast<int64_t>(e / Tiles<W>::UNIT_ELEMS) * GRETA_WAVE_SIZE + lane) * Tiles<W>::UNIT_ELEMS +
+         e % Tiles<W>::UNIT_ELEMS;
+}
+// Its inverse within a tile: the row and k of element o (0 .. TILE_I KBLOCK - 1).
+template <typename W>
+__device__ __forceinline__ void tiled_coords(int o, int& row, int& k) {
+  const int v = o / Tiles<W>::UNIT_ELEMS, lane = v % GRETA_WAVE_SIZE;
+  const int e = (v / GRETA_WAVE_SIZE) * Tiles<W>::UNIT_ELEMS + o % Tiles<W>::UNIT_ELEMS;
+  const int p = e & 1, r = (e >> 1) % A_ROWS, j = (e / (2 * A_ROWS)) & 1, h = e / (4 * A_ROWS);
+  row = a_row(lane, r);
+  k = lane_k(lane) + 4 * h + 2 * j + p;
+}
+
 struct MmaB {
   uint4 v;
 };
@@ -88,24 +139,12 @@ struct MmaC {
 __device__ __forceinline__ MmaC mma_zero() { return MmaC{{0.f, 0.f, 0.f, 0.f}}; }
 
 // One lane's A operand of one instruction (half H of a KBLOCK), words in the
-// instruction's register order: slot j * A_ROWS + r holds word 2 H + j of
-// row r's chunk (NVIDIA a0..a3: row 0 and row 1 interleaved; AMD: row 0's two
-// words). A kernel that forms it once per block reuses it for every token
-// tile without re-gathering the words.
+// instruction's register order: slot j * A_ROWS + r holds row r's elements
+// 4 H + 2 j + {0, 1} of the lane's chunk (NVIDIA a0..a3: row 0 and row 1
+// interleaved; AMD: row 0's two words): the tiled layout's words in order.
 struct MmaAHalf {
   uint32_t r[2 * A_ROWS];
 };
-template <int H>
-__device__ __forceinline__ MmaAHalf a_half(const MmaA& a) {
-  static_assert(H == 0 || H == 1, "a_half: a KBLOCK has two halves");
-  MmaAHalf q;
-#pragma unroll
-  for (int r = 0; r < A_ROWS; r++) {
-    q.r[0 * A_ROWS + r] = H == 0 ? a.row[r].x : a.row[r].z;
-    q.r[1 * A_ROWS + r] = H == 0 ? a.row[r].y : a.row[r].w;
-  }
-  return q;
-}
 
 // c += A B over half a KBLOCK, the instruction over elements 4H..4H+3 of
 // every lane's chunk. A block is half 0 then half 1 (mma_k32); a kernel may
@@ -136,9 +175,9 @@ __device__ __forceinline__ void mma_half(MmaC& c, const MmaAHalf& a, const MmaB&
 
 // c += A B over one KBLOCK: the instruction over elements 0-3 of every lane's
 // chunk, then the one over elements 4-7, each accumulating onto c.
-__device__ __forceinline__ void mma_k32(MmaC& c, const MmaA& a, const MmaB& b) {
-  mma_half<0>(c, a_half<0>(a), b);
-  mma_half<1>(c, a_half<1>(a), b);
+__device__ __forceinline__ void mma_k32(MmaC& c, const MmaAHalf (&a)[2], const MmaB& b) {
+  mma_half<0>(c, a[0], b);
+  mma_half<1>(c, a[1], b);
 }
 
 // Two floats to a bf16 pair, round to nearest even; a in the low half.

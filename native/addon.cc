@@ -140,7 +140,10 @@ class TensorWrap : public Napi::ObjectWrap<TensorWrap> {
       GRETA_EXPECT(start >= 0 && count >= 1 && start + count <= t.shape[0], "rows",
              "rows [" + std::to_string(start) + ", " + std::to_string(start + count) + ") are outside " + t.describe());
       Tensor v = t;
-      v.offset_bytes += static_cast<size_t>(start * t.shape[1]) * dtype_size(t.dtype);
+      if (t.tiled)
+        v.row0 += start;
+      else
+        v.offset_bytes += static_cast<size_t>(start * t.shape[1]) * dtype_size(t.dtype);
       v.shape[0] = count;
       return Wrap(info.Env(), std::move(v), backend_);
     });
@@ -151,6 +154,7 @@ class TensorWrap : public Napi::ObjectWrap<TensorWrap> {
       const Tensor& t = tensor(info.Env());
       GRETA_EXPECT(info.Length() >= 2 && info[0].IsNumber() && info[1].IsNumber(), "reshape",
                    "arguments must be (rows: number, cols: number)");
+      GRETA_EXPECT(!t.tiled, "reshape", "tensor " + t.describe() + " is a matmul weight, whose rows are not in row-major order");
       const int64_t rows = info[0].As<Napi::Number>().Int64Value();
       const int64_t cols = info[1].As<Napi::Number>().Int64Value();
       GRETA_EXPECT(rows >= 1 && cols >= 1 && rows <= t.numel() / cols, "reshape",
@@ -173,10 +177,21 @@ Napi::FunctionReference TensorWrap::ctor;
 // the graph keeps alive (Graph::keep).
 std::vector<std::shared_ptr<Storage>>* capture_keep = nullptr;
 
-const Tensor& T(const Napi::CallbackInfo& info, size_t i) {
+// A tiled tensor (a matmul weight: native/tensor.h) goes only where `weight`:
+// the ops that read a weight, and the moves of its rows.
+void refuse_tiled(Napi::Env env, const Tensor& t, const std::string& what) {
+  if (t.tiled)
+    throw_js(env, "EINVAL",
+             what + " " + t.describe() +
+                 " is a matmul weight (allowed there: other tensors; a matmul weight goes to upload, download, "
+                 "fillUniform, rows, embedding's table and the weight of matmul and matmulVariant)");
+}
+
+const Tensor& T(const Napi::CallbackInfo& info, size_t i, bool weight = false) {
   if (!info[i].IsObject() || !info[i].As<Napi::Object>().InstanceOf(TensorWrap::ctor.Value()))
     throw_js(info.Env(), "EINVAL", "argument " + std::to_string(i) + " must be a Tensor");
   const Tensor& t = TensorWrap::Unwrap(info[i].As<Napi::Object>())->tensor(info.Env());
+  if (!weight) refuse_tiled(info.Env(), t, "argument " + std::to_string(i));
   if (capture_keep) capture_keep->push_back(t.storage);
   return t;
 }
@@ -199,6 +214,7 @@ std::vector<Tensor> Ts(Napi::Env env, Napi::Value v, const std::string& op, cons
     if (!e.IsObject() || !e.As<Napi::Object>().InstanceOf(TensorWrap::ctor.Value()))
       throw_js(env, "EINVAL", op + ": " + name + " must be a Tensor");
     Tensor t = TensorWrap::Unwrap(e.As<Napi::Object>())->tensor(env);
+    refuse_tiled(env, t, op + ": " + name);
     if (capture_keep) capture_keep->push_back(t.storage);
     return t;
   };
@@ -627,7 +643,8 @@ class BackendWrap : public Napi::ObjectWrap<BackendWrap> {
     });
   }
 
-  // alloc(dtype, shape)
+  // alloc(dtype, shape[, { matmul }]): matmul: a weight [out, in] for matmul,
+  // in the layout the backend's matmul reads (Backend::alloc_weight).
   Napi::Value Alloc(const Napi::CallbackInfo& info) {
     return guarded(info.Env(), [&]() -> Napi::Value {
       DType dt = parse_dtype(info.Env(), info[0].As<Napi::String>().Utf8Value());
@@ -643,6 +660,19 @@ class BackendWrap : public Napi::ObjectWrap<BackendWrap> {
         n *= shape.back();
       }
       GRETA_EXPECT(!shape.empty(), "alloc", "shape must have at least one dimension");
+      bool weight = false;
+      if (info.Length() > 2 && !info[2].IsUndefined()) {
+        GRETA_EXPECT(info[2].IsObject(), "alloc", "options must be an object ({ matmul?: boolean })");
+        Napi::Value m = info[2].As<Napi::Object>().Get("matmul");
+        GRETA_EXPECT(m.IsUndefined() || m.IsBoolean(), "alloc", "options.matmul must be a boolean");
+        weight = m.IsBoolean() && m.As<Napi::Boolean>().Value();
+      }
+      if (weight) {
+        GRETA_EXPECT(shape.size() == 2 && (dt == DType::F32 || dt == DType::F16 || dt == DType::BF16), "alloc",
+                     std::string("a matmul weight of dtype ") + dtype_name(dt) + " and " + std::to_string(shape.size()) +
+                         " dimensions (allowed: 2-D f32, f16 or bf16)");
+        return Wrap(info.Env(), b_->alloc_weight(dt, shape));
+      }
       return Wrap(info.Env(), b_->alloc(dt, shape));
     });
   }
@@ -652,7 +682,7 @@ class BackendWrap : public Napi::ObjectWrap<BackendWrap> {
   // fit inside the tensor (loaders stream a tensor in chunks).
   Napi::Value Upload(const Napi::CallbackInfo& info) {
     return guarded(info.Env(), [&]() -> Napi::Value {
-      const Tensor& t = T(info, 0);
+      const Tensor& t = T(info, 0, true);
       GRETA_EXPECT(info[1].IsTypedArray(), "upload", "data must be a typed array");
       Napi::TypedArray a = info[1].As<Napi::TypedArray>();
       const size_t n = a.ByteLength();
@@ -707,7 +737,7 @@ class BackendWrap : public Napi::ObjectWrap<BackendWrap> {
   // download(tensor): a typed array matching the dtype (f16/bf16 as Uint16Array).
   Napi::Value Download(const Napi::CallbackInfo& info) {
     return guarded(info.Env(), [&]() -> Napi::Value {
-      const Tensor& t = T(info, 0);
+      const Tensor& t = T(info, 0, true);
       Napi::Env env = info.Env();
       Napi::ArrayBuffer buf = Napi::ArrayBuffer::New(env, t.bytes());
       b_->download(t, buf.Data());
@@ -724,7 +754,7 @@ class BackendWrap : public Napi::ObjectWrap<BackendWrap> {
   // fillUniform(tensor, seed: bigint, scale, offset)
   Napi::Value FillUniform(const Napi::CallbackInfo& info) {
     return guarded(info.Env(), [&]() -> Napi::Value {
-      const Tensor& t = T(info, 0);
+      const Tensor& t = T(info, 0, true);
       bool lossless = true;
       uint64_t seed = info[1].As<Napi::BigInt>().Uint64Value(&lossless);
       GRETA_EXPECT(lossless, "fillUniform", "seed must fit in 64 bits");
@@ -735,7 +765,7 @@ class BackendWrap : public Napi::ObjectWrap<BackendWrap> {
 
   Napi::Value Embedding(const Napi::CallbackInfo& info) {
     return guarded(info.Env(), [&]() -> Napi::Value {
-      const Tensor &out = T(info, 0), &table = T(info, 1);
+      const Tensor &out = T(info, 0), &table = T(info, 1, true);
       auto ids = I32s(info, 2);
       check_embedding(*b_, out, table, ids.data, ids.count);
       b_->embedding(out, table, ids.data);
@@ -757,7 +787,7 @@ class BackendWrap : public Napi::ObjectWrap<BackendWrap> {
   Napi::Value Matmul(const Napi::CallbackInfo& info) {
     return guarded(info.Env(), [&]() -> Napi::Value {
       std::vector<Tensor> outs = Ts(info, 0, "matmul", "outputs");
-      const Tensor &x = T(info, 1), &w = T(info, 2);
+      const Tensor &x = T(info, 1), &w = T(info, 2, true);
       check_matmul(*b_, outs, x, w);
       b_->matmul(outs, x, w);
       return info.Env().Undefined();
@@ -767,7 +797,7 @@ class BackendWrap : public Napi::ObjectWrap<BackendWrap> {
   // matmulVariant(out, x, w, variant: 'f16_accumulate' | 'reverse_k')
   Napi::Value MatmulVariantOp(const Napi::CallbackInfo& info) {
     return guarded(info.Env(), [&]() -> Napi::Value {
-      const Tensor &out = T(info, 0), &x = T(info, 1), &w = T(info, 2);
+      const Tensor &out = T(info, 0), &x = T(info, 1), &w = T(info, 2, true);
       const std::string name = info[3].IsString() ? info[3].As<Napi::String>().Utf8Value() : "";
       int variant = name == "f16_accumulate" ? static_cast<int>(MatmulVariant::F16_ACCUMULATE)
                     : name == "reverse_k"    ? static_cast<int>(MatmulVariant::REVERSE_K)

@@ -93,6 +93,10 @@ class Backend {
   virtual void mem_info(size_t* free_bytes, size_t* total_bytes) = 0;
 
   virtual Tensor alloc(DType dtype, const std::vector<int64_t>& shape) = 0;
+  // A 2-D f32/f16/bf16 weight [out, in] for matmul, in the layout the
+  // backend's matmul reads fastest (hip: tiled where in % 8 == 0; the CPU
+  // backends: row-major, as alloc).
+  virtual Tensor alloc_weight(DType dtype, const std::vector<int64_t>& shape) { return alloc(dtype, shape); }
   // Copies `bytes` bytes from src to dst at byte `offset` (the addon checks that the range lies inside dst).
   virtual void upload(const Tensor& dst, size_t offset, const void* src, size_t bytes) = 0;
   virtual void download(const Tensor& src, void* dst) = 0;  // src.bytes() bytes

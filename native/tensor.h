@@ -93,6 +93,13 @@ struct Tensor {
   size_t offset_bytes = 0;
   DType dtype = DType::F32;
   std::vector<int64_t> shape;
+  // A matmul weight may be stored tiled instead of row-major (hip: in the
+  // matrix units' operand order, hip/mma.h): its storage then holds the
+  // weight it was allocated as, offset_bytes is 0 and a row view keeps its
+  // first row in row0. Only the ops that take a weight read one; upload,
+  // download and fillUniform move its rows in the row-major order.
+  bool tiled = false;
+  int64_t row0 = 0;
 
   int64_t numel() const {
     int64_t n = 1;
@@ -107,7 +114,7 @@ struct Tensor {
   std::string describe() const {
     std::string s = std::string(dtype_name(dtype)) + "[";
     for (size_t i = 0; i < shape.size(); i++) s += (i ? "," : "") + std::to_string(shape[i]);
-    return s + "]";
+    return s + (tiled ? "] (tiled)" : "]");
   }
 };
 

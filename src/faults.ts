@@ -63,8 +63,8 @@ function redoRope(ctx: Ctx, layer: number, st: ForwardState, ropePos: Int32Array
   const { cfg } = engine;
   const lw = engine.weights.layers[layer]!;
   const a = st.acts;
-  b.matmul(a.q, a.xb, lw.wq);
-  b.matmul(a.k, a.xb, lw.wk);
+  // The fused projection, as the engine runs it (v comes out as it was: same op, same bits).
+  b.matmul([a.q, a.k, a.v], a.xb, lw.wqkv);
   // The engine wrote K to the cache with its rotation: this one replaces it.
   const then = { cache: st.cache.k[layer]!, src: a.k, positions: st.pos };
   b.rope([a.q, a.k], ropePos, invFreq, [cfg.num_attention_heads, cfg.num_key_value_heads], cfg.head_dim, then);
@@ -193,7 +193,7 @@ const FAULTS = {
         const src = b.download(w);
         const dst = new (src.constructor as new (n: number) => typeof src)(src.length);
         for (let r = 0; r < rows; r++) for (let c = 0; c < cols; c++) dst[c * rows + r] = src[r * cols + c]!;
-        const t = b.alloc(w.dtype, [cols, rows]);
+        const t = b.alloc(w.dtype, [cols, rows], { matmul: true });
         b.upload(t, dst);
         ctx.owned.push(t);
         transposed.set(l, t);

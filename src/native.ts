@@ -65,6 +65,11 @@ export interface Graph {
   free(): void;
 }
 
+export interface AllocOptions {
+  /** A weight for matmul (and matmulVariant, and embedding's table when tied to the classifier). */
+  matmul?: boolean;
+}
+
 /** Passed once the work issued before it has finished. */
 export interface Fence {
   wait(): void;
@@ -106,7 +111,15 @@ export interface Backend {
   captureGraph(inputs: readonly Int32Array[], record: () => void): Graph;
   /** Bytes free and in total where this backend's tensors live. */
   memInfo(): { free: number; total: number };
-  alloc(dtype: DType, shape: number[]): Tensor;
+  /**
+   * With `matmul`, a weight [out, in] (2-D f32/f16/bf16) for matmul, stored as
+   * the backend's matmul reads it fastest: on hip tiled in the matrix units'
+   * operand order where in % 8 == 0 (hip/mma.h). upload, download and
+   * fillUniform still take its rows in row-major order, and rows() views of
+   * it are weights too (matmul takes those that start at a multiple of 16
+   * rows); other ops refuse it.
+   */
+  alloc(dtype: DType, shape: number[], opts?: AllocOptions): Tensor;
   /** Without byteOffset the data must fill t exactly; with one, it lands at that byte offset and must fit. */
   upload(t: Tensor, data: Float32Array | Float64Array | Int32Array | Uint16Array | Uint8Array, byteOffset?: number): void;
   /** Host memory that upload reads fastest (page-locked on hip); loaders stage weights in it. */

@@ -164,7 +164,7 @@ function opBench(b: Backend, reps: number, copyGBs: number): OpRow[] {
   for (const [name, N, K, wd] of shapes) {
     const wBytes = N * K * (wd === 'f32' ? 4 : 2);
     const copies = copiesFor(wBytes);
-    const all = b.alloc(wd, [copies * N, K]);
+    const all = b.alloc(wd, [copies * N, K], { matmul: true });
     b.fillUniform(all, 3n, 0.02, 0);
     const ws = Array.from({ length: copies }, (_, i) => all.rows(i * N, N));
     for (const M of b.name === 'hip' ? [1, 16, 205] : [1, 16]) {

@@ -292,6 +292,14 @@ const FUSED: readonly { key: 'wqkv' | 'wGateUp'; parts: readonly string[] }[] = 
   { key: 'wGateUp', parts: ['wGate', 'wUp'] },
 ];
 
+/** Whether the tensor of a role key is read by matmul (the embedding when tied: it is the classifier). */
+function isMatmulWeight(c: LlamaConfig, key: string): boolean {
+  if (key === 'embed') return c.tie_word_embeddings;
+  if (key === 'lmHead') return true;
+  const role = key.split('.')[1];
+  return role !== undefined && role !== 'attnNorm' && role !== 'ffnNorm';
+}
+
 /** f16 or bf16 rows widened to f32 (exact), for a fused weight whose parts differ in dtype. */
 function widenToF32(dtype: WeightDType, cols: number): RowStage {
   return {
@@ -334,7 +342,7 @@ function streamAll(
       const role = key.split('.')[1];
       if (role !== undefined && fusedPart.has(role)) continue;
       const p = plan(key);
-      up.set(key, s.tensor(p.dtype, p.shape, p.span, p.stages));
+      up.set(key, s.tensor(p.dtype, p.shape, p.span, p.stages, isMatmulWeight(c, key)));
     }
     for (let l = 0; l < c.num_hidden_layers; l++) {
       for (const f of FUSED) {
@@ -343,7 +351,7 @@ function streamAll(
         const dtype: WeightDType = same ? plans[0]!.dtype : 'f32';
         const rows = plans.reduce((n, p) => n + p.shape[0]!, 0);
         const cols = plans[0]!.shape[1]!;
-        const fused = b.alloc(dtype, [rows, cols]);
+        const fused = b.alloc(dtype, [rows, cols], { matmul: true });
         let row = 0;
         f.parts.forEach((r, i) => {
           const p = plans[i]!;

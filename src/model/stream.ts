@@ -50,9 +50,9 @@ export class WeightStreamer {
     private readonly chunkBytes = STAGING_BYTES,
   ) {}
 
-  /** A new tensor of dtype/shape filled from `span`, passed through `stages` in order. */
-  tensor(dtype: DType, shape: number[], span: RowSpan, stages: RowStage[] = []): Tensor {
-    const t = this.backend.alloc(dtype, shape);
+  /** A new tensor of dtype/shape (a matmul weight where `matmul`) filled from `span`, passed through `stages` in order. */
+  tensor(dtype: DType, shape: number[], span: RowSpan, stages: RowStage[] = [], matmul = false): Tensor {
+    const t = this.backend.alloc(dtype, shape, { matmul });
     this.fill(t, 0, span, stages);
     return t;
   }

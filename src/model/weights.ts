@@ -42,18 +42,18 @@ function nameSeed(seed: bigint, name: string): bigint {
  * unit-variance outputs (uniform, std 1/sqrt(fan_in)), norm gains near 1.
  */
 export function syntheticWeights(b: Backend, cfg: LlamaConfig, dtype: WeightDType, seed: bigint): ModelWeights {
-  const make = (name: string, shape: number[], scale: number, offset = 0): Tensor => {
-    const t = b.alloc(dtype, shape);
+  const make = (name: string, shape: number[], scale: number, offset = 0, matmul = false): Tensor => {
+    const t = b.alloc(dtype, shape, { matmul });
     b.fillUniform(t, nameSeed(seed, name), scale, offset);
     return t;
   };
-  const proj = (name: string, out: number, inp: number) => make(name, [out, inp], Math.sqrt(3 / inp));
+  const proj = (name: string, out: number, inp: number) => make(name, [out, inp], Math.sqrt(3 / inp), 0, true);
   const norm = (name: string) => make(name, [cfg.hidden_size], 0.1, 1);
   const q = cfg.num_attention_heads * cfg.head_dim;
   const kv = cfg.num_key_value_heads * cfg.head_dim;
   // Parts of a stacked projection: row views of one tensor, each filled as if alone.
   const stacked = (parts: [name: string, rows: number][], inp: number): Tensor[] => {
-    const t = b.alloc(dtype, [parts.reduce((n, [, r]) => n + r, 0), inp]);
+    const t = b.alloc(dtype, [parts.reduce((n, [, r]) => n + r, 0), inp], { matmul: true });
     let row = 0;
     const views = parts.map(([name, rows]) => {
       const v = t.rows(row, rows);
@@ -88,7 +88,8 @@ export function syntheticWeights(b: Backend, cfg: LlamaConfig, dtype: WeightDTyp
       wDown: proj(p + 'mlp.down_proj.weight', cfg.hidden_size, cfg.intermediate_size),
     });
   }
-  const embed = make('model.embed_tokens.weight', [cfg.vocab_size, cfg.hidden_size], 1);
+  // Tied, the table is the classifier's weight too.
+  const embed = make('model.embed_tokens.weight', [cfg.vocab_size, cfg.hidden_size], 1, 0, cfg.tie_word_embeddings);
   return {
     embed,
     layers,

@@ -36,13 +36,16 @@ function relL2(got: ArrayLike<number>, want: ArrayLike<number>): number {
   return Math.sqrt(d / Math.max(r, 1e-300));
 }
 
-/** A random tensor on both backends with the same values (weights in their dtype, activations in each one's). */
-function pair(shape: number[], dtype: WeightDType | 'act', scale = 1, offset = 0): [Tensor, Tensor] {
+/**
+ * A random tensor on both backends with the same values (weights in their dtype, activations in each
+ * one's); `matmul`: a matmul weight (tiled on hip).
+ */
+function pair(shape: number[], dtype: WeightDType | 'act', scale = 1, offset = 0, matmul = false): [Tensor, Tensor] {
   const s = seed++;
-  const h = hip.alloc(dtype === 'act' ? 'f32' : dtype, shape);
+  const h = hip.alloc(dtype === 'act' ? 'f32' : dtype, shape, { matmul });
   hip.fillUniform(h, s, scale, offset);
   if (dtype !== 'act') {
-    const o = oracle.alloc(dtype, shape);
+    const o = oracle.alloc(dtype, shape, { matmul });
     oracle.fillUniform(o, s, scale, offset); // same counter hash: identical bits
     return [h, o];
   }
@@ -88,7 +91,7 @@ describe(`${hip.name} ops on ${hip.device}`, () => {
     for (const wd of ['f32', 'f16', 'bf16'] as const) {
       it(`matmul [${M},${K}] x [${N},${K}]^T ${wd}`, () => {
         const [xh, xo] = pair([M, K], 'act');
-        const [wh, wo] = pair([N, K], wd, Math.sqrt(3 / K));
+        const [wh, wo] = pair([N, K], wd, Math.sqrt(3 / K), 0, true);
         const g = guarded(hip, M, N);
         hip.matmul(g.out, xh, wh);
         const ref = oracle.alloc('f64', [M, N]);
@@ -107,7 +110,7 @@ describe(`${hip.name} ops on ${hip.device}`, () => {
       [9, 4096, 100, 'bf16'],
     ] as const) {
       const [xh] = pair([M, K], 'act');
-      const [wh] = pair([N, K], wd, Math.sqrt(3 / K));
+      const [wh] = pair([N, K], wd, Math.sqrt(3 / K), 0, true);
       const all = hip.alloc('f32', [M, N]);
       hip.matmul(all, xh, wh);
       const full = hip.download(all) as Float32Array;
@@ -135,7 +138,7 @@ describe(`${hip.name} ops on ${hip.device}`, () => {
       // On the device only: no oracle copy of a 1 GB weight.
       const xh = hip.alloc('f32', [205, K]);
       hip.fillUniform(xh, seed++, 1, 0);
-      const wh = hip.alloc('bf16', [N, K]);
+      const wh = hip.alloc('bf16', [N, K], { matmul: true });
       hip.fillUniform(wh, seed++, Math.sqrt(3 / K), 0);
       const all = hip.alloc('f32', [205, N]);
       hip.matmul(all, xh, wh);
@@ -161,8 +164,8 @@ describe(`${hip.name} ops on ${hip.device}`, () => {
   // The fused projections of Llama-3-8B (Q, K, V and gate, up): each output
   // equals its own matmul bit for bit. Device operands only (no oracle copy);
   // the 8B shapes on a GPU, small ones on the cpu stand-in.
-  const device = (shape: number[], dtype: 'f32' | 'bf16', scale: number): Tensor => {
-    const t = hip.alloc(dtype, shape);
+  const device = (shape: number[], dtype: 'f32' | 'bf16', scale: number, matmul = false): Tensor => {
+    const t = hip.alloc(dtype, shape, { matmul });
     hip.fillUniform(t, seed++, scale, 0);
     return t;
   };
@@ -183,13 +186,16 @@ describe(`${hip.name} ops on ${hip.device}`, () => {
     for (const [M, K, widths] of cases) {
       const N = widths.reduce((a, c) => a + c, 0);
       const xh = device([M, K], 'f32', 1);
-      const wh = device([N, K], 'bf16', Math.sqrt(3 / K));
+      const wh = device([N, K], 'bf16', Math.sqrt(3 / K), true);
       const outs = widths.map((c) => hip.alloc('f32', [M, c]));
       hip.matmul(outs, xh, wh);
       let row = 0;
       widths.forEach((c, i) => {
         const alone = hip.alloc('f32', [M, c]);
-        hip.matmul(alone, xh, wh.rows(row, c));
+        // Its own weight: a view of a tiled weight is one only from a tile's first row.
+        const part = hip.alloc('bf16', [c, K], { matmul: true });
+        hip.upload(part, hip.download(wh.rows(row, c)));
+        hip.matmul(alone, xh, part);
         // Buffer.equals: a deep toEqual over megabytes takes the test runner minutes.
         expect(Buffer.from((hip.download(outs[i]!) as Float32Array).buffer).equals(Buffer.from((hip.download(alone) as Float32Array).buffer))).toBe(true);
         row += c;
@@ -246,6 +252,12 @@ describe(`${hip.name} ops on ${hip.device}`, () => {
     const ref = oracle.alloc('f64', [5, 96]);
     oracle.embedding(ref, to, ids);
     compare('embedding bf16', checkGuards(g.buf, 5, 96), oracle.download(ref) as Float64Array, 0);
+    // A tied table is the classifier's matmul weight (tiled on hip).
+    const [tt, tto] = pair([1000, 96], 'bf16', 1, 0, true);
+    g = guarded(hip, 5, 96);
+    hip.embedding(g.out, tt, ids);
+    oracle.embedding(ref, tto, ids);
+    compare('embedding bf16, a matmul weight', checkGuards(g.buf, 5, 96), oracle.download(ref) as Float64Array, 0);
 
     const [ah, ao] = pair([9, 300], 'act');
     const [bh, bo] = pair([9, 300], 'act');
@@ -401,13 +413,57 @@ describe(`${hip.name} ops on ${hip.device}`, () => {
     }
   });
 
+  // The tiled layout (hip/mma.h) on the way in and out: any row range, any dtype, K padded or not.
+  it('matmul weights keep their rows through upload, fillUniform, download and row views', () => {
+    const cpu = createBackend('cpu');
+    for (const [N, K, wd] of [
+      [40, 72, 'bf16'],
+      [333, 1000, 'f16'],
+      [37, 64, 'f32'],
+      [24, 13, 'bf16'],
+    ] as const) {
+      const w = hip.alloc(wd, [N, K], { matmul: true });
+      hip.fillUniform(w, 11n, 1, 0);
+      const ref = cpu.alloc(wd, [N, K]);
+      cpu.fillUniform(ref, 11n, 1, 0);
+      const want = cpu.download(ref);
+      expect(Buffer.from(hip.download(w).buffer).equals(Buffer.from(want.buffer)), `fill ${wd} [${N},${K}]`).toBe(true);
+      // Rows 5 .. 5 + 11 (not a tile's first) replaced by an upload in two chunks, then read through a view.
+      const rows = want.constructor === Float32Array ? new Float32Array(11 * K) : new Uint16Array(11 * K);
+      rows.forEach((_, i) => (rows[i] = wd === 'f32' ? i - 7 : 0x3c00 + (i % 97)));
+      const view = w.rows(5, 11);
+      const bytes = rows.BYTES_PER_ELEMENT * K;
+      hip.upload(view, new Uint8Array(rows.buffer, 0, 4 * bytes), 0);
+      hip.upload(view, new Uint8Array(rows.buffer, 4 * bytes), 4 * bytes);
+      expect(Buffer.from(hip.download(view).buffer).equals(Buffer.from(rows.buffer)), `view ${wd}`).toBe(true);
+      const all = hip.download(w);
+      const expected = want.slice();
+      expected.set(rows, 5 * K);
+      expect(Buffer.from(all.buffer).equals(Buffer.from(expected.buffer)), `neighbours kept ${wd}`).toBe(true);
+      // A view filled alone counts its elements from its own first row.
+      hip.fillUniform(w.rows(16, N - 16), 12n, 1, 0);
+      const part = cpu.alloc(wd, [N - 16, K]);
+      cpu.fillUniform(part, 12n, 1, 0);
+      expect(Buffer.from(hip.download(w.rows(16, N - 16)).buffer).equals(Buffer.from(cpu.download(part).buffer))).toBe(true);
+      if (hip.name === 'hip' && K % 8 === 0) {
+        expect(() => hip.upload(w, new Uint8Array(bytes + 2), 0)).toThrow(/not whole rows/);
+        const x = hip.alloc('f32', [1, K]);
+        expect(() => hip.matmul(hip.alloc('f32', [1, 11]), x, w.rows(5, 11))).toThrow(/row view from row 5 of a tiled weight/);
+        expect(() => hip.matmul(hip.alloc('f32', [1, N]), x, hip.alloc(wd, [N, K]))).toThrow(/is row-major.*matmul: true/);
+        expect(() => hip.add(x, x, w.rows(0, 1))).toThrow(/argument 2 .* is a matmul weight/);
+        expect(() => w.reshape(1, K)).toThrow(/matmul weight/);
+      }
+    }
+    expect(() => hip.alloc('bf16', [64], { matmul: true })).toThrow(/allowed: 2-D f32, f16 or bf16/);
+  });
+
   it('matmulVariant gives the CPU backend bits (both are defined step by step)', () => {
     const cpu = createBackend('cpu');
     for (const wd of ['f32', 'f16', 'bf16'] as const) {
       for (const variant of ['reverse_k', 'f16_accumulate'] as const) {
         const [M, K, N] = [2, 4096, 64];
         const [xh] = pair([M, K], 'act');
-        const [wh] = pair([N, K], wd, Math.sqrt(3 / K));
+        const [wh] = pair([N, K], wd, Math.sqrt(3 / K), 0, true);
         const xc = cpu.alloc('f32', [M, K]);
         cpu.upload(xc, hip.download(xh) as Float32Array);
         const wc = cpu.alloc(wd, [N, K]);
