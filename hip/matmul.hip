@@ -893,28 +893,29 @@ hipError_t launch_gemv(const GretaMatmulOuts& out, const float* x, const void* w
 // tile, outputs as many as the 8B's MLP up projection or more (GEMV_WIDE_N):
 // the gemv kernel where it fits, 4 warps a block, a ring of 8 KBLOCKs taken 4
 // at a time (4-byte weights: 4, 2 at a time). Narrower outputs of one token
-// with 2-byte weights whose split and c_s fit ROWS1_SMEM_MAX (K up to about
-// 8000): the rows1 kernel, 8 warps over K with the gemv kernel's ring each
-// (f32 weights keep the rows kernel: 4096 -> 4096 at 0.81 of the copy rate
-// against rows1's 0.74). Up to 4 token
-// tiles otherwise: the rows kernel, 8 warps over K, 2 blocks a round
-// (registers for 2 blocks of 8 warps per SM); outputs as wide as lm_head take
-// 2 row tiles a block (4 token tiles where the slots fit: NVIDIA). Measured
-// on the H100 in the 8B decode step (dev/decode_marginal.mjs, builds in turn):
-// rows1 at qkv and wo 6.84-6.90 ms against 6.97-7.02 with the rows kernel
-// (alone, of the copy rate: qkv 0.57 -> 0.65, wo 0.59 -> 0.63); at 14336 ->
-// 4096 its 115 KB of shared memory leave one block an SM, and the rows kernel
-// stays (0.77 against 0.59 with 8 warps, 0.71 with 16). The gemv kernel is
-// the faster at 4096 -> 28672 and 128256 (dev/matmul.hip), and the slower at
-// 4096 -> 4096 and 6144, where its few warps an SM (one per 16 rows) cannot
-// hide their chains (7.40-7.47 ms a step with it there).
+// with 2-byte weights whose split and c_s fit ROWS1_SMEM_MAX: the rows1
+// kernel, 8 warps over K with the gemv kernel's ring each (f32 weights keep
+// the rows kernel: 4096 -> 4096 at 0.81 of the copy rate against rows1's
+// 0.74). Up to 4 token tiles otherwise: the rows kernel, 8 warps over K, 2
+// blocks a round (registers for 2 blocks of 8 warps per SM); outputs as wide
+// as lm_head take 2 row tiles a block (4 token tiles where the slots fit:
+// NVIDIA). Measured on the H100 (dev/decode_marginal.mjs in the 8B decode
+// step, builds in turn; dev/matmul.hip decode, "in a row" over 640 MB of
+// weights): rows1 at qkv and wo 6.84-6.90 ms a step against 6.97-7.02 with
+// the rows kernel (row-major weights); at 14336 -> 4096 with tiled weights
+// 0.86 of the copy rate against the rows kernel's 0.81 (row-major: 0.59
+// against 0.77), its 112 KB of shared memory letting 2 blocks share an
+// H100 SM. The gemv kernel is the faster at 4096 -> 28672 and 128256, and
+// the slower at 4096 -> 4096 and 6144, where its few warps an SM (one per 16
+// rows) cannot hide their chains (7.40-7.47 ms a step with it there).
 // Beyond: the split, then the prefill kernel in the block shape whose grid
 // fills the multiprocessors best (blocks per multiprocessor, rounded up,
 // times the block's outputs; a block of 4 warps is one warp per scheduler).
 constexpr int ROWS_KW = 8;
 constexpr int ROWS1_KW = 8;
-// What a block may take on every target (a CDNA CU has 64 KB of LDS).
-constexpr size_t ROWS1_SMEM_MAX = 64 * 1024;
+// What a rows1 block may take: NVIDIA sm_80 and later give a block up to
+// 163 KB (K up to 20480); a CDNA CU has 64 KB of LDS (K up to 8192).
+constexpr size_t ROWS1_SMEM_MAX = SHARED_PER_SM > (1 << 16) ? 160 * 1024 : SHARED_PER_SM;
 bool rows1_fit(int64_t K) { return K % KBLOCK == 0 && rows1_smem_bytes(K) <= ROWS1_SMEM_MAX; }
 constexpr int64_t WIDE_N = 1 << 16;
 constexpr int64_t GEMV_WIDE_N = 16384;
