@@ -217,8 +217,8 @@ struct Buf {
 enum Path { NEW, OLD, P_A, P_B, P_C, P_D, P_G, P_H, P_J, P_K, P_L, R_A, R_B, R_C, R_2, R_4, R_E,
             D_R1, D_R1_P4, D_R1_KW4, D_R1_KW4_P4, D_R1_KW16_P4, D_G1, D_G2, D_G8W, NPATHS };
 const char* path_name[NPATHS] = {"new(dispatch)",     "old(cuda-core)",    "A 128x56 8w",       "B 96x112 4w",
-                                 "C 256x32 4w",       "128x56 4w",         "G 64x56 4w",        "64x112 8w",
-                                 "128x112 8w",        "B 4 stages",        "192x56 4w",         "rows f1 t1 kw8",
+                                 "C 256x32 4w",       "D 128x56 4w",       "G 64x56 4w",        "128x56 4w tg7",
+                                 "192x56 4w tg7",     "256x64 8w",         "L 192x56 4w",         "rows f1 t1 kw8",
                                  "rows f2 t1 kw8",    "rows f1 t1 kw16",   "rows f1 t2 kw8",    "rows f1 t4 kw8",
                                  "rows f1 t1 kw8 r2", "rows1 kw8 p8 u4",   "rows1 kw8 p4 u2",   "rows1 kw4 p8 u4",
                                  "rows1 kw4 p4 u2",   "rows1 kw16 p4 u2",  "gemv f1 4w p8 u4",  "gemv f2 4w p4 u2",
@@ -262,14 +262,14 @@ hipError_t run(Path p, const GretaMatmulOuts& o, const float* x, const Weight& w
     }
     case OLD: return launch_simt<W>(o, x, wt.rowmajor, M, N, K, 0);
     case P_A: return prefill<W, GRETA_PREFILL_A>(o, x, w, M, N, K);
-    case P_B: return prefill<W, GRETA_PREFILL_B>(o, x, w, M, N, K);
-    case P_C: return prefill<W, 4, 1, 4, 4, 4, 4>(o, x, w, M, N, K);
-    case P_D: return prefill<W, 4, 1, 2, 7, 4, 4>(o, x, w, M, N, K);
-    case P_G: return prefill<W, GRETA_PREFILL_G>(o, x, w, M, N, K);
-    case P_H: return prefill<W, 4, 2, 1, 7, 7, 3>(o, x, w, M, N, K);
-    case P_J: return prefill<W, 4, 2, 2, 7, 4, 3>(o, x, w, M, N, K);
-    case P_K: return prefill<W, 2, 2, 3, 7, 4, 4>(o, x, w, M, N, K);
-    case P_L: return prefill<W, 4, 1, 3, 7, 4, 3>(o, x, w, M, N, K);
+    case P_B: return prefill<W, 2, 2, 3, 7, 4, 3>(o, x, w, M, N, K);
+    case P_C: return prefill<W, GRETA_PREFILL_C>(o, x, w, M, N, K);
+    case P_D: return prefill<W, GRETA_PREFILL_D>(o, x, w, M, N, K);
+    case P_G: return prefill<W, 4, 1, 1, 7, 7, 4>(o, x, w, M, N, K);
+    case P_H: return prefill<W, 4, 1, 2, 7, 7, 4>(o, x, w, M, N, K);
+    case P_J: return prefill<W, 4, 1, 3, 7, 7, 3>(o, x, w, M, N, K);
+    case P_K: return prefill<W, 4, 2, 4, 4, 4, 3>(o, x, w, M, N, K);
+    case P_L: return prefill<W, GRETA_PREFILL_L>(o, x, w, M, N, K);
     case R_A: return launch_rows<W, 1, 1, 8>(o, x, w, M, N, K, 0);
     case R_B: return launch_rows<W, 2, 1, 8>(o, x, w, M, N, K, 0);
     case R_C: return launch_rows<W, 1, 1, 16>(o, x, w, M, N, K, 0);

@@ -927,28 +927,33 @@ constexpr int64_t ROWS_MAX_M = rows_r<1, 4, ROWS_KW>() >= 1 ? 4 * TILE_J : 2 * T
 
 // Prefill block shapes, as <WN, WT, FN, TM, TG, STAGES>: warps along weight
 // rows and tokens, each warp FN weight tiles x TM token tiles, c_s formed TG
-// token tiles at a time, pipeline stages. NVIDIA (tile 16 x 8, up to 227 KB
-// of shared memory a block), measured on the H100 at 205 tokens
-// (dev/matmul.hip, with row-major weights):
-//   A  128 weight rows x 56 tokens, 8 warps of 16 x 56, 4 stages (76 KB):
-//      4096 outputs in 128 blocks, 205 tokens in 4 tiles
-//   B  96 x 112, 4 warps of 48 x 56, 3 stages (74 KB):
-//      6144 outputs in 128 blocks; its larger warp tiles read shared memory
-//      less per product (lm_head, where both give an SM about as many
-//      outputs: 1.19x A's rate)
-//   G  64 x 56, 4 warps of 16 x 56, 4 stages: twice A's blocks, where A's
-//      grid is at most one block an SM (4096 outputs at 205 tokens: 128
-//      blocks of 8 warps, latency-bound): down 72.2 -> 78.3 TFLOP/s, wo
-//      67.6 -> 69.1; at 6144 outputs B stays (83.4 against G's 78.3)
-// AMD (tile 16 x 16, 64 KB of LDS): 128 x 64 in two stages.
+// token tiles at a time (FN x TG independent chains), pipeline stages.
+// NVIDIA (tile 16 x 8, up to 227 KB of shared memory a block), bf16 weights,
+// measured on the H100 at 205 tokens with tiled weights (dev/matmul.hip
+// prefill; ncu: the tensor pipe about 44% busy, the warps' shared-memory
+// operand reads beside it, so the larger warp tiles win where the grid
+// keeps enough warps an SM):
+//   C  256 weight rows x 32 tokens, 4 warps of 64 x 32 (16 chains), 4
+//      stages (88 KB: two blocks an SM): gate_up 125.6 TFLOP/s and lm_head
+//      133.3, against 92.4 and 117.2 for the best earlier shapes
+//   D  128 x 56, 4 warps of 32 x 56, 4 stages: wo 81.1, down 89.4 (4096
+//      outputs: C's 112 blocks leave an SM one block of 4 warps, 71.6 and
+//      78.7)
+//   L  192 x 56, 4 warps of 48 x 56, 3 stages: qkv 86.8 (6144 outputs in
+//      128 blocks; D 85.0, C 76.2)
+//   A  128 x 56, 8 warps of 16 x 56, 4 stages: f16 and f32 weights, whose
+//      operands take 2 or 3 times the registers
+// AMD (tile 16 x 16, 64 KB of LDS): 128 x 64 in two stages, every weight type.
 #if defined(GRETA_VENDOR_AMD)
 #define GRETA_PREFILL_A 4, 1, 2, 4, 2, 2
-#define GRETA_PREFILL_B GRETA_PREFILL_A
-#define GRETA_PREFILL_G GRETA_PREFILL_A
+#define GRETA_PREFILL_C GRETA_PREFILL_A
+#define GRETA_PREFILL_D GRETA_PREFILL_A
+#define GRETA_PREFILL_L GRETA_PREFILL_A
 #else
 #define GRETA_PREFILL_A 8, 1, 1, 7, 7, 4
-#define GRETA_PREFILL_B 2, 2, 3, 7, 4, 3
-#define GRETA_PREFILL_G 4, 1, 1, 7, 7, 4
+#define GRETA_PREFILL_C 4, 1, 4, 4, 4, 4
+#define GRETA_PREFILL_D 4, 1, 2, 7, 4, 4
+#define GRETA_PREFILL_L 4, 1, 3, 7, 4, 3
 #endif
 
 int multiprocessors() {
@@ -963,27 +968,26 @@ int64_t prefill_blocks(int64_t M, int64_t N) {
   return ((M + P::BT - 1) / P::BT) * ((N + P::BN - 1) / P::BN);
 }
 
-// Rounds of whole blocks over the multiprocessors, times a block's outputs,
-// over the shape's relative rate (percent).
+// Rounds of whole blocks over the multiprocessors, times a block's outputs.
 template <typename P>
-int64_t prefill_cost(int64_t M, int64_t N, int sms, int64_t percent) {
-  return (prefill_blocks<P>(M, N) + sms - 1) / sms * P::BN * P::BT * 100 / percent;
+int64_t prefill_cost(int64_t M, int64_t N, int sms) {
+  return (prefill_blocks<P>(M, N) + sms - 1) / sms * P::BN * P::BT;
 }
 
-// The shape of least cost, A's rate taken as 96% of B's (between gate_up,
-// where A's fewer outputs per SM win, and lm_head), and G for A where A's
-// grid leaves SMs a block or none: at 205 tokens B for qkv (6144 outputs)
-// and lm_head (128256), G for wo and down (4096), A for gate_up (28672),
-// each the faster one measured (2-byte weights; the others take A).
+// bf16 weights: C where its grid gives every SM two blocks (8 warps, whose
+// 16 chains each then keep the matrix unit busy), else the cheaper of D and
+// L: at 205 tokens C for gate_up and lm_head, L for qkv, D for wo and down,
+// each the fastest measured. f16 and f32 weights: A.
 template <typename W>
 hipError_t launch_prefill_best(const GretaMatmulOuts& out, const float* x, bf16* xt, const void* w, int64_t M,
                                int64_t N, int64_t K, hipStream_t stream) {
   if constexpr (Terms<W>::N == 1) {
     const int sms = multiprocessors();
-    if (prefill_cost<Prefill<W, GRETA_PREFILL_B>>(M, N, sms, 100) < prefill_cost<Prefill<W, GRETA_PREFILL_A>>(M, N, sms, 96))
-      return launch_prefill<W, GRETA_PREFILL_B>(out, x, xt, w, M, N, K, stream);
-    if (prefill_blocks<Prefill<W, GRETA_PREFILL_A>>(M, N) <= sms)
-      return launch_prefill<W, GRETA_PREFILL_G>(out, x, xt, w, M, N, K, stream);
+    if (prefill_blocks<Prefill<W, GRETA_PREFILL_C>>(M, N) >= 2 * static_cast<int64_t>(sms))
+      return launch_prefill<W, GRETA_PREFILL_C>(out, x, xt, w, M, N, K, stream);
+    if (prefill_cost<Prefill<W, GRETA_PREFILL_L>>(M, N, sms) < prefill_cost<Prefill<W, GRETA_PREFILL_D>>(M, N, sms))
+      return launch_prefill<W, GRETA_PREFILL_L>(out, x, xt, w, M, N, K, stream);
+    return launch_prefill<W, GRETA_PREFILL_D>(out, x, xt, w, M, N, K, stream);
   }
   return launch_prefill<W, GRETA_PREFILL_A>(out, x, xt, w, M, N, K, stream);
 }
