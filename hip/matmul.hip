@@ -943,6 +943,11 @@ constexpr int64_t ROWS_MAX_M = rows_r<1, 4, ROWS_KW>() >= 1 ? 4 * TILE_J : 2 * T
 //      128 blocks; D 85.0, C 76.2)
 //   A  128 x 56, 8 warps of 16 x 56, 4 stages: f16 and f32 weights, whose
 //      operands take 2 or 3 times the registers
+// Tried and not kept: the KBLOCKs of a block split between two groups of
+// warps, each keeping half of a two-chain sum (8 warps a block, twice the
+// shared memory a stage): qkv 86.8 -> 88.8, wo and down unchanged, gate_up
+// 125.6 -> 93.3, lm_head 133.3 -> 95.4 (one block of 8 warps an SM instead of
+// C's two of 4, all 8 held at each stage's barrier); 205 tokens 31.9 -> 35.8 ms.
 // AMD (tile 16 x 16, 64 KB of LDS): 128 x 64 in two stages, every weight type.
 #if defined(GRETA_VENDOR_AMD)
 #define GRETA_PREFILL_A 4, 1, 2, 4, 2, 2
