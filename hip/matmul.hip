@@ -41,6 +41,26 @@ __device__ __forceinline__ void load8(const f16* p, float (&o)[8]) {
   }
 }
 
+// Where output column n goes: the output whose column range holds it, that
+// column's first element and the output's row stride. Constant indices
+// only: a kernel argument indexed by a variable is copied to local memory.
+struct OutColumn {
+  float* ptr;
+  int64_t ld;
+};
+__device__ __forceinline__ OutColumn out_column(const GretaMatmulOuts& out, int64_t n) {
+  float* p = out.ptr[0];
+  int64_t begin = 0, end = out.end[0];
+#pragma unroll
+  for (int s = 1; s < GRETA_MATMUL_MAX_OUTS; s++)
+    if (s < out.count && n >= end) {
+      p = out.ptr[s];
+      begin = end;
+      end = out.end[s];
+    }
+  return {p + (n - begin), end - begin};
+}
+
 // Blocks are numbered row tile fastest: the blocks that read one slice of
 // weights run together, so for prefill the slice comes from HBM once and from
 // L2 for the other row tiles.
@@ -102,12 +122,9 @@ __global__ void simt_kernel(GretaMatmulOuts out, const float* x, const W* __rest
   }
 #pragma unroll
   for (int c = 0; c < COLS; c++) {
-    const int64_t n = n0 + c;
-    int s = 0;
-    while (s + 1 < out.count && n >= out.end[s]) s++;
-    const int64_t begin = s ? out.end[s - 1] : 0;
-    float* const col = out.ptr[s] + (n - begin);
-    const int64_t ld = out.end[s] - begin;
+    const OutColumn oc = out_column(out, n0 + c);
+    float* const col = oc.ptr;
+    const int64_t ld = oc.ld;
 #pragma unroll
     for (int r = 0; r < ROWS; r++) {
       const float v = wave_sum(acc[r][c]);
@@ -132,10 +149,8 @@ hipError_t launch_simt(const GretaMatmulOuts& out, const float* x, const void* w
 
 // Output (m, n) goes to the output whose column range holds n.
 __device__ __forceinline__ void store_out(const GretaMatmulOuts& out, int64_t m, int64_t n, float v) {
-  int s = 0;
-  while (s + 1 < out.count && n >= out.end[s]) s++;
-  const int64_t begin = s ? out.end[s - 1] : 0;
-  out.ptr[s][m * (out.end[s] - begin) + (n - begin)] = v;
+  const OutColumn c = out_column(out, n);
+  c.ptr[m * c.ld] = v;
 }
 
 // A weight of type W as a sum of bf16 terms, each exact: bf16 is itself, f16
@@ -711,6 +726,10 @@ size_t rows1_smem_bytes(int64_t K) {
   return static_cast<size_t>(S * LANE_CHUNKS * 3) * sizeof(uint4) + static_cast<size_t>(S * TILE_I) * sizeof(float);
 }
 
+// Registers for 2 blocks of 8 warps an SM. Tried on the H100 with tiled
+// weights (dev/matmul.hip decode, in a row): room for 3 blocks of 8 warps
+// (a ring of 4) or 6 of 4 is slower at every shape (qkv 0.78 -> 0.74 and
+// 0.68 of the copy rate).
 template <typename W, int KW, int P, int U>
 __global__ void GRETA_LAUNCH_BOUNDS(KW * GRETA_WAVE_SIZE, KW * GRETA_WAVE_SIZE >= 512 ? 1 : 512 / (KW * GRETA_WAVE_SIZE))
     mma_rows1_kernel(GretaMatmulOuts out, const float* x, const uint4* __restrict__ w, int64_t N, int64_t K) {
@@ -890,24 +909,22 @@ hipError_t launch_gemv(const GretaMatmulOuts& out, const float* x, const void* w
 }
 
 // Launch shapes (speed only: every shape runs the same chain). One token
-// tile, outputs as many as the 8B's MLP up projection or more (GEMV_WIDE_N):
-// the gemv kernel where it fits, 4 warps a block, a ring of 8 KBLOCKs taken 4
-// at a time (4-byte weights: 4, 2 at a time). Narrower outputs of one token
 // with 2-byte weights whose split and c_s fit ROWS1_SMEM_MAX: the rows1
-// kernel, 8 warps over K with the gemv kernel's ring each (f32 weights keep
-// the rows kernel: 4096 -> 4096 at 0.81 of the copy rate against rows1's
-// 0.74). Up to 4 token tiles otherwise: the rows kernel, 8 warps over K, 2
-// blocks a round (registers for 2 blocks of 8 warps per SM); outputs as wide
-// as lm_head take 2 row tiles a block (4 token tiles where the slots fit:
-// NVIDIA). Measured on the H100 (dev/decode_marginal.mjs in the 8B decode
-// step, builds in turn; dev/matmul.hip decode, "in a row" over 640 MB of
-// weights): rows1 at qkv and wo 6.84-6.90 ms a step against 6.97-7.02 with
-// the rows kernel (row-major weights); at 14336 -> 4096 with tiled weights
-// 0.86 of the copy rate against the rows kernel's 0.81 (row-major: 0.59
-// against 0.77), its 112 KB of shared memory letting 2 blocks share an
-// H100 SM. The gemv kernel is the faster at 4096 -> 28672 and 128256, and
-// the slower at 4096 -> 4096 and 6144, where its few warps an SM (one per 16
-// rows) cannot hide their chains (7.40-7.47 ms a step with it there).
+// kernel, 8 warps over K, each with a ring of 8 KBLOCKs taken 4 at a time.
+// Otherwise one token tile with outputs as many as the 8B's MLP up
+// projection or more (GEMV_WIDE_N): the gemv kernel where it fits, 4 warps a
+// block and the same ring (4-byte weights: 4, 2 at a time). Up to 4 token
+// tiles otherwise: the rows kernel, 8 warps over K, 2 blocks a round
+// (registers for 2 blocks of 8 warps per SM); outputs as wide as lm_head take
+// 2 row tiles a block (4 token tiles where the slots fit: NVIDIA). Measured
+// on the H100 with tiled weights (dev/matmul.hip decode, "in a row" over 640
+// MB of weights, of the copy rate): rows1 at qkv 0.78, wo 0.74, down 0.87
+// (the rows kernel 0.81: rows1's 112 KB of shared memory let 2 blocks share
+// an SM), gate_up 0.995 and lm_head 1.05 (gemv 0.97 and 1.02); with
+// row-major weights rows1 had lost at down (0.59 against 0.77) and to gemv
+// at gate_up and lm_head, and the gemv kernel at 4096 -> 4096 and 6144 (its
+// few warps an SM, one per 16 rows, cannot hide their chains). f32 weights
+// keep the rows kernel at 4096 -> 4096 (0.81 against rows1's 0.74).
 // Beyond: the split, then the prefill kernel in the block shape whose grid
 // fills the multiprocessors best (blocks per multiprocessor, rounded up,
 // times the block's outputs; a block of 4 warps is one warp per scheduler).
@@ -1001,10 +1018,10 @@ template <typename W>
 hipError_t launch_mma(const GretaMatmulOuts& out, const float* x, const void* w, int64_t M, int64_t N, int64_t K,
                       void* scratch, hipStream_t stream) {
   if (M <= TILE_J) {
-    if (N >= GEMV_WIDE_N && gemv_fit<gemv_p<W>()>(M, K))
-      return launch_gemv<W, 1, 4, gemv_p<W>(), gemv_u<W>()>(out, x, w, M, N, K, stream);
     if (M == 1 && sizeof(W) == 2 && rows1_fit(K))
       return launch_rows1<W, ROWS1_KW, gemv_p<W>(), gemv_u<W>()>(out, x, w, N, K, stream);
+    if (N >= GEMV_WIDE_N && gemv_fit<gemv_p<W>()>(M, K))
+      return launch_gemv<W, 1, 4, gemv_p<W>(), gemv_u<W>()>(out, x, w, M, N, K, stream);
     if (N >= WIDE_N) return launch_rows<W, 2, 1, ROWS_KW>(out, x, w, M, N, K, stream);
     return launch_rows<W, 1, 1, ROWS_KW, 2>(out, x, w, M, N, K, stream);
   }
