@@ -427,14 +427,17 @@ __global__ void GRETA_LAUNCH_BOUNDS(BLOCK, MIN_BLOCKS) attention_rows_kernel(
 // (ncu): shared-memory wavefronts (a 16-byte load costs 2 when all lanes read
 // one address, 4 when they read 32) and register spills, L1 78% busy, FMA
 // pipe 47%, issue slots 61%. Two blocks of 8 warps per SM (128 registers,
-// some spilled) measured 5% faster than one block without spills.
+// 616 bytes spilled) once measured 5% faster than one block without spills;
+// since then one block (241 registers, none spilled) is the faster: the 8B
+// prefill of 4096 tokens 651 -> 643 ms, 205 tokens 31.0 -> 30.1 ms
+// (dev/prefill_time.mjs, builds in turn).
 constexpr int TILE_HEAD_DIM = 128;
 #if defined(GRETA_VENDOR_AMD)
 constexpr int TILE_POSITIONS = 8;  // 61 KB of LDS: within CDNA's 64 KB per CU
 #else
 constexpr int TILE_POSITIONS = 16;  // 89 KB of shared memory: two blocks per SM on an H100
 #endif
-[[maybe_unused]] constexpr int TILE_MIN_BLOCKS = 2;  // resident blocks per SM asked of the compiler (NVIDIA)
+[[maybe_unused]] constexpr int TILE_MIN_BLOCKS = 1;  // resident blocks per SM asked of the compiler (NVIDIA): registers up to 255
 constexpr int TILE_ROWS = QUAD * TILE_POSITIONS;  // (row, head) pairs of a block
 constexpr int TILE_THREADS = 4 * TILE_ROWS;       // four a row in the softmax step
 constexpr int TILE_RG = TILE_ROWS / 4;            // row groups: four rows a thread

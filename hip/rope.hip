@@ -5,12 +5,16 @@ using namespace greta_hip;
 
 // Threads [0, M * heads * half) rotate one pair each (and store it into the
 // caches that take it); the rest copy the writes that take unrotated sources.
+// The arguments' arrays are read with constant indices only: indexed by a
+// variable, a kernel argument is copied to local memory.
 __global__ void rope_kernel(GretaRopeTargets t, const int32_t* pos, const float* inv_freq, int64_t M, int head_dim,
                             GretaRopeWrites wr) {
   greta_allow_next_launch();
   const int half = head_dim / 2;
   int all_heads = 0;
-  for (int k = 0; k < t.count; k++) all_heads += t.heads[k];
+#pragma unroll
+  for (int k = 0; k < GRETA_ROPE_MAX; k++)
+    if (k < t.count) all_heads += t.heads[k];
   const int writes = wr.pos ? wr.w.count : 0;
   const int64_t pairs = M * all_heads * half;
   int64_t i = global_id();
@@ -18,16 +22,25 @@ __global__ void rope_kernel(GretaRopeTargets t, const int32_t* pos, const float*
     const int64_t m = i / (static_cast<int64_t>(all_heads) * half);
     int h = static_cast<int>((i / half) % all_heads);
     const int j = static_cast<int>(i % half);
+    // The tensor this head belongs to.
     int k = 0;
-    while (h >= t.heads[k]) h -= t.heads[k++];  // the tensor this head belongs to
+    float* xk = t.x[0];
+    int heads_k = t.heads[0];
+#pragma unroll
+    for (int q = 1; q < GRETA_ROPE_MAX; q++)
+      if (q < t.count && k == q - 1 && h >= heads_k) {
+        h -= heads_k;
+        k = q;
+        xk = t.x[q];
+        heads_k = t.heads[q];
+      }
     // The angle before the wait: positions and frequencies reach the device
     // before any kernel of the call runs. Precise sinf/cosf (not the fast
     // intrinsics), as the CPU backend computes.
     const float angle = static_cast<float>(pos[m]) * inv_freq[j];
     const float c = cosf(angle), s = sinf(angle);
     greta_await_prior_kernels();
-    const int64_t at = m * static_cast<int64_t>(t.heads[k]) * head_dim + static_cast<int64_t>(h) * head_dim;
-    float* hp = t.x[k] + at;
+    float* hp = xk + m * static_cast<int64_t>(heads_k) * head_dim + static_cast<int64_t>(h) * head_dim;
     const float x1 = hp[j], x2 = hp[j + half];
     // Each rotation is one rounded product and one fma, written out: the form
     // nvcc's default contraction gave these lines, now the same on every vendor.
@@ -35,8 +48,9 @@ __global__ void rope_kernel(GretaRopeTargets t, const int32_t* pos, const float*
     const float y2 = __fmaf_rn(x1, s, __fmul_rn(x2, c));
     hp[j] = y1;
     hp[j + half] = y2;
-    for (int w = 0; w < writes; w++)
-      if (wr.from[w] == k) {
+#pragma unroll
+    for (int w = 0; w < GRETA_KV_WRITE_MAX; w++)
+      if (w < writes && wr.from[w] == k) {
         float* row = wr.w.cache[w] + static_cast<int64_t>(wr.pos[m]) * wr.w.width[w] + static_cast<int64_t>(h) * head_dim;
         row[j] = y1;
         row[j + half] = y2;
@@ -46,18 +60,24 @@ __global__ void rope_kernel(GretaRopeTargets t, const int32_t* pos, const float*
   greta_await_prior_kernels();
   i -= pairs;
   int64_t copied = 0;  // elements of a row the copies take
-  for (int w = 0; w < writes; w++)
-    if (wr.from[w] < 0) copied += wr.w.width[w];
+#pragma unroll
+  for (int w = 0; w < GRETA_KV_WRITE_MAX; w++)
+    if (w < writes && wr.from[w] < 0) copied += wr.w.width[w];
   if (i >= M * copied) return;
   const int64_t m = i / copied;
   int64_t d = i % copied;
-  int w = 0;
-  for (;; w++) {
-    if (wr.from[w] >= 0) continue;
-    if (d < wr.w.width[w]) break;
-    d -= wr.w.width[w];
+  // The write this element belongs to.
+  bool found = false;
+#pragma unroll
+  for (int w = 0; w < GRETA_KV_WRITE_MAX; w++) {
+    if (found || w >= writes || wr.from[w] >= 0) continue;
+    if (d < wr.w.width[w]) {
+      wr.w.cache[w][static_cast<int64_t>(wr.pos[m]) * wr.w.width[w] + d] = wr.w.src[w][m * wr.w.width[w] + d];
+      found = true;
+    } else {
+      d -= wr.w.width[w];
+    }
   }
-  wr.w.cache[w][static_cast<int64_t>(wr.pos[m]) * wr.w.width[w] + d] = wr.w.src[w][m * wr.w.width[w] + d];
 }
 }  // namespace
 
