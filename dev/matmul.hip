@@ -217,8 +217,8 @@ struct Buf {
 enum Path { NEW, OLD, P_A, P_B, P_C, P_D, P_G, P_H, P_J, P_K, P_L, R_A, R_B, R_C, R_2, R_4, R_E,
             D_R1, D_R1_P4, D_R1_KW4, D_R1_KW4_P4, D_R1_KW16_P4, D_G1, D_G2, D_G8W, NPATHS };
 const char* path_name[NPATHS] = {"new(dispatch)",     "old(cuda-core)",    "A 128x56 8w",       "B 96x112 4w",
-                                 "C 256x32 4w",       "D 128x56 4w",       "G 64x56 4w",        "128x56 4w tg7",
-                                 "192x56 4w tg7",     "256x64 8w",         "L 192x56 4w",         "rows f1 t1 kw8",
+                                 "C 256x32 4w",       "D 128x56 4w",       "G 64x56 4w",        "128x64 4w 16ch",
+                                 "128x32 4w",         "K 256x16 4w",         "L 192x56 4w",         "rows f1 t1 kw8",
                                  "rows f2 t1 kw8",    "rows f1 t1 kw16",   "rows f1 t2 kw8",    "rows f1 t4 kw8",
                                  "rows f1 t1 kw8 r2", "rows1 kw8 p8 u4",   "rows1 kw8 p4 u2",   "rows1 kw4 p8 u4",
                                  "rows1 kw4 p4 u2",   "rows1 kw16 p4 u2",  "gemv f1 4w p8 u4",  "gemv f2 4w p4 u2",
@@ -266,9 +266,9 @@ hipError_t run(Path p, const GretaMatmulOuts& o, const float* x, const Weight& w
     case P_C: return prefill<W, GRETA_PREFILL_C>(o, x, w, M, N, K);
     case P_D: return prefill<W, GRETA_PREFILL_D>(o, x, w, M, N, K);
     case P_G: return prefill<W, 4, 1, 1, 7, 7, 4>(o, x, w, M, N, K);
-    case P_H: return prefill<W, 4, 1, 2, 7, 7, 4>(o, x, w, M, N, K);
-    case P_J: return prefill<W, 4, 1, 3, 7, 7, 3>(o, x, w, M, N, K);
-    case P_K: return prefill<W, 4, 2, 4, 4, 4, 3>(o, x, w, M, N, K);
+    case P_H: return prefill<W, 2, 2, 4, 4, 4, 4>(o, x, w, M, N, K);
+    case P_J: return prefill<W, 4, 1, 2, 4, 4, 4>(o, x, w, M, N, K);
+    case P_K: return prefill<W, GRETA_PREFILL_K>(o, x, w, M, N, K);
     case P_L: return prefill<W, GRETA_PREFILL_L>(o, x, w, M, N, K);
     case R_A: return launch_rows<W, 1, 1, 8>(o, x, w, M, N, K, 0);
     case R_B: return launch_rows<W, 2, 1, 8>(o, x, w, M, N, K, 0);

@@ -956,8 +956,11 @@ constexpr int64_t ROWS_MAX_M = rows_r<1, 4, ROWS_KW>() >= 1 ? 4 * TILE_J : 2 * T
 //   D  128 x 56, 4 warps of 32 x 56, 4 stages: wo 81.1, down 89.4 (4096
 //      outputs: C's 112 blocks leave an SM one block of 4 warps, 71.6 and
 //      78.7)
+//   K  256 x 16, 4 warps of 64 x 16 (8 chains), 4 stages (76 KB), where all
+//      its blocks fit two an SM at once: wo 84.2, down 94.3 (4096 outputs
+//      in 16 x 13 blocks; 205 tokens pad to 208, not 224); D 77.8 and 87.7
 //   L  192 x 56, 4 warps of 48 x 56, 3 stages: qkv 86.8 (6144 outputs in
-//      128 blocks; D 85.0, C 76.2)
+//      128 blocks; D 85.0, C 76.2, K 75.0: 312 blocks)
 //   A  128 x 56, 8 warps of 16 x 56, 4 stages: f16 and f32 weights, whose
 //      operands take 2 or 3 times the registers
 // Tried and not kept: the KBLOCKs of a block split between two groups of
@@ -970,11 +973,13 @@ constexpr int64_t ROWS_MAX_M = rows_r<1, 4, ROWS_KW>() >= 1 ? 4 * TILE_J : 2 * T
 #define GRETA_PREFILL_A 4, 1, 2, 4, 2, 2
 #define GRETA_PREFILL_C GRETA_PREFILL_A
 #define GRETA_PREFILL_D GRETA_PREFILL_A
+#define GRETA_PREFILL_K GRETA_PREFILL_A
 #define GRETA_PREFILL_L GRETA_PREFILL_A
 #else
 #define GRETA_PREFILL_A 8, 1, 1, 7, 7, 4
 #define GRETA_PREFILL_C 4, 1, 4, 4, 4, 4
 #define GRETA_PREFILL_D 4, 1, 2, 7, 4, 4
+#define GRETA_PREFILL_K 4, 1, 4, 2, 2, 4
 #define GRETA_PREFILL_L 4, 1, 3, 7, 4, 3
 #endif
 
@@ -997,9 +1002,11 @@ int64_t prefill_cost(int64_t M, int64_t N, int sms) {
 }
 
 // bf16 weights: C where its grid gives every SM two blocks (8 warps, whose
-// 16 chains each then keep the matrix unit busy), else the cheaper of D and
-// L: at 205 tokens C for gate_up and lm_head, L for qkv, D for wo and down,
-// each the fastest measured. f16 and f32 weights: A.
+// 16 chains each then keep the matrix unit busy), else K where its whole
+// grid is resident at once (two blocks an SM), else the cheaper of D and L:
+// at 205 tokens C for gate_up and lm_head, K for wo and down, L for qkv,
+// each the fastest measured but for qkv (a 128 x 32 shape 2% faster). f16
+// and f32 weights: A.
 template <typename W>
 hipError_t launch_prefill_best(const GretaMatmulOuts& out, const float* x, bf16* xt, const void* w, int64_t M,
                                int64_t N, int64_t K, hipStream_t stream) {
@@ -1007,6 +1014,8 @@ hipError_t launch_prefill_best(const GretaMatmulOuts& out, const float* x, bf16*
     const int sms = multiprocessors();
     if (prefill_blocks<Prefill<W, GRETA_PREFILL_C>>(M, N) >= 2 * static_cast<int64_t>(sms))
       return launch_prefill<W, GRETA_PREFILL_C>(out, x, xt, w, M, N, K, stream);
+    if (prefill_blocks<Prefill<W, GRETA_PREFILL_K>>(M, N) <= 2 * static_cast<int64_t>(sms))
+      return launch_prefill<W, GRETA_PREFILL_K>(out, x, xt, w, M, N, K, stream);
     if (prefill_cost<Prefill<W, GRETA_PREFILL_L>>(M, N, sms) < prefill_cost<Prefill<W, GRETA_PREFILL_D>>(M, N, sms))
       return launch_prefill<W, GRETA_PREFILL_L>(out, x, xt, w, M, N, K, stream);
     return launch_prefill<W, GRETA_PREFILL_D>(out, x, xt, w, M, N, K, stream);
