@@ -50,9 +50,9 @@ constexpr int LANE_CHUNKS = KBLOCK / LANE_K;  // lanes that share a row in a blo
 constexpr int TILE_J = 16;
 constexpr int A_ROWS = 1;               // rows of A a lane loads
 constexpr int SHARED_PER_SM = 1 << 16;  // LDS of a CU (gfx90a, gfx942)
-__device__ __forceinline__ int a_row(int lane, int) { return lane % TILE_I; }
+GRETA_HD constexpr int a_row(int lane, int) { return lane % TILE_I; }
 __device__ __forceinline__ int b_col(int lane) { return lane % TILE_J; }
-__device__ __forceinline__ int lane_k(int lane) { return LANE_K * (lane / TILE_J); }
+GRETA_HD constexpr int lane_k(int lane) { return LANE_K * (lane / TILE_J); }
 __device__ __forceinline__ int c_row(int lane, int e) { return 4 * (lane / TILE_J) + e; }
 __device__ __forceinline__ int c_col(int lane, int) { return lane % TILE_J; }
 #else
@@ -62,9 +62,9 @@ __device__ __forceinline__ int c_col(int lane, int) { return lane % TILE_J; }
 constexpr int TILE_J = 8;
 constexpr int A_ROWS = 2;
 constexpr int SHARED_PER_SM = 228 * 1024;  // shared memory of an SM (sm_90; sm_80: 164 KB)
-__device__ __forceinline__ int a_row(int lane, int r) { return lane / LANE_CHUNKS + TILE_J * r; }
+GRETA_HD constexpr int a_row(int lane, int r) { return lane / LANE_CHUNKS + TILE_J * r; }
 __device__ __forceinline__ int b_col(int lane) { return lane / LANE_CHUNKS; }
-__device__ __forceinline__ int lane_k(int lane) { return LANE_K * (lane % LANE_CHUNKS); }
+GRETA_HD constexpr int lane_k(int lane) { return LANE_K * (lane % LANE_CHUNKS); }
 __device__ __forceinline__ int c_row(int lane, int e) { return lane / LANE_CHUNKS + TILE_J * (e >> 1); }
 __device__ __forceinline__ int c_col(int lane, int e) { return 2 * (lane % LANE_CHUNKS) + (e & 1); }
 #endif
@@ -77,11 +77,11 @@ static_assert(TILE_I * TILE_J == 4 * GRETA_WAVE_SIZE, "hip/mma.h: every lane hol
 // The lane and row slot that hold weight row `row` of a tile at k of a
 // KBLOCK: the inverse of a_row and lane_k.
 #if defined(GRETA_VENDOR_AMD)
-__device__ __forceinline__ int a_lane(int row, int k) { return row + TILE_I * (k / LANE_K); }
-__device__ __forceinline__ int a_slot(int) { return 0; }
+GRETA_HD constexpr int a_lane(int row, int k) { return row + TILE_I * (k / LANE_K); }
+GRETA_HD constexpr int a_slot(int) { return 0; }
 #else
-__device__ __forceinline__ int a_lane(int row, int k) { return LANE_CHUNKS * (row % TILE_J) + k / LANE_K; }
-__device__ __forceinline__ int a_slot(int row) { return row / TILE_J; }
+GRETA_HD constexpr int a_lane(int row, int k) { return LANE_CHUNKS * (row % TILE_J) + k / LANE_K; }
+GRETA_HD constexpr int a_slot(int row) { return row / TILE_J; }
 #endif
 
 // ---- The weight layout of the matrix-unit path ("tiled"). ----
@@ -109,7 +109,7 @@ struct Tiles {
 };
 // Element index of weight (n, k) in the tiled layout.
 template <typename W>
-__device__ __forceinline__ int64_t tiled_index(int64_t n, int64_t k, int64_t K) {
+GRETA_HD constexpr int64_t tiled_index(int64_t n, int64_t k, int64_t K) {
   const int64_t S = (K + KBLOCK - 1) / KBLOCK;
   const int row = static_cast<int>(n % TILE_I), kk = static_cast<int>(k % KBLOCK);
   const int lane = a_lane(row, kk), r = a_slot(row), q = kk % LANE_K;
@@ -121,13 +121,28 @@ __device__ __forceinline__ int64_t tiled_index(int64_t n, int64_t k, int64_t K) 
 }
 // Its inverse within a tile: the row and k of element o (0 .. TILE_I KBLOCK - 1).
 template <typename W>
-__device__ __forceinline__ void tiled_coords(int o, int& row, int& k) {
+GRETA_HD constexpr void tiled_coords(int o, int& row, int& k) {
   const int v = o / Tiles<W>::UNIT_ELEMS, lane = v % GRETA_WAVE_SIZE;
   const int e = (v / GRETA_WAVE_SIZE) * Tiles<W>::UNIT_ELEMS + o % Tiles<W>::UNIT_ELEMS;
   const int p = e & 1, r = (e >> 1) % A_ROWS, j = (e / (2 * A_ROWS)) & 1, h = e / (4 * A_ROWS);
   row = a_row(lane, r);
   k = lane_k(lane) + 4 * h + 2 * j + p;
 }
+
+// What only the compiler can check before a first run on the target: the
+// layout, for this target's lane map (wave 32 or 64) and unit sizes, puts
+// every (row, k) of a tile at one position of it and reads each back.
+template <typename W>
+constexpr bool tiled_layout_is_bijective() {
+  for (int o = 0; o < TILE_I * KBLOCK; o++) {
+    int row = -1, k = -1;
+    tiled_coords<W>(o, row, k);
+    if (row < 0 || row >= TILE_I || k < 0 || k >= KBLOCK || tiled_index<W>(row, k, KBLOCK) != o) return false;
+  }
+  return true;
+}
+static_assert(tiled_layout_is_bijective<uint16_t>() && tiled_layout_is_bijective<float>(),
+              "hip/mma.h: the tiled weight layout must be a bijection of a tile");
 
 struct MmaB {
   uint4 v;
