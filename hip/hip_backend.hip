@@ -193,8 +193,8 @@ const void* weight_ptr(const Tensor& w, const char* op) {
   return static_cast<const char*>(w.ptr()) + greta_matmul_tile_offset(w.row0, w.cols()) * dtype_size(w.dtype);
 }
 
-// Device memory for one call, freed when it returns (weights moving to or
-// from their tiled layout: loading, never the steady state).
+// Device memory for one call, freed when it returns (a tiled weight's rows
+// on their way to the host: never the steady state).
 std::shared_ptr<DeviceStorage> temp_device(size_t bytes, const std::string& op) {
   auto s = std::make_shared<DeviceStorage>();
   check(hipMalloc(&s->data, bytes ? bytes : 1), op + ": staging");
@@ -285,9 +285,9 @@ class HipBackend final : public Backend {
     if (offset % row != 0 || bytes % row != 0)
       throw GretaError("EINVAL", op + ": " + std::to_string(bytes) + " bytes at byteOffset " + std::to_string(offset) +
                                      " are not whole rows of " + std::to_string(row) + " bytes (a tiled weight takes whole rows)");
-    auto staging = temp_device(bytes, op);
-    copy_sync(staging->data, src, bytes, hipMemcpyHostToDevice, op);
-    check(greta_tile_rows(dst.ptr(), weight_type(dst, "upload"), staging->data, dst.row0 + static_cast<int64_t>(offset / row),
+    void* staging = scratch_upload_.get(bytes, "upload");
+    copy_sync(staging, src, bytes, hipMemcpyHostToDevice, op);
+    check(greta_tile_rows(dst.ptr(), weight_type(dst, "upload"), staging, dst.row0 + static_cast<int64_t>(offset / row),
                           static_cast<int64_t>(bytes / row), dst.cols(), stream_),
           op);
     // Weights are read by kernels before they wait for the ones ahead (hip/compat.h).
@@ -581,6 +581,8 @@ class HipBackend final : public Backend {
   std::string desc_;
   hipStream_t stream_ = nullptr;
   Scratch scratch_in_, scratch_out_, scratch_work_;
+  // Rows of a tiled weight on their way into its tiles: a loader's chunk (64 MB), kept for the next.
+  Scratch scratch_upload_;
   IntRing ints_;
   std::unique_ptr<Capture> capture_;
 

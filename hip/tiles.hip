@@ -12,23 +12,42 @@ using namespace greta_mma;
 template <typename W> struct Bits { using T = uint16_t; };
 template <> struct Bits<float> { using T = uint32_t; };
 
-// Threads walk the tiled positions of the tile rows that hold [row0, row0 +
-// rows), so stores are contiguous; each finds its element's row and k.
+// Threads walk the 16-byte units of the tile rows that hold [row0, row0 +
+// rows), so each store is one whole unit; a thread finds its unit's tile and
+// lane once, then each element's row and k. A unit whose elements are not
+// all in the rows moved keeps the others (a read, then the write).
 template <typename W, typename Value>
-__global__ void tile_rows_kernel(typename Bits<W>::T* tiled, int64_t row0, int64_t rows, int64_t K, int64_t positions,
-                                 Value value) {
+__global__ void tile_rows_kernel(uint4* tiled, int64_t row0, int64_t rows, int64_t K, int64_t units, Value value) {
   greta_allow_next_launch();
   greta_await_prior_kernels();
   const int64_t i = global_id();
-  if (i >= positions) return;
-  constexpr int TILE = TILE_I * KBLOCK;
+  if (i >= units) return;
+  using T = typename Bits<W>::T;
+  constexpr int UE = Tiles<W>::UNIT_ELEMS, TU = Tiles<W>::TILE_UNITS;
   const int64_t S = (K + KBLOCK - 1) / KBLOCK;
-  const int64_t t = i / TILE + (row0 / TILE_I) * S;  // tile, counted from the weight's first
-  int row, k;
-  tiled_coords<W>(static_cast<int>(i % TILE), row, k);
-  const int64_t n = (t / S) * TILE_I + row, kk = (t % S) * KBLOCK + k;
-  if (n < row0 || n >= row0 + rows) return;
-  tiled[t * TILE + i % TILE] = kk < K ? value(n - row0, kk) : typename Bits<W>::T{0};
+  const int64_t t = i / TU + (row0 / TILE_I) * S;  // tile, counted from the weight's first
+  const int64_t n0 = (t / S) * TILE_I, k0 = (t % S) * KBLOCK;
+  const int first = static_cast<int>(i % TU) * UE;  // the unit's first element within the tile
+  union {
+    uint4 v;
+    T e[UE];
+  } u;
+  bool all = true;
+#pragma unroll
+  for (int q = 0; q < UE; q++) {
+    int row = 0, k = 0;
+    tiled_coords<W>(first + q, row, k);
+    all = all && n0 + row >= row0 && n0 + row < row0 + rows;
+  }
+  if (!all) u.v = tiled[t * TU + i % TU];
+#pragma unroll
+  for (int q = 0; q < UE; q++) {
+    int row = 0, k = 0;
+    tiled_coords<W>(first + q, row, k);
+    const int64_t n = n0 + row, kk = k0 + k;
+    if (n >= row0 && n < row0 + rows) u.e[q] = kk < K ? value(n - row0, kk) : T{0};
+  }
+  tiled[t * TU + i % TU] = u.v;
 }
 
 template <typename W>
@@ -57,11 +76,11 @@ template <typename W, typename Value>
 hipError_t launch_tile(void* tiled, int64_t row0, int64_t rows, int64_t K, Value value, hipStream_t stream) {
   const int64_t S = (K + KBLOCK - 1) / KBLOCK;
   const int64_t tile_rows = (row0 + rows + TILE_I - 1) / TILE_I - row0 / TILE_I;
-  const int64_t positions = tile_rows * S * TILE_I * KBLOCK;
-  if (positions == 0) return hipSuccess;
-  if (elementwise_blocks(positions) > 0x7fffffffu) return hipErrorInvalidValue;
-  GRETA_LAUNCH((tile_rows_kernel<W, Value>), dim3(elementwise_blocks(positions)), dim3(ELEMENTWISE_BLOCK), 0, stream,
-               static_cast<typename Bits<W>::T*>(tiled), row0, rows, K, positions, value);
+  const int64_t units = tile_rows * S * Tiles<W>::TILE_UNITS;
+  if (units == 0) return hipSuccess;
+  if (elementwise_blocks(units) > 0x7fffffffu) return hipErrorInvalidValue;
+  GRETA_LAUNCH((tile_rows_kernel<W, Value>), dim3(elementwise_blocks(units)), dim3(ELEMENTWISE_BLOCK), 0, stream,
+               static_cast<uint4*>(tiled), row0, rows, K, units, value);
   return hipGetLastError();
 }
 
