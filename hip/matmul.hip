@@ -910,8 +910,10 @@ hipError_t launch_gemv(const GretaMatmulOuts& out, const float* x, const void* w
 
 // Launch shapes (speed only: every shape runs the same chain). One token
 // with 2-byte weights whose split and c_s fit ROWS1_SMEM_MAX: the rows1
-// kernel, 8 warps over K, each with a ring of 8 KBLOCKs taken 4 at a time.
-// Otherwise one token tile with outputs as many as the 8B's MLP up
+// kernel, 8 warps over K, each with a ring of 8 KBLOCKs taken 4 at a time
+// (where K has fewer than 8 KBLOCKs, only for outputs narrower than the gemv
+// kernel's: synthetic:tiny's lm_head, K = 64, took its decode step 0.78 ->
+// 0.86 ms on rows1). Otherwise one token tile with outputs as many as the 8B's MLP up
 // projection or more (GEMV_WIDE_N): the gemv kernel where it fits, 4 warps a
 // block and the same ring (4-byte weights: 4, 2 at a time). Up to 4 token
 // tiles otherwise: the rows kernel, 8 warps over K, 2 blocks a round
@@ -1027,10 +1029,13 @@ template <typename W>
 hipError_t launch_mma(const GretaMatmulOuts& out, const float* x, const void* w, int64_t M, int64_t N, int64_t K,
                       void* scratch, hipStream_t stream) {
   if (M <= TILE_J) {
-    if (M == 1 && sizeof(W) == 2 && rows1_fit(K))
+    // rows1 spreads K over its warps: with fewer KBLOCKs than warps, wide outputs take the gemv kernel.
+    const bool rows1 = M == 1 && sizeof(W) == 2 && rows1_fit(K);
+    if (rows1 && K >= ROWS1_KW * KBLOCK)
       return launch_rows1<W, ROWS1_KW, gemv_p<W>(), gemv_u<W>()>(out, x, w, N, K, stream);
     if (N >= GEMV_WIDE_N && gemv_fit<gemv_p<W>()>(M, K))
       return launch_gemv<W, 1, 4, gemv_p<W>(), gemv_u<W>()>(out, x, w, M, N, K, stream);
+    if (rows1) return launch_rows1<W, ROWS1_KW, gemv_p<W>(), gemv_u<W>()>(out, x, w, N, K, stream);
     if (N >= WIDE_N) return launch_rows<W, 2, 1, ROWS_KW>(out, x, w, M, N, K, stream);
     return launch_rows<W, 1, 1, ROWS_KW, 2>(out, x, w, M, N, K, stream);
   }
