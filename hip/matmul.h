@@ -60,7 +60,8 @@ size_t greta_matmul_scratch_bytes(int64_t M, int64_t K);
 // side), which greta_matmul_weight_bytes sizes; otherwise row-major. A row
 // view of a tiled weight starts greta_matmul_tile_offset(row0, K) elements
 // in, for row0 a multiple of 16.
-constexpr int64_t GRETA_TILE_ROWS = 16, GRETA_TILE_K = 32;
+constexpr int64_t GRETA_TILE_ROWS = 16;
+constexpr int64_t GRETA_TILE_K = 2 * 16;  // two instructions of 16 k (hip/mma.h's KBLOCK)
 inline bool greta_matmul_tiled(int64_t K) { return K % 8 == 0; }
 inline size_t greta_matmul_weight_bytes(int64_t N, int64_t K, size_t elem) {
   if (!greta_matmul_tiled(K)) return static_cast<size_t>(N * K) * elem;

@@ -33,12 +33,12 @@ export function kernels(src: string): { name: string; body: string }[] {
   return out;
 }
 
-/** What src may read through the non-coherent cache besides weights: __restrict__ pointers but `const W* __restrict__ w`, __ldg, .nc. */
+/** What src may read through the non-coherent cache besides weights: __restrict__ pointers but `const W* __restrict__ w` (or a tiled weight's `const uint4* __restrict__ w`), __ldg, .nc. */
 export function readOnlyCacheReads(src: string): string[] {
   const code = stripCode(src);
   const restrict = [...code.matchAll(/([\w:<>]+\s*\*\s*)__restrict__\s+(\w+)/g)]
     .map((m) => `${m[1]!.replace(/\s+/g, '')}__restrict__ ${m[2]}`)
-    .filter((r) => r !== 'W*__restrict__ w');
+    .filter((r) => r !== 'W*__restrict__ w' && r !== 'uint4*__restrict__ w');
   return [...restrict, ...[...code.matchAll(/__ldg|\.nc\b/g)].map((m) => m[0])];
 }
 

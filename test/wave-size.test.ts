@@ -22,7 +22,6 @@ const NOT_WAVE: Record<string, { file: string; why: string }> = {
   RMSNORM_WIDE: { file: 'rmsnorm.hip', why: 'elements a thread of the norm keeps in registers, for rows up to 8192 (70B-class widths)' },
   KEY_CHUNK: { file: 'attention.hip', why: "the reduction-order rule's fixed key split: chunks depend on the key index alone, whatever the wave" },
   TILE_GROUP: { file: 'attention.hip', why: "the prefill tile kernel's unit of 4 row x 8 column groups: a thread layout any wave size runs, sized for bank-free loads" },
-  ROWS1_SMEM_MAX: { file: 'matmul.hip', why: "kilobytes of shared memory the rows1 kernel's block may take on every target (a CDNA CU's LDS)" },
 };
 
 /** Lane-level primitives with an implied wave size: only through compat.h's GRETA_* map or common.h's helpers. */
