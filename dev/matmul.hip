@@ -33,10 +33,20 @@
 //                           Each shape is also timed in a row (48 launches
 //                           overlapping as in a decode step, over weights
 //                           that never sit in L2), as the step sees it.
-// The measurements below (and the ncu figures above) were taken with row-major
-// weights, before the tiled layout; the variants they name that read the old
-// layout (rows1x, rows1p, rows1s, main's split-per-block prefill kernel, the
-// regrouped "q" prefill shapes) are no longer in the lab.
+// With tiled weights (H100, copy 2.97-2.99 TB/s, in a row): decode qkv 0.78,
+// wo 0.74, down 0.87, gate_up 1.00, lm_head 1.05 of the copy rate (rows1 at
+// every width where K has a KBLOCK for each warp); ncu of rows1 at 4096 ->
+// 6144: 26.7 us, DRAM 61.6%, 1.45 waves, long-scoreboard stalls 11.9 of 22
+// cycles an issue, 0.19 eligible warps a scheduler. Prefill at 205 tokens:
+// qkv 87 (L), wo 85 (K), down 94 (K), gate_up 127 (C), lm_head 134 (C)
+// TFLOP/s; ncu of a 64 x 56 shape at down: tensor pipe about 44% busy, issue
+// slots 28%. Tried: room for 3 or 6 rows1 blocks an SM (slower at every
+// shape), two K chains a prefill block (gate_up 125.6 -> 93.3), batched reads
+// of rows1's serial sum (no change).
+// The measurements below (and the ncu figures above the line) were taken with
+// row-major weights, before the tiled layout; the variants they name that read
+// the old layout (rows1x, rows1p, rows1s, main's split-per-block prefill
+// kernel, the regrouped "q" prefill shapes) are no longer in the lab.
 // What bounds the narrow decode projections (H100, `decode`, copy 2.99 TB/s,
 // in a row): the dispatch reaches qkv 0.685, wo 0.67, down 0.82, gate_up 0.90,
 // lm_head 0.94 of the copy rate, and every rows1 shape (2-16 warps over K,
