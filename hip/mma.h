@@ -1,6 +1,6 @@
 // The matrix units, one tile type for both vendors, in the manner of
-// llama.cpp's ggml-cuda/mma.cuh: kernels are written once against MmaA/MmaB/
-// MmaC and mma_k32, and the lane functions below say which elements a lane
+// llama.cpp's ggml-cuda/mma.cuh: kernels are written once against MmaAHalf/
+// MmaB/MmaC and mma_k32, and the lane functions below say which elements a lane
 // holds. Only the vendor switches here know the instruction:
 //   NVIDIA  mma.sync.m16n8k16 bf16 -> fp32 (sm_80 and later): tile 16 x 8, warp 32
 //   AMD     v_mfma_f32_16x16x16_bf16 (gfx90a, gfx940, gfx942): tile 16 x 16, wave 64
@@ -252,15 +252,6 @@ __device__ __forceinline__ void copy16_async(void* smem, const void* gmem, bool 
 #else
   const unsigned s = static_cast<unsigned>(__cvta_generic_to_shared(smem));
   asm volatile("cp.async.cg.shared.global [%0], [%1], 16, %2;" ::"r"(s), "l"(gmem), "r"(valid ? 16 : 0) : "memory");
-#endif
-}
-// The 4-byte form, for layouts that regroup words (through L1: cp.async.ca).
-__device__ __forceinline__ void copy4_async(void* smem, const void* gmem, bool valid) {
-#if defined(GRETA_VENDOR_AMD)
-  *static_cast<uint32_t*>(smem) = valid ? *static_cast<const uint32_t*>(gmem) : 0u;
-#else
-  const unsigned s = static_cast<unsigned>(__cvta_generic_to_shared(smem));
-  asm volatile("cp.async.ca.shared.global [%0], [%1], 4, %2;" ::"r"(s), "l"(gmem), "r"(valid ? 4 : 0) : "memory");
 #endif
 }
 __device__ __forceinline__ void copy_commit() {

@@ -3,7 +3,8 @@
 // weight's first tile; rows [row0, row0 + rows) of it are the ones moved,
 // row0 anywhere (a part of a stacked weight need not start a tile). Elements
 // of other rows are left as they are; k past K of the moved rows become zeros.
-// No reduction: one thread per element.
+// No reduction: into the tiles one thread per 16-byte unit, out of them one
+// per element.
 #pragma once
 
 #include "common.h"

@@ -99,6 +99,21 @@ describe.each(KINDS)('tensors on %s', (kind) => {
     expect(t.reshape(12, 1).shape).toEqual([12, 1]);
   });
 
+  it('a matmul weight takes its rows and gives them back in row-major order, views included', () => {
+    const w = b.alloc('bf16', [6, 16], { matmul: true });
+    const rows = Uint16Array.from({ length: 96 }, (_, i) => 0x3f80 + i);
+    b.upload(w, rows);
+    expect([...(b.download(w) as Uint16Array)]).toEqual([...rows]);
+    expect([...(b.download(w.rows(2, 3)) as Uint16Array)]).toEqual([...rows.subarray(32, 80)]);
+    const x = b.alloc(b.actDtype, [1, 16]);
+    b.upload(x, b.actDtype === 'f64' ? new Float64Array(16).fill(1) : new Float32Array(16).fill(1));
+    const out = b.alloc(b.actDtype, [1, 6]);
+    b.matmul(out, x, w);
+    const want = Array.from({ length: 6 }, (_, r) => rows.subarray(16 * r, 16 * r + 16).reduce((s, h) => s + new Float32Array(new Uint32Array([h << 16]).buffer)[0]!, 0));
+    const got = [...b.download(out)];
+    got.forEach((v, r) => expect(v).toBeCloseTo(want[r]!, 3));
+  });
+
   describe('errors', () => {
     it('rejects a reshape past the tensor', () => {
       const t = b.alloc('f32', [4, 3]);
@@ -151,7 +166,12 @@ describe.each(KINDS)('tensors on %s', (kind) => {
       expectError(() => b.alloc('f32', [2.5]), 'EINVAL', /alloc: dimension 2\.5.* must be an integer/);
       expectError(() => b.alloc('f32', []), 'EINVAL', /alloc: shape must have at least one dimension/);
       expectError(() => b.alloc('f8' as 'f32', [2]), 'EINVAL', /unknown dtype 'f8'/);
+      expectError(() => b.alloc('bf16', [64], { matmul: true }), 'EINVAL', /alloc: a matmul weight of dtype bf16 and 1 dimensions \(allowed: 2-D f32, f16 or bf16\)/);
+      expectError(() => b.alloc('i32', [4, 8], { matmul: true }), 'EINVAL', /alloc: a matmul weight of dtype i32/);
+      expectError(() => b.alloc('f32', [4, 8], { matmul: 1 } as never), 'EINVAL', /alloc: options\.matmul must be a boolean/);
+      expectError(() => b.alloc('f32', [4, 8], 7 as never), 'EINVAL', /alloc: options must be an object/);
     });
+
 
     it('rejects a non-tensor argument', () => {
       const t = b.alloc(b.actDtype, [1, 2]);
