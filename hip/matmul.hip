@@ -715,21 +715,39 @@ __global__ void GRETA_LAUNCH_BOUNDS(NT* GRETA_WAVE_SIZE, NT * GRETA_WAVE_SIZE >=
 // kernel's: one block per 16 weight rows, its KW warps taking KBLOCKs s = kw,
 // kw + KW, ... Weights go straight from global memory into a ring of P
 // KBLOCKs of registers per warp (refilled P ahead once used, the first before
-// the wait for the kernel that writes x); the activations are split once per
-// block into shared memory, as the gemv kernel splits them. Every c_s goes
-// whole to shared memory, so no barrier ties the warps until the last one is
-// done; then one thread per row adds its c_s in increasing s: the chain the
-// prefill kernel keeps in registers.
-// Shared memory: the split [S][LANE_CHUNKS][3] uint4, then c [S][TILE_I] floats.
+// the wait for the kernel that writes x); the activations are copied once per
+// block into shared memory as they are (fp32) and split into their terms
+// where a KBLOCK uses them: 4 bytes a k instead of the split's 6, so at K =
+// 14336 (down) two blocks share an SM instead of one. Every c_s goes whole to
+// shared memory; after each round of P KBLOCKs a warp (one barrier) one
+// thread per row adds the round's c_s in increasing s: the chain the prefill
+// kernel keeps in registers.
+// Shared memory: x [S][LANE_CHUNKS][2] uint4, then c_s [2 P KW][TILE_I]
+// floats: two rounds of KBLOCKs, the one being made and the one being summed.
+template <int KW, int P>
 size_t rows1_smem_bytes(int64_t K) {
   const int64_t S = K / KBLOCK;
-  return static_cast<size_t>(S * LANE_CHUNKS * 3) * sizeof(uint4) + static_cast<size_t>(S * TILE_I) * sizeof(float);
+  return static_cast<size_t>(S * LANE_CHUNKS * 2) * sizeof(uint4) + static_cast<size_t>(2 * P * KW * TILE_I) * sizeof(float);
 }
 
 // Registers for 2 blocks of 8 warps an SM. Tried on the H100 with tiled
 // weights (dev/matmul.hip decode, in a row): room for 3 blocks of 8 warps
 // (a ring of 4) or 6 of 4 is slower at every shape (qkv 0.78 -> 0.74 and
-// 0.68 of the copy rate).
+// 0.68 of the copy rate); a ring of 4 taken 2 at a time, wo 0.765 -> 0.778,
+// down 0.903 -> 0.914, qkv 0.816 -> 0.788, moves the 8B step by nothing
+// measurable (5.98-6.01 ms either way). The c_s are summed a round at a time
+// (one barrier a round) rather than all at the end, which took down's 448
+// serial adds out of its tail: the step within noise (5.99-6.00 ms).
+// Tried and not kept: making x in the copy stage (silu(gate) * up for down,
+// the residual add and rmsnorm for gate_up, with those ops' own arithmetic:
+// bits equal), which took two launches a layer out of the step but made it
+// 6.00 -> 6.78-6.82 ms (gate_up's share 2.48 -> 3.21 ms, down's 1.36 ->
+// 1.57): every block makes the input again, from L2 (gate_up: 1792 blocks x
+// 40 KB, against 16 KB for the copy), in series with its weights. Nor the
+// KBLOCKs after the ring's sent to L2 before the wait (one bulk
+// cp.async.bulk.prefetch.L2 a block, 64 KBLOCKs or the whole row), to keep
+// memory busy under the short kernels ahead: the step 6.00 -> 6.37-6.41 and
+// 6.45-6.51 ms, qkv 0.82 -> 0.70 of the copy rate in a row.
 template <typename W, int KW, int P, int U>
 __global__ void GRETA_LAUNCH_BOUNDS(KW * GRETA_WAVE_SIZE, KW * GRETA_WAVE_SIZE >= 512 ? 1 : 512 / (KW * GRETA_WAVE_SIZE))
     mma_rows1_kernel(GretaMatmulOuts out, const float* x, const uint4* __restrict__ w, int64_t N, int64_t K) {
@@ -737,6 +755,7 @@ __global__ void GRETA_LAUNCH_BOUNDS(KW * GRETA_WAVE_SIZE, KW * GRETA_WAVE_SIZE >
   static_assert(TILE_J * LANE_CHUNKS == GRETA_WAVE_SIZE, "rows1 kernel: a wave is the (token, chunk) pairs of a KBLOCK");
   constexpr int TU = Tiles<W>::TILE_UNITS;
   constexpr int THREADS = KW * GRETA_WAVE_SIZE;
+  constexpr int CS_SLOTS = 2 * P * KW;
   extern __shared__ uint4 rows1_smem[];
 
   const int lane = threadIdx.x % GRETA_WAVE_SIZE;
@@ -744,7 +763,7 @@ __global__ void GRETA_LAUNCH_BOUNDS(KW * GRETA_WAVE_SIZE, KW * GRETA_WAVE_SIZE >
   const int64_t n0 = static_cast<int64_t>(blockIdx.x) * TILE_I;
   const int S = static_cast<int>(K / KBLOCK);
   uint4* const xs = rows1_smem;
-  float* const cs = reinterpret_cast<float*>(xs + S * LANE_CHUNKS * 3);
+  float* const cs = reinterpret_cast<float*>(xs + S * LANE_CHUNKS * 2);
 
   // This lane's first unit of the block's tile row (every block has one: blocks = tiles).
   const uint4* const wp = w + static_cast<int64_t>(blockIdx.x) * S * TU + lane;
@@ -758,35 +777,31 @@ __global__ void GRETA_LAUNCH_BOUNDS(KW * GRETA_WAVE_SIZE, KW * GRETA_WAVE_SIZE >
   for (int j = 0; j < P; j++)
     if (kw + j * KW < S) load(ring[j], kw + j * KW);
   greta_await_prior_kernels();
-  constexpr int XB = 4;
-  for (int i0 = 0; i0 < S * LANE_CHUNKS; i0 += XB * THREADS) {
-    uint4 raw[XB][2];
+  constexpr int XB = 8;
+  const int x4 = S * LANE_CHUNKS * 2;  // x in 16-byte units
+  const uint4* const xsrc = reinterpret_cast<const uint4*>(x);
+  for (int i0 = 0; i0 < x4; i0 += XB * THREADS) {
+    uint4 raw[XB];
 #pragma unroll
     for (int j = 0; j < XB; j++) {
       const int i = i0 + j * THREADS + static_cast<int>(threadIdx.x);
-      if (i < S * LANE_CHUNKS) {
-        const uint4* const src = reinterpret_cast<const uint4*>(x + static_cast<int64_t>(i) * LANE_K);
-        raw[j][0] = greta_load(src);
-        raw[j][1] = greta_load(src + 1);
-      }
+      if (i < x4) raw[j] = greta_load(xsrc + i);
     }
 #pragma unroll
     for (int j = 0; j < XB; j++) {
       const int i = i0 + j * THREADS + static_cast<int>(threadIdx.x);
-      if (i < S * LANE_CHUNKS) {
-        MmaB b[3];
-        act_terms(raw[j][0], raw[j][1], b);
-        uint4* const dst = xs + i * 3;
-#pragma unroll
-        for (int e = 0; e < 3; e++) dst[e] = b[e].v;
-      }
+      if (i < x4) xs[i] = raw[j];
     }
   }
   __syncthreads();
 
   // Every lane's B operand is token 0's chunk: columns past M repeat it and are never stored.
-  const int xoff = (lane_k(lane) / LANE_K) * 3;
-  for (int j0 = 0; kw + j0 * KW < S; j0 += P) {
+  const int xoff = (lane_k(lane) / LANE_K) * 2;
+  float acc = 0.f;  // threads 0 .. TILE_I-1: the chain of row n0 + threadIdx.x
+  // Rounds are uniform across the block (a barrier each); warp kw's KBLOCKs
+  // in round j0 are s = kw + (j0 + j) * KW, j < P: together s = j0 KW ..
+  // (j0 + P) KW - 1.
+  for (int j0 = 0; j0 * KW < S; j0 += P) {
 #pragma unroll
     for (int u0 = 0; u0 < P; u0 += U) {
       MmaC c[U];
@@ -796,8 +811,7 @@ __global__ void GRETA_LAUNCH_BOUNDS(KW * GRETA_WAVE_SIZE, KW * GRETA_WAVE_SIZE >
         c[u] = mma_zero();
         if (s < S) {
           MmaB b[3];
-#pragma unroll
-          for (int i = 0; i < 3; i++) b[i].v = xs[s * LANE_CHUNKS * 3 + xoff + i];
+          act_terms(xs[s * LANE_CHUNKS * 2 + xoff], xs[s * LANE_CHUNKS * 2 + xoff + 1], b);
           MmaAHalf a[Terms<W>::N][2];
           weight_terms<W>(ring[u0 + u], a);
 #pragma unroll
@@ -815,18 +829,19 @@ __global__ void GRETA_LAUNCH_BOUNDS(KW * GRETA_WAVE_SIZE, KW * GRETA_WAVE_SIZE >
         if (s < S)
 #pragma unroll
           for (int e = 0; e < 4; e++)
-            if (c_col(lane, e) == 0) cs[s * TILE_I + c_row(lane, e)] = c[u].v[e];
+            if (c_col(lane, e) == 0) cs[(s % CS_SLOTS) * TILE_I + c_row(lane, e)] = c[u].v[e];
       }
     }
+    const int s_end = (j0 + P) * KW < S ? (j0 + P) * KW : S;
+    if (s_end == S) greta_allow_next_launch();  // the weights are read: what follows overlaps the last sums
+    // The round's c_s are stored. Its sums run while the other warps start
+    // the next round; the round after that reuses these slots, past the
+    // next barrier, which warp 0 reaches once they are read.
+    __syncthreads();
+    if (threadIdx.x < TILE_I)
+      for (int s = j0 * KW; s < s_end; s++) acc = acc + cs[(s % CS_SLOTS) * TILE_I + threadIdx.x];
   }
-  greta_allow_next_launch();  // the weights are read: what follows overlaps the serial sums
-  __syncthreads();
-  if (threadIdx.x < TILE_I) {
-    const int r = static_cast<int>(threadIdx.x);
-    float acc = 0.f;
-    for (int s = 0; s < S; s++) acc = acc + cs[s * TILE_I + r];
-    if (n0 + r < N) store_out(out, 0, n0 + r, acc);
-  }
+  if (threadIdx.x < TILE_I && n0 + static_cast<int>(threadIdx.x) < N) store_out(out, 0, n0 + threadIdx.x, acc);
 }
 
 // The split (into M + PREFILL_PAD rows of scratch at most), then the product
@@ -876,7 +891,7 @@ template <typename W, int KW, int P, int U>
 hipError_t launch_rows1(const GretaMatmulOuts& out, const float* x, const void* w, int64_t N, int64_t K,
                         hipStream_t stream) {
   auto kernel = mma_rows1_kernel<W, KW, P, U>;
-  const size_t smem = rows1_smem_bytes(K);
+  const size_t smem = rows1_smem_bytes<KW, P>(K);
   hipError_t e = hipFuncSetAttribute(reinterpret_cast<const void*>(kernel), hipFuncAttributeMaxDynamicSharedMemorySize,
                                      static_cast<int>(smem));
   if (e != hipSuccess) return e;
@@ -909,7 +924,7 @@ hipError_t launch_gemv(const GretaMatmulOuts& out, const float* x, const void* w
 }
 
 // Launch shapes (speed only: every shape runs the same chain). One token
-// with 2-byte weights whose split and c_s fit ROWS1_SMEM_MAX: the rows1
+// with 2-byte weights whose activations and c_s fit ROWS1_SMEM_MAX: the rows1
 // kernel, 8 warps over K, each with a ring of 8 KBLOCKs taken 4 at a time
 // (where K has fewer than 8 KBLOCKs, only for outputs narrower than the gemv
 // kernel's: synthetic:tiny's lm_head, K = 64, took its decode step 0.78 ->
@@ -920,9 +935,10 @@ hipError_t launch_gemv(const GretaMatmulOuts& out, const float* x, const void* w
 // (registers for 2 blocks of 8 warps per SM); outputs as wide as lm_head take
 // 2 row tiles a block (4 token tiles where the slots fit: NVIDIA). Measured
 // on the H100 with tiled weights (dev/matmul.hip decode, "in a row" over 640
-// MB of weights, of the copy rate): rows1 at qkv 0.78, wo 0.74, down 0.87
-// (the rows kernel 0.81: rows1's 112 KB of shared memory let 2 blocks share
-// an SM), gate_up 0.995 and lm_head 1.05 (gemv 0.97 and 1.02); with
+// MB of weights, of the copy rate): rows1 at qkv 0.82, wo 0.77, down 0.90
+// (0.87 while rows1 kept x split, 6 bytes a k, and down's 115 KB of shared
+// memory left room for one block an SM; the 8B step 6.21 -> 6.02-6.10 ms),
+// gate_up 1.00 and lm_head 1.05 (gemv 0.97 and 1.02); with
 // row-major weights rows1 had lost at down (0.59 against 0.77) and to gemv
 // at gate_up and lm_head, and the gemv kernel at 4096 -> 4096 and 6144 (its
 // few warps an SM, one per 16 rows, cannot hide their chains). f32 weights
@@ -933,15 +949,18 @@ hipError_t launch_gemv(const GretaMatmulOuts& out, const float* x, const void* w
 constexpr int ROWS_KW = 8;
 constexpr int ROWS1_KW = 8;
 // What a rows1 block may take: NVIDIA sm_80 and later give a block up to
-// 163 KB (K up to 20480); a CDNA CU has 64 KB of LDS (K up to 8192).
+// 163 KB (K up to 38912); a CDNA CU has 64 KB of LDS (K up to 14336).
 constexpr size_t ROWS1_SMEM_MAX = SHARED_PER_SM > (1 << 16) ? 160 * 1024 : SHARED_PER_SM;
-bool rows1_fit(int64_t K) { return K % KBLOCK == 0 && rows1_smem_bytes(K) <= ROWS1_SMEM_MAX; }
 constexpr int64_t WIDE_N = 1 << 16;
 constexpr int64_t GEMV_WIDE_N = 16384;
 template <typename W>
 constexpr int gemv_p() { return sizeof(W) == 4 ? 4 : 8; }
 template <typename W>
 constexpr int gemv_u() { return sizeof(W) == 4 ? 2 : 4; }  // 4-byte weights: within 128 registers
+// rows1's ring (2-byte weights only): P KBLOCKs a warp, taken U at a time.
+constexpr int ROWS1_P = 8;
+constexpr int ROWS1_U = 4;
+bool rows1_fit(int64_t K) { return K % KBLOCK == 0 && rows1_smem_bytes<ROWS1_KW, ROWS1_P>(K) <= ROWS1_SMEM_MAX; }
 constexpr int64_t ROWS_MAX_M = rows_r<1, 4, ROWS_KW>() >= 1 ? 4 * TILE_J : 2 * TILE_J;
 
 // Prefill block shapes, as <WN, WT, FN, TM, TG, STAGES>: warps along weight
@@ -1031,11 +1050,15 @@ hipError_t launch_mma(const GretaMatmulOuts& out, const float* x, const void* w,
   if (M <= TILE_J) {
     // rows1 spreads K over its warps: with fewer KBLOCKs than warps, wide outputs take the gemv kernel.
     const bool rows1 = M == 1 && sizeof(W) == 2 && rows1_fit(K);
-    if (rows1 && K >= ROWS1_KW * KBLOCK)
-      return launch_rows1<W, ROWS1_KW, gemv_p<W>(), gemv_u<W>()>(out, x, w, N, K, stream);
+    if constexpr (sizeof(W) == 2) {
+      if (rows1 && K >= ROWS1_KW * KBLOCK)
+        return launch_rows1<W, ROWS1_KW, ROWS1_P, ROWS1_U>(out, x, w, N, K, stream);
+    }
     if (N >= GEMV_WIDE_N && gemv_fit<gemv_p<W>()>(M, K))
       return launch_gemv<W, 1, 4, gemv_p<W>(), gemv_u<W>()>(out, x, w, M, N, K, stream);
-    if (rows1) return launch_rows1<W, ROWS1_KW, gemv_p<W>(), gemv_u<W>()>(out, x, w, N, K, stream);
+    if constexpr (sizeof(W) == 2) {
+      if (rows1) return launch_rows1<W, ROWS1_KW, ROWS1_P, ROWS1_U>(out, x, w, N, K, stream);
+    }
     if (N >= WIDE_N) return launch_rows<W, 2, 1, ROWS_KW>(out, x, w, M, N, K, stream);
     return launch_rows<W, 1, 1, ROWS_KW, 2>(out, x, w, M, N, K, stream);
   }
