@@ -228,13 +228,14 @@ struct Buf {
 // Every path but NEW and OLD takes the tiled weight (hip/mma.h); NEW takes
 // it where K % 8 == 0 (greta_matmul's rule), OLD always the row-major one.
 enum Path { NEW, OLD, P_A, P_B, P_C, P_D, P_G, P_H, P_J, P_K, P_L, R_A, R_B, R_C, R_2, R_4, R_E,
-            D_R1, D_R1_P4, D_R1_KW4, D_R1_KW4_P4, D_R1_KW16_P4, D_G1, D_G2, D_G8W, NPATHS };
+            D_R1, D_R1_P4, D_R1_KW4, D_R1_KW4_P4, D_R1_KW16_P4, D_R1_P6U3_B3, D_R1_P6U2_B3, D_R1_P4U2_B3, D_G1, D_G2, D_G8W, NPATHS };
 const char* path_name[NPATHS] = {"new(dispatch)",     "old(cuda-core)",    "A 128x56 8w",       "B 96x112 4w",
                                  "C 256x32 4w",       "D 128x56 4w",       "G 64x56 4w",        "128x64 4w 16ch",
                                  "128x32 4w",         "K 256x16 4w",         "L 192x56 4w",         "rows f1 t1 kw8",
                                  "rows f2 t1 kw8",    "rows f1 t1 kw16",   "rows f1 t2 kw8",    "rows f1 t4 kw8",
                                  "rows f1 t1 kw8 r2", "rows1 kw8 p8 u4",   "rows1 kw8 p4 u2",   "rows1 kw4 p8 u4",
-                                 "rows1 kw4 p4 u2",   "rows1 kw16 p4 u2",  "gemv f1 4w p8 u4",  "gemv f2 4w p4 u2",
+                                 "rows1 kw4 p4 u2",   "rows1 kw16 p4 u2",  "rows1 kw8 p6 u3 3b", "rows1 kw8 p6 u2 3b",
+                                 "rows1 kw8 p4 u2 3b", "gemv f1 4w p8 u4",  "gemv f2 4w p4 u2",
                                  "gemv f1 8w p8 u4"};
 // Forced prefill block shapes (launch_prefill's kernel in other shapes).
 bool is_prefill(int p) { return p >= P_A && p <= P_L; }
@@ -298,6 +299,9 @@ hipError_t run(Path p, const GretaMatmulOuts& o, const float* x, const Weight& w
       case D_R1_P4: return launch_rows1<W, 8, 4, 2>(o, x, w, N, K, 0);
       case D_R1_KW4: return launch_rows1<W, 4, 8, 4>(o, x, w, N, K, 0);
       case D_R1_KW4_P4: return launch_rows1<W, 4, 4, 2>(o, x, w, N, K, 0);
+      case D_R1_P6U3_B3: return launch_rows1<W, 8, 6, 3, 3>(o, x, w, N, K, 0);
+      case D_R1_P6U2_B3: return launch_rows1<W, 8, 6, 2, 3>(o, x, w, N, K, 0);
+      case D_R1_P4U2_B3: return launch_rows1<W, 8, 4, 2, 3>(o, x, w, N, K, 0);
       case D_R1_KW16_P4: return launch_rows1<W, 16, 4, 2>(o, x, w, N, K, 0);
       case D_G1: return launch_gemv<W, 1, 4, 8, 4>(o, x, w, M, N, K, 0);
       case D_G2: return launch_gemv<W, 2, 4, 4, 2>(o, x, w, M, N, K, 0);

@@ -33,7 +33,10 @@ constexpr int QUARTER_KEY_CHUNK = KEY_CHUNK / 4;
 // Tried and not kept: the merges folded into the chunks' launch (the last
 // block of a group to finish merges it, counted with atomics): the 8B decode
 // step 6.29 -> 6.47-6.63 ms and 32768 keys 1.92 -> 1.16 TB/s, one block
-// then merging what a launch spreads over many.
+// then merging what a launch spreads over many. Nor, up to 8 chunks, one
+// launch of thread-block clusters (sm_90), a cluster per (KV head, quad)
+// whose block 0 merged the others' records from their shared memory: the
+// step 6.01 -> 6.27-6.38 ms (attention's share 0.31 -> 0.62 ms).
 constexpr int CHUNKS_PER_GROUP = 16;
 constexpr int MAX_HEAD_DIM = 256;
 // Threads per block: 2 waves on CDNA (wave 64), 4 warps on NVIDIA (32). The

@@ -730,26 +730,31 @@ size_t rows1_smem_bytes(int64_t K) {
   return static_cast<size_t>(S * LANE_CHUNKS * 2) * sizeof(uint4) + static_cast<size_t>(2 * P * KW * TILE_I) * sizeof(float);
 }
 
-// Registers for 2 blocks of 8 warps an SM. Tried on the H100 with tiled
-// weights (dev/matmul.hip decode, in a row): room for 3 blocks of 8 warps
-// (a ring of 4) or 6 of 4 is slower at every shape (qkv 0.78 -> 0.74 and
-// 0.68 of the copy rate); a ring of 4 taken 2 at a time, wo 0.765 -> 0.778,
-// down 0.903 -> 0.914, qkv 0.816 -> 0.788, moves the 8B step by nothing
-// measurable (5.98-6.01 ms either way). The c_s are summed a round at a time
-// (one barrier a round) rather than all at the end, which took down's 448
-// serial adds out of its tail: the step within noise (5.99-6.00 ms).
-// Tried and not kept: making x in the copy stage (silu(gate) * up for down,
-// the residual add and rmsnorm for gate_up, with those ops' own arithmetic:
-// bits equal), which took two launches a layer out of the step but made it
-// 6.00 -> 6.78-6.82 ms (gate_up's share 2.48 -> 3.21 ms, down's 1.36 ->
-// 1.57): every block makes the input again, from L2 (gate_up: 1792 blocks x
-// 40 KB, against 16 KB for the copy), in series with its weights. Nor the
-// KBLOCKs after the ring's sent to L2 before the wait (one bulk
-// cp.async.bulk.prefetch.L2 a block, 64 KBLOCKs or the whole row), to keep
-// memory busy under the short kernels ahead: the step 6.00 -> 6.37-6.41 and
-// 6.45-6.51 ms, qkv 0.82 -> 0.70 of the copy rate in a row.
-template <typename W, int KW, int P, int U>
-__global__ void GRETA_LAUNCH_BOUNDS(KW * GRETA_WAVE_SIZE, KW * GRETA_WAVE_SIZE >= 512 ? 1 : 512 / (KW * GRETA_WAVE_SIZE))
+// Registers for 2 blocks of 8 warps an SM (MINB). Measured on the H100
+// (dev/matmul.hip decode, in a row; the 8B step by dev/decode_marginal.mjs,
+// builds in turn). Kept: c_s summed a round at a time (one barrier a round)
+// rather than all at the end, which takes down's 448 serial adds out of its
+// tail (the step within noise, 5.99-6.00 ms) and bounds shared memory. Tried
+// and not kept:
+//  - 3 blocks an SM with a ring of 4 where that makes qkv's 384 blocks one
+//    round instead of 1.45: qkv 0.819 -> 0.845 of the copy rate (a ring of
+//    6 spills at 80 registers: 0.62), but the step 6.02-6.09 -> 6.09-6.13 ms;
+//    with x split in shared memory, 3 blocks or 6 of 4 warps were slower at
+//    every shape (qkv 0.78 -> 0.74 and 0.68);
+//  - a ring of 4 taken 2 at a time: wo 0.765 -> 0.778, down 0.903 -> 0.914,
+//    qkv 0.816 -> 0.788, the step unmoved (5.98-6.01 ms either way);
+//  - x made in the copy stage (silu(gate) * up for down, the residual add and
+//    rmsnorm for gate_up, with those ops' own arithmetic: bits equal), two
+//    launches a layer fewer: the step 6.00 -> 6.78-6.82 ms (gate_up's share
+//    2.48 -> 3.21 ms, down's 1.36 -> 1.57), every block making the input
+//    again from L2 (gate_up: 1792 blocks x 40 KB, against 16 KB to copy it)
+//    in series with its weights;
+//  - the KBLOCKs after the ring's sent to L2 before the wait (one bulk
+//    cp.async.bulk.prefetch.L2 a block, 64 KBLOCKs or the whole row), to keep
+//    memory busy under the short kernels ahead: the step 6.00 -> 6.37-6.51
+//    ms, qkv 0.82 -> 0.70.
+template <typename W, int KW, int P, int U, int MINB = (KW * GRETA_WAVE_SIZE >= 512 ? 1 : 512 / (KW * GRETA_WAVE_SIZE))>
+__global__ void GRETA_LAUNCH_BOUNDS(KW * GRETA_WAVE_SIZE, MINB)
     mma_rows1_kernel(GretaMatmulOuts out, const float* x, const uint4* __restrict__ w, int64_t N, int64_t K) {
   static_assert(P % U == 0, "rows1 kernel: the ring is taken U KBLOCKs at a time");
   static_assert(TILE_J * LANE_CHUNKS == GRETA_WAVE_SIZE, "rows1 kernel: a wave is the (token, chunk) pairs of a KBLOCK");
@@ -887,10 +892,10 @@ hipError_t launch_rows(const GretaMatmulOuts& out, const float* x, const void* w
   return hipGetLastError();
 }
 
-template <typename W, int KW, int P, int U>
+template <typename W, int KW, int P, int U, int MINB = (KW * GRETA_WAVE_SIZE >= 512 ? 1 : 512 / (KW * GRETA_WAVE_SIZE))>
 hipError_t launch_rows1(const GretaMatmulOuts& out, const float* x, const void* w, int64_t N, int64_t K,
                         hipStream_t stream) {
-  auto kernel = mma_rows1_kernel<W, KW, P, U>;
+  auto kernel = mma_rows1_kernel<W, KW, P, U, MINB>;
   const size_t smem = rows1_smem_bytes<KW, P>(K);
   hipError_t e = hipFuncSetAttribute(reinterpret_cast<const void*>(kernel), hipFuncAttributeMaxDynamicSharedMemorySize,
                                      static_cast<int>(smem));

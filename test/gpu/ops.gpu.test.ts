@@ -338,8 +338,11 @@ describe(`${hip.name} ops on ${hip.device}`, () => {
     fh.free();
   });
 
+  // The decode row: chunk partials and their merges (1100 keys: 18 chunks in 2 groups, both merge levels); its
+  // bits equal the causal rows'.
   for (const [H, KVH, hd, keys] of [
     [32, 8, 128, 205],
+    [32, 8, 128, 1100],
     [4, 2, 64, 1],
     [8, 1, 64, 130],
     [2, 2, 16, 64],
