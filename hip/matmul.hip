@@ -718,7 +718,7 @@ __global__ void GRETA_LAUNCH_BOUNDS(NT* GRETA_WAVE_SIZE, NT * GRETA_WAVE_SIZE >=
 // the wait for the kernel that writes x); the activations are copied once per
 // block into shared memory as they are (fp32) and split into their terms
 // where a KBLOCK uses them: 4 bytes a k instead of the split's 6, so at K =
-// 14336 (down) two blocks share an SM instead of one. Every c_s goes whole to
+// 14336 (down) two blocks share an H100 SM instead of one. Every c_s goes whole to
 // shared memory; after each round of P KBLOCKs a warp (one barrier) one
 // thread per row adds the round's c_s in increasing s: the chain the prefill
 // kernel keeps in registers.
@@ -959,8 +959,11 @@ hipError_t launch_gemv(const GretaMatmulOuts& out, const float* x, const void* w
 constexpr int ROWS_KW = 8;
 constexpr int ROWS1_KW = 8;
 // What a rows1 block may take: NVIDIA sm_80 and later give a block up to
-// 163 KB (K up to 38912); a CDNA CU has 64 KB of LDS (K up to 14336).
-constexpr size_t ROWS1_SMEM_MAX = SHARED_PER_SM > (1 << 16) ? 160 * 1024 : SHARED_PER_SM;
+// 163 KB (K up to 38912). A CDNA CU has 64 KB of LDS; rows1 stays within
+// 60 KB there (K up to 13312), as the attention tile kernel does, so down
+// (K = 14336, exactly 64 KB) keeps the rows kernel until an MI300X run shows
+// a block of the whole LDS launching.
+constexpr size_t ROWS1_SMEM_MAX = SHARED_PER_SM > (1 << 16) ? 160 * 1024 : SHARED_PER_SM - 4096;
 constexpr int64_t WIDE_N = 1 << 16;
 constexpr int64_t GEMV_WIDE_N = 16384;
 template <typename W>
