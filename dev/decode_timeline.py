@@ -1,18 +1,38 @@
 # Where an 8B-shaped decode step's time goes, kernel by kernel, on the device as it ran (overlapping launches
-# included): after
+# included), from either
 #   nsys profile --cuda-graph-trace=node -t cuda -o step node dev/decode_profile.mjs 10
 #   nsys export --type sqlite -o step.sqlite step.nsys-rep
-# `python3 dev/decode_timeline.py step.sqlite` prints one layer's kernels of the last step replayed, and per kernel
+# or, where nsys is not installed, dev/cupti_timeline.cpp's CSV (its header says how). `python3
+# dev/decode_timeline.py step.sqlite|step.csv` prints one layer's kernels of the last step replayed, and per kernel
 # what it adds to the step: its end minus the end of the kernel before it. A kernel launched early starts before
 # the one ahead has finished and waits on the device, so its start-to-end span overstates its cost; the sum of
 # what the kernels add is the step.
+import csv
 import sqlite3
 import sys
 
-db = sqlite3.connect(sys.argv[1])
-names = dict(db.execute("select id, value from StringIds"))
-rows = db.execute("select start, end, shortName from CUPTI_ACTIVITY_KIND_KERNEL order by start").fetchall()
-steps = [i for i, r in enumerate(rows) if "embedding" in names.get(r[2], "")]
+
+def demangled(name):
+    # The kernel's own name out of a mangled nested one, _ZN<len><part>...<len><name>I...: its last part.
+    i, parts = 3, []
+    while name.startswith("_ZN") and i < len(name) and name[i].isdigit():
+        j = i
+        while name[j].isdigit():
+            j += 1
+        parts.append(name[j : j + int(name[i:j])])
+        i = j + int(name[i:j])
+    return parts[-1] if parts else name
+
+
+if sys.argv[1].endswith(".csv"):
+    with open(sys.argv[1]) as f:
+        rows = sorted((int(r["start_ns"]), int(r["end_ns"]), demangled(r["name"])) for r in csv.DictReader(f))
+    names = {}
+else:
+    db = sqlite3.connect(sys.argv[1])
+    names = dict(db.execute("select id, value from StringIds"))
+    rows = db.execute("select start, end, shortName from CUPTI_ACTIVITY_KIND_KERNEL order by start").fetchall()
+steps = [i for i, r in enumerate(rows) if "embedding" in names.get(r[2], str(r[2]))]
 if len(steps) < 2:
     sys.exit("decode_timeline: fewer than two steps (embedding kernels) in the export")
 step = rows[steps[-2] : steps[-1]]

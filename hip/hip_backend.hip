@@ -475,13 +475,16 @@ class HipBackend final : public Backend {
   void topk(const Tensor& x, int k, int32_t* ids, double* values) override {
     not_capturing("topk");
     const size_t n = static_cast<size_t>(x.rows()) * k;
-    char* buf = static_cast<char*>(scratch_out_.get(n * 8, "topk"));
+    // ids and values side by side, one copy back; the split top-1's firsts after them.
+    const size_t picks = (n * 8 + 15) / 16 * 16;
+    char* buf = static_cast<char*>(scratch_out_.get(picks + greta_topk_scratch_bytes(), "topk"));
     int32_t* d_ids = reinterpret_cast<int32_t*>(buf);
     float* d_vals = reinterpret_cast<float*>(buf + n * 4);
-    check(greta_topk(x.as<float>(), x.rows(), x.cols(), k, d_ids, d_vals, stream_), "topk");
-    std::vector<float> vals(n);
-    copy_sync(ids, d_ids, n * 4, hipMemcpyDeviceToHost, "topk: copy ids");
-    copy_sync(vals.data(), d_vals, n * 4, hipMemcpyDeviceToHost, "topk: copy values");
+    check(greta_topk(x.as<float>(), x.rows(), x.cols(), k, d_ids, d_vals, buf + picks, stream_), "topk");
+    std::vector<char> host(n * 8);
+    copy_sync(host.data(), buf, n * 8, hipMemcpyDeviceToHost, "topk: copy back");
+    std::memcpy(ids, host.data(), n * 4);
+    const float* vals = reinterpret_cast<const float*>(host.data() + n * 4);
     for (size_t i = 0; i < n; i++) values[i] = vals[i];
   }
 

@@ -8,4 +8,9 @@
 
 #include "common.h"
 
-hipError_t greta_topk(const float* x, int64_t rows, int64_t n, int k, int32_t* ids, float* values, hipStream_t stream);
+// A row's top-1 alone (a decode step's), when long, takes two launches over
+// many blocks instead: the same pick, since the order is total. scratch:
+// greta_topk_scratch_bytes() of device memory, 16-byte aligned.
+size_t greta_topk_scratch_bytes();
+hipError_t greta_topk(const float* x, int64_t rows, int64_t n, int k, int32_t* ids, float* values, void* scratch,
+                      hipStream_t stream);
