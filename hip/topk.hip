@@ -18,6 +18,19 @@ __device__ __forceinline__ bool before(Cand a, Cand b) {
   return a.i < b.i;
 }
 
+// The first in the order of the block's THREADS candidates (one a thread): a
+// fixed tree over shared memory `best`; every thread gets it.
+template <int THREADS>
+__device__ __forceinline__ Cand block_first(Cand mine, Cand* best) {
+  best[threadIdx.x] = mine;
+  __syncthreads();
+  for (int s = THREADS / 2; s > 0; s >>= 1) {
+    if (static_cast<int>(threadIdx.x) < s && before(best[threadIdx.x + s], best[threadIdx.x])) best[threadIdx.x] = best[threadIdx.x + s];
+    __syncthreads();
+  }
+  return best[0];
+}
+
 __global__ void topk_kernel(const float* x, int64_t n, int k, int32_t* ids, float* values) {
   greta_allow_next_launch();
   greta_await_prior_kernels();
@@ -30,20 +43,15 @@ __global__ void topk_kernel(const float* x, int64_t n, int k, int32_t* ids, floa
       Cand c{row[i], i};
       if ((prev.i < 0 || before(prev, c)) && before(c, mine)) mine = c;
     }
-    best[threadIdx.x] = mine;
-    __syncthreads();
-    for (int s = BLOCK / 2; s > 0; s >>= 1) {
-      if (static_cast<int>(threadIdx.x) < s && before(best[threadIdx.x + s], best[threadIdx.x])) best[threadIdx.x] = best[threadIdx.x + s];
-      __syncthreads();
-    }
-    prev = best[0];
+    prev = block_first<BLOCK>(mine, best);
     if (threadIdx.x == 0) {
       ids[static_cast<int64_t>(blockIdx.x) * k + r] = static_cast<int32_t>(prev.i);
       values[static_cast<int64_t>(blockIdx.x) * k + r] = prev.v;
     }
-    __syncthreads();
+    __syncthreads();  // every thread has read best[0] before the next round writes it
   }
 }
+
 // Top-1 of one long row (a decode step's logits) over many multiprocessors:
 // block b picks the first in the order of its slice, then one block the first
 // of those. The order is total, so the pick is the single-block kernel's. On
@@ -52,17 +60,6 @@ __global__ void topk_kernel(const float* x, int64_t n, int k, int32_t* ids, floa
 // with its copy back in one piece (dev/decode_marginal.mjs, builds in turn).
 constexpr int SPLIT_BLOCK = 256;
 constexpr int SPLIT_BLOCKS = 128;
-
-template <int THREADS>
-__device__ __forceinline__ Cand block_first(Cand mine, Cand* best) {
-  best[threadIdx.x] = mine;
-  __syncthreads();
-  for (int s = THREADS / 2; s > 0; s >>= 1) {
-    if (static_cast<int>(threadIdx.x) < s && before(best[threadIdx.x + s], best[threadIdx.x])) best[threadIdx.x] = best[threadIdx.x + s];
-    __syncthreads();
-  }
-  return best[0];
-}
 
 __global__ void __launch_bounds__(SPLIT_BLOCK) top1_slices_kernel(const float* x, int64_t n, Cand* firsts) {
   greta_allow_next_launch();

@@ -491,18 +491,18 @@ describe(`${hip.name} ops on ${hip.device}`, () => {
     expect([...a.ids]).toEqual([...b.ids]);
     expect([...a.values]).toEqual([...b.values]);
     expect(a.ids[0]).toBe(7);
-    // One row's top-1 (a decode step's: the split launch on hip), a tie and the best in the last slice.
-    for (const at of [7, 128255]) {
+    // One row's top-1 (a decode step's: on hip, 128 slices of 1002 and their merge): a tie within a slice, a
+    // tie across two (1001 ends slice 0, 1002 starts slice 1), the best alone in the last slice.
+    for (const tied of [[7, 9], [1001, 1002], [128254, 128255], [128255]]) {
       const row = v.slice(0, 128256);
-      row[at] = 20;
-      row[at === 7 ? 9 : 128254] = 20;
+      for (const at of tied) row[at] = 20;
       const [rh, ro] = [hip.alloc('f32', [1, 128256]), oracle.alloc('f64', [1, 128256])];
       hip.upload(rh, row);
       oracle.upload(ro, Float64Array.from(row));
       const [t1, t2] = [hip.topk(rh, 1), oracle.topk(ro, 1)];
-      expect([...t1.ids], `top-1 at ${at}`).toEqual([...t2.ids]);
+      expect([...t1.ids], `top-1 of ${tied.join(', ')}`).toEqual([...t2.ids]);
       expect([...t1.values]).toEqual([...t2.values]);
-      expect(t1.ids[0]).toBe(at === 7 ? 7 : 128254);
+      expect(t1.ids[0]).toBe(tied[0]);
     }
 
     const sample = [0, 5, 100, 128255];
