@@ -1,4 +1,4 @@
-// The 8B-shaped decode step under a profiler: `nsys profile --cuda-graph-trace=node node dev/decode_profile.mjs [steps]`
+// The 8B-shaped decode step under a profiler: `nsys profile --cuda-graph-trace=node node dev/decode_profile.mjs [steps] [fence|loop]`
 // (after `npm run build` with the GPU addon; dev/decode_timeline.py reads the export). Prefills p6_long, then
 // runs the last token's decode step `steps` times (default 30) as the engine does: op by op once, captured once,
 // replayed after.
@@ -9,6 +9,10 @@ import { createBackend } from '../dist/native.js';
 import { PROMPTS, tokenize } from '../dist/prompts.js';
 
 const steps = Number(process.argv[2] ?? 30);
+// `fence` (the default) waits on a fence after each step, as the bench's timing does; `loop` runs the steps back
+// to back, as a generation loop does (forward() returns once the step's top-1 is on the host).
+const mode = process.argv[3] ?? 'fence';
+if (mode !== 'fence' && mode !== 'loop') throw new Error(`decode_profile: mode '${mode}' is not fence or loop`);
 const spec = SYNTHETIC_MODELS['synthetic:llama3-8b'];
 const b = createBackend('hip');
 const engine = new Engine(b, spec.config, syntheticWeights(b, spec.config, spec.weightDtype, spec.seed));
@@ -21,10 +25,10 @@ for (let i = 0; i < steps; i++) {
   cache.length = n - 1;
   const s = performance.now();
   const out = engine.forward([ids[n - 1]], n - 1, cache);
-  b.fence().wait();
+  if (mode === 'fence') b.fence().wait();
   out.logits.free();
   t.push(performance.now() - s);
 }
 t.sort((a, b) => a - b);
-console.log(`decode step: median ${t[t.length >> 1].toFixed(3)} ms over ${steps} (nodes ${engine.stepGraphNodes(cache)})`);
+console.log(`decode step (${mode}): median ${t[t.length >> 1].toFixed(3)} ms over ${steps} (nodes ${engine.stepGraphNodes(cache)})`);
 engine.freeCache(cache);

@@ -38,6 +38,17 @@ if len(steps) < 2:
 step = rows[steps[-2] : steps[-1]]
 t0 = step[0][0]
 print(f"last whole step: {(max(r[1] for r in step) - t0) / 1e3:.1f} us, {len(step)} kernels")
+# What the host adds between steps: the device idle from a step's last kernel to the next step's first.
+spans, idles = [], []
+for a, b in zip(steps, steps[1:]):
+    end = max(r[1] for r in rows[a:b])
+    spans.append((end - rows[a][0]) / 1e3)
+    if b < len(rows):
+        idles.append((rows[b][0] - end) / 1e3)
+spans.sort()
+idles.sort()
+print(f"steps replayed: {len(spans)}, on the device median {spans[len(spans) // 2]:.1f} us, idle between steps median "
+      f"{idles[len(idles) // 2]:.1f} us (min {idles[0]:.1f}, max {idles[-1]:.1f})")
 per_kernel = {}
 prev_end = step[0][1]
 layer = 10  # kernels of the second layer, past the embedding and the first layer's norm

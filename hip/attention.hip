@@ -141,10 +141,23 @@ struct alignas(16) Smem {
   float m[QUAD];
 };
 
+// The block's query rows (q: the row's heads) into q_s, every load issued
+// before the first store, by HG groups of BLOCK threads.
+template <int HG>
 __device__ __forceinline__ void load_q(float (*q_s)[MAX_HEAD_DIM], const float* q, const Heads& hs, const Geometry& g) {
-  for (int i = static_cast<int>(threadIdx.x); i < QUAD * g.head_dim; i += BLOCK) {
+  constexpr int NT = HG * BLOCK, LOADS = QUAD * MAX_HEAD_DIM / NT;
+  const int n = QUAD * g.head_dim;
+  float r[LOADS];
+#pragma unroll
+  for (int k = 0; k < LOADS; k++) {
+    const int i = static_cast<int>(threadIdx.x) + k * NT;
     const int p = i / g.head_dim, d = i % g.head_dim;
-    q_s[p][d] = p < hs.n ? greta_load(q + static_cast<int64_t>(hs.h0 + p) * g.head_dim + d) : 0.f;
+    r[k] = i < n && p < hs.n ? greta_load(q + static_cast<int64_t>(hs.h0 + p) * g.head_dim + d) : 0.f;
+  }
+#pragma unroll
+  for (int k = 0; k < LOADS; k++) {
+    const int i = static_cast<int>(threadIdx.x) + k * NT;
+    if (i < n) q_s[i / g.head_dim][i % g.head_dim] = r[k];
   }
 }
 
@@ -152,7 +165,7 @@ __device__ __forceinline__ void load_q(float (*q_s)[MAX_HEAD_DIM], const float* 
 template <int VB, int D>
 __device__ __forceinline__ void load_v(float (&v)[VB][D], const float* vbase, int j0, int len, int64_t kv_stride,
                                        int head_dim) {
-  const int t = static_cast<int>(threadIdx.x);
+  const int t = static_cast<int>(threadIdx.x) % BLOCK;
   const float* row = vbase + j0 * kv_stride;  // stepped, not recomputed: one address register per load stream
 #pragma unroll
   for (int jj = 0; jj < VB; jj++, row += kv_stride)
@@ -160,43 +173,58 @@ __device__ __forceinline__ void load_v(float (&v)[VB][D], const float* vbase, in
     for (int i = 0; i < D; i++) v[jj][i] = j0 + jj < len && t + i * BLOCK < head_dim ? greta_load(row + i * BLOCK) : 0.f;
 }
 
-// p.V and the exp-sum over keys j0 .. j0+VB-1 (those < len), sequential in j.
-template <int VB, int D>
-__device__ __forceinline__ void pv_batch(float (&l)[QUAD], float (&acc)[QUAD][D], const float (&v)[VB][D],
+// p.V and the exp-sum over keys j0 .. j0+VB-1 (those < len), sequential in j,
+// for the thread's heads hg, hg + HG, ... (hg = threadIdx.x / BLOCK).
+template <int VB, int D, int HG>
+__device__ __forceinline__ void pv_batch(float (&l)[QUAD / HG], float (&acc)[QUAD / HG][D], const float (&v)[VB][D],
                                          const float (*e_s)[QUAD], int j0, int len) {
+  const int hg = static_cast<int>(threadIdx.x) / BLOCK;
 #pragma unroll
   for (int jj = 0; jj < VB; jj++) {
     if (j0 + jj >= len) break;
     const float4 e4 = *reinterpret_cast<const float4*>(e_s[j0 + jj]);
-    const float e[QUAD] = {e4.x, e4.y, e4.z, e4.w};
+    const float e_all[QUAD] = {e4.x, e4.y, e4.z, e4.w};
 #pragma unroll
-    for (int p = 0; p < QUAD; p++) {
-      l[p] = __fadd_rn(l[p], e[p]);
+    for (int k = 0; k < QUAD / HG; k++) {
+      // Head hg + k HG, picked with constant indices (a variable one would put e_all in local memory).
+      float e = e_all[k * HG];
 #pragma unroll
-      for (int i = 0; i < D; i++) acc[p][i] = __fmaf_rn(e[p], v[jj][i], acc[p][i]);
+      for (int g = 1; g < HG; g++)
+        if (hg == g) e = e_all[k * HG + g];
+      l[k] = __fadd_rn(l[k], e);
+#pragma unroll
+      for (int i = 0; i < D; i++) acc[k][i] = __fmaf_rn(e, v[jj][i], acc[k][i]);
     }
   }
 }
 
 // The partial of one chunk (keys c0 .. c0+len-1) for the block's heads: each
 // thread gets m_c, l_c (every thread the same bits) and acc_c of its dims.
+// HG groups of BLOCK threads: group hg takes heads hg, hg + HG, ... in p.V
+// (part[k] is head hg + k HG), the same dims in each group.
+// q_late (a block of one chunk): the block's query rows, loaded into sm.q once
+// the K tile's loads are out, so their latencies overlap; otherwise sm.q holds
+// them already.
 // The probe (PROBE) also stores each score and each exp(s - m_c) to
 // scores_out/p_out [head][key - c0] (head stride `pstride`); the model's
 // instantiations have no such stores.
-template <int CHUNK, bool PROBE, int D, bool EARLY_V = false>
-__device__ void chunk_partial(Run<D> (&part)[QUAD], Smem<CHUNK>& sm, const float* kc,
+template <int CHUNK, bool PROBE, int D, bool EARLY_V = false, int HG = 1>
+__device__ void chunk_partial(Run<D> (&part)[QUAD / HG], Smem<CHUNK>& sm, const float* kc,
                               const float* vc, int64_t c0, int len, const Heads& hs, const Geometry& g,
-                              float scale, float* scores_out = nullptr, float* p_out = nullptr, int64_t pstride = 0) {
-  constexpr int KEY_ROWS = BLOCK / CHUNK > QUAD ? QUAD : BLOCK / CHUNK;  // head rows of threads in the score phase
-  constexpr int PAIRS = (QUAD + KEY_ROWS - 1) / KEY_ROWS;                // (key, head) pairs per thread
-  constexpr int TILE_LOADS = CHUNK * K_SLICE / 4 / BLOCK;                 // float4 per thread per K tile
+                              float scale, const float* q_late = nullptr, float* scores_out = nullptr,
+                              float* p_out = nullptr, int64_t pstride = 0) {
+  static_assert(QUAD % HG == 0, "chunk_partial: head groups split the quad evenly");
+  constexpr int NT = HG * BLOCK;
+  constexpr int KEY_ROWS = NT / CHUNK > QUAD ? QUAD : NT / CHUNK;  // head rows of threads in the score phase
+  constexpr int PAIRS = (QUAD + KEY_ROWS - 1) / KEY_ROWS;          // (key, head) pairs per thread
+  constexpr int TILE_LOADS = CHUNK * K_SLICE / 4 / NT;              // float4 per thread per K tile
   const int t = static_cast<int>(threadIdx.x);
   const int64_t kv_off = static_cast<int64_t>(hs.kvh) * g.head_dim;
   const bool vec = g.head_dim % 4 == 0;
   // V's first batch goes out with the K tile; with EARLY_V (decode, whose
   // blocks hold one chunk and no running state) the second after the scores.
   constexpr int VB = V_LOADS / D < CHUNK ? V_LOADS / D : CHUNK;
-  const float* vbase = vc + c0 * g.kv_stride + kv_off + t;
+  const float* vbase = vc + c0 * g.kv_stride + kv_off + t % BLOCK;
   float v[VB][D];
   load_v(v, vbase, 0, len, g.kv_stride, g.head_dim);
 
@@ -212,34 +240,37 @@ __device__ void chunk_partial(Run<D> (&part)[QUAD], Smem<CHUNK>& sm, const float
       // Every load of the tile in flight before the first store.
       float4 kt[TILE_LOADS];
       if (w == K_SLICE) {
-        // Thread t loads dims 4*(t % W4).. of rows t / W4 + i * (BLOCK / W4).
+        // Thread t loads dims 4*(t % W4).. of rows t / W4 + i * (NT / W4).
         constexpr int W4 = K_SLICE / 4;
         const int j_first = t / W4, d4 = t % W4;
         const float* row = kc + (c0 + j_first) * g.kv_stride + kv_off + ds + d4 * 4;
-        const int64_t step = BLOCK / W4 * g.kv_stride;
+        const int64_t step = NT / W4 * g.kv_stride;
 #pragma unroll
         for (int i = 0; i < TILE_LOADS; i++, row += step)
-          if (j_first + i * (BLOCK / W4) < len) kt[i] = greta_load(reinterpret_cast<const float4*>(row));
+          if (j_first + i * (NT / W4) < len) kt[i] = greta_load(reinterpret_cast<const float4*>(row));
+        if (q_late && ds == 0) load_q<HG>(sm.q, q_late, hs, g);
 #pragma unroll
         for (int i = 0; i < TILE_LOADS; i++)
-          if (j_first + i * (BLOCK / W4) < len)
-            *reinterpret_cast<float4*>(&sm.k[j_first + i * (BLOCK / W4)][d4 * 4]) = kt[i];
+          if (j_first + i * (NT / W4) < len)
+            *reinterpret_cast<float4*>(&sm.k[j_first + i * (NT / W4)][d4 * 4]) = kt[i];
       } else {
         const int w4 = w / 4;
 #pragma unroll
         for (int i = 0; i < TILE_LOADS; i++) {
-          const int idx = t + i * BLOCK, jj = idx / w4, dd = idx % w4;
+          const int idx = t + i * NT, jj = idx / w4, dd = idx % w4;
           if (jj < len)
             kt[i] = *reinterpret_cast<const float4*>(kc + (c0 + jj) * g.kv_stride + kv_off + ds + dd * 4);
         }
+        if (q_late && ds == 0) load_q<HG>(sm.q, q_late, hs, g);
 #pragma unroll
         for (int i = 0; i < TILE_LOADS; i++) {
-          const int idx = t + i * BLOCK, jj = idx / w4, dd = idx % w4;
+          const int idx = t + i * NT, jj = idx / w4, dd = idx % w4;
           if (jj < len) *reinterpret_cast<float4*>(&sm.k[jj][dd * 4]) = kt[i];
         }
       }
     } else {
-      for (int idx = t; idx < len * w; idx += BLOCK) sm.k[idx / w][idx % w] = kc[(c0 + idx / w) * g.kv_stride + kv_off + ds + idx % w];
+      if (q_late && ds == 0) load_q<HG>(sm.q, q_late, hs, g);
+      for (int idx = t; idx < len * w; idx += NT) sm.k[idx / w][idx % w] = kc[(c0 + idx / w) * g.kv_stride + kv_off + ds + idx % w];
     }
     __syncthreads();
     if (j < len && r < QUAD) {
@@ -308,26 +339,28 @@ __device__ void chunk_partial(Run<D> (&part)[QUAD], Smem<CHUNK>& sm, const float
     }
   }
   __syncthreads();
-  // p.V and the exp-sum: one thread per output dim, sequential over keys.
-  float l[QUAD], acc[QUAD][D];
+  // p.V and the exp-sum: one thread per (output dim, head of its group), sequential over keys.
+  constexpr int HP = QUAD / HG;
+  float l[HP], acc[HP][D];
 #pragma unroll
-  for (int p = 0; p < QUAD; p++) {
-    l[p] = 0.f;
+  for (int k = 0; k < HP; k++) {
+    l[k] = 0.f;
 #pragma unroll
-    for (int i = 0; i < D; i++) acc[p][i] = 0.f;
+    for (int i = 0; i < D; i++) acc[k][i] = 0.f;
   }
-  pv_batch(l, acc, v, sm.e, 0, len);
-  if (EARLY_V && VB < len) pv_batch(l, acc, v2, sm.e, VB, len);
+  pv_batch<VB, D, HG>(l, acc, v, sm.e, 0, len);
+  if (EARLY_V && VB < len) pv_batch<EARLY_V ? VB : 1, D, HG>(l, acc, v2, sm.e, VB, len);
   for (int j0 = EARLY_V ? 2 * VB : VB; j0 < len; j0 += VB) {
     load_v(v, vbase, j0, len, g.kv_stride, g.head_dim);
-    pv_batch(l, acc, v, sm.e, j0, len);
+    pv_batch<VB, D, HG>(l, acc, v, sm.e, j0, len);
   }
+  const int hg = t / BLOCK;
 #pragma unroll
-  for (int p = 0; p < QUAD; p++) {
-    part[p].m = sm.m[p];
-    part[p].l = l[p];
+  for (int k = 0; k < HP; k++) {
+    part[k].m = sm.m[hg + k * HG];
+    part[k].l = l[k];
 #pragma unroll
-    for (int i = 0; i < D; i++) part[p].acc[i] = acc[p][i];
+    for (int i = 0; i < D; i++) part[k].acc[i] = acc[k][i];
   }
 }
 
@@ -349,7 +382,7 @@ __global__ void GRETA_LAUNCH_BOUNDS(BLOCK, MIN_BLOCKS) attention_rows_kernel(
   const int64_t m = PROBE ? 0 : static_cast<int64_t>(blockIdx.x) / units;
   const Heads hs = heads_of(static_cast<int64_t>(blockIdx.x) % units, g);
   const float scale = CUSTOM_SCALE ? custom_scale : default_scale(head_dim);
-  load_q(sm.q, q + m * g.q_stride, hs, g);
+  load_q<1>(sm.q, q + m * g.q_stride, hs, g);
   const int64_t n_keys = static_cast<int64_t>(PROBE ? probe_pos : pos[m]) + 1;
   const int64_t nc = (n_keys + CHUNK - 1) / CHUNK, ng = (nc + CHUNKS_PER_GROUP - 1) / CHUNKS_PER_GROUP;
   Run<D> total[QUAD], grp[QUAD], part[QUAD];
@@ -361,7 +394,7 @@ __global__ void GRETA_LAUNCH_BOUNDS(BLOCK, MIN_BLOCKS) attention_rows_kernel(
   for (int64_t c = 0; c < nc; c++) {
     const int64_t c0 = c * CHUNK;
     const int len = static_cast<int>(n_keys - c0 < CHUNK ? n_keys - c0 : CHUNK);
-    chunk_partial<CHUNK, PROBE, D>(part, sm, kc, vc, c0, len, hs, g, scale,
+    chunk_partial<CHUNK, PROBE, D>(part, sm, kc, vc, c0, len, hs, g, scale, nullptr,
                                    PROBE ? scores + hs.h0 * n_keys + c0 : nullptr,
                                    PROBE ? probs + hs.h0 * n_keys + c0 : nullptr, n_keys);
     const bool group_end = (c + 1) % CHUNKS_PER_GROUP == 0 || c + 1 == nc;
@@ -779,15 +812,16 @@ __global__ void GRETA_LAUNCH_BOUNDS(TILE_THREADS, TILE_MIN_BLOCKS)
 // [m, l, acc[0 .. head_dim)], head_dim + 2 floats.
 __device__ __forceinline__ int64_t rec_floats(int head_dim) { return head_dim + 2; }
 
+// t: the thread's place among the BLOCK threads that hold the record's dims.
 template <int D>
-__device__ __forceinline__ void store_record(float* rec, const Run<D>& s, int head_dim) {
-  if (threadIdx.x == 0) {
+__device__ __forceinline__ void store_record(float* rec, const Run<D>& s, int head_dim, int t) {
+  if (t == 0) {
     rec[0] = s.m;
     rec[1] = s.l;
   }
 #pragma unroll
   for (int i = 0; i < D; i++) {
-    const int d = static_cast<int>(threadIdx.x) + i * BLOCK;
+    const int d = t + i * BLOCK;
     if (d < head_dim) rec[2 + d] = s.acc[i];
   }
 }
@@ -804,31 +838,47 @@ __device__ __forceinline__ void load_record(Run<D>& s, const float* rec, int hea
 }
 
 // One block per (chunk, KV head, quad): writes the chunk partial of each head,
-// at partials + (h * n_chunks + c) * rec_floats.
-template <int D>
-__global__ void GRETA_LAUNCH_BOUNDS(BLOCK, MIN_BLOCKS) attention_chunks_kernel(
+// at partials + (h * n_chunks + c) * rec_floats. HG groups of BLOCK threads.
+// A block is a chain of dependent steps (K tile, scores, max, exp, p.V), and
+// where the launch is at most one round of blocks (the 8B step's few hundred
+// keys: 40 blocks) that chain is the kernel's time: two groups (a thread per
+// (key, head) in the scores, per (dim, two heads) in p.V) halve each thread's
+// instructions, the 8B step 6.00-6.04 -> 5.93-5.98 ms (H100, builds in turn).
+// Over more chunks the bytes in flight per SM set the pace, and one group (3
+// blocks an SM, each V element loaded once) keeps them: at 32768 keys two
+// groups moved 1.59 TB/s against one's 1.97.
+template <int D, int HG>
+__global__ void GRETA_LAUNCH_BOUNDS(HG * BLOCK, HG == 1 ? MIN_BLOCKS : 2) attention_chunks_kernel(
     float* partials, const float* q, const float* kc,
     const float* vc, const int32_t* pos, int n_heads, int n_kv_heads, int head_dim) {
   greta_allow_next_launch();
-  greta_await_prior_kernels();
   __shared__ Smem<KEY_CHUNK> sm;
   const Geometry g = geometry(n_heads, n_kv_heads, head_dim);
   const int64_t units = static_cast<int64_t>(n_kv_heads) * g.quads;
   // Neighbouring blocks take the KV heads of one chunk: the rows they read lie together.
   const int64_t c = static_cast<int64_t>(blockIdx.x) / units;
+  // The position is the call's (a copy no kernel overlaps): read while the kernel ahead runs.
   const int64_t n_keys = static_cast<int64_t>(pos[0]) + 1;
   const int64_t nc = (n_keys + KEY_CHUNK - 1) / KEY_CHUNK;
-  if (c >= nc) return;  // a launch for more keys than this row has (a graph's)
+  // A launch for more keys than this row has (a graph's): nothing to read or
+  // write (chunk 0's blocks wait, so the kernel still completes after the ones ahead).
+  if (c >= nc) return;
+  greta_await_prior_kernels();
   const Heads hs = heads_of(static_cast<int64_t>(blockIdx.x) % units, g);
-  load_q(sm.q, q, hs, g);
   const int64_t c0 = c * KEY_CHUNK;
   const int len = static_cast<int>(n_keys - c0 < KEY_CHUNK ? n_keys - c0 : KEY_CHUNK);
-  Run<D> part[QUAD];
-  chunk_partial<KEY_CHUNK, false, D, true>(part, sm, kc, vc, c0, len, hs, g, default_scale(head_dim));
+  Run<D> part[QUAD / HG];
+  chunk_partial<KEY_CHUNK, false, D, true, HG>(part, sm, kc, vc, c0, len, hs, g, default_scale(head_dim),
+                                               q);
   const int64_t rf = rec_floats(head_dim);
+  const int hg = static_cast<int>(threadIdx.x) / BLOCK;
 #pragma unroll
-  for (int p = 0; p < QUAD; p++)
-    if (p < hs.n) store_record(partials + (static_cast<int64_t>(hs.h0 + p) * nc + c) * rf, part[p], head_dim);
+  for (int k = 0; k < QUAD / HG; k++) {
+    const int p = hg + k * HG;
+    if (p < hs.n)
+      store_record(partials + (static_cast<int64_t>(hs.h0 + p) * nc + c) * rf, part[k], head_dim,
+                   static_cast<int>(threadIdx.x) % BLOCK);
+  }
 }
 
 // Merges records first .. end-1 (at stride rf from recs) into s in order, the
@@ -855,13 +905,13 @@ __global__ void __launch_bounds__(BLOCK) attention_merge_chunks_kernel(
     float* out, float* groups, const float* partials,
     const int32_t* pos, int n_heads, int head_dim) {
   greta_allow_next_launch();
-  greta_await_prior_kernels();
   const int64_t gi = static_cast<int64_t>(blockIdx.x) / n_heads;
   const int h = static_cast<int>(blockIdx.x % n_heads);
-  const int64_t nc = (static_cast<int64_t>(pos[0]) + KEY_CHUNK) / KEY_CHUNK;
+  const int64_t nc = (static_cast<int64_t>(pos[0]) + KEY_CHUNK) / KEY_CHUNK;  // the call's position: before the wait
   const int64_t ng = (nc + CHUNKS_PER_GROUP - 1) / CHUNKS_PER_GROUP;
   const int64_t rf = rec_floats(head_dim);
-  if (gi >= ng) return;
+  if (gi >= ng) return;  // group 0's blocks wait, so the kernel completes after the ones ahead
+  greta_await_prior_kernels();
   const int64_t c_end = (gi + 1) * CHUNKS_PER_GROUP < nc ? (gi + 1) * CHUNKS_PER_GROUP : nc;
   Run<D> s;
   init(s);
@@ -869,7 +919,7 @@ __global__ void __launch_bounds__(BLOCK) attention_merge_chunks_kernel(
   if (ng == 1)
     finish(s, out + static_cast<int64_t>(h) * head_dim, head_dim);
   else
-    store_record(groups + (h * ng + gi) * rf, s, head_dim);
+    store_record(groups + (h * ng + gi) * rf, s, head_dim, static_cast<int>(threadIdx.x));
 }
 
 // One block per head: group partials merged in group order, then the output.
@@ -878,10 +928,13 @@ __global__ void __launch_bounds__(BLOCK) attention_merge_groups_kernel(float* ou
                                                                        const float* groups,
                                                                        const int32_t* pos, int head_dim) {
   greta_allow_next_launch();
-  greta_await_prior_kernels();
   const int h = static_cast<int>(blockIdx.x);
-  const int64_t nc = (static_cast<int64_t>(pos[0]) + KEY_CHUNK) / KEY_CHUNK;
+  const int64_t nc = (static_cast<int64_t>(pos[0]) + KEY_CHUNK) / KEY_CHUNK;  // the call's position: before the wait
   const int64_t ng = (nc + CHUNKS_PER_GROUP - 1) / CHUNKS_PER_GROUP;
+  // Every block waits, even with nothing to do: a kernel whose blocks all
+  // left early would complete before the kernels ahead, and the one after it
+  // would stop waiting for them.
+  greta_await_prior_kernels();
   if (ng == 1) return;  // the chunks' merge wrote the output
   const int64_t rf = rec_floats(head_dim);
   Run<D> s;
@@ -929,8 +982,13 @@ hipError_t launch_decode(float* out, const float* q, const float* k_cache, const
                          int n_heads, int n_kv_heads, int head_dim, int64_t nc, float* partials, hipStream_t stream) {
   const int64_t ng = groups_for(nc);
   float* groups = partials + static_cast<int64_t>(n_heads) * nc * (head_dim + 2);
-  GRETA_LAUNCH(attention_chunks_kernel<D>, dim3(static_cast<unsigned>(nc * units_for(n_heads, n_kv_heads))),
-               dim3(BLOCK), 0, stream, partials, q, k_cache, v_cache, pos, n_heads, n_kv_heads, head_dim);
+  const int64_t blocks = nc * units_for(n_heads, n_kv_heads);
+  if (blocks <= 2 * static_cast<int64_t>(multiprocessors()))
+    GRETA_LAUNCH((attention_chunks_kernel<D, 2>), dim3(static_cast<unsigned>(blocks)), dim3(2 * BLOCK), 0, stream,
+                 partials, q, k_cache, v_cache, pos, n_heads, n_kv_heads, head_dim);
+  else
+    GRETA_LAUNCH((attention_chunks_kernel<D, 1>), dim3(static_cast<unsigned>(blocks)), dim3(BLOCK), 0, stream,
+                 partials, q, k_cache, v_cache, pos, n_heads, n_kv_heads, head_dim);
   hipError_t e = hipGetLastError();
   if (e != hipSuccess) return e;
   GRETA_LAUNCH(attention_merge_chunks_kernel<D>, dim3(static_cast<unsigned>(ng * n_heads)), dim3(BLOCK), 0,

@@ -53,4 +53,13 @@ __device__ __forceinline__ int64_t global_id() {
   return static_cast<int64_t>(blockIdx.x) * blockDim.x + threadIdx.x;
 }
 
+// Multiprocessors (CUs) of the current device, for launch shapes that fill
+// it; never changes what a kernel computes.
+inline int multiprocessors() {
+  int dev = 0, n = 0;
+  if (hipGetDevice(&dev) != hipSuccess || hipDeviceGetAttribute(&n, hipDeviceAttributeMultiprocessorCount, dev) != hipSuccess)
+    return 1;
+  return n > 0 ? n : 1;
+}
+
 }  // namespace greta_hip

@@ -65,6 +65,29 @@ struct Scratch {
   }
 };
 
+// A page-locked host buffer that grows and is reused for small copies back
+// (a decode step's top-1, a row's summary): one DMA the stream runs, instead
+// of a copy through the driver's bounce buffer, which every decode step's
+// latency would carry.
+struct PinnedScratch {
+  void* data = nullptr;
+  size_t bytes = 0;
+  void* get(size_t need, const char* op) {
+    if (need > bytes) {
+      release();
+      check(hipHostMalloc(&data, need, hipHostMallocDefault), std::string(op) + ": page-locked copy-back buffer");
+      bytes = need;
+    }
+    return data;
+  }
+  void release() {
+    if (data) (void)hipHostFree(data);
+    data = nullptr;
+    bytes = 0;
+  }
+  ~PinnedScratch() { release(); }
+};
+
 // Small host int arrays (token ids, positions) reach the device without
 // stalling the host: each is staged in page-locked memory and copied
 // asynchronously in stream order, to the next free slot of a ring. Once the
@@ -481,10 +504,10 @@ class HipBackend final : public Backend {
     int32_t* d_ids = reinterpret_cast<int32_t*>(buf);
     float* d_vals = reinterpret_cast<float*>(buf + n * 4);
     check(greta_topk(x.as<float>(), x.rows(), x.cols(), k, d_ids, d_vals, buf + picks, stream_), "topk");
-    std::vector<char> host(n * 8);
-    copy_sync(host.data(), buf, n * 8, hipMemcpyDeviceToHost, "topk: copy back");
-    std::memcpy(ids, host.data(), n * 4);
-    const float* vals = reinterpret_cast<const float*>(host.data() + n * 4);
+    char* host = static_cast<char*>(pinned_back_.get(n * 8, "topk"));
+    copy_sync(host, buf, n * 8, hipMemcpyDeviceToHost, "topk: copy back");
+    std::memcpy(ids, host, n * 4);
+    const float* vals = reinterpret_cast<const float*>(host + n * 4);
     for (size_t i = 0; i < n; i++) values[i] = vals[i];
   }
 
@@ -517,12 +540,17 @@ class HipBackend final : public Backend {
     const float* r = x.as<float>() + row * x.cols();
     check(greta_summarize(r, x.cols(), reinterpret_cast<const int64_t*>(in), static_cast<int>(ns), d_sum, d_sample, stream_),
           "summarize");
+    // The summary and its sample side by side: one copy back.
+    char* host = static_cast<char*>(pinned_back_.get(sizeof(GretaSummary) + ns * 4, "summarize"));
+    copy_sync(host, outb, sizeof(GretaSummary) + ns * 4, hipMemcpyDeviceToHost, "summarize: copy back");
     GretaSummary h;
-    std::vector<float> hs(ns);
-    copy_sync(&h, d_sum, sizeof h, hipMemcpyDeviceToHost, "summarize: copy back");
-    if (ns) copy_sync(hs.data(), d_sample, ns * 4, hipMemcpyDeviceToHost, "summarize: copy sample");
+    std::memcpy(&h, host, sizeof h);
     RowSummary s = summary_of(h);
-    for (float v : hs) s.sample.push_back(v);
+    for (size_t i = 0; i < ns; i++) {
+      float v;
+      std::memcpy(&v, host + sizeof(GretaSummary) + i * 4, 4);
+      s.sample.push_back(v);
+    }
     return s;
   }
 
@@ -586,6 +614,7 @@ class HipBackend final : public Backend {
   // Rows of a tiled weight on their way into its tiles: a loader's chunk (64 MB), kept for the next.
   Scratch scratch_upload_;
   IntRing ints_;
+  PinnedScratch pinned_back_;
   std::unique_ptr<Capture> capture_;
 
   const int32_t* ints(const int32_t* host, int64_t n, const char* op) {

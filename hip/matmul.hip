@@ -1017,13 +1017,6 @@ constexpr int64_t ROWS_MAX_M = rows_r<1, 4, ROWS_KW>() >= 1 ? 4 * TILE_J : 2 * T
 #define GRETA_PREFILL_L 4, 1, 3, 7, 4, 3
 #endif
 
-int multiprocessors() {
-  int dev = 0, n = 0;
-  if (hipGetDevice(&dev) != hipSuccess || hipDeviceGetAttribute(&n, hipDeviceAttributeMultiprocessorCount, dev) != hipSuccess)
-    return 1;
-  return n > 0 ? n : 1;
-}
-
 template <typename P>
 int64_t prefill_blocks(int64_t M, int64_t N) {
   return ((M + P::BT - 1) / P::BT) * ((N + P::BN - 1) / P::BN);

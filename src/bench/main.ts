@@ -37,8 +37,12 @@ const SEED_LAYERS = [0, 1, 2, 15, 31];
  * Median milliseconds of one call of fn. Each sample runs fn `inner` times and
  * then waits for the device (`sync`), so asynchronous GPU work is counted.
  */
-function time(fn: () => void, reps: number, sync: () => void, inner = 1): number {
-  fn();
+/** Decode steps: samples per --reps, and steps run before timing (op by op, capture, first replay). */
+const STEP_SAMPLES = 5;
+const STEP_WARMUP = 3;
+
+function time(fn: () => void, reps: number, sync: () => void, inner = 1, warmup = 1): number {
+  for (let i = 0; i < warmup; i++) fn();
   sync();
   const t: number[] = [];
   for (let i = 0; i < reps; i++) {
@@ -279,10 +283,14 @@ function modelBench(kind: BackendKind, modelName: string, reps: number, copyGBs:
     prefix.length = n - 1;
     engine.forward([ids[n - 1]!], n - 1, prefix, tap).logits.free();
   };
-  const decode = time(() => step(), reps, sync);
+  // A step is cheap, so its medians take STEP_SAMPLES x reps samples, after
+  // warm-up steps that include the first (op by op) and the capture of its
+  // graph: what is timed is the step as every later one runs.
+  const stepTime = (fn: () => void) => time(fn, STEP_SAMPLES * reps, sync, 1, STEP_WARMUP);
+  const decode = stepTime(() => step());
   const graphNodes = engine.stepGraphNodes(prefix) ?? null;
   engine.graphs = false;
-  const decodeOps = time(() => step(), reps, sync);
+  const decodeOps = stepTime(() => step());
   engine.graphs = b.graphs;
 
   // Traced decode steps: the tracer writes JSONL and rows to a scratch file, as a trace does.
@@ -298,8 +306,8 @@ function modelBench(kind: BackendKind, modelName: string, reps: number, copyGBs:
       heads: null,
     });
     try {
-      const ms = time(() => step(tracer.phase('p6_long', 'E1', 'decode0')), reps, sync);
-      const steps = reps + 1;
+      const ms = stepTime(() => step(tracer.phase('p6_long', 'E1', 'decode0')));
+      const steps = STEP_SAMPLES * reps + STEP_WARMUP;
       const h = tracer.hostMs;
       const graphNodes = engine.stepGraphNodes(prefix, tracer.phase('p6_long', 'E1', 'decode0')) ?? null;
       return { ms, graphNodes, recordMs: h.record / steps, issueMs: h.issue / steps, waitMs: h.wait / steps, writeMs: h.write / steps };
@@ -316,9 +324,9 @@ function modelBench(kind: BackendKind, modelName: string, reps: number, copyGBs:
 
   // A planted fault (a residual fault in the last layer, one extra add) costs only where it is planted.
   const planted = plantFault(engine, { name: 'residual_double', layer: cfg.num_hidden_layers - 1 });
-  const faulted = time(() => step(), reps, sync);
+  const faulted = stepTime(() => step());
   planted.release();
-  const unfaulted = time(() => step(), reps, sync);
+  const unfaulted = stepTime(() => step());
 
   // E1 on the model just timed: decode0 after a prefill of n - 1 tokens against the last row of a prefill of n.
   const pre = new Map<string, string>();
@@ -489,7 +497,7 @@ const HELP = [
   "SDPA and F.rms_norm, and transformers' decode step, in the same run.",
   '',
   '  --backend <b>  auto (default), cpu, cpu-fp64, hip',
-  '  --reps <n>     samples per median (default 7)',
+  '  --reps <n>     samples per median (default 7; decode steps take 5n, after 3 warm-up steps)',
   '  --json <file>  also write the report as JSON (device, commit, every row)',
   '  --torch <m>    auto (default: run the PyTorch rows on hip when python3 has torch), off',
   '  --help         this text',
