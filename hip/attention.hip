@@ -223,7 +223,8 @@ __device__ void chunk_partial(Run<D> (&part)[QUAD / HG], Smem<CHUNK>& sm, const 
   const bool vec = g.head_dim % 4 == 0;
   // V's first batch goes out with the K tile; with EARLY_V (decode, whose
   // blocks hold one chunk and no running state) the second after the scores.
-  constexpr int VB = V_LOADS / D < CHUNK ? V_LOADS / D : CHUNK;
+  // Head groups (HG > 1: a launch of one round) take the chunk's V at once.
+  constexpr int VB = HG > 1 ? CHUNK / D : V_LOADS / D < CHUNK ? V_LOADS / D : CHUNK;
   const float* vbase = vc + c0 * g.kv_stride + kv_off + t % BLOCK;
   float v[VB][D];
   load_v(v, vbase, 0, len, g.kv_stride, g.head_dim);
@@ -840,15 +841,17 @@ __device__ __forceinline__ void load_record(Run<D>& s, const float* rec, int hea
 // One block per (chunk, KV head, quad): writes the chunk partial of each head,
 // at partials + (h * n_chunks + c) * rec_floats. HG groups of BLOCK threads.
 // A block is a chain of dependent steps (K tile, scores, max, exp, p.V), and
-// where the launch is at most one round of blocks (the 8B step's few hundred
+// where the launch is one block an SM or less (the 8B step's few hundred
 // keys: 40 blocks) that chain is the kernel's time: two groups (a thread per
 // (key, head) in the scores, per (dim, two heads) in p.V) halve each thread's
-// instructions, the 8B step 6.00-6.04 -> 5.93-5.98 ms (H100, builds in turn).
-// Over more chunks the bytes in flight per SM set the pace, and one group (3
-// blocks an SM, each V element loaded once) keeps them: at 32768 keys two
-// groups moved 1.59 TB/s against one's 1.97.
+// instructions, and with the registers of a whole SM each thread loads its
+// V of the chunk at once. H100, 8B step (dev/cupti_timeline.cpp): attention
+// chunks 271 -> 203 us (two groups) -> 194 us (V at once); four groups gained
+// nothing more (203). Over more chunks the bytes in flight per SM set the
+// pace, and one group (3 blocks an SM, each V element loaded once) keeps
+// them: at 32768 keys two groups moved 1.59 TB/s against one's 1.78.
 template <int D, int HG>
-__global__ void GRETA_LAUNCH_BOUNDS(HG * BLOCK, HG == 1 ? MIN_BLOCKS : 2) attention_chunks_kernel(
+__global__ void GRETA_LAUNCH_BOUNDS(HG * BLOCK, HG == 1 ? MIN_BLOCKS : 1) attention_chunks_kernel(
     float* partials, const float* q, const float* kc,
     const float* vc, const int32_t* pos, int n_heads, int n_kv_heads, int head_dim) {
   greta_allow_next_launch();
@@ -983,7 +986,7 @@ hipError_t launch_decode(float* out, const float* q, const float* k_cache, const
   const int64_t ng = groups_for(nc);
   float* groups = partials + static_cast<int64_t>(n_heads) * nc * (head_dim + 2);
   const int64_t blocks = nc * units_for(n_heads, n_kv_heads);
-  if (blocks <= 2 * static_cast<int64_t>(multiprocessors()))
+  if (blocks <= static_cast<int64_t>(multiprocessors()))
     GRETA_LAUNCH((attention_chunks_kernel<D, 2>), dim3(static_cast<unsigned>(blocks)), dim3(2 * BLOCK), 0, stream,
                  partials, q, k_cache, v_cache, pos, n_heads, n_kv_heads, head_dim);
   else
