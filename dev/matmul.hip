@@ -4,7 +4,6 @@
 // production kernels and hip/tiles.hip, so the launch shapes can be forced:
 //   nvcc -x cu -O3 -gencode arch=compute_90a,code=sm_90a --fmad=false -std=c++17 --default-stream per-thread -Ihip -Inative dev/matmul.hip -o matmul_lab
 // (sm_90a for the wgmma prefill paths W, W2 and W4, which `prefill` runs.)
-// (sm_90a for the wgmma prefill paths W, W2, W4, which `prefill` runs.)
 // Weights are filled row-major (what the fp64 reference and the CUDA-core
 // path, OLD, read), then copied into the tiled layout of hip/mma.h by
 // greta_tile_rows (zeros past N and K) for greta_matmul and the forced
