@@ -338,10 +338,15 @@ __device__ __forceinline__ void wgmma_chain_56(float (&d)[28], const greta_mma::
 // 57-77; W4 256 x 56 45-96. Two chains in flight a warpgroup (c of KBLOCK s
 // added while s + 1 runs) made ptxas serialize every wgmma (C7514: a read of
 // an accumulator while a group is in flight) and lost; one chain at a time
-// with its six instructions in one asm statement is what runs here. Left: a
-// producer warp with TMA and mbarriers instead of every thread's cp.async and
-// a block barrier a stage, and two consumer warpgroups taking turns, so one
-// adds its c while the other's chain runs.
+// with its six instructions in one asm statement is what runs here. ncu of
+// W2 (qkv 178 us, down 394 us): L2 throughput 73-78%, tensor pipe 21%, DRAM
+// 11%, 2 blocks an SM (registers and shared memory), 9.3 cycles an issue:
+// every block copies its own activations' three bf16 terms (6 bytes a value,
+// 48 times over at qkv) and weights from L2. Left: larger tiles (registers
+// cap a warpgroup at 64 x 128 with c and acc both live), the terms made from
+// fp32 x in shared memory (4 bytes a value from L2), TMA multicast of a
+// stage to the blocks of a cluster, a producer warp with mbarriers instead of
+// a block barrier a stage.
 // A block computes 64 WGS weight rows x WG_BT tokens, each output by the
 // chain of hip/matmul.h (dev/wgmma_bits.cu: wgmma k16 gives mma.sync k16's
 // bits). A from registers (the tiled layout's
