@@ -339,10 +339,12 @@ describe(`${hip.name} ops on ${hip.device}`, () => {
   });
 
   // The decode row: chunk partials and their merges (1100 keys: 18 chunks in 2 groups, both merge levels); its
-  // bits equal the causal rows'.
+  // bits equal the causal rows'. Launches of at most a block an SM take two thread groups a block (32 x 128 at
+  // 205 keys, 256-dim heads), more take one (32 x 128 at 1100 keys).
   for (const [H, KVH, hd, keys] of [
     [32, 8, 128, 205],
     [32, 8, 128, 1100],
+    [8, 2, 256, 1100],
     [4, 2, 64, 1],
     [8, 1, 64, 130],
     [2, 2, 16, 64],
