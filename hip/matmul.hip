@@ -757,7 +757,15 @@ size_t rows1_smem_bytes(int64_t K) {
 //  - the KBLOCKs after the ring's sent to L2 before the wait (one bulk
 //    cp.async.bulk.prefetch.L2 a block, 64 KBLOCKs or the whole row), to keep
 //    memory busy under the short kernels ahead: the step 6.00 -> 6.37-6.51
-//    ms, qkv 0.82 -> 0.70.
+//    ms, qkv 0.82 -> 0.70;
+//  - wo's weights sent to L2 while RoPE and attention run, by a kernel of
+//    their own between qkv and RoPE or between RoPE and attention (device
+//    time, dev/cupti_timeline.cpp): bulk prefetches hold that kernel, and so
+//    the step, until all 33.5 MB have arrived (step 5.90 -> 6.09 ms); line
+//    prefetches (prefetch.global.L2) do not, and take wo 15.4 -> 12.4 us a
+//    layer, but the kernel's own place in the chain (1.7 us) and its
+//    traffic under qkv's tail or attention's loads (+2.4 us, +0.3 us) cost
+//    more: the step 5.905 -> 5.938 and 5.917 -> 5.964 ms.
 template <typename W, int KW, int P, int U, int MINB = (KW * GRETA_WAVE_SIZE >= 512 ? 1 : 512 / (KW * GRETA_WAVE_SIZE))>
 __global__ void GRETA_LAUNCH_BOUNDS(KW * GRETA_WAVE_SIZE, MINB)
     mma_rows1_kernel(GretaMatmulOuts out, const float* x, const uint4* __restrict__ w, int64_t N, int64_t K) {
