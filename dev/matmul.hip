@@ -342,11 +342,15 @@ __device__ __forceinline__ void wgmma_chain_56(float (&d)[28], const greta_mma::
 // W2 (qkv 178 us, down 394 us): L2 throughput 73-78%, tensor pipe 21%, DRAM
 // 11%, 2 blocks an SM (registers and shared memory), 9.3 cycles an issue:
 // every block copies its own activations' three bf16 terms (6 bytes a value,
-// 48 times over at qkv) and weights from L2. Left: larger tiles (registers
-// cap a warpgroup at 64 x 128 with c and acc both live), the terms made from
-// fp32 x in shared memory (4 bytes a value from L2), TMA multicast of a
-// stage to the blocks of a cluster, a producer warp with mbarriers instead of
-// a block barrier a stage.
+// 48 times over at qkv) and weights from L2. Left: larger tiles, the terms
+// made from fp32 x in shared memory (4 bytes a value from L2), TMA multicast
+// of a stage to the blocks of a cluster, a producer warp with mbarriers
+// instead of a block barrier a stage. The chain itself caps the tile: c_s
+// starts from zero each KBLOCK and is added to acc in fp32 round-to-nearest,
+// so c and acc are both live, twice a plain GEMM's accumulator registers (a
+// warpgroup's 64 x 128 at most). Chaining the tensor core's truncating sum
+// through all of K instead would halve them, but its bias grows with K
+// (about K / 32 x 2^-23 relative, 5e-5 at K = 14336, against the 2e-6 bound).
 // A block computes 64 WGS weight rows x WG_BT tokens, each output by the
 // chain of hip/matmul.h (dev/wgmma_bits.cu: wgmma k16 gives mma.sync k16's
 // bits). A from registers (the tiled layout's
