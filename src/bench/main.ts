@@ -33,14 +33,15 @@ const L2_SPAN = 512 << 20;
 /** The seeds' layer list (B3.27 .. B3.41: GRETA_TRACE_STAGE_LAYERS), within the model's depth. */
 const SEED_LAYERS = [0, 1, 2, 15, 31];
 
-/**
- * Median milliseconds of one call of fn. Each sample runs fn `inner` times and
- * then waits for the device (`sync`), so asynchronous GPU work is counted.
- */
 /** Decode steps: samples per --reps, and steps run before timing (op by op, capture, first replay). */
 const STEP_SAMPLES = 5;
 const STEP_WARMUP = 3;
 
+/**
+ * Median milliseconds of one call of fn, after `warmup` calls. Each sample runs
+ * fn `inner` times and then waits for the device (`sync`), so asynchronous GPU
+ * work is counted.
+ */
 function time(fn: () => void, reps: number, sync: () => void, inner = 1, warmup = 1): number {
   for (let i = 0; i < warmup; i++) fn();
   sync();
