@@ -233,11 +233,11 @@ struct Buf {
 
 // Every path but NEW and OLD takes the tiled weight (hip/mma.h); NEW takes
 // it where K % 8 == 0 (greta_matmul's rule), OLD always the row-major one.
-enum Path { NEW, OLD, P_A, P_B, P_C, P_D, P_G, P_H, P_J, P_K, P_L, P_W, P_W2, P_W4, R_A, R_B, R_C, R_2, R_4, R_E,
+enum Path { NEW, OLD, P_A, P_B, P_C, P_D, P_G, P_H, P_J, P_K, P_L, P_W, P_W2, P_W4, P_W4H, R_A, R_B, R_C, R_2, R_4, R_E,
             D_R1, D_R1_P4, D_R1_KW4, D_R1_KW4_P4, D_R1_KW16_P4, D_R1_P6U3_B3, D_R1_P6U2_B3, D_R1_P4U2_B3, D_G1, D_G2, D_G8W, NPATHS };
 const char* path_name[NPATHS] = {"new(dispatch)",     "old(cuda-core)",    "A 128x56 8w",       "B 96x112 4w",
                                  "C 256x32 4w",       "D 128x56 4w",       "G 64x56 4w",        "128x64 4w 16ch",
-                                 "128x32 4w",         "K 256x16 4w",         "L 192x56 4w",         "W wgmma 64x104",    "W2 wgmma 128x56",   "W4 wgmma 256x56",   "rows f1 t1 kw8",
+                                 "128x32 4w",         "K 256x16 4w",         "L 192x56 4w",         "W wgmma 64x104",    "W2 wgmma 128x56",   "W4 wgmma 256x56",   "W4 hot (no L2)",    "rows f1 t1 kw8",
                                  "rows f2 t1 kw8",    "rows f1 t1 kw16",   "rows f1 t2 kw8",    "rows f1 t4 kw8",
                                  "rows f1 t1 kw8 r2", "rows1 kw8 p8 u4",   "rows1 kw8 p4 u2",   "rows1 kw4 p8 u4",
                                  "rows1 kw4 p4 u2",   "rows1 kw16 p4 u2",  "rows1 kw8 p6 u3 3b", "rows1 kw8 p6 u2 3b",
@@ -340,12 +340,14 @@ __device__ __forceinline__ void wgmma_chain_56(float (&d)[28], const greta_mma::
 // an accumulator while a group is in flight) and lost; one chain at a time
 // with its six instructions in one asm statement is what runs here. ncu of
 // W2 (qkv 178 us, down 394 us): L2 throughput 73-78%, tensor pipe 21%, DRAM
-// 11%, 2 blocks an SM (registers and shared memory), 9.3 cycles an issue:
-// every block copies its own activations' three bf16 terms (6 bytes a value,
-// 48 times over at qkv) and weights from L2. Left: larger tiles, the terms
-// made from fp32 x in shared memory (4 bytes a value from L2), TMA multicast
-// of a stage to the blocks of a cluster, a producer warp with mbarriers
-// instead of a block barrier a stage. The chain itself caps the tile: c_s
+// 11%, 2 blocks an SM (registers and shared memory), 9.3 cycles an issue.
+// Yet W4 with every block loading block 0's tiles (W4 hot: the same L2 lines
+// for all, so no distinct bytes) runs at the same speed (qkv 66 against 67,
+// lm_head 93 against 94): not the bytes but the block's own pipeline sets the
+// pace, each KBLOCK a block barrier, every thread's cp.async issue, and one
+// chain waited for before its c is added. Left: a producer warp (TMA) with
+// mbarriers instead of the barrier, and two consumer warpgroups taking turns
+// so one adds its c while the other's chain runs; then larger tiles. The chain itself caps the tile: c_s
 // starts from zero each KBLOCK and is added to acc in fp32 round-to-nearest,
 // so c and acc are both live, twice a plain GEMM's accumulator registers (a
 // warpgroup's 64 x 128 at most). Chaining the tensor core's truncating sum
@@ -438,7 +440,10 @@ __device__ __forceinline__ void wg_chain(float (&c)[WG_BT / 2], const greta_mma:
   fence_regs(c);
 }
 
-template <int WGS, int WG_BT>
+// HOT (timing only, wrong outputs): every block loads block 0's tiles, so
+// its stages come from L2 lines that every block shares: the kernel's speed
+// without its L2 traffic.
+template <int WGS, int WG_BT, bool HOT = false>
 __global__ void __launch_bounds__(128 * WGS, WGS == 1 ? 2 : 1) wg_prefill_kernel(GretaMatmulOuts out, const uint4* xt, const uint4* __restrict__ w,
                                                              int64_t M, int64_t N, int64_t K, int64_t token_tiles) {
   using G = Wg<WGS, WG_BT>;
@@ -449,16 +454,17 @@ __global__ void __launch_bounds__(128 * WGS, WGS == 1 ? 2 : 1) wg_prefill_kernel
   const int tid = threadIdx.x, lane = tid % 32, warp = tid / 32;
   const int64_t n0 = (blockIdx.x / token_tiles) * WG_BN;
   const int64_t m0 = (blockIdx.x % token_tiles) * WG_BT;
+  const int64_t ln0 = HOT ? 0 : n0, lm0 = HOT ? 0 : m0;  // where the block's loads come from
   const int S = static_cast<int>(K / KBLOCK);
   constexpr int TU = Tiles<bf16>::TILE_UNITS;
   const int64_t xrow = K / 8;  // uint4 of a term row
   auto load_stage = [&](int s) {
     uint4* const stage = smem + (s % WG_STAGES) * WG_STAGE;
     for (int c = tid; c < WG_W_STAGE; c += G::THREADS)
-      copy16_async(stage + c, w + ((n0 / TILE_I + c / TU) * S + s) * TU + c % TU, true);
+      copy16_async(stage + c, w + ((ln0 / TILE_I + c / TU) * S + s) * TU + c % TU, true);
     for (int c = tid; c < WG_X_STAGE; c += G::THREADS) {
       const int q = c % 4, i = (c / 4) % 3, t = c / 12;
-      copy16_async(stage + WG_W_STAGE + (i * 4 + q) * WG_BT + t, xt + (3 * (m0 + t) + i) * xrow + s * 4 + q, true);
+      copy16_async(stage + WG_W_STAGE + (i * 4 + q) * WG_BT + t, xt + (3 * (lm0 + t) + i) * xrow + s * 4 + q, true);
     }
   };
   auto weights = [&](int s, MmaAHalf (&a)[2]) {
@@ -509,14 +515,14 @@ __global__ void __launch_bounds__(128 * WGS, WGS == 1 ? 2 : 1) wg_prefill_kernel
 }
 
 Buf wscr;  // the permuted activation terms of the wgmma path
-template <int WGS, int WG_BT>
+template <int WGS, int WG_BT, bool HOT = false>
 hipError_t wg_prefill(const GretaMatmulOuts& o, const float* x, const void* w, int64_t M, int64_t N, int64_t K) {
   using G = Wg<WGS, WG_BT>;
   if (N % G::BN != 0 || K % greta_mma::KBLOCK != 0) return hipErrorInvalidValue;
   const int64_t tt = (M + WG_BT - 1) / WG_BT, Mpad = tt * WG_BT;
   wscr.ensure(3 * Mpad * K * 2);
   split_wg_kernel<<<1024, 256>>>(static_cast<uint32_t*>(wscr.p), x, M, Mpad, K);
-  auto kernel = wg_prefill_kernel<WGS, WG_BT>;
+  auto kernel = wg_prefill_kernel<WGS, WG_BT, HOT>;
   hipError_t e = hipFuncSetAttribute(reinterpret_cast<const void*>(kernel), hipFuncAttributeMaxDynamicSharedMemorySize, G::SHARED);
   if (e != hipSuccess) return e;
   kernel<<<static_cast<unsigned>(tt * (N / G::BN)), G::THREADS, G::SHARED>>>(o, static_cast<const uint4*>(wscr.p),
@@ -558,6 +564,7 @@ hipError_t run(Path p, const GretaMatmulOuts& o, const float* x, const Weight& w
     case P_W: return std::is_same<W, greta_hip::bf16>::value ? wg_prefill<1, 104>(o, x, w, M, N, K) : hipErrorInvalidValue;
     case P_W2: return std::is_same<W, greta_hip::bf16>::value ? wg_prefill<2, 56>(o, x, w, M, N, K) : hipErrorInvalidValue;
     case P_W4: return std::is_same<W, greta_hip::bf16>::value ? wg_prefill<4, 56>(o, x, w, M, N, K) : hipErrorInvalidValue;
+    case P_W4H: return std::is_same<W, greta_hip::bf16>::value ? wg_prefill<4, 56, true>(o, x, w, M, N, K) : hipErrorInvalidValue;
     case R_A: return launch_rows<W, 1, 1, 8>(o, x, w, M, N, K, 0);
     case R_B: return launch_rows<W, 2, 1, 8>(o, x, w, M, N, K, 0);
     case R_C: return launch_rows<W, 1, 1, 16>(o, x, w, M, N, K, 0);
@@ -921,7 +928,7 @@ int main(int argc, char** argv) {
       std::vector<float> want(M * d.N), got(M * d.N);
       CHECK(run<bf16>(NEW, outs1((float*)bo.p, d.N), (const float*)bx.p, weights(), M, d.N, d.K));
       CHECK(hipMemcpy(want.data(), bo.p, M * d.N * 4, hipMemcpyDeviceToHost));
-      for (int p = NEW; p <= P_W4; p++) {
+      for (int p = NEW; p <= P_W4H; p++) {
         if (p == OLD) continue;
         CHECK(hipMemset(bo2.p, 0xff, M * d.N * 4));
         CHECK(run<bf16>((Path)p, outs1((float*)bo2.p, d.N), (const float*)bx.p, weights(), M, d.N, d.K));
