@@ -9,8 +9,9 @@ import { createBackend } from '../dist/native.js';
 import { PROMPTS, tokenize } from '../dist/prompts.js';
 
 const steps = Number(process.argv[2] ?? 30);
-// `fence` (the default) waits on a fence after each step, as the bench's timing does; `loop` runs the steps back
-// to back, as a generation loop does (forward() returns once the step's top-1 is on the host).
+// `fence` (the default) waits for the device after each step, as the bench's timing does (there by a download);
+// `loop` runs the steps back to back, as a generation loop does (forward() returns once the step's top-1 is on
+// the host).
 const mode = process.argv[3] ?? 'fence';
 if (mode !== 'fence' && mode !== 'loop') throw new Error(`decode_profile: mode '${mode}' is not fence or loop`);
 const spec = SYNTHETIC_MODELS['synthetic:llama3-8b'];
