@@ -471,7 +471,12 @@ __global__ void GRETA_LAUNCH_BOUNDS(BLOCK, MIN_BLOCKS) attention_rows_kernel(
 // 616 bytes spilled) once measured 5% faster than one block without spills;
 // since then one block (241 registers, none spilled) is the faster: the 8B
 // prefill of 4096 tokens 651 -> 643 ms, 205 tokens 31.0 -> 30.1 ms
-// (dev/prefill_time.mjs, builds in turn).
+// (dev/prefill_time.mjs, builds in turn). On the matrix units at fp32
+// accuracy each q.k or p.V product takes six bf16 products (three terms a
+// side, as hip/matmul.h's chain), and mma.sync does about 6.4 times the
+// CUDA cores' FMAs on the H100 (about 820 against 128 an SM a cycle, from
+// the prefill GEMM): no gain. wgmma (about 16 times) leaves about 2.7 before
+// overheads; decode would run the same instructions, so E1 stays exact.
 constexpr int TILE_HEAD_DIM = 128;
 #if defined(GRETA_VENDOR_AMD)
 constexpr int TILE_POSITIONS = 8;  // 61 KB of LDS: within CDNA's 64 KB per CU

@@ -10,7 +10,9 @@
 // mma_k32 in hip/mma.h, in which the k of a block meet in a way fixed by the
 // position in the block. Then out = ((0 + c_0) + c_1) + ... + c_{S-1} in fp32,
 // s increasing. Prefill keeps that sum in registers (its activation terms
-// split once per call, by the same function), and so does decode of wide
+// split once per call, by the same function; on sm_90a, H100 and H200, each
+// k16 instruction of the chain is a wgmma, which gives mma.sync's bits for
+// every output: dev/wgmma_bits.cu, dev/matmul.hip), and so does decode of wide
 // outputs (the gemv kernel: one warp over all of K for its rows); other
 // small M (up to 4 tiles of tokens) has the warps of a block take turns over
 // the blocks and one thread per output add the c_s in the same order. A token pads into a

@@ -1,5 +1,8 @@
 #include "matmul.h"
 #include "mma.h"
+#if defined(GRETA_VENDOR_NVIDIA)
+#include "wgmma.h"
+#endif
 
 #include <type_traits>
 
@@ -765,7 +768,13 @@ size_t rows1_smem_bytes(int64_t K) {
 //    prefetches (prefetch.global.L2) do not, and take wo 15.4 -> 12.4 us a
 //    layer, but the kernel's own place in the chain (1.7 us) and its
 //    traffic under qkv's tail or attention's loads (+2.4 us, +0.3 us) cost
-//    more: the step 5.905 -> 5.938 and 5.917 -> 5.964 ms.
+//    more: the step 5.905 -> 5.938 and 5.917 -> 5.964 ms;
+//  - persistent blocks (one or two an SM, each taking every gridDim-th tile,
+//    its ring running on into its next tile, the next kernel allowed to
+//    launch at its last tile), so that with one block an SM the next
+//    kernel's blocks are resident and load their first weights under this
+//    one's last tile: in a row, one an SM qkv 0.77 -> 0.72, wo 0.73 -> 0.66
+//    (half the bytes in flight), two an SM 0.74 and 0.74.
 template <typename W, int KW, int P, int U, int MINB = (KW * GRETA_WAVE_SIZE >= 512 ? 1 : 512 / (KW * GRETA_WAVE_SIZE))>
 __global__ void GRETA_LAUNCH_BOUNDS(KW * GRETA_WAVE_SIZE, MINB)
     mma_rows1_kernel(GretaMatmulOuts out, const float* x, const uint4* __restrict__ w, int64_t N, int64_t K) {
@@ -883,6 +892,383 @@ hipError_t launch_prefill(const GretaMatmulOuts& out, const float* x, bf16* xt, 
                static_cast<const uint4*>(w), M, N, K, token_tiles);
   return hipGetLastError();
 }
+
+#if defined(GRETA_VENDOR_NVIDIA)
+// ---- Prefill on sm_90a (H100, H200): wgmma, warp-specialized. ----
+// The same chain as the mma.sync prefill kernel, run by wgmma (hip/wgmma.h:
+// a k16 instruction gives mma.sync's bits), so every output keeps its bits.
+// A block has one producer warp and RW consumer warpgroups of 64 weight
+// rows each, sharing BT tokens. The producer's one thread fills a ring of
+// STAGES shared-memory stages of KPS KBLOCKs each by bulk copies (the copy
+// engine; completion counted in bytes on the stage's "full" mbarrier): each
+// weight tile's KPS KBLOCKs, contiguous in the tiled layout, and the
+// tokens' terms, which the split lays out as the stages take them. The
+// consumers never meet at a block barrier: each waits for "full", takes its
+// A from the stage and its B through descriptors, runs a KBLOCK's chain,
+// waits for it and adds c to acc (s increasing), and releases the stage
+// with one arrival a warp on its "empty" mbarrier after the stage's last
+// KBLOCK. The warpgroups drift apart, so one adds while another's chain
+// runs. Measured on the H100 (dev/matmul.hip prefill, TFLOP/s with the
+// split, every shape bit-identical to the mma.sync kernel's), qkv, wo, down,
+// gate_up, lm_head:
+//   205 tokens                        qkv   wo down  g_up  lm_h
+//   128 x 56, 3 stages of 4 KBLOCKs   111  131  133   163   171
+//   192 x 56, 2 stages of 4           147  101  104   163   180
+//   128 x 104, 2 stages of 4          130   88   93   170   199
+//   192 x 104, 3 stages of 2          107   72   75   174   218
+//   mma.sync kernel (its best shape)   87   84   92   127   135
+//   4096 tokens: 192 x 104            175  152  144   211
+//                128 x 104            154  139  132   182
+// (before the split's coalesced writes; with them the dispatch went to qkv
+// 155, wo 139, down 164, gate_up 173, lm_head 219 at 205 tokens and 211,
+// 195, 205, 226 at 4096.) 256 rows (4 consumer warpgroups, 120 registers a
+// thread) spill: 19-73.
+// Stages of one KBLOCK (1 KB copies) were the slowest (128 x 104 qkv 104,
+// 128 x 56 wo 78); of two, 125 and 112-123. The block-barrier design before
+// it (every thread's cp.async, one __syncthreads a KBLOCK) reached 55-66 at qkv.
+template <int RW, int BT, int STAGES, int KPS>
+struct Ws {
+  static constexpr int BN = WGMMA_ROWS * RW;
+  static constexpr int CONSUMERS = WARPGROUP * RW;
+  static constexpr int THREADS = CONSUMERS + GRETA_WAVE_SIZE;
+  static constexpr int W_KB = BN / TILE_I * Tiles<bf16>::TILE_UNITS;  // uint4 a KBLOCK
+  static constexpr int X_KB = 3 * 4 * BT;                             // uint4 a KBLOCK: [term][chunk][token]
+  static constexpr int W_STAGE = KPS * W_KB;
+  static constexpr int STAGE = KPS * (W_KB + X_KB);
+  static constexpr int SHARED = STAGES * STAGE * 16 + 2 * STAGES * 8;  // bytes: the ring, then the mbarriers
+};
+
+// The terms for the ws kernel: terms[(((tb S + s) 3 + i) 4 + q) BT + t] is the
+// uint4 of token tb BT + t, term i, KBLOCK s and chunk q, where chunk q holds
+// k = 32 s + 8 j + q' (q' = 2 q, 2 q + 1) in word j: instruction h of a KBLOCK
+// (mma_half<h>'s k) reads chunks 2h and 2h + 1 as its two core matrices
+// along k. Rows M .. Mpad are zeros. A thread splits one token's KBLOCK (128
+// contiguous bytes of x) and writes its 12 uint4, consecutive threads taking
+// consecutive tokens, so each write of a warp is 512 contiguous bytes. (A
+// thread a k8 group, scattering 4-byte words, moved 0.5-0.6 TB/s: 0.27 ms of
+// qkv's 1.18 at 4096 tokens, 1.23 of down's 3.35.)
+template <int BT>
+__global__ void split_ws_kernel(uint4* terms, const float* x, int64_t M, int64_t Mpad, int64_t K) {
+  greta_await_prior_kernels();
+  const int64_t S = K / KBLOCK;
+  const int64_t total = Mpad * S;
+  for (int64_t idx = global_id(); idx < total; idx += static_cast<int64_t>(gridDim.x) * blockDim.x) {
+    const int64_t m = idx % Mpad, s = idx / Mpad;
+    static_assert(LANE_CHUNKS == 4, "split_ws_kernel: a chunk's uint4 holds one word of each k8 group");
+    uint4 t[3][LANE_CHUNKS];  // term i of k8 group j
+#pragma unroll
+    for (int j = 0; j < LANE_CHUNKS; j++) {
+      MmaB b[3] = {{make_uint4(0, 0, 0, 0)}, {make_uint4(0, 0, 0, 0)}, {make_uint4(0, 0, 0, 0)}};
+      if (m < M) {
+        const uint4* const src = reinterpret_cast<const uint4*>(x + m * K + s * KBLOCK + j * LANE_K);
+        act_terms(src[0], src[1], b);
+      }
+#pragma unroll
+      for (int i = 0; i < 3; i++) t[i][j] = b[i].v;
+    }
+    uint4* const dst = terms + ((m / BT) * S + s) * 3 * 4 * BT + m % BT;
+#pragma unroll
+    for (int i = 0; i < 3; i++) {
+      dst[(i * 4 + 0) * BT] = make_uint4(t[i][0].x, t[i][1].x, t[i][2].x, t[i][3].x);
+      dst[(i * 4 + 1) * BT] = make_uint4(t[i][0].y, t[i][1].y, t[i][2].y, t[i][3].y);
+      dst[(i * 4 + 2) * BT] = make_uint4(t[i][0].z, t[i][1].z, t[i][2].z, t[i][3].z);
+      dst[(i * 4 + 3) * BT] = make_uint4(t[i][0].w, t[i][1].w, t[i][2].w, t[i][3].w);
+    }
+  }
+}
+
+// Block (n block, token block): weight rows n0 + 64 rg + 16 wr of consumer
+// warp wr of warpgroup rg, tokens tb BT ... Weight tiles past N read the
+// last tile; their rows are never stored.
+template <int RW, int BT, int STAGES, int KPS>
+__global__ void __launch_bounds__(Ws<RW, BT, STAGES, KPS>::THREADS, 1)
+    ws_prefill_kernel(GretaMatmulOuts out, const uint4* xt, const uint4* __restrict__ w, int64_t M, int64_t N, int64_t K,
+                      int64_t token_blocks) {
+  using G = Ws<RW, BT, STAGES, KPS>;
+  constexpr int TU = Tiles<bf16>::TILE_UNITS;
+  extern __shared__ uint4 ws_smem[];
+  uint64_t* const full = reinterpret_cast<uint64_t*>(ws_smem + STAGES * G::STAGE);
+  uint64_t* const empty = full + STAGES;
+  const int tid = static_cast<int>(threadIdx.x), lane = tid % GRETA_WAVE_SIZE, warp = tid / GRETA_WAVE_SIZE;
+  const int64_t n0 = (blockIdx.x / token_blocks) * G::BN;
+  const int64_t tb = blockIdx.x % token_blocks;
+  const int R = static_cast<int>(K / (KBLOCK * KPS));  // stages' worth of K
+  const int64_t S = K / KBLOCK, tiles = (N + TILE_I - 1) / TILE_I;
+  if (tid == 0) {
+    for (int st = 0; st < STAGES; st++) {
+      mbar_init(full + st, 1);
+      mbar_init(empty + st, G::CONSUMERS / GRETA_WAVE_SIZE);
+    }
+    mbar_init_fence();
+  }
+  __syncthreads();
+  greta_await_prior_kernels();
+  if (tid >= G::CONSUMERS) {
+    if (lane == 0)
+      for (int r = 0; r < R; r++) {
+        const int st = r % STAGES;
+        if (r >= STAGES) mbar_wait(empty + st, ((r / STAGES) + 1) & 1);  // its consumers' release of round r - STAGES
+        uint4* const stage = ws_smem + st * G::STAGE;
+        mbar_expect_tx(full + st, G::STAGE * 16);
+#pragma unroll
+        for (int f = 0; f < G::BN / TILE_I; f++) {
+          const int64_t tile = n0 / TILE_I + f < tiles ? n0 / TILE_I + f : tiles - 1;
+          bulk_copy(stage + f * KPS * TU, w + (tile * S + static_cast<int64_t>(r) * KPS) * TU, KPS * TU * 16, full + st);
+        }
+        bulk_copy(stage + G::W_STAGE, xt + (tb * S + static_cast<int64_t>(r) * KPS) * G::X_KB, KPS * G::X_KB * 16, full + st);
+      }
+    return;
+  }
+  const int rg = warp / WARPGROUP_WARPS, wr = warp % WARPGROUP_WARPS;
+  float acc[BT / 2], c[BT / 2];
+#pragma unroll
+  for (int e = 0; e < BT / 2; e++) acc[e] = 0.f;
+  for (int r = 0; r < R; r++) {
+    const int st = r % STAGES;
+    mbar_wait(full + st, (r / STAGES) & 1);
+    const uint4* const stage = ws_smem + st * G::STAGE;
+#pragma unroll
+    for (int k = 0; k < KPS; k++) {
+      Raw<bf16> raw;
+#pragma unroll
+      for (int u = 0; u < Tiles<bf16>::UNITS; u++) raw.u[u] = stage[((rg * WARPGROUP_WARPS + wr) * KPS + k) * TU + u * GRETA_WAVE_SIZE + lane];
+      MmaAHalf a[1][2];
+      weight_terms<bf16>(raw, a);
+      const uint4* const xs = stage + G::W_STAGE + k * G::X_KB;
+      uint64_t desc[6];
+#pragma unroll
+      for (int i = 0; i < 3; i++)
+#pragma unroll
+        for (int h = 0; h < 2; h++) desc[2 * i + h] = wgmma_desc(xs + (Chain<bf16>::x_term(i) * 4 + 2 * h) * BT, BT * 16, 128);
+      fence_regs(c);
+      wgmma_fence();
+      if constexpr (BT == 104) wgmma_chain_104(c, a[0], desc);
+      else wgmma_chain_56(c, a[0], desc);
+      wgmma_commit();
+      // One chain in flight: reading c while another chain runs makes ptxas
+      // serialize every wgmma (C7514), so the overlap is the other warpgroups'.
+      wgmma_wait<0>();
+      fence_regs(c);
+      if (k == KPS - 1) {  // the stage is read: the producer may refill it
+        GRETA_SYNC_WAVE();
+        if (lane == 0) mbar_arrive(empty + st);
+      }
+#pragma unroll
+      for (int e = 0; e < BT / 2; e++) acc[e] = acc[e] + c[e];
+    }
+  }
+  // wgmma's D fragment: warp wr's 16 rows, element e of token column 8 (e / 4) + 2 q + e % 2.
+  const int g = lane / 4, q = lane % 4;
+#pragma unroll
+  for (int e = 0; e < BT / 2; e++) {
+    const int64_t n = n0 + rg * WGMMA_ROWS + wr * TILE_I + g + 8 * ((e % 4) / 2);
+    const int64_t m = tb * BT + 8 * (e / 4) + 2 * q + (e % 2);
+    if (n < N && m < M) store_out(out, m, n, acc[e]);
+  }
+}
+
+template <int RW, int BT, int STAGES, int KPS>
+hipError_t launch_ws(const GretaMatmulOuts& out, const float* x, bf16* xt, const void* w, int64_t M, int64_t N,
+                     int64_t K, hipStream_t stream) {
+  using G = Ws<RW, BT, STAGES, KPS>;
+  if (K % (KBLOCK * KPS) != 0) return hipErrorInvalidValue;
+  const int64_t token_blocks = (M + BT - 1) / BT, Mpad = token_blocks * BT;
+  const int64_t blocks = token_blocks * ((N + G::BN - 1) / G::BN);
+  if (blocks > 0x7fffffff) return hipErrorInvalidValue;
+  const int64_t split_blocks = (Mpad * (K / KBLOCK) + ELEMENTWISE_BLOCK - 1) / ELEMENTWISE_BLOCK;
+  GRETA_LAUNCH(split_ws_kernel<BT>, dim3(static_cast<unsigned>(split_blocks < 4096 ? split_blocks : 4096)),
+               dim3(ELEMENTWISE_BLOCK), 0, stream, reinterpret_cast<uint4*>(xt), x, M, Mpad, K);
+  auto kernel = ws_prefill_kernel<RW, BT, STAGES, KPS>;
+  hipError_t e = hipFuncSetAttribute(reinterpret_cast<const void*>(kernel), hipFuncAttributeMaxDynamicSharedMemorySize,
+                                     G::SHARED);
+  if (e != hipSuccess) return e;
+  GRETA_LAUNCH(kernel, dim3(static_cast<unsigned>(blocks)), dim3(G::THREADS), G::SHARED, stream, out,
+               reinterpret_cast<const uint4*>(xt), static_cast<const uint4*>(w), M, N, K, token_blocks);
+  return hipGetLastError();
+}
+
+// The shapes: weight rows x tokens (stages of KPS KBLOCKs, as many as fit).
+#define GRETA_WS_128x56 2, 56, 3, 4
+#define GRETA_WS_192x56 3, 56, 2, 4
+#define GRETA_WS_128x104 2, 104, 2, 4
+#define GRETA_WS_192x104 3, 104, 3, 2
+
+// Whether this build has the sm_90a kernels (GRETA_SM90A: CUDA_ARCHS holds
+// 90a) and the current device runs them (compute capability 9.0), asked of
+// the runtime once per device.
+bool greta_sm90a() {
+#if defined(GRETA_SM90A)
+  constexpr int MAX_DEVICES = 128;
+  static int known[MAX_DEVICES] = {};  // 0 not asked, 1 no, 2 yes
+  int dev = 0;
+  if (hipGetDevice(&dev) != hipSuccess || dev < 0 || dev >= MAX_DEVICES) return false;
+  if (known[dev] == 0) {
+    int major = 0, minor = 0;
+    const bool ok = cudaDeviceGetAttribute(&major, cudaDevAttrComputeCapabilityMajor, dev) == cudaSuccess &&
+                    cudaDeviceGetAttribute(&minor, cudaDevAttrComputeCapabilityMinor, dev) == cudaSuccess && major == 9 &&
+                    minor == 0;
+    known[dev] = ok ? 2 : 1;
+  }
+  return known[dev] == 2;
+#else
+  return false;
+#endif
+}
+
+// The shape of least cost: rounds of blocks over the multiprocessors times
+// a block's outputs, weighted by how fast each shape makes its outputs where
+// all fill the SMs (gate_up at 4096 tokens, TFLOP/s: 192 x 104 211, 128 x
+// 104 182, 56-token shapes 160-163): 9, 10 and 11. At 205 tokens: 192 x 56
+// for qkv (128 blocks), 128 x 56 for wo and down (128 blocks; 104 tokens
+// would leave half the SMs idle), 128 x 104 for gate_up, 192 x 104 for
+// lm_head; at 4096 tokens 192 x 104 for all.
+hipError_t launch_ws_best(const GretaMatmulOuts& out, const float* x, bf16* xt, const void* w, int64_t M, int64_t N,
+                          int64_t K, hipStream_t stream) {
+  const int64_t sms = multiprocessors();
+  auto cost = [&](int64_t bn, int64_t bt) {
+    const int64_t blocks = (M + bt - 1) / bt * ((N + bn - 1) / bn);
+    return (blocks + sms - 1) / sms * bn * bt * (bt == 56 ? 11 : bn == 128 ? 10 : 9);
+  };
+  const int64_t c[4] = {cost(128, 56), cost(192, 56), cost(128, 104), cost(192, 104)};
+  int best = 0;
+  for (int i = 1; i < 4; i++)
+    if (c[i] < c[best]) best = i;
+  switch (best) {
+    case 0: return launch_ws<GRETA_WS_128x56>(out, x, xt, w, M, N, K, stream);
+    case 1: return launch_ws<GRETA_WS_192x56>(out, x, xt, w, M, N, K, stream);
+    case 2: return launch_ws<GRETA_WS_128x104>(out, x, xt, w, M, N, K, stream);
+    default: return launch_ws<GRETA_WS_192x104>(out, x, xt, w, M, N, K, stream);
+  }
+}
+// ---- Decode of one token on sm_90a: the weights by bulk copies. ----
+// The rows1 kernel's work and chain (one 16-row tile a block, KW warps
+// taking KBLOCKs s = kw, kw + KW, ..., each c_s to shared memory and summed
+// by one thread a row in increasing s, a round of RS stages at a time), with
+// the weights not loaded by every lane into registers but copied by one
+// producer thread, the tile being contiguous in the tiled layout, into a ring
+// of STAGES stages of KW KBLOCKs (8 KB), the first STAGES before the wait
+// for the kernel that writes x. Few registers and 72 KB of shared memory at
+// K = 4096: three blocks an SM, so wo's 256 tiles leave room for the next
+// kernel's blocks, which start their copies early. A stage is released once
+// the products have read its weights: released as soon as its loads were
+// issued, the copy engine overwrote stages under loads still in flight
+// (gate_up and lm_head differed from rows1 in the lab at 6 stages).
+// Measured on the H100 (dev/matmul.hip decode, in a row, of the copy rate),
+// rows1 -> this kernel (3 blocks an SM, 4 stages): qkv 0.82 -> 0.86, wo 0.77
+// -> 0.79 (0.83 with 2 blocks an SM and 8 stages), down 0.91 -> 0.92,
+// gate_up 1.005 -> 0.99, lm_head 1.053 -> 1.049: outputs as wide as the
+// MLP's (GEMV_WIDE_N) keep rows1, whose blocks run in many rounds anyway.
+// 8B step, the builds in turn (dev/decode_marginal.mjs 9 whole, three
+// pairs): 5.87-5.90, 5.88, 5.87 ms -> 5.87-5.88, 5.86-5.87, 5.80-5.81 ms.
+// 6 stages at 3 blocks an SM were slower than 4 (wo 0.78, qkv 0.85); 8
+// stages at 2 an SM took qkv (384 tiles, 1.45 rounds) to 0.77. 8 stages at 2
+// an SM for wo alone (its 256 tiles all resident): in a row 0.79 -> 0.83, but
+// the step 5.80-5.85 -> 5.87-5.94 ms (three pairs in turn): with 8 of 264
+// slots free, the kernels after it no longer become resident early.
+template <typename W, int KW, int STAGES, int RS, int MINB>
+__global__ void __launch_bounds__((KW + 1) * GRETA_WAVE_SIZE, MINB)
+    bulk1_kernel(GretaMatmulOuts out, const float* x, const uint4* __restrict__ w, int64_t N, int64_t K) {
+  constexpr int TU = Tiles<W>::TILE_UNITS;  // uint4 of one KBLOCK of a tile (1 KB)
+  constexpr int STAGE = KW * TU;            // uint4 of a stage
+  constexpr int ROUND = RS * KW;            // KBLOCKs a round
+  constexpr int CONSUMERS = KW * GRETA_WAVE_SIZE;
+  extern __shared__ uint4 bulk1_smem[];
+  const int S = static_cast<int>(K / KBLOCK);
+  uint4* const ring = bulk1_smem;
+  uint4* const xs = ring + STAGES * STAGE;
+  float* const cs = reinterpret_cast<float*>(xs + S * LANE_CHUNKS * 2);
+  uint64_t* const full = reinterpret_cast<uint64_t*>(cs + 2 * ROUND * TILE_I);
+  uint64_t* const empty = full + STAGES;
+  const int tid = static_cast<int>(threadIdx.x), lane = tid % GRETA_WAVE_SIZE, warp = tid / GRETA_WAVE_SIZE;
+  const int R = S / KW;  // stages of the tile
+  const uint4* const wt = w + static_cast<int64_t>(blockIdx.x) * S * TU;
+  if (tid == 0) {
+    for (int st = 0; st < STAGES; st++) {
+      mbar_init(full + st, 1);
+      mbar_init(empty + st, KW);
+    }
+    mbar_init_fence();
+  }
+  __syncthreads();
+  if (warp == KW) {  // the producer warp: its first thread issues every copy
+    if (lane == 0)
+      for (int r = 0; r < R; r++) {
+        const int st = r % STAGES;
+        if (r >= STAGES) mbar_wait(empty + st, ((r / STAGES) + 1) & 1);  // the release of round r - STAGES
+        mbar_expect_tx(full + st, STAGE * 16);
+        bulk_copy(ring + st * STAGE, wt + static_cast<int64_t>(r) * STAGE, STAGE * 16, full + st);
+      }
+    greta_await_prior_kernels();
+    return;
+  }
+  greta_await_prior_kernels();
+  const int x4 = S * LANE_CHUNKS * 2;  // x in 16-byte units
+  const uint4* const xsrc = reinterpret_cast<const uint4*>(x);
+  for (int i = tid; i < x4; i += CONSUMERS) xs[i] = greta_load(xsrc + i);
+  named_barrier<1, CONSUMERS>();
+  // Every lane's B operand is token 0's chunk: columns past M repeat it and are never stored.
+  const int xoff = (lane_k(lane) / LANE_K) * 2;
+  float acc = 0.f;  // threads 0 .. TILE_I-1: the chain of row blockIdx.x TILE_I + tid
+  int parity = 0;   // which half of the c_s slots a round takes
+  for (int r0 = 0; r0 < R; r0 += RS) {
+    float* const slots = cs + parity * ROUND * TILE_I;
+#pragma unroll
+    for (int j = 0; j < RS; j++) {
+      const int r = r0 + j;
+      if (r >= R) break;
+      const int st = r % STAGES, s = r * KW + warp;
+      mbar_wait(full + st, (r / STAGES) & 1);
+      Raw<W> raw;
+#pragma unroll
+      for (int u = 0; u < Tiles<W>::UNITS; u++) raw.u[u] = ring[st * STAGE + warp * TU + u * GRETA_WAVE_SIZE + lane];
+      MmaB b[3];
+      act_terms(xs[s * LANE_CHUNKS * 2 + xoff], xs[s * LANE_CHUNKS * 2 + xoff + 1], b);
+      MmaAHalf a[Terms<W>::N][2];
+      weight_terms<W>(raw, a);
+      MmaC c = mma_zero();
+#pragma unroll
+      for (int i = 0; i < Chain<W>::STEPS; i++) mma_k32(c, a[Chain<W>::w_term(i)], b[Chain<W>::x_term(i)]);
+      GRETA_SYNC_WAVE();
+      if (lane == 0) mbar_arrive(empty + st);
+#pragma unroll
+      for (int e = 0; e < 4; e++)
+        if (c_col(lane, e) == 0) slots[(s % ROUND) * TILE_I + c_row(lane, e)] = c.v[e];
+    }
+    const int s_end = (r0 + RS) * KW < S ? (r0 + RS) * KW : S;
+    if (s_end == S) greta_allow_next_launch();  // the weights are read: what follows overlaps the last sums
+    // The round's c_s are stored; the round after next reuses these slots, past the next barrier.
+    named_barrier<1, CONSUMERS>();
+    if (tid < TILE_I)
+      for (int s = r0 * KW; s < s_end; s++) acc = acc + slots[(s % ROUND) * TILE_I + tid];
+    parity ^= 1;
+  }
+  const int64_t n = static_cast<int64_t>(blockIdx.x) * TILE_I + tid;
+  if (tid < TILE_I && n < N) store_out(out, 0, n, acc);
+}
+
+constexpr int BULK1_KW = 8, BULK1_STAGES = 4, BULK1_RS = 8, BULK1_MINB = 3;
+template <int KW = BULK1_KW, int STAGES = BULK1_STAGES, int RS = BULK1_RS>
+size_t bulk1_smem_bytes(int64_t K) {
+  return static_cast<size_t>(STAGES * KW * Tiles<bf16>::TILE_UNITS) * 16 + static_cast<size_t>(K / KBLOCK * LANE_CHUNKS * 2) * 16 +
+         2 * RS * KW * TILE_I * 4 + 2 * STAGES * 8;
+}
+bool bulk1_fit(int64_t K) { return K % (KBLOCK * BULK1_KW) == 0 && bulk1_smem_bytes(K) <= 227 * 1024; }
+
+template <typename W, int KW = BULK1_KW, int STAGES = BULK1_STAGES, int RS = BULK1_RS, int MINB = BULK1_MINB>
+hipError_t launch_bulk1(const GretaMatmulOuts& out, const float* x, const void* w, int64_t N, int64_t K, hipStream_t stream) {
+  if (K % (KBLOCK * KW) != 0) return hipErrorInvalidValue;
+  auto kernel = bulk1_kernel<W, KW, STAGES, RS, MINB>;
+  const size_t smem = bulk1_smem_bytes<KW, STAGES, RS>(K);
+  hipError_t e = hipFuncSetAttribute(reinterpret_cast<const void*>(kernel), hipFuncAttributeMaxDynamicSharedMemorySize,
+                                     static_cast<int>(smem));
+  if (e != hipSuccess) return e;
+  const int64_t blocks = (N + TILE_I - 1) / TILE_I;
+  if (blocks > 0x7fffffff) return hipErrorInvalidValue;
+  GRETA_LAUNCH(kernel, dim3(static_cast<unsigned>(blocks)), dim3((KW + 1) * GRETA_WAVE_SIZE), smem, stream, out, x,
+               static_cast<const uint4*>(w), N, K);
+  return hipGetLastError();
+}
+#endif
 
 // Slots of the rows kernel: at most 32 KB.
 constexpr int ROWS_SLOT_BYTES = 1 << 15;
@@ -1046,6 +1432,9 @@ template <typename W>
 hipError_t launch_prefill_best(const GretaMatmulOuts& out, const float* x, bf16* xt, const void* w, int64_t M,
                                int64_t N, int64_t K, hipStream_t stream) {
   if constexpr (Terms<W>::N == 1) {
+#if defined(GRETA_VENDOR_NVIDIA)
+    if (K % (4 * KBLOCK) == 0 && greta_sm90a()) return launch_ws_best(out, x, xt, w, M, N, K, stream);
+#endif
     const int sms = multiprocessors();
     if (prefill_blocks<Prefill<W, GRETA_PREFILL_C>>(M, N) >= 2 * static_cast<int64_t>(sms))
       return launch_prefill<W, GRETA_PREFILL_C>(out, x, xt, w, M, N, K, stream);
@@ -1065,6 +1454,9 @@ hipError_t launch_mma(const GretaMatmulOuts& out, const float* x, const void* w,
     // rows1 spreads K over its warps: with fewer KBLOCKs than warps, wide outputs take the gemv kernel.
     const bool rows1 = M == 1 && sizeof(W) == 2 && rows1_fit(K);
     if constexpr (sizeof(W) == 2) {
+#if defined(GRETA_VENDOR_NVIDIA)
+      if (M == 1 && N < GEMV_WIDE_N && bulk1_fit(K) && greta_sm90a()) return launch_bulk1<W>(out, x, w, N, K, stream);
+#endif
       if (rows1 && K >= ROWS1_KW * KBLOCK)
         return launch_rows1<W, ROWS1_KW, ROWS1_P, ROWS1_U>(out, x, w, N, K, stream);
     }

@@ -7,7 +7,8 @@
 #   rocm  CMake's HIP language with Debian's ROCm (HIP 5.2 runtime, CMake files
 #         under lib/<multiarch>), clang-19 for gfx942 (MI300X) with the device
 #         libraries of scripts/amd-device-libs.sh; linked against libamdhip64.
-#   cuda  nvcc for sm_90, the path of the NVIDIA machines.
+#   cuda  nvcc for the default CUDA_ARCHS (sm_90a code, compute_90 PTX), the
+#         path of the NVIDIA machines.
 # Each build goes to its own directory (build-amd/, and a temporary one for
 # cuda): build/Release/greta.node, the CPU addon of npm install, is checked
 # to be untouched. For each: the toolchain and targets CMake chose, FP
@@ -114,10 +115,10 @@ build rocm build-amd -ffp-contract=off --CDGRETA_GPU_TOOLCHAIN=rocm "--CDCMAKE_H
   "--CDCMAKE_HIP_FLAGS=--rocm-device-lib-path=$devlibs"
 run_checks rocm build-amd/Release/greta.node libamdhip64.so
 
-build cuda "$out/build-cuda" --fmad=false --CDGRETA_GPU_TOOLCHAIN=cuda --CDCUDA_ARCHS=90
+build cuda "$out/build-cuda" --fmad=false --CDGRETA_GPU_TOOLCHAIN=cuda
 run_checks cuda "$out/build-cuda/Release/greta.node" ""
 
 [ "$(sha256sum "$cpu_addon")" = "$cpu_sum" ] || fail "$cpu_addon changed"
 kinds=$(node --input-type=module -e 'const n = await import("./dist/native.js"); console.log(n.availableBackends().join(","));')
 [ "$kinds" = "cpu,cpu-fp64" ] || fail "without GRETA_ADDON the addon has '$kinds' (want the CPU build: cpu,cpu-fp64)"
-echo "check:gpu-addon: toolchain choice ok (auto takes ROCm over nvcc; /opt/rocm and Debian layouts); rocm (gfx942) and cuda (sm_90) addons built, loaded, ENODEV and auto fallback ok; $cpu_addon untouched (cpu, cpu-fp64)"
+echo "check:gpu-addon: toolchain choice ok (auto takes ROCm over nvcc; /opt/rocm and Debian layouts); rocm (gfx942) and cuda (sm_90a, compute_90) addons built, loaded, ENODEV and auto fallback ok; $cpu_addon untouched (cpu, cpu-fp64)"

@@ -7,8 +7,9 @@
 #           file 5.2 lacks (scripts/amd-device-libs.sh). Its assembly must be
 #           wave 64 for every kernel (.amdhsa_wavefront_size32 absent or 0,
 #           .wavefront_size: 64 in the kernel metadata).
-#   nvidia  nvcc, NV_ARCH (default sm_90): the same sources as CUDA through
-#           hip/compat.h.
+#   nvidia  nvcc: the same sources as CUDA through hip/compat.h, for what the
+#           CUDA build makes by default: sm_90a code with the sm_90a kernels
+#           (GRETA_SM90A) and compute_90 PTX, in which those kernels trap.
 # FP contraction is off on every toolchain (-ffp-contract=off, nvcc
 # --fmad=false), as in CMakeLists.txt; the commands are printed first.
 # Also checks that a wave-32 AMD target is refused (hip/compat.h).
@@ -17,7 +18,6 @@ cd "$(dirname "$0")/.."
 
 AMD_ARCHS=${AMD_ARCHS:-"gfx90a gfx940"}
 GFX942_CXX=${GFX942_CXX:-clang++-19}
-NV_ARCH=${NV_ARCH:-sm_90}
 out=$(mktemp -d)
 trap 'rm -rf "$out"' EXIT
 
@@ -41,12 +41,12 @@ amd_cmd+=("${common[@]}" -ffp-contract=off)
 # -save-temps keeps the device assembly of the very compile that made the object.
 gfx942_cmd=("$GFX942_CXX" -x hip --offload-arch=gfx942 --rocm-path=/usr "--rocm-device-lib-path=$devlibs"
   "${common[@]}" -ffp-contract=off -save-temps=obj)
-nv_cmd=(nvcc "-arch=$NV_ARCH" -x cu -std=c++17 -O3 --fmad=false -Werror all-warnings -Xcompiler -Wall,-Wextra)
+nv_cmd=(nvcc -gencode arch=compute_90a,code=sm_90a -gencode arch=compute_90,code=compute_90 -DGRETA_SM90A -x cu -std=c++17 -O3 --fmad=false -Werror all-warnings -Xcompiler -Wall,-Wextra)
 
 echo "check:hip: ${#sources[@]} sources; commands (SRC each source):"
 echo "  amd    $AMD_ARCHS: HIP_PLATFORM=amd ${amd_cmd[*]} -c SRC"
 echo "  amd    gfx942: ${gfx942_cmd[*]/#--rocm-device-lib-path=*/--rocm-device-lib-path=DEVLIBS} -c SRC"
-echo "  nvidia $NV_ARCH: ${nv_cmd[*]} -c SRC"
+echo "  nvidia sm_90a: ${nv_cmd[*]} -c SRC"
 
 fail=0
 kernels=0
@@ -76,7 +76,7 @@ for f in "${sources[@]}"; do
   else
     echo "FAIL amd gfx942  $f"; cat "$out/gfx942/$name.log"; fail=1
   fi
-  if wait $p3; then echo "ok   nvidia $NV_ARCH  $f"; else echo "FAIL nvidia $NV_ARCH  $f"; cat "$out/nv/$name.log"; fail=1; fi
+  if wait $p3; then echo "ok   nvidia sm_90a  $f"; else echo "FAIL nvidia sm_90a  $f"; cat "$out/nv/$name.log"; fail=1; fi
 done
 
 # hip/compat.h sizes launches by the build's wave size and refuses a target
@@ -98,5 +98,5 @@ status=$([ "$fail" = 0 ] && echo "all ok" || echo "FAILED")
 echo "check:hip: ${#sources[@]} sources x 3 toolchains, warnings as errors, FP contraction off: $status"
 echo "  amd    $AMD_ARCHS  hipcc, HIP $hip_version, clang $hip_clang"
 echo "  amd    gfx942         $GFX942_CXX $clang942, HIP 5.2 headers and device libraries; $kernels kernels, all wave 64"
-echo "  nvidia $NV_ARCH          nvcc $nv_version"
+echo "  nvidia sm_90a          nvcc $nv_version"
 exit $fail

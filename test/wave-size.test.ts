@@ -21,6 +21,7 @@ const HIP = join(packageRoot(), 'hip');
 const NOT_WAVE: Record<string, { file: string; why: string }> = {
   RMSNORM_WIDE: { file: 'rmsnorm.hip', why: 'elements a thread of the norm keeps in registers, for rows up to 8192 (70B-class widths)' },
   KEY_CHUNK: { file: 'attention.hip', why: "the reduction-order rule's fixed key split: chunks depend on the key index alone, whatever the wave" },
+  DESC_SBO_BIT: { file: 'wgmma.h', why: "the bit where a wgmma shared-memory descriptor's stride field starts (PTX ISA)" },
   TILE_GROUP: { file: 'attention.hip', why: "the prefill tile kernel's unit of 4 row x 8 column groups: a thread layout any wave size runs, sized for bank-free loads" },
 };
 

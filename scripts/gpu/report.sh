@@ -10,7 +10,7 @@ tests=$(grep -E "^ +Tests " "$D/test-gpu.log" | sed -E "s/^ *Tests +/GPU tests: 
 cat <<EOF
 # GPU results
 
-Measured on $DATE on an ${device:-unknown GPU}, the HIP sources compiled for sm_90 as CUDA
+Measured on $DATE on an ${device:-unknown GPU}, the HIP sources compiled as CUDA for sm_90a (the default CUDA_ARCHS)
 through \`hip/compat.h\`. Commands, from the repository root:
 
 \`\`\`sh

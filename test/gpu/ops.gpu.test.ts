@@ -87,6 +87,9 @@ describe(`${hip.name} ops on ${hip.device}`, () => {
     [3, 13, 5],
     [205, 4096, 512],
     [17, 14336, 256],
+    // Long enough for the widest prefill block (on sm_90a the 192 x 104 wgmma shape), whose last
+    // row block runs past N = 2000.
+    [2048, 256, 2000],
   ] as const) {
     for (const wd of ['f32', 'f16', 'bf16'] as const) {
       it(`matmul [${M},${K}] x [${N},${K}]^T ${wd}`, () => {
@@ -108,6 +111,9 @@ describe(`${hip.name} ops on ${hip.device}`, () => {
       [37, 1000, 333, 'f32'],
       [33, 130, 77, 'f16'],
       [9, 4096, 100, 'bf16'],
+      [2048, 256, 2000, 'bf16'],
+      // 192 x 56 blocks on sm_90a, the last past N.
+      [205, 4096, 6000, 'bf16'],
     ] as const) {
       const [xh] = pair([M, K], 'act');
       const [wh] = pair([N, K], wd, Math.sqrt(3 / K), 0, true);
