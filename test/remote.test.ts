@@ -6,7 +6,7 @@
 import { spawn, spawnSync, type ChildProcess } from 'node:child_process';
 import { chmodSync, existsSync, mkdirSync, readdirSync, readFileSync, rmSync, symlinkSync, writeFileSync } from 'node:fs';
 import { createConnection, createServer } from 'node:net';
-import { hostname, userInfo } from 'node:os';
+import { hostname, tmpdir, userInfo } from 'node:os';
 import { dirname, join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { packageRoot } from '../src/native.js';
@@ -115,8 +115,9 @@ describe('run_remote through a real sshd on 127.0.0.1', () => {
         'PermitRootLogin prohibit-password',
         'StrictModes no',
         'UsePAM no',
-        // The remote environment of these tests: where node-gyp finds Node's headers.
-        'AcceptEnv npm_config_nodedir',
+        // The remote environment of these tests: where node-gyp finds Node's headers,
+        // and the test run's temporary directory (removed when the run ends).
+        'AcceptEnv npm_config_nodedir TMPDIR',
         'LogLevel ERROR',
         '',
       ].join('\n'),
@@ -142,10 +143,10 @@ describe('run_remote through a real sshd on 127.0.0.1', () => {
     writeFileSync(
       sshConfig,
       [
-        hostBlock('greta-test', port, nodedir ? [`  SetEnv npm_config_nodedir=${nodedir}`] : []),
+        hostBlock('greta-test', port, [`  SetEnv TMPDIR=${tmpdir()}${nodedir ? ` npm_config_nodedir=${nodedir}` : ''}`]),
         hostBlock('greta-refused', refusedPort),
         // A host whose Node headers are missing: node-gyp, run by npm ci, fails.
-        hostBlock('greta-badbuild', port, [`  SetEnv npm_config_nodedir=${join(dir, 'no-node-headers')}`]),
+        hostBlock('greta-badbuild', port, [`  SetEnv TMPDIR=${tmpdir()} npm_config_nodedir=${join(dir, 'no-node-headers')}`]),
         '',
       ].join('\n'),
     );
