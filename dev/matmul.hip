@@ -39,6 +39,15 @@
 //                           Each shape is also timed in a row (48 launches
 //                           overlapping as in a decode step, over weights
 //                           that never sit in L2), as the step sees it.
+//   ./matmul_lab after      one token at qkv, wo, down: the dispatch and
+//                           rows1, each launched after a kernel of 0-20 us
+//                           that reads nothing and lets it start at once (as
+//                           attention lets wo), in a row: what the projection
+//                           adds to the pair. H100: wo 12.0-12.5 us, 0.90-0.94
+//                           of the copy rate, against 0.74-0.79 back to back
+//                           (its first stages load during the kernel ahead).
+//                           A lab, not the step: an L2 prefetch that won here
+//                           lost in the 8B step (hip/matmul.hip, bulk1).
 // rows1 keeping x as fp32 in shared memory (split where a KBLOCK uses it) and
 // summing c_s a round at a time (H100, in a row): qkv 0.82, wo 0.77, down
 // 0.90 (two blocks an SM now at K = 14336), gate_up 1.00, lm_head 1.05.
@@ -537,6 +546,55 @@ float back_to_back(Path p, int64_t N, int64_t K) {
   return time_ms(t);
 }
 
+// A kernel of `ns` nanoseconds on 40 blocks that reads nothing, standing in
+// for the decode step's short kernels (attention at a few hundred keys) ahead
+// of a projection: it lets the next kernel start at once, as theirs do.
+__global__ void idle_kernel(unsigned ns) {
+  greta_allow_next_launch();
+  greta_await_prior_kernels();
+  if (threadIdx.x != 0) return;
+  uint64_t t0, t;
+  asm volatile("mov.u64 %0, %%globaltimer;" : "=l"(t0));
+  do {
+    __nanosleep(100);
+    asm volatile("mov.u64 %0, %%globaltimer;" : "=l"(t));
+  } while (t - t0 < ns);
+}
+
+// Per pair, in a row: the idle kernel, then path p (or nothing: p < 0) on
+// rotating weight copies, so what the projection adds after a short kernel.
+float after_idle(int p, int64_t N, int64_t K, unsigned ns) {
+  const size_t bytes = greta_matmul_weight_bytes(N, K, 2);
+  const int copies = static_cast<int>(std::max<size_t>(2, ((size_t(640) << 20) + bytes - 1) / bytes));
+  brot.ensure(bytes * copies);
+  if (p >= 0)
+    for (int c = 0; c < copies; c++) CHECK(hipMemcpy(static_cast<char*>(brot.p) + c * bytes, bwt.p, bytes, hipMemcpyDeviceToDevice));
+  const GretaMatmulOuts o = outs1((float*)bo.p, N);
+  cudaEvent_t a, b;
+  CHECK(cudaEventCreate(&a));
+  CHECK(cudaEventCreate(&b));
+  std::vector<float> t;
+  constexpr int LAUNCHES = 48;
+  for (int round = 0; round < 6; round++) {
+    CHECK(cudaEventRecord(a, 0));
+    for (int i = 0; i < LAUNCHES; i++) {
+      GRETA_LAUNCH(idle_kernel, dim3(40), dim3(128), 0, 0, ns);
+      CHECK(hipGetLastError());
+      if (p >= 0)
+        CHECK(run<greta_hip::bf16>((Path)p, o, (const float*)bx.p,
+                                   Weight{bw.p, static_cast<char*>(brot.p) + (i % copies) * bytes}, 1, N, K));
+    }
+    CHECK(cudaEventRecord(b, 0));
+    CHECK(cudaEventSynchronize(b));
+    float ms;
+    CHECK(cudaEventElapsedTime(&ms, a, b));
+    if (round > 0) t.push_back(ms / LAUNCHES);
+  }
+  CHECK(cudaEventDestroy(a));
+  CHECK(cudaEventDestroy(b));
+  return time_ms(t);
+}
+
 void copy_rate() {
   const size_t bytes = size_t(1) << 30;
   Buf s, d;
@@ -695,6 +753,26 @@ int main(int argc, char** argv) {
       }
     }
     return failures ? 1 : 0;
+  }
+  if (argc > 1 && std::strcmp(argv[1], "after") == 0) {  // decode projections after a short kernel, in a row
+    copy_rate();
+    const struct { const char* name; int64_t N, K; } dproj[] = {
+        {"qkv 4096->6144", 6144, 4096}, {"wo 4096->4096", 4096, 4096}, {"down 14336->4096", 4096, 14336},
+};
+    for (unsigned ns : {0u, 4000u, 8000u, 12000u, 20000u}) {
+      const float idle = after_idle(-1, 4096, 4096, ns);
+      std::printf("idle kernel of %u us alone: %.4f ms\n", ns / 1000, idle);
+      for (auto& d : dproj) {
+        setup<bf16>(1, d.N, d.K, 77, false);
+        for (int p : {(int)NEW, (int)D_R1}) {
+          const float pair = after_idle(p, d.N, d.K, ns);
+          const double gbs = double(d.N) * d.K * 2 / ((pair - idle) * 1e-3) / 1e9;
+          std::printf("| %-22s | after %2u us | %-22s | pair %8.4f ms | adds %8.4f ms | %.3f of copy |\n", d.name,
+                      ns / 1000, path_name[p], pair, pair - idle, gbs / (copy_tbs * 1e3));
+        }
+      }
+    }
+    return 0;
   }
   if (argc > 1 && std::strcmp(argv[1], "prefill") == 0) {  // prefill shapes at M = 205: bit-identical to the dispatch, then timed
     std::vector<int> named;  // the paths named after `prefill` (printed names), else all; M=N sets the tokens

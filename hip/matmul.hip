@@ -1164,7 +1164,12 @@ hipError_t launch_ws_best(const GretaMatmulOuts& out, const float* x, bf16* xt, 
 // stages at 2 an SM took qkv (384 tiles, 1.45 rounds) to 0.77. 8 stages at 2
 // an SM for wo alone (its 256 tiles all resident): in a row 0.79 -> 0.83, but
 // the step 5.80-5.85 -> 5.87-5.94 ms (three pairs in turn): with 8 of 264
-// slots free, the kernels after it no longer become resident early.
+// slots free, the kernels after it no longer become resident early. Nor an
+// L2 prefetch (cp.async.bulk.prefetch.L2) of the tile past the ring's first
+// fill, before the wait, with 1/2 or 1/4 of the L2 cache shared by the
+// blocks: after a 4-20 us kernel in the lab (dev/matmul.hip after) wo took
+// 12.4 -> 10.6-11.2 us and qkv 17.0 -> 14.6-15.8 us, but the 8B step went
+// 5.83 -> 5.90-5.97 ms (half) and 5.84-5.93 ms (a quarter), three rounds in turn.
 template <typename W, int KW, int STAGES, int RS, int MINB>
 __global__ void __launch_bounds__((KW + 1) * GRETA_WAVE_SIZE, MINB)
     bulk1_kernel(GretaMatmulOuts out, const float* x, const uint4* __restrict__ w, int64_t N, int64_t K) {
