@@ -33,6 +33,9 @@ const L2_SPAN = 512 << 20;
 /** The seeds' layer list (B3.27 .. B3.41: GRETA_TRACE_STAGE_LAYERS), within the model's depth. */
 const SEED_LAYERS = [0, 1, 2, 15, 31];
 
+/** Calls of an op in the graph that times it (backends with graphs). */
+const OP_GRAPH_CALLS = 20;
+
 /** Decode steps: samples per --reps, and steps run before timing (op by op, capture, first replay). */
 const STEP_SAMPLES = 5;
 const STEP_WARMUP = 3;
@@ -112,6 +115,8 @@ interface BenchReport {
   date: string;
   reps: number;
   copy: { bytes: number; ms: number; gbs: number };
+  /** How an op row was timed: calls captured in one graph, or issued call by call. */
+  op_timing: string;
   ops: OpRow[];
   models: ModelRow[];
   load?: { read_only_gbs: number; whole_gbs: number; streamed_gbs: number };
@@ -145,8 +150,19 @@ function probeOf(b: Backend): Tensor {
 function opBench(b: Backend, reps: number, copyGBs: number): OpRow[] {
   const act = b.actDtype;
   const sync = () => void b.download(probeOf(b));
-  const inner = b.name === 'hip' ? 20 : 1;
-  const T = (fn: () => void) => time(fn, reps, sync, inner);
+  // Where the backend has graphs, an op is timed as the decode step runs it:
+  // OP_GRAPH_CALLS calls captured in one graph, each kernel starting while the
+  // one ahead finishes, the host out of the way; else call by call.
+  const T = (fn: () => void, inputs: readonly Int32Array[] = []) => {
+    if (!b.graphs) return time(fn, reps, sync);
+    fn(); // scratch a call needs is allocated before the capture
+    const g = b.captureGraph(inputs, () => {
+      for (let j = 0; j < OP_GRAPH_CALLS; j++) fn();
+    });
+    const ms = time(() => g.launch(inputs), reps, sync) / OP_GRAPH_CALLS;
+    g.free();
+    return ms;
+  };
   const actBytes = act === 'f64' ? 8 : 4;
   const rows: OpRow[] = [];
   const row = (op: string, shape: string, weights: string, ms: number, bytes: number, flops?: number) => {
@@ -213,11 +229,12 @@ function opBench(b: Backend, reps: number, copyGBs: number): OpRow[] {
     const copies = Math.min(copiesFor(2 * keys * 8 * 128 * actBytes), Math.floor(maxKeys / keys));
     const ks = Array.from({ length: copies }, (_, i) => kc.rows(i * keys, keys));
     const vs = Array.from({ length: copies }, (_, i) => vc.rows(i * keys, keys));
+    const pos = Int32Array.of(keys - 1);
     let i = 0;
     const ms = T(() => {
-      b.attention(out, q, ks[i % copies]!, vs[i % copies]!, Int32Array.of(keys - 1), 32, 8, 128);
+      b.attention(out, q, ks[i % copies]!, vs[i % copies]!, pos, 32, 8, 128);
       i++;
-    });
+    }, [pos]);
     row('attention decode', `32/8 heads x 128, ${keys} keys`, '-', ms, 2 * keys * 8 * 128 * actBytes);
     for (const t of [q, out, ...ks, ...vs]) t.free();
   }
@@ -432,6 +449,7 @@ function printReport(r: BenchReport): void {
   const f = (x: number, d = 2) => x.toFixed(d);
   console.log(`# bench: ${r.backend} on ${r.device}, commit ${r.commit}, ${r.date}, median of ${r.reps}\n`);
   console.log(`copy rate (baseline): ${f(r.copy.bytes / 2 ** 30, 1)} GiB read + written in ${f(r.copy.ms, 3)} ms, ${f(r.copy.gbs, 1)} GB/s\n`);
+  console.log(`ops: median ms per call, timed ${r.op_timing}\n`);
   console.log('| op | shape | weights | median ms | GB/s | of copy rate | TFLOP/s |');
   console.log('|---|---|---|---:|---:|---:|---:|');
   for (const o of r.ops) {
@@ -531,6 +549,7 @@ const report: BenchReport = {
   date: new Date().toISOString(),
   reps,
   copy,
+  op_timing: b.graphs ? `in a graph of ${OP_GRAPH_CALLS} calls, as the decode step runs them (prefill attention: call by call)` : 'call by call',
   ops: opBench(b, reps, copy.gbs),
   models: [],
 };
