@@ -39,6 +39,10 @@
 //                           Each shape is also timed in a row (48 launches
 //                           overlapping as in a decode step, over weights
 //                           that never sit in L2), as the step sees it.
+//   ./matmul_lab roof       one token at qkv, wo, down in a row: the dispatch
+//                           against reading the same bytes alone (16-byte
+//                           loads by every thread; bulk1's ring with no
+//                           products): what the reads allow at that size.
 //   ./matmul_lab after      one token at qkv, wo, down: the dispatch and
 //                           rows1, each launched after a kernel of 0-20 us
 //                           that reads nothing and lets it start at once (as
@@ -595,6 +599,102 @@ float after_idle(int p, int64_t N, int64_t K, unsigned ns) {
   return time_ms(t);
 }
 
+// Reading alone, the ceiling of a one-token projection in a row: the same
+// bytes with no products, (a) by every thread of SMs x 8 blocks in 16-byte
+// loads, (b) by bulk1's structure (a block a 16-row tile, one producer thread
+// streaming it through a ring of STAGES 8 KB stages, one consumer warp
+// releasing each stage as it lands, 3 blocks an SM).
+__global__ void __launch_bounds__(256) read_kernel(const uint4* __restrict__ w, int64_t n16, unsigned* sink) {
+  greta_await_prior_kernels();
+  unsigned acc = 0;
+  const int64_t stride = static_cast<int64_t>(gridDim.x) * blockDim.x;
+  int64_t i = static_cast<int64_t>(blockIdx.x) * blockDim.x + threadIdx.x;
+  for (; i + 3 * stride < n16; i += 4 * stride) {
+    const uint4 a = w[i], b = w[i + stride], c = w[i + 2 * stride], d = w[i + 3 * stride];
+    acc ^= a.x ^ a.w ^ b.x ^ b.w ^ c.x ^ c.w ^ d.x ^ d.w;
+  }
+  for (; i < n16; i += stride) acc ^= w[i].x;
+  greta_allow_next_launch();
+  if (acc == 0x9e3779b9u) sink[0] = acc;
+}
+
+template <int STAGES>
+__global__ void __launch_bounds__(64, 3) bulk_read_kernel(const uint4* __restrict__ w, int64_t tile16, unsigned* sink) {
+  using namespace greta_mma;
+  constexpr int STAGE16 = 8192 / 16;
+  extern __shared__ uint4 rr_smem[];
+  uint64_t* const full = reinterpret_cast<uint64_t*>(rr_smem + STAGES * STAGE16);
+  uint64_t* const empty = full + STAGES;
+  const int R = static_cast<int>(tile16 / STAGE16);
+  const uint4* const wt = w + static_cast<int64_t>(blockIdx.x) * tile16;
+  if (threadIdx.x == 0) {
+    for (int st = 0; st < STAGES; st++) {
+      mbar_init(full + st, 1);
+      mbar_init(empty + st, 1);
+    }
+    mbar_init_fence();
+  }
+  __syncthreads();
+  if (threadIdx.x == 32) {  // producer
+    for (int r = 0; r < R; r++) {
+      const int st = r % STAGES;
+      if (r >= STAGES) mbar_wait(empty + st, ((r / STAGES) + 1) & 1);
+      mbar_expect_tx(full + st, STAGE16 * 16);
+      bulk_copy(rr_smem + st * STAGE16, wt + static_cast<int64_t>(r) * STAGE16, STAGE16 * 16, full + st);
+    }
+  }
+  greta_await_prior_kernels();
+  if (threadIdx.x >= 32) return;
+  unsigned acc = 0;
+  for (int r = 0; r < R; r++) {
+    const int st = r % STAGES;
+    mbar_wait(full + st, (r / STAGES) & 1);
+    acc ^= rr_smem[st * STAGE16 + threadIdx.x].x;
+    __syncwarp();
+    if (threadIdx.x == 0) mbar_arrive(empty + st);
+  }
+  greta_allow_next_launch();
+  if (acc == 0x9e3779b9u) sink[0] = acc;
+}
+
+// kind 0: read_kernel, 1: bulk_read_kernel; in a row over rotating copies, as back_to_back.
+float read_in_a_row(int kind, int64_t N, int64_t K) {
+  const size_t bytes = greta_matmul_weight_bytes(N, K, 2);
+  const int copies = static_cast<int>(std::max<size_t>(2, ((size_t(640) << 20) + bytes - 1) / bytes));
+  brot.ensure(bytes * copies);
+  const int64_t tile16 = 16 * K * 2 / 16;
+  constexpr int STAGES = 4;
+  const size_t smem = STAGES * 8192 + 2 * STAGES * 8;
+  CHECK(hipFuncSetAttribute(reinterpret_cast<const void*>(bulk_read_kernel<STAGES>),
+                            hipFuncAttributeMaxDynamicSharedMemorySize, static_cast<int>(smem)));
+  const int sms = greta_hip::multiprocessors();
+  cudaEvent_t a, b;
+  CHECK(cudaEventCreate(&a));
+  CHECK(cudaEventCreate(&b));
+  std::vector<float> t;
+  constexpr int LAUNCHES = 48;
+  for (int round = 0; round < 6; round++) {
+    CHECK(cudaEventRecord(a, 0));
+    for (int i = 0; i < LAUNCHES; i++) {
+      const uint4* const w = reinterpret_cast<const uint4*>(static_cast<char*>(brot.p) + (i % copies) * bytes);
+      if (kind == 0)
+        GRETA_LAUNCH(read_kernel, dim3(sms * 8), dim3(256), 0, 0, w, static_cast<int64_t>(N * K * 2 / 16), (unsigned*)bsum.p);
+      else
+        GRETA_LAUNCH(bulk_read_kernel<STAGES>, dim3(static_cast<unsigned>(N / 16)), dim3(64), smem, 0, w, tile16,
+                     (unsigned*)bsum.p);
+      CHECK(hipGetLastError());
+    }
+    CHECK(cudaEventRecord(b, 0));
+    CHECK(cudaEventSynchronize(b));
+    float ms;
+    CHECK(cudaEventElapsedTime(&ms, a, b));
+    if (round > 0) t.push_back(ms / LAUNCHES);
+  }
+  CHECK(cudaEventDestroy(a));
+  CHECK(cudaEventDestroy(b));
+  return time_ms(t);
+}
+
 void copy_rate() {
   const size_t bytes = size_t(1) << 30;
   Buf s, d;
@@ -753,6 +853,20 @@ int main(int argc, char** argv) {
       }
     }
     return failures ? 1 : 0;
+  }
+  if (argc > 1 && std::strcmp(argv[1], "roof") == 0) {  // one-token projections in a row against reading alone
+    copy_rate();
+    const struct { const char* name; int64_t N, K; } dproj[] = {
+        {"qkv 4096->6144", 6144, 4096}, {"wo 4096->4096", 4096, 4096}, {"down 14336->4096", 4096, 14336}};
+    for (auto& d : dproj) {
+      setup<bf16>(1, d.N, d.K, 77, false);
+      const double gb = double(d.N) * d.K * 2 / 1e9;
+      const float mm = back_to_back(NEW, d.N, d.K), rd = read_in_a_row(0, d.N, d.K), rb = read_in_a_row(1, d.N, d.K);
+      std::printf("| %-22s | in a row | dispatch %7.4f ms %.3f | read 16B loads %7.4f ms %.3f | read bulk ring %7.4f ms %.3f | of copy\n",
+                  d.name, mm, gb / (mm * 1e-3) / (copy_tbs * 1e3), rd, gb / (rd * 1e-3) / (copy_tbs * 1e3), rb,
+                  gb / (rb * 1e-3) / (copy_tbs * 1e3));
+    }
+    return 0;
   }
   if (argc > 1 && std::strcmp(argv[1], "after") == 0) {  // decode projections after a short kernel, in a row
     copy_rate();
