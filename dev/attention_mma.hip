@@ -175,10 +175,14 @@ __device__ void scores(Smem<NT>& sm, const float* kbase, int64_t c0, int rows, c
     for (int e = 0; e < 4; e++) raw[nt][e] = 0.f;
   const float* krows = kbase + (c0 + TILE_I * w) * KW;
   const int valid = rows - TILE_I * w;
-#pragma unroll 1
+  // Every load of the warp's key rows goes out before the first product.
+  Raw<float> rk[DBLOCKS];
+#pragma unroll
+  for (int s = 0; s < DBLOCKS; s++) rk[s] = raw_rows(krows, KW, valid, s * KBLOCK);
+#pragma unroll
   for (int s = 0; s < DBLOCKS; s++) {
     MmaAHalf a[3][2];
-    weight_terms<float>(raw_rows(krows, KW, valid, s * KBLOCK), a);
+    weight_terms<float>(rk[s], a);
 #pragma unroll
     for (int nt = 0; nt < NT; nt++) {
       MmaB b[3];
@@ -223,16 +227,24 @@ __device__ float softmax_chunk(Smem<NT>& sm, int64_t c0, const int* len) {
 }
 
 // The chunk's V rows c0 .. c0 + 63 (rows past `rows` zeros) into sm.v.
+// Every load issued before the first store.
 template <int NT>
 __device__ void load_v(Smem<NT>& sm, const float* vbase, int64_t c0, int rows) {
-  for (int i = static_cast<int>(threadIdx.x); i < CHUNK * HD / 4; i += THREADS) {
-    const int j = i / (HD / 4), d4 = i % (HD / 4);
-    const float4 x = j < rows ? reinterpret_cast<const float4*>(vbase + (c0 + j) * KW)[d4] : make_float4(0, 0, 0, 0);
+  constexpr int LOADS = CHUNK * HD / 4 / THREADS;
+  float4 x[LOADS];
+#pragma unroll
+  for (int k = 0; k < LOADS; k++) {
+    const int i = static_cast<int>(threadIdx.x) + k * THREADS, j = i / (HD / 4), d4 = i % (HD / 4);
+    x[k] = j < rows ? reinterpret_cast<const float4*>(vbase + (c0 + j) * KW)[d4] : make_float4(0, 0, 0, 0);
+  }
+#pragma unroll
+  for (int k = 0; k < LOADS; k++) {
+    const int i = static_cast<int>(threadIdx.x) + k * THREADS, j = i / (HD / 4), d4 = i % (HD / 4);
     float* dst = &sm.v[j][4 * d4];
-    dst[0] = x.x;
-    dst[1] = x.y;
-    dst[2] = x.z;
-    dst[3] = x.w;
+    dst[0] = x[k].x;
+    dst[1] = x[k].y;
+    dst[2] = x[k].z;
+    dst[3] = x[k].w;
   }
 }
 
