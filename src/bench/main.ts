@@ -42,18 +42,18 @@ const STEP_WARMUP = 3;
 
 /**
  * Median milliseconds of one call of fn, after `warmup` calls. Each sample runs
- * fn `inner` times and then waits for the device (`sync`), so asynchronous GPU
- * work is counted.
+ * fn once and then waits for the device (`sync`), so asynchronous GPU work is
+ * counted.
  */
-function time(fn: () => void, reps: number, sync: () => void, inner = 1, warmup = 1): number {
+function time(fn: () => void, reps: number, sync: () => void, warmup = 1): number {
   for (let i = 0; i < warmup; i++) fn();
   sync();
   const t: number[] = [];
   for (let i = 0; i < reps; i++) {
     const s = performance.now();
-    for (let j = 0; j < inner; j++) fn();
+    fn();
     sync();
-    t.push((performance.now() - s) / inner);
+    t.push(performance.now() - s);
   }
   return median(t);
 }
@@ -304,7 +304,7 @@ function modelBench(kind: BackendKind, modelName: string, reps: number, copyGBs:
   // A step is cheap, so its medians take STEP_SAMPLES x reps samples, after
   // warm-up steps that include the first (op by op) and the capture of its
   // graph: what is timed is the step as every later one runs.
-  const stepTime = (fn: () => void) => time(fn, STEP_SAMPLES * reps, sync, 1, STEP_WARMUP);
+  const stepTime = (fn: () => void) => time(fn, STEP_SAMPLES * reps, sync, STEP_WARMUP);
   const decode = stepTime(() => step());
   const graphNodes = engine.stepGraphNodes(prefix) ?? null;
   engine.graphs = false;
