@@ -523,12 +523,15 @@ float timeit(Path p, int64_t M, int64_t N, int64_t K, int reps) {
 // over its own copy of the tiled bf16 weights (copies spanning 640 MB: none is
 // in L2): the median over 5 rounds of a launch's share of 48.
 Buf brot;
-float back_to_back(Path p, int64_t N, int64_t K) {
+// Median ms per launch of launch(i, w) over 48 launches in a row, w being the
+// i-th of copies of the tiled weight (N x K bf16) that together exceed the L2
+// cache; the first of 6 rounds is a warm-up.
+template <typename F>
+float in_a_row(int64_t N, int64_t K, F launch) {
   const size_t bytes = greta_matmul_weight_bytes(N, K, 2);
   const int copies = static_cast<int>(std::max<size_t>(2, ((size_t(640) << 20) + bytes - 1) / bytes));
   brot.ensure(bytes * copies);
   for (int c = 0; c < copies; c++) CHECK(hipMemcpy(static_cast<char*>(brot.p) + c * bytes, bwt.p, bytes, hipMemcpyDeviceToDevice));
-  const GretaMatmulOuts o = outs1((float*)bo.p, N);
   cudaEvent_t a, b;
   CHECK(cudaEventCreate(&a));
   CHECK(cudaEventCreate(&b));
@@ -536,9 +539,7 @@ float back_to_back(Path p, int64_t N, int64_t K) {
   constexpr int LAUNCHES = 48;
   for (int round = 0; round < 6; round++) {
     CHECK(cudaEventRecord(a, 0));
-    for (int i = 0; i < LAUNCHES; i++)
-      CHECK(run<greta_hip::bf16>(p, o, (const float*)bx.p, Weight{bw.p, static_cast<char*>(brot.p) + (i % copies) * bytes},
-                                 1, N, K));
+    for (int i = 0; i < LAUNCHES; i++) launch(i, static_cast<const void*>(static_cast<char*>(brot.p) + (i % copies) * bytes));
     CHECK(cudaEventRecord(b, 0));
     CHECK(cudaEventSynchronize(b));
     float ms;
@@ -548,6 +549,13 @@ float back_to_back(Path p, int64_t N, int64_t K) {
   CHECK(cudaEventDestroy(a));
   CHECK(cudaEventDestroy(b));
   return time_ms(t);
+}
+
+float back_to_back(Path p, int64_t N, int64_t K) {
+  const GretaMatmulOuts o = outs1((float*)bo.p, N);
+  return in_a_row(N, K, [&](int, const void* w) {
+    CHECK(run<greta_hip::bf16>(p, o, (const float*)bx.p, Weight{bw.p, w}, 1, N, K));
+  });
 }
 
 // A kernel of `ns` nanoseconds on 40 blocks that reads nothing, standing in
@@ -568,35 +576,12 @@ __global__ void idle_kernel(unsigned ns) {
 // Per pair, in a row: the idle kernel, then path p (or nothing: p < 0) on
 // rotating weight copies, so what the projection adds after a short kernel.
 float after_idle(int p, int64_t N, int64_t K, unsigned ns) {
-  const size_t bytes = greta_matmul_weight_bytes(N, K, 2);
-  const int copies = static_cast<int>(std::max<size_t>(2, ((size_t(640) << 20) + bytes - 1) / bytes));
-  brot.ensure(bytes * copies);
-  if (p >= 0)
-    for (int c = 0; c < copies; c++) CHECK(hipMemcpy(static_cast<char*>(brot.p) + c * bytes, bwt.p, bytes, hipMemcpyDeviceToDevice));
   const GretaMatmulOuts o = outs1((float*)bo.p, N);
-  cudaEvent_t a, b;
-  CHECK(cudaEventCreate(&a));
-  CHECK(cudaEventCreate(&b));
-  std::vector<float> t;
-  constexpr int LAUNCHES = 48;
-  for (int round = 0; round < 6; round++) {
-    CHECK(cudaEventRecord(a, 0));
-    for (int i = 0; i < LAUNCHES; i++) {
-      GRETA_LAUNCH(idle_kernel, dim3(40), dim3(128), 0, 0, ns);
-      CHECK(hipGetLastError());
-      if (p >= 0)
-        CHECK(run<greta_hip::bf16>((Path)p, o, (const float*)bx.p,
-                                   Weight{bw.p, static_cast<char*>(brot.p) + (i % copies) * bytes}, 1, N, K));
-    }
-    CHECK(cudaEventRecord(b, 0));
-    CHECK(cudaEventSynchronize(b));
-    float ms;
-    CHECK(cudaEventElapsedTime(&ms, a, b));
-    if (round > 0) t.push_back(ms / LAUNCHES);
-  }
-  CHECK(cudaEventDestroy(a));
-  CHECK(cudaEventDestroy(b));
-  return time_ms(t);
+  return in_a_row(N, K, [&](int, const void* w) {
+    GRETA_LAUNCH(idle_kernel, dim3(40), dim3(128), 0, 0, ns);
+    CHECK(hipGetLastError());
+    if (p >= 0) CHECK(run<greta_hip::bf16>((Path)p, o, (const float*)bx.p, Weight{bw.p, w}, 1, N, K));
+  });
 }
 
 // Reading alone, the ceiling of a one-token projection in a row: the same
@@ -659,40 +644,21 @@ __global__ void __launch_bounds__(64, 3) bulk_read_kernel(const uint4* __restric
 
 // kind 0: read_kernel, 1: bulk_read_kernel; in a row over rotating copies, as back_to_back.
 float read_in_a_row(int kind, int64_t N, int64_t K) {
-  const size_t bytes = greta_matmul_weight_bytes(N, K, 2);
-  const int copies = static_cast<int>(std::max<size_t>(2, ((size_t(640) << 20) + bytes - 1) / bytes));
-  brot.ensure(bytes * copies);
   const int64_t tile16 = 16 * K * 2 / 16;
   constexpr int STAGES = 4;
   const size_t smem = STAGES * 8192 + 2 * STAGES * 8;
   CHECK(hipFuncSetAttribute(reinterpret_cast<const void*>(bulk_read_kernel<STAGES>),
                             hipFuncAttributeMaxDynamicSharedMemorySize, static_cast<int>(smem)));
   const int sms = greta_hip::multiprocessors();
-  cudaEvent_t a, b;
-  CHECK(cudaEventCreate(&a));
-  CHECK(cudaEventCreate(&b));
-  std::vector<float> t;
-  constexpr int LAUNCHES = 48;
-  for (int round = 0; round < 6; round++) {
-    CHECK(cudaEventRecord(a, 0));
-    for (int i = 0; i < LAUNCHES; i++) {
-      const uint4* const w = reinterpret_cast<const uint4*>(static_cast<char*>(brot.p) + (i % copies) * bytes);
-      if (kind == 0)
-        GRETA_LAUNCH(read_kernel, dim3(sms * 8), dim3(256), 0, 0, w, static_cast<int64_t>(N * K * 2 / 16), (unsigned*)bsum.p);
-      else
-        GRETA_LAUNCH(bulk_read_kernel<STAGES>, dim3(static_cast<unsigned>(N / 16)), dim3(64), smem, 0, w, tile16,
-                     (unsigned*)bsum.p);
-      CHECK(hipGetLastError());
-    }
-    CHECK(cudaEventRecord(b, 0));
-    CHECK(cudaEventSynchronize(b));
-    float ms;
-    CHECK(cudaEventElapsedTime(&ms, a, b));
-    if (round > 0) t.push_back(ms / LAUNCHES);
-  }
-  CHECK(cudaEventDestroy(a));
-  CHECK(cudaEventDestroy(b));
-  return time_ms(t);
+  return in_a_row(N, K, [&](int, const void* wv) {
+    const uint4* const w = static_cast<const uint4*>(wv);
+    if (kind == 0)
+      GRETA_LAUNCH(read_kernel, dim3(sms * 8), dim3(256), 0, 0, w, static_cast<int64_t>(N * K * 2 / 16), (unsigned*)bsum.p);
+    else
+      GRETA_LAUNCH(bulk_read_kernel<STAGES>, dim3(static_cast<unsigned>(N / 16)), dim3(64), smem, 0, w, tile16,
+                   (unsigned*)bsum.p);
+    CHECK(hipGetLastError());
+  });
 }
 
 void copy_rate() {
@@ -874,6 +840,7 @@ int main(int argc, char** argv) {
         {"qkv 4096->6144", 6144, 4096}, {"wo 4096->4096", 4096, 4096}, {"down 14336->4096", 4096, 14336},
 };
     for (unsigned ns : {0u, 4000u, 8000u, 12000u, 20000u}) {
+      setup<bf16>(1, 4096, 4096, 77, false);  // the rotation's copies need a weight, though none is read
       const float idle = after_idle(-1, 4096, 4096, ns);
       std::printf("idle kernel of %u us alone: %.4f ms\n", ns / 1000, idle);
       for (auto& d : dproj) {
