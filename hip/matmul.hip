@@ -1147,7 +1147,7 @@ hipError_t launch_ws_best(const GretaMatmulOuts& out, const float* x, bf16* xt, 
 // the weights not loaded by every lane into registers but copied by one
 // producer thread, the tile being contiguous in the tiled layout, into a ring
 // of STAGES stages of KW KBLOCKs (8 KB), the first STAGES before the wait
-// for the kernel that writes x. Few registers and 72 KB of shared memory at
+// for the kernel that writes x. Few registers and 56 KB of shared memory at
 // K = 4096: three blocks an SM, so wo's 256 tiles leave room for the next
 // kernel's blocks, which start their copies early. A stage is released once
 // the products have read its weights: released as soon as its loads were
@@ -1170,6 +1170,14 @@ hipError_t launch_ws_best(const GretaMatmulOuts& out, const float* x, bf16* xt, 
 // blocks: after a 4-20 us kernel in the lab (dev/matmul.hip after) wo took
 // 12.4 -> 10.6-11.2 us and qkv 17.0 -> 14.6-15.8 us, but the 8B step went
 // 5.83 -> 5.90-5.97 ms (half) and 5.84-5.93 ms (a quarter), three rounds in turn.
+// The round's sum loading its slots ahead of its adds: in a row wo 0.78 ->
+// 0.81, qkv 0.86, down 0.91 -> 0.92 (dev/matmul.hip roof, two rounds); the
+// 8B step 5.84-5.90 -> 5.83-5.93 ms (three rounds in turn). Not kept: rounds
+// of 4 stages (56 -> 53 KB, four blocks an SM): wo 0.83 in a row, but the
+// step 5.88-5.96 ms; x read from global memory a stage ahead by each warp in
+// place of shared memory: wo 0.79 at four blocks an SM, 0.74 with 6 stages.
+// The rest of wo's gap is not the reads: bulk1's ring alone, no products,
+// reads wo's bytes in a row at 0.91 of the copy rate, 16-byte loads at 0.89.
 template <typename W, int KW, int STAGES, int RS, int MINB>
 __global__ void __launch_bounds__((KW + 1) * GRETA_WAVE_SIZE, MINB)
     bulk1_kernel(GretaMatmulOuts out, const float* x, const uint4* __restrict__ w, int64_t N, int64_t K) {
@@ -1243,8 +1251,21 @@ __global__ void __launch_bounds__((KW + 1) * GRETA_WAVE_SIZE, MINB)
     if (s_end == S) greta_allow_next_launch();  // the weights are read: what follows overlaps the last sums
     // The round's c_s are stored; the round after next reuses these slots, past the next barrier.
     named_barrier<1, CONSUMERS>();
-    if (tid < TILE_I)
-      for (int s = r0 * KW; s < s_end; s++) acc = acc + slots[(s % ROUND) * TILE_I + tid];
+    if (tid < TILE_I) {
+      // A group's loads are issued before its adds, which stay in s order:
+      // one shared-memory latency a group, not one an add (the last round's
+      // sum is the kernel's tail).
+      constexpr int G = 16;
+      int s = r0 * KW;
+      for (; s + G <= s_end; s += G) {
+        float v[G];
+#pragma unroll
+        for (int i = 0; i < G; i++) v[i] = slots[((s + i) % ROUND) * TILE_I + tid];
+#pragma unroll
+        for (int i = 0; i < G; i++) acc = acc + v[i];
+      }
+      for (; s < s_end; s++) acc = acc + slots[(s % ROUND) * TILE_I + tid];
+    }
     parity ^= 1;
   }
   const int64_t n = static_cast<int64_t>(blockIdx.x) * TILE_I + tid;
