@@ -1147,7 +1147,7 @@ hipError_t launch_ws_best(const GretaMatmulOuts& out, const float* x, bf16* xt, 
 // the weights not loaded by every lane into registers but copied by one
 // producer thread, the tile being contiguous in the tiled layout, into a ring
 // of STAGES stages of KW KBLOCKs (8 KB), the first STAGES before the wait
-// for the kernel that writes x. Few registers and 56 KB of shared memory at
+// for the kernel that writes x, then x itself (fp32, to shared memory). Few registers and 56 KB of shared memory at
 // K = 4096: three blocks an SM, so wo's 256 tiles leave room for the next
 // kernel's blocks, which start their copies early. A stage is released once
 // the products have read its weights: released as soon as its loads were
@@ -1176,6 +1176,10 @@ hipError_t launch_ws_best(const GretaMatmulOuts& out, const float* x, bf16* xt, 
 // of 4 stages (56 -> 53 KB, four blocks an SM): wo 0.83 in a row, but the
 // step 5.88-5.96 ms; x read from global memory a stage ahead by each warp in
 // place of shared memory: wo 0.79 at four blocks an SM, 0.74 with 6 stages.
+// x by one bulk copy after the ring's first stages (in place of 256 threads
+// loading it and a barrier): in a row qkv 0.86 -> 0.87, down 0.92 -> 0.94,
+// wo 0.82 -> 0.80 (two rounds); the 8B step 5.85-5.93 -> 5.80-5.89 ms
+// (three rounds in turn): kept for the step.
 // The rest of wo's gap is not the reads: bulk1's ring alone, no products,
 // reads wo's bytes in a row at 0.91 of the copy rate, 16-byte loads at 0.89.
 template <typename W, int KW, int STAGES, int RS, int MINB>
@@ -1192,6 +1196,7 @@ __global__ void __launch_bounds__((KW + 1) * GRETA_WAVE_SIZE, MINB)
   float* const cs = reinterpret_cast<float*>(xs + S * LANE_CHUNKS * 2);
   uint64_t* const full = reinterpret_cast<uint64_t*>(cs + 2 * ROUND * TILE_I);
   uint64_t* const empty = full + STAGES;
+  uint64_t* const xfull = empty + STAGES;
   const int tid = static_cast<int>(threadIdx.x), lane = tid % GRETA_WAVE_SIZE, warp = tid / GRETA_WAVE_SIZE;
   const int R = S / KW;  // stages of the tile
   const uint4* const wt = w + static_cast<int64_t>(blockIdx.x) * S * TU;
@@ -1200,25 +1205,34 @@ __global__ void __launch_bounds__((KW + 1) * GRETA_WAVE_SIZE, MINB)
       mbar_init(full + st, 1);
       mbar_init(empty + st, KW);
     }
+    mbar_init(xfull, 1);
     mbar_init_fence();
   }
   __syncthreads();
   if (warp == KW) {  // the producer warp: its first thread issues every copy
-    if (lane == 0)
-      for (int r = 0; r < R; r++) {
+    if (lane == 0) {
+      const int first = R < STAGES ? R : STAGES;
+      for (int r = 0; r < first; r++) {
+        mbar_expect_tx(full + r, STAGE * 16);
+        bulk_copy(ring + r * STAGE, wt + static_cast<int64_t>(r) * STAGE, STAGE * 16, full + r);
+      }
+      greta_await_prior_kernels();
+      // x as one more bulk copy, before the ring waits on the consumers.
+      mbar_expect_tx(xfull, static_cast<uint32_t>(K * 4));
+      bulk_copy(xs, x, static_cast<uint32_t>(K * 4), xfull);
+      for (int r = first; r < R; r++) {
         const int st = r % STAGES;
-        if (r >= STAGES) mbar_wait(empty + st, ((r / STAGES) + 1) & 1);  // the release of round r - STAGES
+        mbar_wait(empty + st, ((r / STAGES) + 1) & 1);  // the release of round r - STAGES
         mbar_expect_tx(full + st, STAGE * 16);
         bulk_copy(ring + st * STAGE, wt + static_cast<int64_t>(r) * STAGE, STAGE * 16, full + st);
       }
-    greta_await_prior_kernels();
+    } else {
+      greta_await_prior_kernels();
+    }
     return;
   }
   greta_await_prior_kernels();
-  const int x4 = S * LANE_CHUNKS * 2;  // x in 16-byte units
-  const uint4* const xsrc = reinterpret_cast<const uint4*>(x);
-  for (int i = tid; i < x4; i += CONSUMERS) xs[i] = greta_load(xsrc + i);
-  named_barrier<1, CONSUMERS>();
+  mbar_wait(xfull, 0);
   // Every lane's B operand is token 0's chunk: columns past M repeat it and are never stored.
   const int xoff = (lane_k(lane) / LANE_K) * 2;
   float acc = 0.f;  // threads 0 .. TILE_I-1: the chain of row blockIdx.x TILE_I + tid
@@ -1276,7 +1290,7 @@ constexpr int BULK1_KW = 8, BULK1_STAGES = 4, BULK1_RS = 8, BULK1_MINB = 3;
 template <int KW = BULK1_KW, int STAGES = BULK1_STAGES, int RS = BULK1_RS>
 size_t bulk1_smem_bytes(int64_t K) {
   return static_cast<size_t>(STAGES * KW * Tiles<bf16>::TILE_UNITS) * 16 + static_cast<size_t>(K / KBLOCK * LANE_CHUNKS * 2) * 16 +
-         2 * RS * KW * TILE_I * 4 + 2 * STAGES * 8;
+         2 * RS * KW * TILE_I * 4 + (2 * STAGES + 1) * 8;
 }
 bool bulk1_fit(int64_t K) { return K % (KBLOCK * BULK1_KW) == 0 && bulk1_smem_bytes(K) <= 227 * 1024; }
 
