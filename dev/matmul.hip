@@ -43,9 +43,10 @@
 //                           against reading the same bytes alone (16-byte
 //                           loads by every thread; bulk1's ring with no
 //                           products): what the reads allow at that size.
-//                           H100, of the copy rate, dispatch / 16-byte loads
-//                           / ring: qkv 0.86 / 0.94 / 0.95, wo 0.78 / 0.89
-//                           / 0.91, down 0.91 / 1.00 / 1.00.
+//                           H100, of the copy rate, dispatch (bulk1 before
+//                           its sum and x changes) / 16-byte loads / ring:
+//                           qkv 0.86 / 0.94 / 0.95, wo 0.78 / 0.89 / 0.91,
+//                           down 0.91 / 1.00 / 1.00.
 //   ./matmul_lab after      one token at qkv, wo, down: the dispatch and
 //                           rows1, each launched after a kernel of 0-20 us
 //                           that reads nothing and lets it start at once (as

@@ -1147,9 +1147,11 @@ hipError_t launch_ws_best(const GretaMatmulOuts& out, const float* x, bf16* xt, 
 // the weights not loaded by every lane into registers but copied by one
 // producer thread, the tile being contiguous in the tiled layout, into a ring
 // of STAGES stages of KW KBLOCKs (8 KB), the first STAGES before the wait
-// for the kernel that writes x, then x itself (fp32, to shared memory). Few registers and 56 KB of shared memory at
-// K = 4096: three blocks an SM, so wo's 256 tiles leave room for the next
-// kernel's blocks, which start their copies early. A stage is released once
+// for the kernel that writes x, then x itself (fp32, one more bulk copy: x
+// is 16-byte aligned and K * 4 bytes a multiple of 16, as bulk1_fit's K
+// makes it). Few registers and 56 KB of shared memory at K = 4096: three
+// blocks an SM, so wo's 256 tiles leave room for the next kernel's blocks,
+// which start their copies early. A stage is released once
 // the products have read its weights: released as soon as its loads were
 // issued, the copy engine overwrote stages under loads still in flight
 // (gate_up and lm_head differed from rows1 in the lab at 6 stages).
