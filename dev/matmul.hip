@@ -39,14 +39,20 @@
 //                           Each shape is also timed in a row (48 launches
 //                           overlapping as in a decode step, over weights
 //                           that never sit in L2), as the step sees it.
-//   ./matmul_lab roof       one token at qkv, wo, down in a row: the dispatch
+//   ./matmul_lab roof [PATH..] one token at qkv, wo, down in a row: the dispatch
+//                           (and the paths named)
 //                           against reading the same bytes alone (16-byte
 //                           loads by every thread; bulk1's ring with no
 //                           products): what the reads allow at that size.
 //                           H100, of the copy rate, dispatch (bulk1 before
 //                           its sum and x changes) / 16-byte loads / ring:
 //                           qkv 0.86 / 0.94 / 0.95, wo 0.78 / 0.89 / 0.91,
-//                           down 0.91 / 1.00 / 1.00.
+//                           down 0.91 / 1.00 / 1.00; the ring letting the
+//                           next launch start at its last copy: qkv 0.91-0.93,
+//                           wo 0.88-0.89, down 1.01. The dispatch with bulk1
+//                           letting the next start at its first copies (and
+//                           wo's 8 stages at 2 an SM): qkv 0.94, wo 0.89,
+//                           down 0.97.
 //   ./matmul_lab after      one token at qkv, wo, down: the dispatch and
 //                           rows1, each launched after a kernel of 0-20 us
 //                           that reads nothing and lets it start at once (as
@@ -256,7 +262,7 @@ struct Buf {
 // Every path but NEW and OLD takes the tiled weight (hip/mma.h); NEW takes
 // it where K % 8 == 0 (greta_matmul's rule), OLD always the row-major one.
 enum Path { NEW, OLD, P_A, P_B, P_C, P_D, P_G, P_H, P_J, P_K, P_L, P_S56, P_S104, P_S56K2, P_S104K2, P_S3, P_S3B, R_A, R_B, R_C, R_2, R_4, R_E,
-            D_R1, D_R1_P4, D_R1_KW4, D_R1_KW4_P4, D_R1_KW16_P4, D_R1_P6U3_B3, D_R1_P6U2_B3, D_R1_P4U2_B3, D_G1, D_G2, D_G8W, D_B4, D_B6, D_B4M3, D_B8M2, NPATHS };
+            D_R1, D_R1_P4, D_R1_KW4, D_R1_KW4_P4, D_R1_KW16_P4, D_R1_P6U3_B3, D_R1_P6U2_B3, D_R1_P4U2_B3, D_G1, D_G2, D_G8W, D_B4, D_B6, D_B4M3, D_B8M2, D_BT_SUMS, D_BT_LAST, D_BS_R4M4, D_BS_S6R4M3, D_BS_S5R2M3, NPATHS };
 const char* path_name[NPATHS] = {"new(dispatch)",     "old(cuda-core)",    "A 128x56 8w",       "B 96x112 4w",
                                  "C 256x32 4w",       "D 128x56 4w",       "G 64x56 4w",        "128x64 4w 16ch",
                                  "128x32 4w",         "K 256x16 4w",         "L 192x56 4w",         "ws 128x56", "ws 128x104", "ws 192x104", "ws 256x56", "ws 192x56", "ws 256x104 k2 s2", "rows f1 t1 kw8",
@@ -264,7 +270,9 @@ const char* path_name[NPATHS] = {"new(dispatch)",     "old(cuda-core)",    "A 12
                                  "rows f1 t1 kw8 r2", "rows1 kw8 p8 u4",   "rows1 kw8 p4 u2",   "rows1 kw4 p8 u4",
                                  "rows1 kw4 p4 u2",   "rows1 kw16 p4 u2",  "rows1 kw8 p6 u3 3b", "rows1 kw8 p6 u2 3b",
                                  "rows1 kw8 p4 u2 3b", "gemv f1 4w p8 u4",  "gemv f2 4w p4 u2",
-                                 "gemv f1 8w p8 u4", "bulk1 6 st 3/SM", "bulk1 10 st 2/SM", "bulk1 4 st rs8 3/SM", "bulk1 8 st 2/SM"};
+                                 "gemv f1 8w p8 u4", "bulk1 6 st 3/SM", "bulk1 10 st 2/SM", "bulk1 4 st rs8 3/SM", "bulk1 8 st 2/SM",
+                                 "bulk1 next at sums", "bulk1 next at last copy", "bulk1 4 st rs4 4/SM", "bulk1 6 st rs4 3/SM",
+                                 "bulk1 5 st rs2 3/SM"};
 // Forced prefill block shapes (launch_prefill's kernel in other shapes).
 bool is_prefill(int p) { return p >= P_A && p <= P_L; }
 // Decode-only paths (M = 1, 2-byte weights): the rows1 and gemv kernels in other launch shapes.
@@ -351,6 +359,11 @@ hipError_t run(Path p, const GretaMatmulOuts& o, const float* x, const Weight& w
       case D_B6: return launch_bulk1<W, 8, 10, 8, 2>(o, x, w, N, K, 0);
       case D_B4M3: return launch_bulk1<W, 8, 4, 8, 3>(o, x, w, N, K, 0);
       case D_B8M2: return launch_bulk1<W, 8, 8, 8, 2>(o, x, w, N, K, 0);
+      case D_BT_SUMS: return launch_bulk1<W, 8, 4, 8, 3, BULK1_AT_SUMS>(o, x, w, N, K, 0);
+      case D_BT_LAST: return launch_bulk1<W, 8, 4, 8, 3, BULK1_AT_LAST_COPY>(o, x, w, N, K, 0);
+      case D_BS_R4M4: return launch_bulk1<W, 8, 4, 4, 4>(o, x, w, N, K, 0);
+      case D_BS_S6R4M3: return launch_bulk1<W, 8, 6, 4, 3>(o, x, w, N, K, 0);
+      case D_BS_S5R2M3: return launch_bulk1<W, 8, 5, 2, 3>(o, x, w, N, K, 0);
       default: break;
     }
   }
@@ -607,7 +620,7 @@ __global__ void __launch_bounds__(256) read_kernel(const uint4* __restrict__ w, 
   if (acc == 0x9e3779b9u) sink[0] = acc;
 }
 
-template <int STAGES>
+template <int STAGES, bool EARLY>
 __global__ void __launch_bounds__(64, 3) bulk_read_kernel(const uint4* __restrict__ w, int64_t tile16, unsigned* sink) {
   using namespace greta_mma;
   constexpr int STAGE16 = 8192 / 16;
@@ -631,6 +644,7 @@ __global__ void __launch_bounds__(64, 3) bulk_read_kernel(const uint4* __restric
       mbar_expect_tx(full + st, STAGE16 * 16);
       bulk_copy(rr_smem + st * STAGE16, wt + static_cast<int64_t>(r) * STAGE16, STAGE16 * 16, full + st);
     }
+    if (EARLY) greta_allow_next_launch();
   }
   greta_await_prior_kernels();
   if (threadIdx.x >= 32) return;
@@ -646,20 +660,25 @@ __global__ void __launch_bounds__(64, 3) bulk_read_kernel(const uint4* __restric
   if (acc == 0x9e3779b9u) sink[0] = acc;
 }
 
-// kind 0: read_kernel, 1: bulk_read_kernel; in a row over rotating copies, as back_to_back.
+// kind 0: read_kernel, 1: bulk_read_kernel, 2: bulk_read_kernel letting the next launch start at its last copy; in a row over rotating copies, as back_to_back.
 float read_in_a_row(int kind, int64_t N, int64_t K) {
   const int64_t tile16 = 16 * K * 2 / 16;
   constexpr int STAGES = 4;
   const size_t smem = STAGES * 8192 + 2 * STAGES * 8;
-  CHECK(hipFuncSetAttribute(reinterpret_cast<const void*>(bulk_read_kernel<STAGES>),
+  CHECK(hipFuncSetAttribute(reinterpret_cast<const void*>(bulk_read_kernel<STAGES, false>),
+                            hipFuncAttributeMaxDynamicSharedMemorySize, static_cast<int>(smem)));
+  CHECK(hipFuncSetAttribute(reinterpret_cast<const void*>(bulk_read_kernel<STAGES, true>),
                             hipFuncAttributeMaxDynamicSharedMemorySize, static_cast<int>(smem)));
   const int sms = greta_hip::multiprocessors();
   return in_a_row(N, K, [&](int, const void* wv) {
     const uint4* const w = static_cast<const uint4*>(wv);
     if (kind == 0)
       GRETA_LAUNCH(read_kernel, dim3(sms * 8), dim3(256), 0, 0, w, static_cast<int64_t>(N * K * 2 / 16), (unsigned*)bsum.p);
+    else if (kind == 1)
+      GRETA_LAUNCH((bulk_read_kernel<STAGES, false>), dim3(static_cast<unsigned>(N / 16)), dim3(64), smem, 0, w, tile16,
+                   (unsigned*)bsum.p);
     else
-      GRETA_LAUNCH(bulk_read_kernel<STAGES>, dim3(static_cast<unsigned>(N / 16)), dim3(64), smem, 0, w, tile16,
+      GRETA_LAUNCH((bulk_read_kernel<STAGES, true>), dim3(static_cast<unsigned>(N / 16)), dim3(64), smem, 0, w, tile16,
                    (unsigned*)bsum.p);
     CHECK(hipGetLastError());
   });
@@ -831,10 +850,18 @@ int main(int argc, char** argv) {
     for (auto& d : dproj) {
       setup<bf16>(1, d.N, d.K, 77, false);
       const double gb = double(d.N) * d.K * 2 / 1e9;
+      for (int i = 2; i < argc; i++)
+        for (int p = 0; p < NPATHS; p++)
+          if (std::strcmp(argv[i], path_name[p]) == 0) {
+            const float t = back_to_back((Path)p, d.N, d.K);
+            std::printf("| %-22s | in a row | %-26s %7.4f ms %.3f of copy\n", d.name, path_name[p], t,
+                        gb / (t * 1e-3) / (copy_tbs * 1e3));
+          }
       const float mm = back_to_back(NEW, d.N, d.K), rd = read_in_a_row(0, d.N, d.K), rb = read_in_a_row(1, d.N, d.K);
-      std::printf("| %-22s | in a row | dispatch %7.4f ms %.3f | read 16B loads %7.4f ms %.3f | read bulk ring %7.4f ms %.3f | of copy\n",
+      const float re = read_in_a_row(2, d.N, d.K);
+      std::printf("| %-22s | in a row | dispatch %7.4f ms %.3f | read 16B loads %7.4f ms %.3f | read bulk ring %7.4f ms %.3f | ring, next at last copy %7.4f ms %.3f | of copy\n",
                   d.name, mm, gb / (mm * 1e-3) / (copy_tbs * 1e3), rd, gb / (rd * 1e-3) / (copy_tbs * 1e3), rb,
-                  gb / (rb * 1e-3) / (copy_tbs * 1e3));
+                  gb / (rb * 1e-3) / (copy_tbs * 1e3), re, gb / (re * 1e-3) / (copy_tbs * 1e3));
     }
     return 0;
   }

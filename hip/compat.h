@@ -152,7 +152,9 @@ using hipGraphNode_t = cudaGraphNode_t;
 // call it first, so the projection after them loads its first weights while
 // they run; the decode projections call it once their weights are read, so
 // the kernel after them starts under their last sums and stores (8B decode
-// step on the H100, with RoPE's angles computed before its wait). The
+// step on the H100, with RoPE's angles computed before its wait), but for
+// bulk1, which calls it once its first weight copies are requested
+// (hip/matmul.hip says why). The
 // prefill kernel does not: a next kernel resident early takes the
 // multiprocessors' room unevenly, and a grid of about one wave runs at the
 // pace of its fullest one.

@@ -1184,7 +1184,23 @@ hipError_t launch_ws_best(const GretaMatmulOuts& out, const float* x, bf16* xt, 
 // (three rounds in turn): kept for the step.
 // The rest of wo's gap is not the reads: bulk1's ring alone, no products,
 // reads wo's bytes in a row at 0.91 of the copy rate, 16-byte loads at 0.89.
-template <typename W, int KW, int STAGES, int RS, int MINB>
+// A block lets the next kernel launch once its first stages are requested,
+// not after its last products: the next kernel's blocks take the free slots
+// and request their first stages under this one. In a row (roof, two
+// rounds): qkv 0.87 -> 0.94, wo 0.80 -> 0.83, down 0.95 -> 0.97 (at the
+// last copy instead: qkv 0.91, wo 0.78); the 8B step 5.81-5.89 -> 5.75-5.83
+// ms (three rounds in turn). Grids of at most two tiles an SM whose deep
+// ring fits twice (wo, not down) take 8 stages at two blocks an SM: wo 0.82
+// -> 0.885 in a row, the step 5.76-5.83 -> 5.79-5.85 ms (within its spread
+// between runs). Not kept: 6 stages at three an SM for wo (0.86, the step
+// +0.12 ms), 5 stages in rounds of 2 (0.84, +0.04 ms); every bulk1 at 6
+// stages, or at four blocks an SM, +0.2 ms; every kernel launched with the
+// largest shared-memory carveout, 5.77 -> 6.05 ms (the L1 the others lose).
+// Where a block lets the next kernel launch (griddepcontrol.launch_dependents):
+// once its first stages are requested (production), once its last is, or
+// after its last products (for the lab's comparison).
+enum Bulk1Trigger { BULK1_AT_START, BULK1_AT_LAST_COPY, BULK1_AT_SUMS };
+template <typename W, int KW, int STAGES, int RS, int MINB, int TRIGGER>
 __global__ void __launch_bounds__((KW + 1) * GRETA_WAVE_SIZE, MINB)
     bulk1_kernel(GretaMatmulOuts out, const float* x, const uint4* __restrict__ w, int64_t N, int64_t K) {
   constexpr int TU = Tiles<W>::TILE_UNITS;  // uint4 of one KBLOCK of a tile (1 KB)
@@ -1218,6 +1234,7 @@ __global__ void __launch_bounds__((KW + 1) * GRETA_WAVE_SIZE, MINB)
         mbar_expect_tx(full + r, STAGE * 16);
         bulk_copy(ring + r * STAGE, wt + static_cast<int64_t>(r) * STAGE, STAGE * 16, full + r);
       }
+      if (TRIGGER == BULK1_AT_START) greta_allow_next_launch();
       greta_await_prior_kernels();
       // x as one more bulk copy, before the ring waits on the consumers.
       mbar_expect_tx(xfull, static_cast<uint32_t>(K * 4));
@@ -1228,6 +1245,7 @@ __global__ void __launch_bounds__((KW + 1) * GRETA_WAVE_SIZE, MINB)
         mbar_expect_tx(full + st, STAGE * 16);
         bulk_copy(ring + st * STAGE, wt + static_cast<int64_t>(r) * STAGE, STAGE * 16, full + st);
       }
+      if (TRIGGER == BULK1_AT_LAST_COPY) greta_allow_next_launch();
     } else {
       greta_await_prior_kernels();
     }
@@ -1264,7 +1282,7 @@ __global__ void __launch_bounds__((KW + 1) * GRETA_WAVE_SIZE, MINB)
         if (c_col(lane, e) == 0) slots[(s % ROUND) * TILE_I + c_row(lane, e)] = c.v[e];
     }
     const int s_end = (r0 + RS) * KW < S ? (r0 + RS) * KW : S;
-    if (s_end == S) greta_allow_next_launch();  // the weights are read: what follows overlaps the last sums
+    if (TRIGGER == BULK1_AT_SUMS && s_end == S) greta_allow_next_launch();
     // The round's c_s are stored; the round after next reuses these slots, past the next barrier.
     named_barrier<1, CONSUMERS>();
     if (tid < TILE_I) {
@@ -1288,18 +1306,23 @@ __global__ void __launch_bounds__((KW + 1) * GRETA_WAVE_SIZE, MINB)
   if (tid < TILE_I && n < N) store_out(out, 0, n, acc);
 }
 
-constexpr int BULK1_KW = 8, BULK1_STAGES = 4, BULK1_RS = 8, BULK1_MINB = 3;
+constexpr int BULK1_KW = 8, BULK1_STAGES = 4, BULK1_RS = 8, BULK1_MINB = 3, BULK1_DEEP_STAGES = 8;
 template <int KW = BULK1_KW, int STAGES = BULK1_STAGES, int RS = BULK1_RS>
 size_t bulk1_smem_bytes(int64_t K) {
   return static_cast<size_t>(STAGES * KW * Tiles<bf16>::TILE_UNITS) * 16 + static_cast<size_t>(K / KBLOCK * LANE_CHUNKS * 2) * 16 +
          2 * RS * KW * TILE_I * 4 + (2 * STAGES + 1) * 8;
 }
 bool bulk1_fit(int64_t K) { return K % (KBLOCK * BULK1_KW) == 0 && bulk1_smem_bytes(K) <= 227 * 1024; }
+// Two blocks an SM of the deep ring (1 KB a block the runtime keeps) in an SM's 228 KB.
+bool bulk1_deep_fit(int64_t K) {
+  return 2 * (bulk1_smem_bytes<BULK1_KW, BULK1_DEEP_STAGES, BULK1_RS>(K) + 1024) <= 228 * 1024;
+}
 
-template <typename W, int KW = BULK1_KW, int STAGES = BULK1_STAGES, int RS = BULK1_RS, int MINB = BULK1_MINB>
+template <typename W, int KW = BULK1_KW, int STAGES = BULK1_STAGES, int RS = BULK1_RS, int MINB = BULK1_MINB,
+          int TRIGGER = BULK1_AT_START>
 hipError_t launch_bulk1(const GretaMatmulOuts& out, const float* x, const void* w, int64_t N, int64_t K, hipStream_t stream) {
   if (K % (KBLOCK * KW) != 0) return hipErrorInvalidValue;
-  auto kernel = bulk1_kernel<W, KW, STAGES, RS, MINB>;
+  auto kernel = bulk1_kernel<W, KW, STAGES, RS, MINB, TRIGGER>;
   const size_t smem = bulk1_smem_bytes<KW, STAGES, RS>(K);
   hipError_t e = hipFuncSetAttribute(reinterpret_cast<const void*>(kernel), hipFuncAttributeMaxDynamicSharedMemorySize,
                                      static_cast<int>(smem));
@@ -1497,7 +1520,11 @@ hipError_t launch_mma(const GretaMatmulOuts& out, const float* x, const void* w,
     const bool rows1 = M == 1 && sizeof(W) == 2 && rows1_fit(K);
     if constexpr (sizeof(W) == 2) {
 #if defined(GRETA_VENDOR_NVIDIA)
-      if (M == 1 && N < GEMV_WIDE_N && bulk1_fit(K) && greta_sm90a()) return launch_bulk1<W>(out, x, w, N, K, stream);
+      if (M == 1 && N < GEMV_WIDE_N && bulk1_fit(K) && greta_sm90a()) {
+        if ((N + TILE_I - 1) / TILE_I <= 2 * multiprocessors() && bulk1_deep_fit(K))
+          return launch_bulk1<W, BULK1_KW, BULK1_DEEP_STAGES, BULK1_RS, 2>(out, x, w, N, K, stream);
+        return launch_bulk1<W>(out, x, w, N, K, stream);
+      }
 #endif
       if (rows1 && K >= ROWS1_KW * KBLOCK)
         return launch_rows1<W, ROWS1_KW, ROWS1_P, ROWS1_U>(out, x, w, N, K, stream);
