@@ -33,8 +33,10 @@
 // (P = 16) row for row.
 //   prefill<P>  one block per (P positions, KV head): chunks in order,
 //               merges in registers (group) and shared memory (total).
-//   decode      one block per (KV head, chunk) writing chunk partials, then
-//               one thread per (head, dim) merging them in order.
+//   decode      one block per (KV head, chunk) writing chunk partials (three
+//               blocks an SM), then one thread per (group, head, dim)
+//               merging a group's chunks in order, then one per (head, dim)
+//               merging the groups in order: prefill's merges, step for step.
 // wg_prefill (sm_90a) runs prefill<16>'s work on wgmma, one warpgroup a
 // block (see its comment).
 // checks: prefill<8>, prefill<16> and wg_prefill rows == prefill<1> rows, decode == prefill<1> at the
@@ -52,15 +54,33 @@
 //   prefill 4096 rows: mma.sync 8 a block 5.62 ms, 16 8.16 ms, wgmma 4.04 ms
 //                      (34 TFLOP/s); today 4.83 ms (28.5)
 //   decode 291 / 4096 / 32768 keys: 123 / 789 / 842 GB/s; today 138 / 1114 / 2000
-// So the chain costs decode 2.4x at 32k keys and gains prefill 1.2x at 4096
-// rows: not moved into hip/attention.hip. ncu of wg_prefill at 4096 rows:
+// So the chain cost decode 2.4x at 32k keys and gained prefill 1.2x at 4096
+// rows: not moved into hip/attention.hip. Then decode's chunk kernel at three
+// blocks an SM (it ran at one: 160 registers), m_c by shuffles (exact in any
+// order), l_c's loads issued 16 at a time before its adds, and the merges in
+// two levels (one thread a head and dim had merged every chunk, 512 at 32k
+// keys, in a row): decode 291 / 4096 / 32768 keys 145 / 1309 / 2225 GB/s,
+// hip/attention.hip 199 / 1266 / 2089 in the same process (a second run:
+// 136 / 1251 / 2188 against 174 / 1207 / 2085), every check bit for bit. At 291 keys the lab's three plain launches wait on each
+// other (hip/attention.hip's overlap: GRETA_LAUNCH). ncu at 32768 keys: the
+// chunk kernel 110.9 us, DRAM 74.8% of peak, 3 blocks an SM (registers and
+// shared memory both), occupancy 18.75%. Prefill with every load of a phase
+// issued before its first product (the four K KBLOCKs; both p.V passes' V
+// before the softmax) and the next chunk's rows prefetched into L2: 3.886
+// against 3.885 ms at 4096 rows, not kept: the loads are not its limit. ncu
+// of that build at 4096 rows: 0.32 instructions issued a scheduler, 0.38 of
+// 1.91 warps eligible; stall samples wait 113K, selected 72K, short
+// scoreboard 62K, long scoreboard 55K, barrier 45K, branch 22K: no one
+// limiter, too few warps with independent work. ncu of wg_prefill at 4096 rows:
 // issue slots 29% busy, tensor pipe 21%, 2 blocks (8 warps) an SM, 0.37 of
 // 1.89 warps eligible per scheduler: latency, each warpgroup waiting on its
 // own wgmma chain, the split of K and V into terms and the sequential l_c in
 // turn. What would change that: K and V split into terms once (where the
 // cache is written), read by TMA as wgmma's A from shared memory, and two
-// consumer warpgroups in ping-pong (FlashAttention-3's schedule); decode
-// needs the same chain at the bandwidth of hip/attention.hip's.
+// consumer warpgroups in ping-pong (FlashAttention-3's schedule), the wgmma
+// not waited for at once. Decode on the chain now matches hip/attention.hip
+// from 4096 keys; at the 8B step's few hundred keys it needs its launches
+// overlapped, and the probe and the planted faults' chunk sizes the chain too.
 //
 //   nvcc -x cu -O3 -gencode arch=compute_90a,code=sm_90a -DGRETA_SM90A --fmad=false -std=c++17 --default-stream per-thread -Ihip -Inative dev/attention_mma.hip hip/attention.hip -o attention_mma_lab
 //   ./attention_mma_lab [check] [bench]
@@ -224,12 +244,15 @@ __device__ void scores(Smem<NT>& sm, const float* kbase, int64_t c0, int rows, c
 template <int NT>
 __device__ float softmax_chunk(Smem<NT>& sm, int64_t c0, const int* len) {
   constexpr int NC = NT * 8;
-  const int t = static_cast<int>(threadIdx.x);
+  const int t = static_cast<int>(threadIdx.x), lane = t % GRETA_WAVE_SIZE, w = t / GRETA_WAVE_SIZE;
+  static_assert(CHUNK == 2 * GRETA_WAVE_SIZE, "two keys a lane");
   __syncthreads();
-  if (t < NC) {
-    float m = -INFINITY;
-    for (int j = 0; j < CHUNK; j++) m = fmaxf(m, sm.e[t][j]);
-    sm.m_c[t] = m;
+  // m_c is exact in any order: a warp a column, two keys a lane, then the lanes.
+  for (int col = w; col < NC; col += WARPS) {
+    float m = fmaxf(sm.e[col][lane], sm.e[col][lane + GRETA_WAVE_SIZE]);
+#pragma unroll
+    for (int o = GRETA_WAVE_SIZE / 2; o > 0; o /= 2) m = fmaxf(m, GRETA_SHFL_XOR(m, o));
+    if (lane == 0) sm.m_c[col] = m;
   }
   __syncthreads();
   for (int i = t; i < NC * CHUNK; i += THREADS) {
@@ -237,9 +260,16 @@ __device__ float softmax_chunk(Smem<NT>& sm, int64_t c0, const int* len) {
     sm.e[col][j] = c0 + j < len[col] ? expf(__fadd_rn(sm.e[col][j], -sm.m_c[col])) : 0.f;
   }
   __syncthreads();
+  // l_c in j order, each 16 keys' loads issued before their adds.
   float l = 0.f;
   if (t < NC)
-    for (int j = 0; j < CHUNK; j++) l = __fadd_rn(l, sm.e[t][j]);
+    for (int j0 = 0; j0 < CHUNK; j0 += 16) {
+      float v[16];
+#pragma unroll
+      for (int i = 0; i < 16; i++) v[i] = sm.e[t][j0 + i];
+#pragma unroll
+      for (int i = 0; i < 16; i++) l = __fadd_rn(l, v[i]);
+    }
   return l;
 }
 
@@ -419,7 +449,7 @@ size_t prefill_smem() {
 // Decode, step 1: the partial of chunk blockIdx.x / KVH for the 4 heads of KV
 // head blockIdx.x % KVH at row 0 (position pos[0]): m_c, l_c, acc_c[HD] per
 // head at part + ((chunk KVH + kvh) GROUP + h) (HD + 2).
-__global__ void __launch_bounds__(THREADS, 1)
+__global__ void __launch_bounds__(THREADS, 3)
     decode_chunk_kernel(float* part, const float* q, const float* kc, const float* vc, const int32_t* pos) {
   constexpr int NT = 1, NC = 8;
   extern __shared__ uint4 smem_raw[];
@@ -456,26 +486,55 @@ __global__ void __launch_bounds__(THREADS, 1)
   }
 }
 
-// Decode, step 2: one thread per (head, dim): the chunks' partials merged in
-// order into groups, the groups into the total, as prefill's registers do.
-__global__ void decode_merge_kernel(float* out, const float* part, const int32_t* pos) {
+// Decode, step 2: one thread per (group, head, dim): the group's chunk
+// partials merged in order from the empty state, each 16 records' loads
+// issued before their merges; record (m_g, l_g, acc_g[HD]) per (group, head)
+// at grp + (g H + h) (HD + 2).
+__global__ void decode_merge_chunks_kernel(float* grp, const float* part, const int32_t* pos) {
+  const int64_t i = static_cast<int64_t>(blockIdx.x) * blockDim.x + threadIdx.x;
+  const int chunks = (pos[0] + 1 + CHUNK - 1) / CHUNK, groups = (chunks + CHUNKS_PER_GROUP - 1) / CHUNKS_PER_GROUP;
+  if (i >= static_cast<int64_t>(groups) * QW) return;
+  const int g = static_cast<int>(i / QW), h = static_cast<int>(i % QW) / HD, d = static_cast<int>(i % QW) % HD;
+  const int kvh = h / GROUP, hh = h % GROUP, c0 = g * CHUNKS_PER_GROUP;
+  const int n = chunks - c0 < CHUNKS_PER_GROUP ? chunks - c0 : CHUNKS_PER_GROUP;
+  float rm[CHUNKS_PER_GROUP], rl[CHUNKS_PER_GROUP], ra[CHUNKS_PER_GROUP];
+#pragma unroll
+  for (int k = 0; k < CHUNKS_PER_GROUP; k++)
+    if (k < n) {
+      const float* rec = part + ((static_cast<int64_t>(c0 + k) * KVH + kvh) * GROUP + hh) * (HD + 2);
+      rm[k] = rec[0];
+      rl[k] = rec[1];
+      ra[k] = rec[2 + d];
+    }
+  float m_g = -INFINITY, l_g = 0.f, acc_g = 0.f;
+#pragma unroll
+  for (int k = 0; k < CHUNKS_PER_GROUP; k++)
+    if (k < n) {
+      float a, b;
+      merge_ml(m_g, l_g, rm[k], rl[k], a, b);
+      acc_g = scaled_sum(acc_g, a, ra[k], b);
+    }
+  float* const o = grp + (static_cast<int64_t>(g) * H + h) * (HD + 2);
+  if (d == 0) {
+    o[0] = m_g;
+    o[1] = l_g;
+  }
+  o[2 + d] = acc_g;
+}
+
+// Decode, step 3: one thread per (head, dim): the groups merged in order into
+// the total, as prefill's registers do.
+__global__ void decode_merge_groups_kernel(float* out, const float* grp, const int32_t* pos) {
   const int i = static_cast<int>(blockIdx.x * blockDim.x + threadIdx.x);
   if (i >= QW) return;
-  const int h = i / HD, d = i % HD, kvh = h / GROUP, hh = h % GROUP;
-  const int chunks = (pos[0] + 1 + CHUNK - 1) / CHUNK;
-  float m_t = -INFINITY, l_t = 0.f, acc_t = 0.f, m_g = -INFINITY, l_g = 0.f, acc_g = 0.f;
-  for (int c = 0; c < chunks; c++) {
-    const float* rec = part + ((static_cast<int64_t>(c) * KVH + kvh) * GROUP + hh) * (HD + 2);
+  const int h = i / HD, d = i % HD;
+  const int chunks = (pos[0] + 1 + CHUNK - 1) / CHUNK, groups = (chunks + CHUNKS_PER_GROUP - 1) / CHUNKS_PER_GROUP;
+  float m_t = -INFINITY, l_t = 0.f, acc_t = 0.f;
+  for (int g = 0; g < groups; g++) {
+    const float* rec = grp + (static_cast<int64_t>(g) * H + h) * (HD + 2);
     float a, b;
-    merge_ml(m_g, l_g, rec[0], rec[1], a, b);
-    acc_g = scaled_sum(acc_g, a, rec[2 + d], b);
-    if ((c + 1) % CHUNKS_PER_GROUP == 0 || c == chunks - 1) {
-      merge_ml(m_t, l_t, m_g, l_g, a, b);
-      acc_t = scaled_sum(acc_t, a, acc_g, b);
-      m_g = -INFINITY;
-      l_g = 0.f;
-      acc_g = 0.f;
-    }
+    merge_ml(m_t, l_t, rec[0], rec[1], a, b);
+    acc_t = scaled_sum(acc_t, a, rec[2 + d], b);
   }
   out[i] = __fmul_rn(acc_t, __fdiv_rn(1.f, l_t));
 }
@@ -761,17 +820,20 @@ void prefill(float* out, const float* q, const float* kc, const float* vc, const
   CHECK(hipGetLastError());
 }
 
-Buf part;
+Buf part, grp;
 // Decode of one row at position pos_host (pos: that value on the device).
 void decode(float* out, const float* q, const float* kc, const float* vc, const int32_t* pos, int32_t pos_host) {
-  const int chunks = (pos_host + 1 + CHUNK - 1) / CHUNK;
+  const int chunks = (pos_host + 1 + CHUNK - 1) / CHUNK, groups = (chunks + CHUNKS_PER_GROUP - 1) / CHUNKS_PER_GROUP;
   part.ensure(static_cast<size_t>(chunks) * KVH * GROUP * (HD + 2) * 4);
+  grp.ensure(static_cast<size_t>(groups) * H * (HD + 2) * 4);
   const size_t smem = sizeof(Smem<1>);
   CHECK(hipFuncSetAttribute(reinterpret_cast<const void*>(decode_chunk_kernel), hipFuncAttributeMaxDynamicSharedMemorySize,
                             static_cast<int>(smem)));
   decode_chunk_kernel<<<static_cast<unsigned>(chunks * KVH), THREADS, smem>>>(part.f(), q, kc, vc, pos);
   CHECK(hipGetLastError());
-  decode_merge_kernel<<<QW / 128, 128>>>(out, part.f(), pos);
+  decode_merge_chunks_kernel<<<static_cast<unsigned>(groups * QW / 128), 128>>>(grp.f(), part.f(), pos);
+  CHECK(hipGetLastError());
+  decode_merge_groups_kernel<<<QW / 128, 128>>>(out, grp.f(), pos);
   CHECK(hipGetLastError());
 }
 
