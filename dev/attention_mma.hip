@@ -61,10 +61,15 @@
 // two levels (one thread a head and dim had merged every chunk, 512 at 32k
 // keys, in a row): decode 291 / 4096 / 32768 keys 145 / 1309 / 2225 GB/s,
 // hip/attention.hip 199 / 1266 / 2089 in the same process (a second run:
-// 136 / 1251 / 2188 against 174 / 1207 / 2085), every check bit for bit. At 291 keys the lab's three plain launches wait on each
-// other (hip/attention.hip's overlap: GRETA_LAUNCH). ncu at 32768 keys: the
-// chunk kernel 110.9 us, DRAM 74.8% of peak, 3 blocks an SM (registers and
-// shared memory both), occupancy 18.75%. Prefill with every load of a phase
+// 136 / 1251 / 2188 against 174 / 1207 / 2085), every check bit for bit,
+// with the lab's three launches plain. Launched as hip/attention.hip's are
+// (GRETA_LAUNCH: each kernel starts under the one ahead): 291 / 4096 /
+// 32768 keys 14.3-14.8 us / 1.31-1.35 / 2.24-2.25 TB/s against 12.9-13.2
+// us / 1.19-1.20 / 2.08-2.10 TB/s. Not kept: eight warps a block where the
+// launch has a block an SM or fewer (a warp two of a key tile's four
+// KBLOCKs, their c_s added in order after), 15.0-15.6 us at 291 keys.
+// ncu at 32768 keys: the chunk kernel 110.9 us, DRAM 74.8% of peak, 3
+// blocks an SM (registers and shared memory both), occupancy 18.75%. Prefill with every load of a phase
 // issued before its first product (the four K KBLOCKs; both p.V passes' V
 // before the softmax) and the next chunk's rows prefetched into L2: 3.886
 // against 3.885 ms at 4096 rows, not kept: the loads are not its limit. ncu
@@ -78,9 +83,13 @@
 // turn. What would change that: K and V split into terms once (where the
 // cache is written), read by TMA as wgmma's A from shared memory, and two
 // consumer warpgroups in ping-pong (FlashAttention-3's schedule), the wgmma
-// not waited for at once. Decode on the chain now matches hip/attention.hip
-// from 4096 keys; at the 8B step's few hundred keys it needs its launches
-// overlapped, and the probe and the planted faults' chunk sizes the chain too.
+// not waited for at once. The bound that leaves: a (block, chunk) is 96
+// wgmma m64n64k16 (six term products, 4 KBLOCKs of scores, 2 x 2 of p.V),
+// so 4096 rows with the tensor pipe always busy take 0.85 ms (the 21%
+// above), against hip/attention.hip's 4.7. Decode on the chain is faster
+// than hip/attention.hip from 4096 keys and 1.1x slower at the 8B step's
+// few hundred; moving the chain in also takes the probe (the trace's
+// scores, probs, pv) and the planted faults' chunk sizes onto it.
 //
 //   nvcc -x cu -O3 -gencode arch=compute_90a,code=sm_90a -DGRETA_SM90A --fmad=false -std=c++17 --default-stream per-thread -Ihip -Inative dev/attention_mma.hip hip/attention.hip -o attention_mma_lab
 //   ./attention_mma_lab [check] [bench]
@@ -458,7 +467,9 @@ __global__ void __launch_bounds__(THREADS, 3)
   const int kvh = static_cast<int>(blockIdx.x % KVH), c = static_cast<int>(blockIdx.x / KVH);
   const int t = static_cast<int>(threadIdx.x), lane = t % GRETA_WAVE_SIZE, w = t / GRETA_WAVE_SIZE;
   const float scale = __fdiv_rn(1.f, sqrtf(static_cast<float>(HD)));
+  greta_allow_next_launch();
   const int n = pos[0] + 1;
+  greta_await_prior_kernels();  // the merges of the call ahead read `part`
   if (t < NC) len[t] = t < GROUP ? n : 0;
   load_q(sm, [&](int col) -> const float* { return col < GROUP ? q + (kvh * GROUP + col) * HD : nullptr; });
   __syncthreads();
@@ -491,6 +502,8 @@ __global__ void __launch_bounds__(THREADS, 3)
 // issued before their merges; record (m_g, l_g, acc_g[HD]) per (group, head)
 // at grp + (g H + h) (HD + 2).
 __global__ void decode_merge_chunks_kernel(float* grp, const float* part, const int32_t* pos) {
+  greta_allow_next_launch();
+  greta_await_prior_kernels();
   const int64_t i = static_cast<int64_t>(blockIdx.x) * blockDim.x + threadIdx.x;
   const int chunks = (pos[0] + 1 + CHUNK - 1) / CHUNK, groups = (chunks + CHUNKS_PER_GROUP - 1) / CHUNKS_PER_GROUP;
   if (i >= static_cast<int64_t>(groups) * QW) return;
@@ -525,6 +538,8 @@ __global__ void decode_merge_chunks_kernel(float* grp, const float* part, const 
 // Decode, step 3: one thread per (head, dim): the groups merged in order into
 // the total, as prefill's registers do.
 __global__ void decode_merge_groups_kernel(float* out, const float* grp, const int32_t* pos) {
+  greta_allow_next_launch();
+  greta_await_prior_kernels();
   const int i = static_cast<int>(blockIdx.x * blockDim.x + threadIdx.x);
   if (i >= QW) return;
   const int h = i / HD, d = i % HD;
@@ -829,11 +844,12 @@ void decode(float* out, const float* q, const float* kc, const float* vc, const 
   const size_t smem = sizeof(Smem<1>);
   CHECK(hipFuncSetAttribute(reinterpret_cast<const void*>(decode_chunk_kernel), hipFuncAttributeMaxDynamicSharedMemorySize,
                             static_cast<int>(smem)));
-  decode_chunk_kernel<<<static_cast<unsigned>(chunks * KVH), THREADS, smem>>>(part.f(), q, kc, vc, pos);
+  // Each launch starts under the one ahead, as hip/attention.hip's do (GRETA_LAUNCH).
+  GRETA_LAUNCH(decode_chunk_kernel, static_cast<unsigned>(chunks * KVH), THREADS, smem, 0, part.f(), q, kc, vc, pos);
   CHECK(hipGetLastError());
-  decode_merge_chunks_kernel<<<static_cast<unsigned>(groups * QW / 128), 128>>>(grp.f(), part.f(), pos);
+  GRETA_LAUNCH(decode_merge_chunks_kernel, static_cast<unsigned>(groups * QW / 128), 128, 0, 0, grp.f(), part.f(), pos);
   CHECK(hipGetLastError());
-  decode_merge_groups_kernel<<<QW / 128, 128>>>(out, grp.f(), pos);
+  GRETA_LAUNCH(decode_merge_groups_kernel, QW / 128, 128, 0, 0, out, grp.f(), pos);
   CHECK(hipGetLastError());
 }
 
