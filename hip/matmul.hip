@@ -1188,11 +1188,12 @@ hipError_t launch_ws_best(const GretaMatmulOuts& out, const float* x, bf16* xt, 
 // not after its last products: the next kernel's blocks take the free slots
 // and request their first stages under this one. In a row (roof, two
 // rounds): qkv 0.87 -> 0.94, wo 0.80 -> 0.83, down 0.95 -> 0.97 (at the
-// last copy instead: qkv 0.91, wo 0.78); the 8B step 5.81-5.89 -> 5.75-5.83
-// ms (three rounds in turn). Grids of at most two tiles an SM whose deep
+// last copy instead: qkv 0.91, wo 0.78); the 8B step, builds in turn (three
+// rounds, two runs): 5.81-5.89 -> 5.77-5.84 ms, 5.78-5.90 -> 5.79-5.88 ms,
+// neutral to better. Grids of at most two tiles an SM whose deep
 // ring fits twice (wo, not down) take 8 stages at two blocks an SM: wo 0.82
-// -> 0.885 in a row, the step 5.76-5.83 -> 5.79-5.85 ms (within its spread
-// between runs). Not kept: 6 stages at three an SM for wo (0.86, the step
+// -> 0.885 in a row, the step 5.76-5.83 -> 5.79-5.85 ms (medians 5.80 ->
+// 5.82, within its spread between runs). Not kept: 6 stages at three an SM for wo (0.86, the step
 // +0.12 ms), 5 stages in rounds of 2 (0.84, +0.04 ms); every bulk1 at 6
 // stages, or at four blocks an SM, +0.2 ms; every kernel launched with the
 // largest shared-memory carveout, 5.77 -> 6.05 ms (the L1 the others lose).
