@@ -37,8 +37,8 @@
 //               blocks an SM), then one thread per (group, head, dim)
 //               merging a group's chunks in order, then one per (head, dim)
 //               merging the groups in order: prefill's merges, step for step.
-// wg_prefill (sm_90a) runs prefill<16>'s work on wgmma, one warpgroup a
-// block (see its comment).
+// wg_prefill<NCOL> (sm_90a) runs that work on wgmma, one warpgroup a block
+// of NCOL / 4 positions (NCOL columns: 64, 32 or 16; see its comment).
 // checks: prefill<8>, prefill<16> and wg_prefill rows == prefill<1> rows, decode == prefill<1> at the
 //   same position, bit for bit; each against fp64 (rel L2 <= 5e-6, the bound
 //   of test/gpu/ops.gpu.test.ts); a case where one V dim is zero for the
@@ -76,7 +76,14 @@
 // of that build at 4096 rows: 0.32 instructions issued a scheduler, 0.38 of
 // 1.91 warps eligible; stall samples wait 113K, selected 72K, short
 // scoreboard 62K, long scoreboard 55K, barrier 45K, branch 22K: no one
-// limiter, too few warps with independent work. ncu of wg_prefill at 4096 rows:
+// limiter, too few warps with independent work. Fewer positions a block,
+// so more blocks an SM (registers and shared memory halve with the columns):
+//   prefill  4096 rows: 16 positions (2 blocks an SM) 4.02-4.14 ms, 8 (4 an
+//     SM, 128 registers) 3.37-3.41, 4 (5 an SM) 4.54; hip/attention.hip
+//     4.80-4.95: 1.42-1.45x at 8 positions (3 an SM: 3.92)
+//   prefill   291 rows: 16 positions 0.084-0.088 ms, 8 0.062-0.064, 4
+//     0.059-0.060; hip/attention.hip 0.059-0.061
+// every one bit for bit. ncu of wg_prefill<64> at 4096 rows:
 // issue slots 29% busy, tensor pipe 21%, 2 blocks (8 warps) an SM, 0.37 of
 // 1.89 warps eligible per scheduler: latency, each warpgroup waiting on its
 // own wgmma chain, the split of K and V into terms and the sequential l_c in
@@ -594,20 +601,80 @@ __device__ __forceinline__ void wgmma_chain_f32_64(float (&d)[32], const MmaAHal
 #endif
 }
 
-constexpr int WG_P = 16, WG_COLS = WG_P * GROUP;  // positions and columns of a block
-constexpr int WG_KB = 3 * LANE_CHUNKS * WG_COLS;  // uint4 of one KBLOCK's B terms
+// wgmma_chain_f32_64's twelve instructions at 32 columns.
+__device__ __forceinline__ void wgmma_chain_f32_32(float (&d)[16], const MmaAHalf (&a)[3][2], const uint64_t (&desc)[3][2]) {
+#if defined(__CUDA_ARCH_FEAT_SM90_ALL)
+  asm volatile(
+      "{\n.reg .pred pf, pt;\nsetp.ne.b32 pf, 0, 0;\nsetp.eq.b32 pt, 0, 0;\n"
+      "wgmma.mma_async.sync.aligned.m64n32k16.f32.bf16.bf16 {%0, %1, %2, %3, %4, %5, %6, %7, %8, %9, %10, %11, %12, %13, %14, %15}, {%16, %17, %18, %19}, %44, pf, 1, 1, 0;\n"
+      "wgmma.mma_async.sync.aligned.m64n32k16.f32.bf16.bf16 {%0, %1, %2, %3, %4, %5, %6, %7, %8, %9, %10, %11, %12, %13, %14, %15}, {%20, %21, %22, %23}, %45, pt, 1, 1, 0;\n"
+      "wgmma.mma_async.sync.aligned.m64n32k16.f32.bf16.bf16 {%0, %1, %2, %3, %4, %5, %6, %7, %8, %9, %10, %11, %12, %13, %14, %15}, {%24, %25, %26, %27}, %42, pt, 1, 1, 0;\n"
+      "wgmma.mma_async.sync.aligned.m64n32k16.f32.bf16.bf16 {%0, %1, %2, %3, %4, %5, %6, %7, %8, %9, %10, %11, %12, %13, %14, %15}, {%28, %29, %30, %31}, %43, pt, 1, 1, 0;\n"
+      "wgmma.mma_async.sync.aligned.m64n32k16.f32.bf16.bf16 {%0, %1, %2, %3, %4, %5, %6, %7, %8, %9, %10, %11, %12, %13, %14, %15}, {%32, %33, %34, %35}, %40, pt, 1, 1, 0;\n"
+      "wgmma.mma_async.sync.aligned.m64n32k16.f32.bf16.bf16 {%0, %1, %2, %3, %4, %5, %6, %7, %8, %9, %10, %11, %12, %13, %14, %15}, {%36, %37, %38, %39}, %41, pt, 1, 1, 0;\n"
+      "wgmma.mma_async.sync.aligned.m64n32k16.f32.bf16.bf16 {%0, %1, %2, %3, %4, %5, %6, %7, %8, %9, %10, %11, %12, %13, %14, %15}, {%16, %17, %18, %19}, %42, pt, 1, 1, 0;\n"
+      "wgmma.mma_async.sync.aligned.m64n32k16.f32.bf16.bf16 {%0, %1, %2, %3, %4, %5, %6, %7, %8, %9, %10, %11, %12, %13, %14, %15}, {%20, %21, %22, %23}, %43, pt, 1, 1, 0;\n"
+      "wgmma.mma_async.sync.aligned.m64n32k16.f32.bf16.bf16 {%0, %1, %2, %3, %4, %5, %6, %7, %8, %9, %10, %11, %12, %13, %14, %15}, {%24, %25, %26, %27}, %40, pt, 1, 1, 0;\n"
+      "wgmma.mma_async.sync.aligned.m64n32k16.f32.bf16.bf16 {%0, %1, %2, %3, %4, %5, %6, %7, %8, %9, %10, %11, %12, %13, %14, %15}, {%28, %29, %30, %31}, %41, pt, 1, 1, 0;\n"
+      "wgmma.mma_async.sync.aligned.m64n32k16.f32.bf16.bf16 {%0, %1, %2, %3, %4, %5, %6, %7, %8, %9, %10, %11, %12, %13, %14, %15}, {%16, %17, %18, %19}, %40, pt, 1, 1, 0;\n"
+      "wgmma.mma_async.sync.aligned.m64n32k16.f32.bf16.bf16 {%0, %1, %2, %3, %4, %5, %6, %7, %8, %9, %10, %11, %12, %13, %14, %15}, {%20, %21, %22, %23}, %41, pt, 1, 1, 0;\n"
+      "}\n"
+      : GRETA_WG_D4(0), GRETA_WG_D4(1), GRETA_WG_D4(2), GRETA_WG_D4(3)
+      : "r"(a[0][0].r[0]), "r"(a[0][0].r[1]), "r"(a[0][0].r[2]), "r"(a[0][0].r[3]), "r"(a[0][1].r[0]), "r"(a[0][1].r[1]),
+        "r"(a[0][1].r[2]), "r"(a[0][1].r[3]), "r"(a[1][0].r[0]), "r"(a[1][0].r[1]), "r"(a[1][0].r[2]), "r"(a[1][0].r[3]),
+        "r"(a[1][1].r[0]), "r"(a[1][1].r[1]), "r"(a[1][1].r[2]), "r"(a[1][1].r[3]), "r"(a[2][0].r[0]), "r"(a[2][0].r[1]),
+        "r"(a[2][0].r[2]), "r"(a[2][0].r[3]), "r"(a[2][1].r[0]), "r"(a[2][1].r[1]), "r"(a[2][1].r[2]), "r"(a[2][1].r[3]),
+        "l"(desc[0][0]), "l"(desc[0][1]), "l"(desc[1][0]), "l"(desc[1][1]), "l"(desc[2][0]), "l"(desc[2][1]));
+#else
+  __trap();
+#endif
+}
 
+// The same at 16 columns.
+__device__ __forceinline__ void wgmma_chain_f32_16(float (&d)[8], const MmaAHalf (&a)[3][2], const uint64_t (&desc)[3][2]) {
+#if defined(__CUDA_ARCH_FEAT_SM90_ALL)
+  asm volatile(
+      "{\n.reg .pred pf, pt;\nsetp.ne.b32 pf, 0, 0;\nsetp.eq.b32 pt, 0, 0;\n"
+      "wgmma.mma_async.sync.aligned.m64n16k16.f32.bf16.bf16 {%0, %1, %2, %3, %4, %5, %6, %7}, {%8, %9, %10, %11}, %36, pf, 1, 1, 0;\n"
+      "wgmma.mma_async.sync.aligned.m64n16k16.f32.bf16.bf16 {%0, %1, %2, %3, %4, %5, %6, %7}, {%12, %13, %14, %15}, %37, pt, 1, 1, 0;\n"
+      "wgmma.mma_async.sync.aligned.m64n16k16.f32.bf16.bf16 {%0, %1, %2, %3, %4, %5, %6, %7}, {%16, %17, %18, %19}, %34, pt, 1, 1, 0;\n"
+      "wgmma.mma_async.sync.aligned.m64n16k16.f32.bf16.bf16 {%0, %1, %2, %3, %4, %5, %6, %7}, {%20, %21, %22, %23}, %35, pt, 1, 1, 0;\n"
+      "wgmma.mma_async.sync.aligned.m64n16k16.f32.bf16.bf16 {%0, %1, %2, %3, %4, %5, %6, %7}, {%24, %25, %26, %27}, %32, pt, 1, 1, 0;\n"
+      "wgmma.mma_async.sync.aligned.m64n16k16.f32.bf16.bf16 {%0, %1, %2, %3, %4, %5, %6, %7}, {%28, %29, %30, %31}, %33, pt, 1, 1, 0;\n"
+      "wgmma.mma_async.sync.aligned.m64n16k16.f32.bf16.bf16 {%0, %1, %2, %3, %4, %5, %6, %7}, {%8, %9, %10, %11}, %34, pt, 1, 1, 0;\n"
+      "wgmma.mma_async.sync.aligned.m64n16k16.f32.bf16.bf16 {%0, %1, %2, %3, %4, %5, %6, %7}, {%12, %13, %14, %15}, %35, pt, 1, 1, 0;\n"
+      "wgmma.mma_async.sync.aligned.m64n16k16.f32.bf16.bf16 {%0, %1, %2, %3, %4, %5, %6, %7}, {%16, %17, %18, %19}, %32, pt, 1, 1, 0;\n"
+      "wgmma.mma_async.sync.aligned.m64n16k16.f32.bf16.bf16 {%0, %1, %2, %3, %4, %5, %6, %7}, {%20, %21, %22, %23}, %33, pt, 1, 1, 0;\n"
+      "wgmma.mma_async.sync.aligned.m64n16k16.f32.bf16.bf16 {%0, %1, %2, %3, %4, %5, %6, %7}, {%8, %9, %10, %11}, %32, pt, 1, 1, 0;\n"
+      "wgmma.mma_async.sync.aligned.m64n16k16.f32.bf16.bf16 {%0, %1, %2, %3, %4, %5, %6, %7}, {%12, %13, %14, %15}, %33, pt, 1, 1, 0;\n"
+      "}\n"
+      : GRETA_WG_D4(0), GRETA_WG_D4(1)
+      : "r"(a[0][0].r[0]), "r"(a[0][0].r[1]), "r"(a[0][0].r[2]), "r"(a[0][0].r[3]), "r"(a[0][1].r[0]), "r"(a[0][1].r[1]),
+        "r"(a[0][1].r[2]), "r"(a[0][1].r[3]), "r"(a[1][0].r[0]), "r"(a[1][0].r[1]), "r"(a[1][0].r[2]), "r"(a[1][0].r[3]),
+        "r"(a[1][1].r[0]), "r"(a[1][1].r[1]), "r"(a[1][1].r[2]), "r"(a[1][1].r[3]), "r"(a[2][0].r[0]), "r"(a[2][0].r[1]),
+        "r"(a[2][0].r[2]), "r"(a[2][0].r[3]), "r"(a[2][1].r[0]), "r"(a[2][1].r[1]), "r"(a[2][1].r[2]), "r"(a[2][1].r[3]),
+        "l"(desc[0][0]), "l"(desc[0][1]), "l"(desc[1][0]), "l"(desc[1][1]), "l"(desc[2][0]), "l"(desc[2][1]));
+#else
+  __trap();
+#endif
+}
+
+// NCOL columns a block (NCOL / 4 positions): 64, or 32 with half the
+// registers and shared memory, so more blocks an SM.
+template <int NCOL>
 struct alignas(16) WgSmem {
-  uint4 qt[DBLOCKS][WG_KB];    // Q terms
-  uint4 et[KEYBLOCKS][WG_KB];  // e terms
-  float e[WG_COLS][E_ROW];     // scores, then exp(s - m_c)
-  float m_c[WG_COLS], fa[WG_COLS], fb[WG_COLS], l_t[WG_COLS];
-  float m_g[WG_COLS], l_g[WG_COLS], m_t[WG_COLS];
-  int len[WG_COLS], take[WG_COLS], started[WG_COLS];
+  static constexpr int KB = 3 * LANE_CHUNKS * NCOL;  // uint4 of one KBLOCK's B terms
+  uint4 qt[DBLOCKS][KB];    // Q terms
+  uint4 et[KEYBLOCKS][KB];  // e terms
+  float e[NCOL][E_ROW];     // scores, then exp(s - m_c)
+  float m_c[NCOL], fa[NCOL], fb[NCOL], l_t[NCOL];
+  float m_g[NCOL], l_g[NCOL], m_t[NCOL];
+  int len[NCOL], take[NCOL], started[NCOL];
 };
 
 // Column col's LANE_K x 4 floats of one KBLOCK (32 contiguous k at src) as
 // B terms at dst (a KBLOCK's [term][chunk][column] block), as split_ws_kernel.
+template <int WG_COLS>
 __device__ __forceinline__ void put_b_terms(uint4* dst, const float* src, int col) {
   uint4 t[3][LANE_CHUNKS];
 #pragma unroll
@@ -637,7 +704,8 @@ __device__ __forceinline__ void fence_async_smem() {
 }
 
 // d = the chain of one KBLOCK against the B terms at kb (wgmma, waited for).
-__device__ __forceinline__ void wg_kblock(float (&d)[32], const MmaAHalf (&a)[3][2], const uint4* kb) {
+template <int WG_COLS>
+__device__ __forceinline__ void wg_kblock(float (&d)[WG_COLS / 2], const MmaAHalf (&a)[3][2], const uint4* kb) {
   uint64_t desc[3][2];
 #pragma unroll
   for (int x = 0; x < 3; x++)
@@ -645,7 +713,12 @@ __device__ __forceinline__ void wg_kblock(float (&d)[32], const MmaAHalf (&a)[3]
     for (int h = 0; h < 2; h++) desc[x][h] = wgmma_desc(kb + (x * 4 + 2 * h) * WG_COLS, WG_COLS * 16, 128);
   fence_regs(d);
   wgmma_fence();
-  wgmma_chain_f32_64(d, a, desc);
+  if constexpr (WG_COLS == 64)
+    wgmma_chain_f32_64(d, a, desc);
+  else if constexpr (WG_COLS == 32)
+    wgmma_chain_f32_32(d, a, desc);
+  else
+    wgmma_chain_f32_16(d, a, desc);
   wgmma_commit();
   wgmma_wait<0>();
   fence_regs(d);
@@ -655,10 +728,12 @@ __device__ __forceinline__ void wg_kblock(float (&d)[32], const MmaAHalf (&a)[3]
 // keys 16 w .. (scores) and dims 64 pass + 16 w .. (p.V). The total state's
 // accumulators live in `out` (each element read and written by the one
 // thread that holds it), scaled by 1 / l at the end.
-__global__ void __launch_bounds__(WARPGROUP, 2)
+template <int WG_COLS>
+__global__ void __launch_bounds__(WARPGROUP, WG_COLS == 64 ? 2 : WG_COLS == 32 ? 4 : 5)
     wg_prefill_kernel(float* out, const float* q, const float* kc, const float* vc, const int32_t* pos, int64_t M) {
+  constexpr int WG_P = WG_COLS / GROUP, NE = WG_COLS / 2;  // positions; accumulators a thread
   extern __shared__ uint4 smem_raw[];
-  WgSmem& sm = *reinterpret_cast<WgSmem*>(smem_raw);
+  WgSmem<WG_COLS>& sm = *reinterpret_cast<WgSmem<WG_COLS>*>(smem_raw);
   const int kvh = static_cast<int>(blockIdx.x % KVH);
   const int64_t m0 = static_cast<int64_t>(blockIdx.x / KVH) * WG_P;
   const int t = static_cast<int>(threadIdx.x), lane = t % GRETA_WAVE_SIZE, w = t / GRETA_WAVE_SIZE;
@@ -674,7 +749,7 @@ __global__ void __launch_bounds__(WARPGROUP, 2)
   // Q terms: thread (column, KBLOCK) pairs.
   for (int i = t; i < WG_COLS * DBLOCKS; i += WARPGROUP) {
     const int col = i % WG_COLS, s = i / WG_COLS, p = col / GROUP, h = col % GROUP;
-    put_b_terms(sm.qt[s], m0 + p < M ? q + (m0 + p) * QW + (kvh * GROUP + h) * HD + s * KBLOCK : nullptr, col);
+    put_b_terms<WG_COLS>(sm.qt[s], m0 + p < M ? q + (m0 + p) * QW + (kvh * GROUP + h) * HD + s * KBLOCK : nullptr, col);
   }
   fence_async_smem();
   __syncthreads();
@@ -682,30 +757,30 @@ __global__ void __launch_bounds__(WARPGROUP, 2)
   for (int c = 0; c < WG_COLS; c++) most = sm.len[c] > most ? sm.len[c] : most;
   const float* const kbase = kc + kvh * HD;
   const float* const vbase = vc + kvh * HD;
-  float acc_g[2][32];
+  float acc_g[2][NE];
 #pragma unroll
   for (int p = 0; p < 2; p++)
 #pragma unroll
-    for (int e = 0; e < 32; e++) acc_g[p][e] = 0.f;
+    for (int e = 0; e < NE; e++) acc_g[p][e] = 0.f;
   const int chunks = (most + CHUNK - 1) / CHUNK;
   for (int c = 0; c < chunks; c++) {
     const int64_t c0 = static_cast<int64_t>(c) * CHUNK;
     const int rows = most - c0 < CHUNK ? static_cast<int>(most - c0) : CHUNK;
     // Scores: raw = ((0 + c_0) + c_1) + ..., the d KBLOCKs in order.
-    float raw[32], cs[32];
+    float raw[NE], cs[NE];
 #pragma unroll
-    for (int e = 0; e < 32; e++) raw[e] = 0.f;
+    for (int e = 0; e < NE; e++) raw[e] = 0.f;
 #pragma unroll 1
     for (int s = 0; s < DBLOCKS; s++) {
       MmaAHalf a[3][2];
       weight_terms<float>(raw_rows(kbase + (c0 + TILE_I * w) * KW, KW, rows - TILE_I * w, s * KBLOCK), a);
-      wg_kblock(cs, a, sm.qt[s]);
+      wg_kblock<WG_COLS>(cs, a, sm.qt[s]);
 #pragma unroll
-      for (int e = 0; e < 32; e++) raw[e] = __fadd_rn(raw[e], cs[e]);
+      for (int e = 0; e < NE; e++) raw[e] = __fadd_rn(raw[e], cs[e]);
     }
     __syncthreads();  // the last chunk's e and e terms are used
 #pragma unroll
-    for (int e = 0; e < 32; e++) {
+    for (int e = 0; e < NE; e++) {
       const int j = TILE_I * w + g + 8 * ((e % 4) / 2), col = 8 * (e / 4) + 2 * tq + (e % 2);
       sm.e[col][j] = c0 + j < sm.len[col] ? __fmul_rn(raw[e], scale) : -INFINITY;
     }
@@ -729,16 +804,16 @@ __global__ void __launch_bounds__(WARPGROUP, 2)
     }
     for (int i = t; i < WG_COLS * KEYBLOCKS; i += WARPGROUP) {
       const int col = i % WG_COLS, kb = i / WG_COLS;
-      put_b_terms(sm.et[kb], &sm.e[col][kb * KBLOCK], col);
+      put_b_terms<WG_COLS>(sm.et[kb], &sm.e[col][kb * KBLOCK], col);
     }
     fence_async_smem();
     __syncthreads();
     // p.V: dims 64 pass + 16 w + ..., acc_c = (0 + c_0) + c_1 over the chunk's two key KBLOCKs.
 #pragma unroll
     for (int pass = 0; pass < 2; pass++) {
-      float acc_c[32];
+      float acc_c[NE];
 #pragma unroll
-      for (int e = 0; e < 32; e++) acc_c[e] = 0.f;
+      for (int e = 0; e < NE; e++) acc_c[e] = 0.f;
 #pragma unroll 1
       for (int kb = 0; kb < KEYBLOCKS; kb++) {
         float f[A_ROWS][LANE_K];
@@ -750,12 +825,12 @@ __global__ void __launch_bounds__(WARPGROUP, 2)
         }
         MmaAHalf a[3][2];
         weight_terms<float>(raw_from_rows(f), a);
-        wg_kblock(cs, a, sm.et[kb]);
+        wg_kblock<WG_COLS>(cs, a, sm.et[kb]);
 #pragma unroll
-        for (int e = 0; e < 32; e++) acc_c[e] = __fadd_rn(acc_c[e], cs[e]);
+        for (int e = 0; e < NE; e++) acc_c[e] = __fadd_rn(acc_c[e], cs[e]);
       }
 #pragma unroll
-      for (int e = 0; e < 32; e++) {
+      for (int e = 0; e < NE; e++) {
         const int col = 8 * (e / 4) + 2 * tq + (e % 2);
         if (sm.take[col]) acc_g[pass][e] = scaled_sum(acc_g[pass][e], sm.fa[col], acc_c[e], sm.fb[col]);
       }
@@ -775,7 +850,7 @@ __global__ void __launch_bounds__(WARPGROUP, 2)
 #pragma unroll
     for (int pass = 0; pass < 2; pass++)
 #pragma unroll
-      for (int e = 0; e < 32; e++) {
+      for (int e = 0; e < NE; e++) {
         const int col = 8 * (e / 4) + 2 * tq + (e % 2), d = 64 * pass + TILE_I * w + g + 8 * ((e % 4) / 2);
         if (sm.take[col]) {
           float* const o = out + (m0 + col / GROUP) * QW + (kvh * GROUP + col % GROUP) * HD + d;
@@ -790,7 +865,7 @@ __global__ void __launch_bounds__(WARPGROUP, 2)
 #pragma unroll
   for (int pass = 0; pass < 2; pass++)
 #pragma unroll
-    for (int e = 0; e < 32; e++) {
+    for (int e = 0; e < NE; e++) {
       const int col = 8 * (e / 4) + 2 * tq + (e % 2), d = 64 * pass + TILE_I * w + g + 8 * ((e % 4) / 2);
       if (sm.len[col] > 0) {
         float* const o = out + (m0 + col / GROUP) * QW + (kvh * GROUP + col % GROUP) * HD + d;
@@ -799,11 +874,13 @@ __global__ void __launch_bounds__(WARPGROUP, 2)
     }
 }
 
+template <int NCOL>
 void wg_prefill(float* out, const float* q, const float* kc, const float* vc, const int32_t* pos, int64_t M) {
-  const size_t smem = sizeof(WgSmem);
-  CHECK(hipFuncSetAttribute(reinterpret_cast<const void*>(wg_prefill_kernel), hipFuncAttributeMaxDynamicSharedMemorySize,
-                            static_cast<int>(smem)));
-  wg_prefill_kernel<<<static_cast<unsigned>((M + WG_P - 1) / WG_P * KVH), WARPGROUP, smem>>>(out, q, kc, vc, pos, M);
+  const size_t smem = sizeof(WgSmem<NCOL>);
+  constexpr int P = NCOL / GROUP;
+  CHECK(hipFuncSetAttribute(reinterpret_cast<const void*>(wg_prefill_kernel<NCOL>),
+                            hipFuncAttributeMaxDynamicSharedMemorySize, static_cast<int>(smem)));
+  wg_prefill_kernel<NCOL><<<static_cast<unsigned>((M + P - 1) / P * KVH), WARPGROUP, smem>>>(out, q, kc, vc, pos, M);
   CHECK(hipGetLastError());
 }
 
@@ -921,17 +998,19 @@ void check_case(int64_t M, bool zero_v) {
   std::vector<float> h16(M * QW), h1(M * QW), hd(QW);
   CHECK(hipMemcpy(h1.data(), o1.p, h1.size() * 4, hipMemcpyDeviceToHost));
   char what[200];
-  for (int P : {8, 16, 0}) {  // 0: wgmma, 16 positions a block
+  for (int P : {8, 16, 0, -1, -2}) {  // 0: wgmma, 16 positions a block; -1: 8; -2: 4
     CHECK(hipMemset(o16.p, 0xff, M * QW * 4));
     if (P == 8) prefill<8>(o16.f(), dq.f(), dk.f(), dv.f(), dpos.i(), M);
     else if (P == 16) prefill<16>(o16.f(), dq.f(), dk.f(), dv.f(), dpos.i(), M);
-    else wg_prefill(o16.f(), dq.f(), dk.f(), dv.f(), dpos.i(), M);
+    else if (P == 0) wg_prefill<64>(o16.f(), dq.f(), dk.f(), dv.f(), dpos.i(), M);
+    else if (P == -1) wg_prefill<32>(o16.f(), dq.f(), dk.f(), dv.f(), dpos.i(), M);
+    else wg_prefill<16>(o16.f(), dq.f(), dk.f(), dv.f(), dpos.i(), M);
     CHECK(hipMemcpy(h16.data(), o16.p, h16.size() * 4, hipMemcpyDeviceToHost));
     int64_t differ = 0;
     for (int64_t m = 0; m < M; m++)
       if (std::memcmp(&h16[m * QW], &h1[m * QW], QW * 4) != 0) differ++;
     std::snprintf(what, sizeof what, "M=%lld%s: %s rows equal prefill<1> rows bit for bit (%lld of %lld differ)",
-                  (long long)M, zero_v ? " (a zero V dim)" : "", P == 8 ? "prefill<8>" : P == 16 ? "prefill<16>" : "wgmma prefill",
+                  (long long)M, zero_v ? " (a zero V dim)" : "", P == 8 ? "prefill<8>" : P == 16 ? "prefill<16>" : P == 0 ? "wgmma prefill" : P == -1 ? "wgmma prefill, 8 positions" : "wgmma prefill, 4 positions",
                   (long long)differ, (long long)M);
     expect(differ == 0, what);
   }
@@ -1001,15 +1080,17 @@ void bench() {
     scr.ensure(greta_attention_scratch_bytes(rows, H, HD, rows) + 16);
     const float ours8 = timed([&] { prefill<8>(o.f(), dq.f(), dk.f(), dv.f(), dpos.i(), rows); }, 5);
     const float ours = timed([&] { prefill<16>(o.f(), dq.f(), dk.f(), dv.f(), dpos.i(), rows); }, 5);
-    const float wg = timed([&] { wg_prefill(o.f(), dq.f(), dk.f(), dv.f(), dpos.i(), rows); }, 5);
+    const float wg = timed([&] { wg_prefill<64>(o.f(), dq.f(), dk.f(), dv.f(), dpos.i(), rows); }, 5);
+    const float wg8 = timed([&] { wg_prefill<32>(o.f(), dq.f(), dk.f(), dv.f(), dpos.i(), rows); }, 5);
+    const float wg4 = timed([&] { wg_prefill<16>(o.f(), dq.f(), dk.f(), dv.f(), dpos.i(), rows); }, 5);
     const float today = timed([&] {
       CHECK(greta_attention(o.f(), dq.f(), dk.f(), dv.f(), dpos.i(), rows, H, KVH, HD, rows, nullptr, 0, scr.f(), 0));
     }, 5);
     const double flops = 2.0 * 2 * H * HD * (double(rows) * (rows + 1) / 2);
     std::printf("| prefill %5lld rows | mma.sync, 8 positions a block %8.3f ms %6.1f TFLOP/s, 16 %8.3f ms %6.1f TFLOP/s "
-                "| wgmma %8.3f ms %6.1f TFLOP/s | hip/attention.hip %8.3f ms %6.1f TFLOP/s |\n",
+                "| wgmma %8.3f ms %6.1f TFLOP/s, 8 positions %8.3f ms %6.1f TFLOP/s, 4 %8.3f ms %6.1f TFLOP/s | hip/attention.hip %8.3f ms %6.1f TFLOP/s |\n",
                 (long long)rows, ours8, flops / (ours8 * 1e-3) / 1e12, ours, flops / (ours * 1e-3) / 1e12, wg,
-                flops / (wg * 1e-3) / 1e12, today, flops / (today * 1e-3) / 1e12);
+                flops / (wg * 1e-3) / 1e12, wg8, flops / (wg8 * 1e-3) / 1e12, wg4, flops / (wg4 * 1e-3) / 1e12, today, flops / (today * 1e-3) / 1e12);
   }
   for (int64_t keys : {int64_t(291), int64_t(4096), T}) {
     const int32_t p = static_cast<int32_t>(keys - 1);
