@@ -251,6 +251,7 @@ describe('npm run bench: bad input', () => {
     [['--bogus'], /^gretacore: bench: Unknown option '--bogus' \(see --help\)$/],
     [['--reps', '0'], /^gretacore: --reps: '0' is not an integer >= 1$/],
     [['--backend', 'tpu'], /^gretacore: --backend: unknown backend 'tpu' \(allowed: auto, cpu, cpu-fp64, hip\)$/],
+    [['--load-mib', '0.5'], /^gretacore: --load-mib: '0.5' is not an integer >= 1$/],
   ] as const) {
     it(`${args.join(' ')}: one line, exit 2, nothing measured`, () => {
       const r = bench([...args]);
@@ -262,7 +263,7 @@ describe('npm run bench: bad input', () => {
   it('--help documents the options', () => {
     const r = bench(['--help']);
     expect(r.status).toBe(0);
-    for (const f of ['--backend', '--reps', '--help']) expect(r.stdout).toContain(f + ' ');
+    for (const f of ['--backend', '--reps', '--json', '--torch', '--load-mib', '--help']) expect(r.stdout).toContain(f + ' ');
   });
 });
 

@@ -58,7 +58,7 @@ function time(fn: () => void, reps: number, sync: () => void, warmup = 1): numbe
   return median(t);
 }
 
-interface OpRow {
+export interface OpRow {
   op: string;
   shape: string;
   weights: string;
@@ -69,7 +69,7 @@ interface OpRow {
   tflops?: number;
 }
 
-interface TracedStep {
+export interface TracedStep {
   ms: number;
   /** Nodes of the graph the traced step replays; null: it runs op by op (per-head points). */
   graphNodes: number | null;
@@ -80,7 +80,7 @@ interface TracedStep {
   writeMs: number;
 }
 
-interface ModelRow {
+export interface ModelRow {
   model: string;
   prompt_tokens: number;
   weight_bytes: number;
@@ -108,7 +108,7 @@ interface ModelRow {
   e1_pairs: number;
 }
 
-interface BenchReport {
+export interface BenchReport {
   backend: BackendKind;
   device: string;
   commit: string;
@@ -119,7 +119,8 @@ interface BenchReport {
   op_timing: string;
   ops: OpRow[];
   models: ModelRow[];
-  load?: { read_only_gbs: number; whole_gbs: number; streamed_gbs: number };
+  /** Weight loading: `tensors` bf16 tensors of [rows, cols], `bytes` in all. */
+  load?: { tensors: number; rows: number; cols: number; bytes: number; read_only_gbs: number; whole_gbs: number; streamed_gbs: number };
   torch?: unknown;
 }
 
@@ -385,9 +386,10 @@ function modelBench(kind: BackendKind, modelName: string, reps: number, copyGBs:
  * streamer against two baselines in the same process, reading the file alone
  * (the ceiling) and reading each tensor whole, then uploading it.
  */
-function loadBench(b: Backend, reps: number): NonNullable<BenchReport['load']> {
+function loadBench(b: Backend, reps: number, mib: number): NonNullable<BenchReport['load']> {
   const tensors = 16;
-  const [rows, cols] = [4096, 8192]; // bf16: 64 MiB a tensor, 1 GiB in all
+  const cols = 8192;
+  const rows = (mib * 2 ** 20) / (tensors * cols * 2); // bf16, 16 KiB a row: 4 rows a MiB; 1 GiB is [4096, 8192]
   const tensorBytes = rows * cols * 2;
   const dir = mkdtempSync(join(tmpdir(), 'greta-bench-load-'));
   const path = join(dir, 'weights.bin');
@@ -420,7 +422,7 @@ function loadBench(b: Backend, reps: number): NonNullable<BenchReport['load']> {
     s.close();
 
     const gbs = (ms: number) => total / ms / 1e6;
-    return { read_only_gbs: gbs(readOnly), whole_gbs: gbs(whole), streamed_gbs: gbs(streamed) };
+    return { tensors, rows, cols, bytes: total, read_only_gbs: gbs(readOnly), whole_gbs: gbs(whole), streamed_gbs: gbs(streamed) };
   } finally {
     rmSync(dir, { recursive: true, force: true });
   }
@@ -479,7 +481,8 @@ function printReport(r: BenchReport): void {
   }
   if (r.load) {
     const l = r.load;
-    console.log('\n## weight loading: 16 bf16 tensors of [4096, 8192] (1 GiB) from the page cache\n');
+    const size = l.bytes >= 2 ** 30 ? `${l.bytes / 2 ** 30} GiB` : `${l.bytes / 2 ** 20} MiB`;
+    console.log(`\n## weight loading: ${l.tensors} bf16 tensors of [${l.rows}, ${l.cols}] (${size}) from the page cache\n`);
     console.log('| what | GB/s | vs read only |');
     console.log('|---|---:|---:|');
     console.log(`| read the file only (ceiling) | ${f(l.read_only_gbs)} | 1.00 |`);
@@ -505,7 +508,7 @@ function printReport(r: BenchReport): void {
 }
 
 const HELP = [
-  'usage: npm run bench -- [--backend auto|cpu|cpu-fp64|hip] [--reps N] [--json FILE] [--torch auto|off]',
+  'usage: npm run bench -- [--backend auto|cpu|cpu-fp64|hip] [--reps N] [--json FILE] [--torch auto|off] [--load-mib N]',
   '',
   'Medians of the ops at Llama-3-8B shapes (GB/s and fraction of the device-to-device copy',
   'rate measured in the same run; TFLOP/s), of weight loading, and of whole forward passes',
@@ -519,6 +522,7 @@ const HELP = [
   '  --reps <n>     samples per median (default 7; decode steps take 5n, after 3 warm-up steps)',
   '  --json <file>  also write the report as JSON (device, commit, every row)',
   '  --torch <m>    auto (default: run the PyTorch rows on hip when python3 has torch), off',
+  '  --load-mib <n> MiB of the weight-loading file, 16 bf16 tensors (default 1024)',
   '  --help         this text',
   '',
   'Exit codes: 0 ok, 1 a run failed, 2 bad input.',
@@ -531,10 +535,12 @@ const values = parseBenchArgs(
     backend: { type: 'string', default: 'auto' },
     json: { type: 'string' },
     torch: { type: 'string', default: 'auto' },
+    'load-mib': { type: 'string', default: '1024' },
   },
   HELP,
-) as { reps: string; backend: string; json?: string; torch: string };
+) as { reps: string; backend: string; json?: string; torch: string; 'load-mib': string };
 const reps = intArg('reps', values.reps, 1);
+const loadMib = intArg('load-mib', values['load-mib'], 1);
 if (values.torch !== 'auto' && values.torch !== 'off') usage(`--torch: '${values.torch}' is not a mode (allowed: auto, off)`);
 if (values.json !== undefined && (values.json === '' || !existsSync(join(values.json, '..')))) {
   usage(`--json: '${values.json}' is not a file in an existing directory`);
@@ -555,7 +561,7 @@ const report: BenchReport = {
 };
 report.models.push(modelBench(kind, 'synthetic:tiny', reps, copy.gbs));
 if (kind === 'hip') report.models.push(modelBench(kind, 'synthetic:llama3-8b', reps, copy.gbs));
-report.load = loadBench(b, reps);
+report.load = loadBench(b, reps, loadMib);
 if (kind === 'hip' && values.torch === 'auto') report.torch = torchRows(Math.max(reps, 10));
 printReport(report);
 if (values.json) writeFileSync(values.json, JSON.stringify(report, null, 1) + '\n');
