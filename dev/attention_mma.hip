@@ -39,8 +39,8 @@
 //               merging the groups in order: prefill's merges, step for step.
 // wg_prefill<NCOL> (sm_90a) runs that work on wgmma, one warpgroup a block
 // of NCOL / 4 positions (NCOL columns: 64, 32 or 16; see its comment).
-// checks: prefill<8>, prefill<16> and wg_prefill rows == prefill<1> rows, decode == prefill<1> at the
-//   same position, bit for bit; each against fp64 (rel L2 <= 5e-6, the bound
+// checks: prefill<8>, prefill<16> and every wg_prefill rows == prefill<1>
+//   rows, decode == prefill<1> at the same position, bit for bit; each against fp64 (rel L2 <= 5e-6, the bound
 //   of test/gpu/ops.gpu.test.ts); a case where one V dim is zero for the
 //   keys of the first half and negative after (the sign of a zero sum:
 //   decode's masked V rows are zeros, a prefill block's are later positions).
@@ -69,10 +69,11 @@
 // launch has a block an SM or fewer (a warp two of a key tile's four
 // KBLOCKs, their c_s added in order after), 15.0-15.6 us at 291 keys.
 // ncu at 32768 keys: the chunk kernel 110.9 us, DRAM 74.8% of peak, 3
-// blocks an SM (registers and shared memory both), occupancy 18.75%. Prefill with every load of a phase
-// issued before its first product (the four K KBLOCKs; both p.V passes' V
-// before the softmax) and the next chunk's rows prefetched into L2: 3.886
-// against 3.885 ms at 4096 rows, not kept: the loads are not its limit. ncu
+// blocks an SM (registers and shared memory both), occupancy 18.75%.
+// Prefill at 16 positions a block with every load of a phase issued before
+// its first product (the four K KBLOCKs; both p.V passes' V before the
+// softmax) and the next chunk's rows prefetched into L2: 3.886 against
+// 3.885 ms at 4096 rows, not kept: the loads were not its limit then. ncu
 // of that build at 4096 rows: 0.32 instructions issued a scheduler, 0.38 of
 // 1.91 warps eligible; stall samples wait 113K, selected 72K, short
 // scoreboard 62K, long scoreboard 55K, barrier 45K, branch 22K: no one
@@ -1014,7 +1015,12 @@ void check_case(int64_t M, bool zero_v) {
     for (int64_t m = 0; m < M; m++)
       if (std::memcmp(&h16[m * QW], &h1[m * QW], QW * 4) != 0) differ++;
     std::snprintf(what, sizeof what, "M=%lld%s: %s rows equal prefill<1> rows bit for bit (%lld of %lld differ)",
-                  (long long)M, zero_v ? " (a zero V dim)" : "", P == 8 ? "prefill<8>" : P == 16 ? "prefill<16>" : P == 0 ? "wgmma prefill" : P == -1 ? "wgmma prefill, 8 positions" : "wgmma prefill, 4 positions",
+                  (long long)M, zero_v ? " (a zero V dim)" : "",
+                  P == 8    ? "prefill<8>"
+                  : P == 16 ? "prefill<16>"
+                  : P == 0  ? "wgmma prefill"
+                  : P == -1 ? "wgmma prefill, 8 positions"
+                            : "wgmma prefill, 4 positions",
                   (long long)differ, (long long)M);
     expect(differ == 0, what);
   }
@@ -1092,9 +1098,11 @@ void bench() {
     }, 5);
     const double flops = 2.0 * 2 * H * HD * (double(rows) * (rows + 1) / 2);
     std::printf("| prefill %5lld rows | mma.sync, 8 positions a block %8.3f ms %6.1f TFLOP/s, 16 %8.3f ms %6.1f TFLOP/s "
-                "| wgmma %8.3f ms %6.1f TFLOP/s, 8 positions %8.3f ms %6.1f TFLOP/s, 4 %8.3f ms %6.1f TFLOP/s | hip/attention.hip %8.3f ms %6.1f TFLOP/s |\n",
+                "| wgmma %8.3f ms %6.1f TFLOP/s, 8 positions %8.3f ms %6.1f TFLOP/s, 4 %8.3f ms %6.1f TFLOP/s "
+                "| hip/attention.hip %8.3f ms %6.1f TFLOP/s |\n",
                 (long long)rows, ours8, flops / (ours8 * 1e-3) / 1e12, ours, flops / (ours * 1e-3) / 1e12, wg,
-                flops / (wg * 1e-3) / 1e12, wg8, flops / (wg8 * 1e-3) / 1e12, wg4, flops / (wg4 * 1e-3) / 1e12, today, flops / (today * 1e-3) / 1e12);
+                flops / (wg * 1e-3) / 1e12, wg8, flops / (wg8 * 1e-3) / 1e12, wg4, flops / (wg4 * 1e-3) / 1e12, today,
+                flops / (today * 1e-3) / 1e12);
   }
   for (int64_t keys : {int64_t(291), int64_t(4096), T}) {
     const int32_t p = static_cast<int32_t>(keys - 1);
