@@ -88,7 +88,9 @@
 // instructions issued a scheduler (0.32 at 64 columns), 0.80 of 3.73 warps
 // eligible, L1 62%, SM 48%; stall samples long scoreboard 78K (its K and V
 // loads into registers, now the first), wait 76K, barrier 52K, selected
-// 51K, short scoreboard 38K. ncu of wg_prefill<64> at 4096 rows:
+// 51K, short scoreboard 38K. Not kept: each p.V pass's V staged in shared
+// memory by coalesced loads (16.6 KB more, 3 blocks an SM): 3.91 ms against
+// 3.33-3.36 in the same process. ncu of wg_prefill<64> at 4096 rows:
 // issue slots 29% busy, tensor pipe 21%, 2 blocks (8 warps) an SM, 0.37 of
 // 1.89 warps eligible per scheduler: latency, each warpgroup waiting on its
 // own wgmma chain, the split of K and V into terms and the sequential l_c in
