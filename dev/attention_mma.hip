@@ -92,11 +92,11 @@
 // memory by coalesced loads (16.6 KB more, 3 blocks an SM): 3.91 ms against
 // 3.33-3.36 in the same process; m_c by warp shuffles, a warp a column at a
 // time, and l_c's loads 16 at a time (decode's softmax): 3.58-3.62 ms (a
-// thread's own 64 independent loads pipeline better). ncu of wg_prefill<64> at 4096 rows:
-// issue slots 29% busy, tensor pipe 21%, 2 blocks (8 warps) an SM, 0.37 of
-// 1.89 warps eligible per scheduler: latency, each warpgroup waiting on its
-// own wgmma chain, the split of K and V into terms and the sequential l_c in
-// turn. What would change that: K and V split into terms once (where the
+// thread's own 64 independent loads pipeline better). ncu of
+// wg_prefill<64> at 4096 rows: issue slots 29% busy, tensor pipe 21%, 2
+// blocks (8 warps) an SM, 0.37 of 1.89 warps eligible per scheduler:
+// latency, each warpgroup waiting on its own wgmma chain, the split of K
+// and V into terms and the sequential l_c in turn. What would change that: K and V split into terms once (where the
 // cache is written), read by TMA as wgmma's A from shared memory, and two
 // consumer warpgroups in ping-pong (FlashAttention-3's schedule), the wgmma
 // not waited for at once. The bound that leaves: a (block, chunk) is 96
