@@ -92,7 +92,12 @@
 // memory by coalesced loads (16.6 KB more, 3 blocks an SM): 3.91 ms against
 // 3.33-3.36 in the same process; m_c by warp shuffles, a warp a column at a
 // time, and l_c's loads 16 at a time (decode's softmax): 3.58-3.62 ms (a
-// thread's own 64 independent loads pipeline better). ncu of
+// thread's own 64 independent loads pipeline better); each warp's next A
+// operand (a K KBLOCK, a p.V step's V) copied by cp.async into a slot of its
+// own while the step before is split and multiplied (16-byte copies for K,
+// 4-byte for V's transpose; 132 bytes of spills at 128 registers): 4.86-4.90
+// ms. What is left is the K/V split on every block and the wgmma waited at
+// once, as below. ncu of
 // wg_prefill<64> at 4096 rows: issue slots 29% busy, tensor pipe 21%, 2
 // blocks (8 warps) an SM, 0.37 of 1.89 warps eligible per scheduler:
 // latency, each warpgroup waiting on its own wgmma chain, the split of K
