@@ -9,7 +9,7 @@ import { z } from 'zod';
 import { allowed, UsageError } from './errors.js';
 import { splitList } from './lists.js';
 import { boolFlag, positiveNumber, resolveWith, type Flags, type OptionSpec } from './spec.js';
-import { BACKEND_KINDS } from './native.js';
+import { BACKEND_KINDS, type BackendKind } from './native.js';
 import { MODEL_NAMES } from './model/models.js';
 import { ATTN_PIPE_POINTS, DEFAULT_PHASES, inForwardOrder, PHASE_RE, POINT_ALIASES, POINTS, STAGE_POINTS, type Point } from './trace/points.js';
 
@@ -73,6 +73,20 @@ const nonEmptyList = (what: string, allowedText: string, check: (x: string) => s
     }
     return [...new Set(items)];
   });
+
+/** --model: a built-in model, a Hugging Face Llama directory or a .gguf file. */
+export const modelChoice = z.string().refine((m) => MODEL_NAMES.includes(m) || isModelPath(m), {
+  error: (iss) =>
+    `unknown model '${String(iss.input)}' (allowed: ${MODEL_NAMES.join(', ')}, a Hugging Face Llama directory, or a .gguf file)`,
+});
+
+/** --backend: auto or a backend kind. */
+export const backendChoice = z
+  .string()
+  .refine((b) => b === 'auto' || (BACKEND_KINDS as readonly string[]).includes(b), {
+    error: (iss) => `unknown backend '${String(iss.input)}' (${allowed(['auto', ...BACKEND_KINDS])})`,
+  })
+  .transform((b) => b as BackendKind | 'auto');
 
 const intIn = (lo: number, hi: number) =>
   z.string().transform((s, ctx) => {
@@ -139,13 +153,8 @@ export const TraceOptionsSchema = z.object({
   exp: nonEmptyList('experiment', allowed(ExpSchema.options), (x) =>
     ExpSchema.safeParse(x).success ? undefined : `unknown experiment '${x}' (${allowed(ExpSchema.options)})`,
   ).transform((xs) => xs as ('E0' | 'E1')[]),
-  model: z.string().refine((m) => MODEL_NAMES.includes(m) || isModelPath(m), {
-    error: (iss) =>
-      `unknown model '${String(iss.input)}' (allowed: ${MODEL_NAMES.join(', ')}, a Hugging Face Llama directory, or a .gguf file)`,
-  }),
-  backend: z.string().refine((b) => b === 'auto' || (BACKEND_KINDS as readonly string[]).includes(b), {
-    error: (iss) => `unknown backend '${String(iss.input)}' (${allowed(['auto', ...BACKEND_KINDS])})`,
-  }),
+  model: modelChoice,
+  backend: backendChoice,
   steps: intIn(1, 4096),
   out: z.string().min(1).optional(),
   layers: layerSpec,

@@ -27,6 +27,16 @@ export interface OptionSpec {
 /** Flags as node:util parseArgs hands them over. */
 export type Flags = Record<string, string | boolean | string[] | undefined>;
 
+/** The --help lines of `specs`: flag, help, default and variable. */
+export function optionLines(specs: Record<string, OptionSpec>): string[] {
+  return Object.values(specs).map((o) => {
+    const flag = `--${o.flag}${o.type === 'string' ? ' <v>' : ''}`;
+    const env = o.env ? ` [${o.env}]` : '';
+    const def = o.def !== undefined && o.type === 'string' ? ` (default ${o.def})` : '';
+    return `  ${flag.padEnd(22)} ${o.help}${def}${env}`;
+  });
+}
+
 /**
  * A library input (typed, keyed by option name) as the flags it stands for:
  * lists joined by commas, POINT=BOUND maps as `p=x,..`, numbers as text,

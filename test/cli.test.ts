@@ -252,6 +252,8 @@ describe('npm run bench: bad input', () => {
     [['--reps', '0'], /^gretacore: --reps: '0' is not an integer >= 1$/],
     [['--backend', 'tpu'], /^gretacore: --backend: unknown backend 'tpu' \(allowed: auto, cpu, cpu-fp64, hip\)$/],
     [['--load-mib', '0.5'], /^gretacore: --load-mib: '0.5' is not an integer >= 1$/],
+    [['--torch', 'always'], /^gretacore: --torch: 'always' is not a mode \(allowed: auto, off\)$/],
+    [['--json', '/nonexistent/bench.json'], /^gretacore: --json: '\/nonexistent\/bench.json' is not a file in an existing directory$/],
   ] as const) {
     it(`${args.join(' ')}: one line, exit 2, nothing measured`, () => {
       const r = bench([...args]);

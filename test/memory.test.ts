@@ -63,8 +63,14 @@ describe('bench:memory', () => {
   });
 
   it('a bad option is one line and exit 2', () => {
-    const r = spawnSync(process.execPath, [join(packageRoot(), 'dist', 'bench', 'memory.js'), '--runs', '5'], { encoding: 'utf8' });
-    expect(r.status).toBe(2);
-    expect(r.stderr.trim()).toBe("gretacore: --runs: '5' is not an integer >= 30");
+    const memory = (args: string[]) => spawnSync(process.execPath, [join(packageRoot(), 'dist', 'bench', 'memory.js'), ...args], { encoding: 'utf8' });
+    for (const [args, line] of [
+      [['--runs', '5'], "gretacore: --runs: '5' is not an integer >= 30"],
+      [['--model', 'nope'], "gretacore: --model: unknown model 'nope' (allowed: synthetic:tiny, synthetic:llama3-8b, a Hugging Face Llama directory, or a .gguf file)"],
+    ] as const) {
+      const r = memory([...args]);
+      expect(r.status).toBe(2);
+      expect(r.stderr.trim()).toBe(line);
+    }
   });
 });

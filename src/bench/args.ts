@@ -1,15 +1,39 @@
-// What the bench commands share: their option parsing (bad input is one line
-// and exit 2, --help prints and exits 0) and the median they report.
-import { parseArgs, type ParseArgsConfig } from 'node:util';
-import { BACKEND_KINDS, resolveBackendKind, type BackendKind } from '../native.js';
+// What the bench commands share: their options, each a spec (flag, default,
+// help) checked by one zod schema through spec.ts's resolver, as every
+// command's are (bad input is one line and exit 2, --help prints and exits
+// 0), and the median they report.
+import { parseArgs } from 'node:util';
+import { z } from 'zod';
+import { UsageError } from '../errors.js';
+import { resolveWith, type OptionSpec } from '../spec.js';
 
 export function usage(message: string): never {
   console.error(`gretacore: ${message}`);
   process.exit(2);
 }
 
-/** The parsed flags of `command`; exits after printing `help` when --help is given. */
-export function parseBenchArgs(command: string, options: NonNullable<ParseArgsConfig['options']>, help: string) {
+/** A whole number of at least `min`, from text. */
+export const intAtLeast = (min: number) =>
+  z.string().transform((s, ctx) => {
+    if (!/^\d+$/.test(s) || Number(s) < min) {
+      ctx.addIssue({ code: 'custom', message: `'${s}' is not an integer >= ${min}` });
+      return z.NEVER;
+    }
+    return Number(s);
+  });
+
+/**
+ * The options of `command` from its command line: flags as `specs` name them,
+ * validated by `schema`. Prints `help` and exits 0 for --help; a bad flag or
+ * value is one line naming it and exit 2.
+ */
+export function parseBenchOptions<T>(
+  command: string,
+  specs: Record<string, OptionSpec>,
+  schema: z.ZodType<T>,
+  help: string,
+): T {
+  const options = Object.fromEntries(Object.values(specs).map((o) => [o.flag, { type: o.type }]));
   let values: Record<string, string | boolean | undefined>;
   try {
     ({ values } = parseArgs({ options: { ...options, help: { type: 'boolean' } }, strict: true }));
@@ -20,21 +44,12 @@ export function parseBenchArgs(command: string, options: NonNullable<ParseArgsCo
     console.log(help);
     process.exit(0);
   }
-  return values;
-}
-
-/** --backend: auto or a backend kind, resolved. */
-export function backendArg(value: string): BackendKind {
-  if (value !== 'auto' && !(BACKEND_KINDS as readonly string[]).includes(value)) {
-    usage(`--backend: unknown backend '${value}' (allowed: auto, ${BACKEND_KINDS.join(', ')})`);
+  try {
+    return resolveWith(specs, schema, values, {}).opts;
+  } catch (e) {
+    if (e instanceof UsageError) usage(e.message);
+    throw e;
   }
-  return resolveBackendKind(value as BackendKind | 'auto');
-}
-
-/** An integer flag of at least `min`. */
-export function intArg(flag: string, value: string, min: number): number {
-  if (!/^\d+$/.test(value) || Number(value) < min) usage(`--${flag}: '${value}' is not an integer >= ${min}`);
-  return Number(value);
 }
 
 export function median(xs: number[]): number {

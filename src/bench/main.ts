@@ -20,8 +20,11 @@ import { paramCount } from '../model/source.js';
 import { WeightStreamer } from '../model/stream.js';
 import { syntheticWeights } from '../model/weights.js';
 import { readRange } from '../loaders/io.js';
-import { createBackend, packageRoot, type Backend, type BackendKind, type DType, type Tensor } from '../native.js';
-import { backendArg, intArg, median, parseBenchArgs, usage } from './args.js';
+import { z } from 'zod';
+import { BACKEND_KINDS, createBackend, packageRoot, resolveBackendKind, type Backend, type BackendKind, type DType, type Tensor } from '../native.js';
+import { backendChoice } from '../options.js';
+import { optionLines, type OptionSpec } from '../spec.js';
+import { intAtLeast, median, parseBenchOptions } from './args.js';
 import { PROMPTS, tokenize } from '../prompts.js';
 import { POINTS, STAGE_POINTS, type Point } from '../trace/points.js';
 import { StageTracer } from '../trace/tracer.js';
@@ -507,8 +510,28 @@ function printReport(r: BenchReport): void {
   }
 }
 
+/** The bench's options (no environment variables: every one is a flag). */
+export const BENCH_OPTIONS = {
+  backend: { flag: 'backend', type: 'string', def: 'auto', help: `auto, ${BACKEND_KINDS.join(', ')}` },
+  reps: { flag: 'reps', type: 'string', def: '7', help: 'samples per median (decode steps take 5n, after 3 warm-up steps)' },
+  json: { flag: 'json', type: 'string', help: 'also write the report to this file as JSON (device, commit, every row)' },
+  torch: { flag: 'torch', type: 'string', def: 'auto', help: 'auto: the PyTorch rows on hip when python3 has torch; off' },
+  loadMib: { flag: 'load-mib', type: 'string', def: '1024', help: 'MiB of the weight-loading file (16 bf16 tensors)' },
+} as const satisfies Record<string, OptionSpec>;
+
+const BenchOptionsSchema = z.object({
+  backend: backendChoice,
+  reps: intAtLeast(1),
+  json: z
+    .string()
+    .refine((f) => f !== '' && existsSync(join(f, '..')), { error: (iss) => `'${String(iss.input)}' is not a file in an existing directory` })
+    .optional(),
+  torch: z.enum(['auto', 'off'], { error: (iss) => `'${String(iss.input)}' is not a mode (allowed: auto, off)` }),
+  loadMib: intAtLeast(1),
+});
+
 const HELP = [
-  'usage: npm run bench -- [--backend auto|cpu|cpu-fp64|hip] [--reps N] [--json FILE] [--torch auto|off] [--load-mib N]',
+  'usage: npm run bench -- [options]',
   '',
   'Medians of the ops at Llama-3-8B shapes (GB/s and fraction of the device-to-device copy',
   'rate measured in the same run; TFLOP/s), of weight loading, and of whole forward passes',
@@ -518,34 +541,15 @@ const HELP = [
   'PyTorch on the machine, scripts/gpu/bench_torch.py runs the same shapes through cuBLAS,',
   "SDPA and F.rms_norm, and transformers' decode step, in the same run.",
   '',
-  '  --backend <b>  auto (default), cpu, cpu-fp64, hip',
-  '  --reps <n>     samples per median (default 7; decode steps take 5n, after 3 warm-up steps)',
-  '  --json <file>  also write the report as JSON (device, commit, every row)',
-  '  --torch <m>    auto (default: run the PyTorch rows on hip when python3 has torch), off',
-  '  --load-mib <n> MiB of the weight-loading file, 16 bf16 tensors (default 1024)',
-  '  --help         this text',
+  ...optionLines(BENCH_OPTIONS),
+  '  --help                 this text',
   '',
   'Exit codes: 0 ok, 1 a run failed, 2 bad input.',
 ].join('\n');
 
-const values = parseBenchArgs(
-  'bench',
-  {
-    reps: { type: 'string', default: '7' },
-    backend: { type: 'string', default: 'auto' },
-    json: { type: 'string' },
-    torch: { type: 'string', default: 'auto' },
-    'load-mib': { type: 'string', default: '1024' },
-  },
-  HELP,
-) as { reps: string; backend: string; json?: string; torch: string; 'load-mib': string };
-const reps = intArg('reps', values.reps, 1);
-const loadMib = intArg('load-mib', values['load-mib'], 1);
-if (values.torch !== 'auto' && values.torch !== 'off') usage(`--torch: '${values.torch}' is not a mode (allowed: auto, off)`);
-if (values.json !== undefined && (values.json === '' || !existsSync(join(values.json, '..')))) {
-  usage(`--json: '${values.json}' is not a file in an existing directory`);
-}
-const kind = backendArg(values.backend);
+const opts = parseBenchOptions('bench', BENCH_OPTIONS, BenchOptionsSchema, HELP);
+const { reps, loadMib } = opts;
+const kind = resolveBackendKind(opts.backend);
 const b = createBackend(kind);
 const copy = copyRate(b, reps);
 const report: BenchReport = {
@@ -562,7 +566,7 @@ const report: BenchReport = {
 report.models.push(modelBench(kind, 'synthetic:tiny', reps, copy.gbs));
 if (kind === 'hip') report.models.push(modelBench(kind, 'synthetic:llama3-8b', reps, copy.gbs));
 report.load = loadBench(b, reps, loadMib);
-if (kind === 'hip' && values.torch === 'auto') report.torch = torchRows(Math.max(reps, 10));
+if (kind === 'hip' && opts.torch === 'auto') report.torch = torchRows(Math.max(reps, 10));
 printReport(report);
-if (values.json) writeFileSync(values.json, JSON.stringify(report, null, 1) + '\n');
+if (opts.json) writeFileSync(opts.json, JSON.stringify(report, null, 1) + '\n');
 if (report.models.some((m) => !m.e1_bit_identical)) process.exitCode = 1;

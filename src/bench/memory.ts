@@ -21,8 +21,11 @@ import { mkdtempSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { trace } from '../index.js';
-import { createBackend, storageBlocks, trimHostHeap, type BackendKind } from '../native.js';
-import { backendArg, intArg, median, parseBenchArgs } from './args.js';
+import { z } from 'zod';
+import { BACKEND_KINDS, createBackend, resolveBackendKind, storageBlocks, trimHostHeap, type BackendKind } from '../native.js';
+import { backendChoice, modelChoice } from '../options.js';
+import { boolFlag, optionLines, type OptionSpec } from '../spec.js';
+import { intAtLeast, median, parseBenchOptions } from './args.js';
 
 /** Runs before the baseline: the allocators and the JIT settle in these. */
 export const WARMUP_RUNS = 10;
@@ -62,19 +65,31 @@ export interface MemoryReport {
   samples: MemorySample[];
 }
 
+/** bench:memory's options (flags only). */
+export const MEMORY_OPTIONS = {
+  runs: { flag: 'runs', type: 'string', def: '1000', help: `traces to run (at least ${WARMUP_RUNS + 2 * WINDOW})` },
+  backend: { flag: 'backend', type: 'string', def: 'auto', help: `auto, ${BACKEND_KINDS.join(', ')}` },
+  model: { flag: 'model', type: 'string', def: 'synthetic:tiny', help: 'a built-in model, a Hugging Face Llama directory or a .gguf file' },
+  json: { flag: 'json', type: 'boolean', def: '0', help: 'print the report (every sample included) as JSON' },
+} as const satisfies Record<string, OptionSpec>;
+
+const MemoryOptionsSchema = z.object({
+  runs: intAtLeast(WARMUP_RUNS + 2 * WINDOW),
+  backend: backendChoice,
+  model: modelChoice,
+  json: boolFlag,
+});
+
 const HELP = [
-  'usage: npm run bench:memory -- [--runs N] [--backend cpu|hip|auto] [--model M] [--json]',
+  'usage: npm run bench:memory -- [options]',
   '',
   'Runs N traces (E1, p4_sys, every layer, the 10 stage points) in one process through',
   "the library API and checks that host RSS and the device's free memory after each run",
   `stay flat: after ${WARMUP_RUNS} warm-up runs, a least-squares line through the samples grows by`,
   `at most ${MEMORY_TOLERANCE * 100}% from the first run to the last.`,
   '',
-  `  --runs <n>     traces to run (default 1000, at least ${WARMUP_RUNS + 2 * WINDOW})`,
-  '  --backend <b>  auto (default), cpu, cpu-fp64, hip',
-  '  --model <m>    default synthetic:tiny',
-  '  --json         print the report (every sample included) as JSON',
-  '  --help         this text',
+  ...optionLines(MEMORY_OPTIONS),
+  '  --help                 this text',
   '',
   'Exit codes: 0 flat, 1 memory grew, 2 bad input.',
 ].join('\n');
@@ -172,20 +187,11 @@ export async function memoryRuns(
 }
 
 async function main(): Promise<void> {
-  const values = parseBenchArgs(
-    'bench:memory',
-    {
-      runs: { type: 'string', default: '1000' },
-      backend: { type: 'string', default: 'auto' },
-      model: { type: 'string', default: 'synthetic:tiny' },
-      json: { type: 'boolean' },
-    },
-    HELP,
-  ) as { runs: string; backend: string; model: string; json?: boolean };
-  const runs = intArg('runs', values.runs, WARMUP_RUNS + 2 * WINDOW);
-  const kind = backendArg(values.backend);
+  const values = parseBenchOptions('bench:memory', MEMORY_OPTIONS, MemoryOptionsSchema, HELP);
+  const { runs } = values;
+  const kind = resolveBackendKind(values.backend);
   const mb = (b: number) => (b / 2 ** 20).toFixed(1) + ' MiB';
-  const r = await memoryRuns(kind, values.model!, runs, (s) => {
+  const r = await memoryRuns(kind, values.model, runs, (s) => {
     if (!values.json && (s.run === WARMUP_RUNS || s.run % 100 === 0)) {
       console.error(`run ${s.run}: RSS ${mb(s.rssBytes)}${s.deviceFreeBytes !== undefined ? `, device free ${mb(s.deviceFreeBytes)}` : ''}`);
     }

@@ -15,18 +15,9 @@ import { COMPARE_EXIT, formatCompare, FP32_REL_L2, FP32_REL_L2_OTHER } from '../
 import { UsageError } from '../errors.js';
 import { LoaderError } from '../loaders/errors.js';
 import type { Timing } from '../rss.js';
-import { ANALYZE_OPTIONS, COMPARE_OPTIONS, REPORT_OPTIONS, resolveAnalyzeOptions, resolveCompareOptions, resolveReportOptions, type Flags, type OptionSpec } from '../spec.js';
+import { ANALYZE_OPTIONS, COMPARE_OPTIONS, optionLines, REPORT_OPTIONS, resolveAnalyzeOptions, resolveCompareOptions, resolveReportOptions, type Flags, type OptionSpec } from '../spec.js';
 import { formatKvCheck } from '../trace/kvcheck.js';
 import type { KvCheckRecord } from '../trace/schema.js';
-
-function optionLines(specs: Record<string, OptionSpec>): string[] {
-  return Object.values(specs).map((o) => {
-    const flag = `--${o.flag}${o.type === 'string' ? ' <v>' : ''}`;
-    const env = o.env ? ` [${o.env}]` : '';
-    const def = o.def !== undefined && o.type === 'string' ? ` (default ${o.def})` : '';
-    return `  ${flag.padEnd(22)} ${o.help}${def}${env}`;
-  });
-}
 
 function traceHelp(specs: Record<string, OptionSpec>): string {
   const lines = optionLines(specs);
