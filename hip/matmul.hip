@@ -1150,8 +1150,8 @@ hipError_t launch_ws_best(const GretaMatmulOuts& out, const float* x, bf16* xt, 
 // for the kernel that writes x, then x itself (fp32, one more bulk copy: x
 // is 16-byte aligned and K * 4 bytes a multiple of 16, as bulk1_fit's K
 // makes it). Few registers and 56 KB of shared memory at K = 4096: three
-// blocks an SM, so wo's 256 tiles leave room for the next kernel's blocks,
-// which start their copies early. A stage is released once
+// blocks an SM, so qkv's 384 tiles all fit at once (wo takes the deep ring
+// below). A stage is released once
 // the products have read its weights: released as soon as its loads were
 // issued, the copy engine overwrote stages under loads still in flight
 // (gate_up and lm_head differed from rows1 in the lab at 6 stages).
@@ -1190,13 +1190,14 @@ hipError_t launch_ws_best(const GretaMatmulOuts& out, const float* x, bf16* xt, 
 // rounds): qkv 0.87 -> 0.94, wo 0.80 -> 0.83, down 0.95 -> 0.97 (at the
 // last copy instead: qkv 0.91, wo 0.78); the 8B step, builds in turn (three
 // rounds, two runs): 5.81-5.89 -> 5.77-5.84 ms, 5.78-5.90 -> 5.79-5.88 ms,
-// neutral to better. Grids of at most two tiles an SM whose deep
-// ring fits twice (wo, not down) take 8 stages at two blocks an SM: wo 0.82
-// -> 0.885 in a row, the step 5.76-5.83 -> 5.79-5.85 ms (medians 5.80 ->
-// 5.82, within its spread between runs). Not kept: 6 stages at three an SM for wo (0.86, the step
-// +0.12 ms), 5 stages in rounds of 2 (0.84, +0.04 ms); every bulk1 at 6
-// stages, or at four blocks an SM, +0.2 ms; every kernel launched with the
-// largest shared-memory carveout, 5.77 -> 6.05 ms (the L1 the others lose).
+// neutral to better. Grids of at most two tiles an SM whose deep ring fits
+// twice (wo, not down) take 8 stages at two blocks an SM: wo 0.82 -> 0.885
+// in a row, the step 5.76-5.83 -> 5.79-5.85 ms (medians 5.80 -> 5.82,
+// within its spread between runs). Not kept: 6 stages at three an SM for wo
+// (0.86, the step +0.12 ms), 5 stages in rounds of 2 (0.84, +0.04 ms); every
+// bulk1 at 6 stages, or at four blocks an SM, +0.2 ms; every kernel launched
+// with the largest shared-memory carveout, 5.77 -> 6.05 ms (the L1 the
+// others lose).
 // Where a block lets the next kernel launch (griddepcontrol.launch_dependents):
 // once its first stages are requested (production), once its last is, or
 // after its last products (for the lab's comparison).
@@ -1307,16 +1308,17 @@ __global__ void __launch_bounds__((KW + 1) * GRETA_WAVE_SIZE, MINB)
   if (tid < TILE_I && n < N) store_out(out, 0, n, acc);
 }
 
-constexpr int BULK1_KW = 8, BULK1_STAGES = 4, BULK1_RS = 8, BULK1_MINB = 3, BULK1_DEEP_STAGES = 8;
+constexpr int BULK1_KW = 8, BULK1_STAGES = 4, BULK1_RS = 8, BULK1_MINB = 3;
+constexpr int BULK1_DEEP_STAGES = 8, BULK1_DEEP_MINB = 2;  // wo's grid (bulk1_deep_fit)
 template <int KW = BULK1_KW, int STAGES = BULK1_STAGES, int RS = BULK1_RS>
 size_t bulk1_smem_bytes(int64_t K) {
   return static_cast<size_t>(STAGES * KW * Tiles<bf16>::TILE_UNITS) * 16 + static_cast<size_t>(K / KBLOCK * LANE_CHUNKS * 2) * 16 +
          2 * RS * KW * TILE_I * 4 + (2 * STAGES + 1) * 8;
 }
 bool bulk1_fit(int64_t K) { return K % (KBLOCK * BULK1_KW) == 0 && bulk1_smem_bytes(K) <= 227 * 1024; }
-// Two blocks an SM of the deep ring (1 KB a block the runtime keeps) in an SM's 228 KB.
+// BULK1_DEEP_MINB blocks an SM of the deep ring (1 KB a block the runtime keeps) in an SM's 228 KB.
 bool bulk1_deep_fit(int64_t K) {
-  return 2 * (bulk1_smem_bytes<BULK1_KW, BULK1_DEEP_STAGES, BULK1_RS>(K) + 1024) <= 228 * 1024;
+  return BULK1_DEEP_MINB * (bulk1_smem_bytes<BULK1_KW, BULK1_DEEP_STAGES, BULK1_RS>(K) + 1024) <= 228 * 1024;
 }
 
 template <typename W, int KW = BULK1_KW, int STAGES = BULK1_STAGES, int RS = BULK1_RS, int MINB = BULK1_MINB,
@@ -1522,8 +1524,8 @@ hipError_t launch_mma(const GretaMatmulOuts& out, const float* x, const void* w,
     if constexpr (sizeof(W) == 2) {
 #if defined(GRETA_VENDOR_NVIDIA)
       if (M == 1 && N < GEMV_WIDE_N && bulk1_fit(K) && greta_sm90a()) {
-        if ((N + TILE_I - 1) / TILE_I <= 2 * multiprocessors() && bulk1_deep_fit(K))
-          return launch_bulk1<W, BULK1_KW, BULK1_DEEP_STAGES, BULK1_RS, 2>(out, x, w, N, K, stream);
+        if ((N + TILE_I - 1) / TILE_I <= BULK1_DEEP_MINB * multiprocessors() && bulk1_deep_fit(K))
+          return launch_bulk1<W, BULK1_KW, BULK1_DEEP_STAGES, BULK1_RS, BULK1_DEEP_MINB>(out, x, w, N, K, stream);
         return launch_bulk1<W>(out, x, w, N, K, stream);
       }
 #endif

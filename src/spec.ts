@@ -124,6 +124,16 @@ const numberWhere = (ok: (v: number) => boolean, what: string) =>
   });
 
 export const positiveNumber = numberWhere((v) => v > 0, '> 0');
+
+/** A whole number of at least `min`, from text. */
+export const intAtLeast = (min: number) =>
+  z.string().transform((s, ctx) => {
+    if (!/^\d+$/.test(s) || Number(s) < min) {
+      ctx.addIssue({ code: 'custom', message: `'${s}' is not an integer >= ${min}` });
+      return z.NEVER;
+    }
+    return Number(s);
+  });
 export const nonNegativeNumber = numberWhere((v) => v >= 0, '>= 0');
 
 const resolvePoint = (x: string): Point | undefined =>

@@ -7,20 +7,10 @@ import { z } from 'zod';
 import { UsageError } from '../errors.js';
 import { resolveWith, type OptionSpec } from '../spec.js';
 
-export function usage(message: string): never {
+function usage(message: string): never {
   console.error(`gretacore: ${message}`);
   process.exit(2);
 }
-
-/** A whole number of at least `min`, from text. */
-export const intAtLeast = (min: number) =>
-  z.string().transform((s, ctx) => {
-    if (!/^\d+$/.test(s) || Number(s) < min) {
-      ctx.addIssue({ code: 'custom', message: `'${s}' is not an integer >= ${min}` });
-      return z.NEVER;
-    }
-    return Number(s);
-  });
 
 /**
  * The options of `command` from its command line: flags as `specs` name them,

@@ -23,8 +23,8 @@ import { readRange } from '../loaders/io.js';
 import { z } from 'zod';
 import { BACKEND_KINDS, createBackend, packageRoot, resolveBackendKind, type Backend, type BackendKind, type DType, type Tensor } from '../native.js';
 import { backendChoice } from '../options.js';
-import { optionLines, type OptionSpec } from '../spec.js';
-import { intAtLeast, median, parseBenchOptions } from './args.js';
+import { intAtLeast, optionLines, type OptionSpec } from '../spec.js';
+import { median, parseBenchOptions } from './args.js';
 import { PROMPTS, tokenize } from '../prompts.js';
 import { POINTS, STAGE_POINTS, type Point } from '../trace/points.js';
 import { StageTracer } from '../trace/tracer.js';
@@ -511,7 +511,7 @@ function printReport(r: BenchReport): void {
 }
 
 /** The bench's options (no environment variables: every one is a flag). */
-export const BENCH_OPTIONS = {
+const BENCH_OPTIONS = {
   backend: { flag: 'backend', type: 'string', def: 'auto', help: `auto, ${BACKEND_KINDS.join(', ')}` },
   reps: { flag: 'reps', type: 'string', def: '7', help: 'samples per median (decode steps take 5n, after 3 warm-up steps)' },
   json: { flag: 'json', type: 'string', help: 'also write the report to this file as JSON (device, commit, every row)' },

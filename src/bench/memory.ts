@@ -24,8 +24,8 @@ import { trace } from '../index.js';
 import { z } from 'zod';
 import { BACKEND_KINDS, createBackend, resolveBackendKind, storageBlocks, trimHostHeap, type BackendKind } from '../native.js';
 import { backendChoice, modelChoice } from '../options.js';
-import { boolFlag, optionLines, type OptionSpec } from '../spec.js';
-import { intAtLeast, median, parseBenchOptions } from './args.js';
+import { boolFlag, intAtLeast, optionLines, type OptionSpec } from '../spec.js';
+import { median, parseBenchOptions } from './args.js';
 
 /** Runs before the baseline: the allocators and the JIT settle in these. */
 export const WARMUP_RUNS = 10;
@@ -66,7 +66,7 @@ export interface MemoryReport {
 }
 
 /** bench:memory's options (flags only). */
-export const MEMORY_OPTIONS = {
+const MEMORY_OPTIONS = {
   runs: { flag: 'runs', type: 'string', def: '1000', help: `traces to run (at least ${WARMUP_RUNS + 2 * WINDOW})` },
   backend: { flag: 'backend', type: 'string', def: 'auto', help: `auto, ${BACKEND_KINDS.join(', ')}` },
   model: { flag: 'model', type: 'string', def: 'synthetic:tiny', help: 'a built-in model, a Hugging Face Llama directory or a .gguf file' },
