@@ -30,8 +30,10 @@
 // spill requests), FMA pipe 47%, issue slots 61%, 16 warps per SM.
 //
 // Build against any version of hip/attention.hip (the lab uses only its host
-// API), e.g. on NVIDIA:
-//   nvcc -O3 -arch=sm_90 --fmad=false -std=c++17 -Ihip -x cu dev/attention.hip hip/attention.hip -o attention_lab
+// API), e.g. on NVIDIA (without GRETA_SM90A, so the model's path is this
+// CUDA-core chain; with it, sm_90a runs hip/attention_chain.hip instead, whose
+// checks are dev/attention_mma.hip's):
+//   nvcc -O3 -arch=sm_90 --fmad=false -std=c++17 -Ihip -x cu dev/attention.hip hip/attention.hip hip/attention_chain.hip hip/matmul.hip -o attention_lab
 //   ./attention_lab check bench
 #include <algorithm>
 #include <cmath>

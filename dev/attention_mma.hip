@@ -114,7 +114,19 @@
 // few hundred; moving the chain in also takes the probe (the trace's
 // scores, probs, pv) and the planted faults' chunk sizes onto it.
 //
-//   nvcc -x cu -O3 -gencode arch=compute_90a,code=sm_90a -DGRETA_SM90A --fmad=false -std=c++17 --default-stream per-thread -Ihip -Inative dev/attention_mma.hip hip/attention.hip -o attention_mma_lab
+// The chain is now the model's on sm_90a: hip/attention_chain.hip holds the
+// decode kernels and wg_prefill<32> (and <16> for short prompts) in general
+// form (any heads a KV head, head_dim 64 or 128, the cache's stride a launch
+// value), so bench's hip/attention.hip column is that. Moved in, the wgmma
+// prefill at first ran 3.84-3.89 ms at 4096 rows against this file's
+// 3.35-3.38: ncu, 1.69-1.73G instructions against 1.54G. Not the runtime
+// stride (a constant one: 3.98 ms); the group-end step, which every chunk
+// entered per (pass, element) to test its column's flag, computing the
+// output address (a division by the heads a block) as it went. Skipped by
+// the whole block when no column's group ends (__syncthreads_or), with the
+// addresses kept per column in shared memory: 3.46 ms.
+//
+//   nvcc -x cu -O3 -gencode arch=compute_90a,code=sm_90a -DGRETA_SM90A --fmad=false -std=c++17 --default-stream per-thread -Ihip -Inative dev/attention_mma.hip hip/attention.hip hip/attention_chain.hip -o attention_mma_lab
 //   ./attention_mma_lab [check] [bench]
 #include <algorithm>
 #include <cmath>
@@ -617,63 +629,9 @@ __device__ __forceinline__ void wgmma_chain_f32_64(float (&d)[32], const MmaAHal
 #endif
 }
 
-// wgmma_chain_f32_64's twelve instructions at 32 columns.
-__device__ __forceinline__ void wgmma_chain_f32_32(float (&d)[16], const MmaAHalf (&a)[3][2], const uint64_t (&desc)[3][2]) {
-#if defined(__CUDA_ARCH_FEAT_SM90_ALL)
-  asm volatile(
-      "{\n.reg .pred pf, pt;\nsetp.ne.b32 pf, 0, 0;\nsetp.eq.b32 pt, 0, 0;\n"
-      "wgmma.mma_async.sync.aligned.m64n32k16.f32.bf16.bf16 {%0, %1, %2, %3, %4, %5, %6, %7, %8, %9, %10, %11, %12, %13, %14, %15}, {%16, %17, %18, %19}, %44, pf, 1, 1, 0;\n"
-      "wgmma.mma_async.sync.aligned.m64n32k16.f32.bf16.bf16 {%0, %1, %2, %3, %4, %5, %6, %7, %8, %9, %10, %11, %12, %13, %14, %15}, {%20, %21, %22, %23}, %45, pt, 1, 1, 0;\n"
-      "wgmma.mma_async.sync.aligned.m64n32k16.f32.bf16.bf16 {%0, %1, %2, %3, %4, %5, %6, %7, %8, %9, %10, %11, %12, %13, %14, %15}, {%24, %25, %26, %27}, %42, pt, 1, 1, 0;\n"
-      "wgmma.mma_async.sync.aligned.m64n32k16.f32.bf16.bf16 {%0, %1, %2, %3, %4, %5, %6, %7, %8, %9, %10, %11, %12, %13, %14, %15}, {%28, %29, %30, %31}, %43, pt, 1, 1, 0;\n"
-      "wgmma.mma_async.sync.aligned.m64n32k16.f32.bf16.bf16 {%0, %1, %2, %3, %4, %5, %6, %7, %8, %9, %10, %11, %12, %13, %14, %15}, {%32, %33, %34, %35}, %40, pt, 1, 1, 0;\n"
-      "wgmma.mma_async.sync.aligned.m64n32k16.f32.bf16.bf16 {%0, %1, %2, %3, %4, %5, %6, %7, %8, %9, %10, %11, %12, %13, %14, %15}, {%36, %37, %38, %39}, %41, pt, 1, 1, 0;\n"
-      "wgmma.mma_async.sync.aligned.m64n32k16.f32.bf16.bf16 {%0, %1, %2, %3, %4, %5, %6, %7, %8, %9, %10, %11, %12, %13, %14, %15}, {%16, %17, %18, %19}, %42, pt, 1, 1, 0;\n"
-      "wgmma.mma_async.sync.aligned.m64n32k16.f32.bf16.bf16 {%0, %1, %2, %3, %4, %5, %6, %7, %8, %9, %10, %11, %12, %13, %14, %15}, {%20, %21, %22, %23}, %43, pt, 1, 1, 0;\n"
-      "wgmma.mma_async.sync.aligned.m64n32k16.f32.bf16.bf16 {%0, %1, %2, %3, %4, %5, %6, %7, %8, %9, %10, %11, %12, %13, %14, %15}, {%24, %25, %26, %27}, %40, pt, 1, 1, 0;\n"
-      "wgmma.mma_async.sync.aligned.m64n32k16.f32.bf16.bf16 {%0, %1, %2, %3, %4, %5, %6, %7, %8, %9, %10, %11, %12, %13, %14, %15}, {%28, %29, %30, %31}, %41, pt, 1, 1, 0;\n"
-      "wgmma.mma_async.sync.aligned.m64n32k16.f32.bf16.bf16 {%0, %1, %2, %3, %4, %5, %6, %7, %8, %9, %10, %11, %12, %13, %14, %15}, {%16, %17, %18, %19}, %40, pt, 1, 1, 0;\n"
-      "wgmma.mma_async.sync.aligned.m64n32k16.f32.bf16.bf16 {%0, %1, %2, %3, %4, %5, %6, %7, %8, %9, %10, %11, %12, %13, %14, %15}, {%20, %21, %22, %23}, %41, pt, 1, 1, 0;\n"
-      "}\n"
-      : GRETA_WG_D4(0), GRETA_WG_D4(1), GRETA_WG_D4(2), GRETA_WG_D4(3)
-      : "r"(a[0][0].r[0]), "r"(a[0][0].r[1]), "r"(a[0][0].r[2]), "r"(a[0][0].r[3]), "r"(a[0][1].r[0]), "r"(a[0][1].r[1]),
-        "r"(a[0][1].r[2]), "r"(a[0][1].r[3]), "r"(a[1][0].r[0]), "r"(a[1][0].r[1]), "r"(a[1][0].r[2]), "r"(a[1][0].r[3]),
-        "r"(a[1][1].r[0]), "r"(a[1][1].r[1]), "r"(a[1][1].r[2]), "r"(a[1][1].r[3]), "r"(a[2][0].r[0]), "r"(a[2][0].r[1]),
-        "r"(a[2][0].r[2]), "r"(a[2][0].r[3]), "r"(a[2][1].r[0]), "r"(a[2][1].r[1]), "r"(a[2][1].r[2]), "r"(a[2][1].r[3]),
-        "l"(desc[0][0]), "l"(desc[0][1]), "l"(desc[1][0]), "l"(desc[1][1]), "l"(desc[2][0]), "l"(desc[2][1]));
-#else
-  __trap();
-#endif
-}
+// wgmma_chain_f32_64's twelve instructions at 32 columns: hip/wgmma.h's wgmma_chain_f32_32.
 
-// The same at 16 columns.
-__device__ __forceinline__ void wgmma_chain_f32_16(float (&d)[8], const MmaAHalf (&a)[3][2], const uint64_t (&desc)[3][2]) {
-#if defined(__CUDA_ARCH_FEAT_SM90_ALL)
-  asm volatile(
-      "{\n.reg .pred pf, pt;\nsetp.ne.b32 pf, 0, 0;\nsetp.eq.b32 pt, 0, 0;\n"
-      "wgmma.mma_async.sync.aligned.m64n16k16.f32.bf16.bf16 {%0, %1, %2, %3, %4, %5, %6, %7}, {%8, %9, %10, %11}, %36, pf, 1, 1, 0;\n"
-      "wgmma.mma_async.sync.aligned.m64n16k16.f32.bf16.bf16 {%0, %1, %2, %3, %4, %5, %6, %7}, {%12, %13, %14, %15}, %37, pt, 1, 1, 0;\n"
-      "wgmma.mma_async.sync.aligned.m64n16k16.f32.bf16.bf16 {%0, %1, %2, %3, %4, %5, %6, %7}, {%16, %17, %18, %19}, %34, pt, 1, 1, 0;\n"
-      "wgmma.mma_async.sync.aligned.m64n16k16.f32.bf16.bf16 {%0, %1, %2, %3, %4, %5, %6, %7}, {%20, %21, %22, %23}, %35, pt, 1, 1, 0;\n"
-      "wgmma.mma_async.sync.aligned.m64n16k16.f32.bf16.bf16 {%0, %1, %2, %3, %4, %5, %6, %7}, {%24, %25, %26, %27}, %32, pt, 1, 1, 0;\n"
-      "wgmma.mma_async.sync.aligned.m64n16k16.f32.bf16.bf16 {%0, %1, %2, %3, %4, %5, %6, %7}, {%28, %29, %30, %31}, %33, pt, 1, 1, 0;\n"
-      "wgmma.mma_async.sync.aligned.m64n16k16.f32.bf16.bf16 {%0, %1, %2, %3, %4, %5, %6, %7}, {%8, %9, %10, %11}, %34, pt, 1, 1, 0;\n"
-      "wgmma.mma_async.sync.aligned.m64n16k16.f32.bf16.bf16 {%0, %1, %2, %3, %4, %5, %6, %7}, {%12, %13, %14, %15}, %35, pt, 1, 1, 0;\n"
-      "wgmma.mma_async.sync.aligned.m64n16k16.f32.bf16.bf16 {%0, %1, %2, %3, %4, %5, %6, %7}, {%16, %17, %18, %19}, %32, pt, 1, 1, 0;\n"
-      "wgmma.mma_async.sync.aligned.m64n16k16.f32.bf16.bf16 {%0, %1, %2, %3, %4, %5, %6, %7}, {%20, %21, %22, %23}, %33, pt, 1, 1, 0;\n"
-      "wgmma.mma_async.sync.aligned.m64n16k16.f32.bf16.bf16 {%0, %1, %2, %3, %4, %5, %6, %7}, {%8, %9, %10, %11}, %32, pt, 1, 1, 0;\n"
-      "wgmma.mma_async.sync.aligned.m64n16k16.f32.bf16.bf16 {%0, %1, %2, %3, %4, %5, %6, %7}, {%12, %13, %14, %15}, %33, pt, 1, 1, 0;\n"
-      "}\n"
-      : GRETA_WG_D4(0), GRETA_WG_D4(1)
-      : "r"(a[0][0].r[0]), "r"(a[0][0].r[1]), "r"(a[0][0].r[2]), "r"(a[0][0].r[3]), "r"(a[0][1].r[0]), "r"(a[0][1].r[1]),
-        "r"(a[0][1].r[2]), "r"(a[0][1].r[3]), "r"(a[1][0].r[0]), "r"(a[1][0].r[1]), "r"(a[1][0].r[2]), "r"(a[1][0].r[3]),
-        "r"(a[1][1].r[0]), "r"(a[1][1].r[1]), "r"(a[1][1].r[2]), "r"(a[1][1].r[3]), "r"(a[2][0].r[0]), "r"(a[2][0].r[1]),
-        "r"(a[2][0].r[2]), "r"(a[2][0].r[3]), "r"(a[2][1].r[0]), "r"(a[2][1].r[1]), "r"(a[2][1].r[2]), "r"(a[2][1].r[3]),
-        "l"(desc[0][0]), "l"(desc[0][1]), "l"(desc[1][0]), "l"(desc[1][1]), "l"(desc[2][0]), "l"(desc[2][1]));
-#else
-  __trap();
-#endif
-}
+// The same at 16 columns: hip/wgmma.h's wgmma_chain_f32_16.
 
 // NCOL columns a block (NCOL / 4 positions): 64, or 32 with half the
 // registers and shared memory, so more blocks an SM.
@@ -710,13 +668,6 @@ __device__ __forceinline__ void put_b_terms(uint4* dst, const float* src, int co
     dst[(i * 4 + 2) * WG_COLS + col] = make_uint4(t[i][0].z, t[i][1].z, t[i][2].z, t[i][3].z);
     dst[(i * 4 + 3) * WG_COLS + col] = make_uint4(t[i][0].w, t[i][1].w, t[i][2].w, t[i][3].w);
   }
-}
-
-// Shared-memory writes of this thread, visible to wgmma's reads (the async proxy).
-__device__ __forceinline__ void fence_async_smem() {
-#if defined(__CUDA_ARCH_FEAT_SM90_ALL)
-  asm volatile("fence.proxy.async.shared::cta;" ::: "memory");
-#endif
 }
 
 // d = the chain of one KBLOCK against the B terms at kb (wgmma, waited for).

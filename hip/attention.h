@@ -24,12 +24,25 @@
 // decode row spreads its chunks over many blocks and merges them after (one
 // short launch per merge level); the bits are the same.
 //
+// Which chain makes a chunk's partial is fixed per (shape, device), never
+// per call: with head_dim 64 or 128 on a device with wgmma (sm_90a: H100,
+// H200) the scores and p.V are hip/matmul.h's fp32-accurate chain on the
+// matrix units (hip/attention_chain.hip states it; greta_attention_chain_runs
+// says where), everywhere else the fp32 fma chain above. Prefill, decode and
+// the probe of one shape on one device so always run the same one.
+//
 // For the planted faults only: custom_scale (when not null) replaces the
 // model's 1/sqrt(head_dim), and key_chunk 16 or 32 another chunk size (0
-// is KEY_CHUNK), each its own instantiation. The model's own calls pass null and 0.
+// is KEY_CHUNK); a chunk size of a fault runs the fma chain's rows layout
+// whatever the device, each its own instantiation. The model's own calls
+// pass null and 0.
 #pragma once
 
 #include "common.h"
+
+// The rule's fixed sizes: keys a chunk, chunks a group.
+constexpr int GRETA_KEY_CHUNK = 64;
+constexpr int GRETA_CHUNKS_PER_GROUP = 16;
 
 // Bytes of `partials` greta_attention needs for M rows over at most max_keys keys.
 // max_keys sizes the launch: at least every row's pos + 1, and may be more (a

@@ -21,10 +21,14 @@
 // smaller K_SLICE would raise without changing any bits.
 #include "attention.h"
 
+#include <cmath>
+
+#include "attention_chain.h"
+
 namespace {
 using namespace greta_hip;
 
-constexpr int KEY_CHUNK = 64;  // keys per chunk: the fixed split size
+constexpr int KEY_CHUNK = GRETA_KEY_CHUNK;  // keys per chunk: the fixed split size
 // The other splits the planted key-split fault may ask for (key_chunk 32, 16).
 constexpr int HALF_KEY_CHUNK = KEY_CHUNK / 2;
 constexpr int QUARTER_KEY_CHUNK = KEY_CHUNK / 4;
@@ -37,7 +41,7 @@ constexpr int QUARTER_KEY_CHUNK = KEY_CHUNK / 4;
 // launch of thread-block clusters (sm_90), a cluster per (KV head, quad)
 // whose block 0 merged the others' records from their shared memory: the
 // step 6.01 -> 6.27-6.38 ms (attention's share 0.31 -> 0.62 ms).
-constexpr int CHUNKS_PER_GROUP = 16;
+constexpr int CHUNKS_PER_GROUP = GRETA_CHUNKS_PER_GROUP;
 constexpr int MAX_HEAD_DIM = 256;
 // Threads per block: 2 waves on CDNA (wave 64), 4 warps on NVIDIA (32). The
 // order of every reduction is fixed per thread or exact, whatever the wave.
@@ -476,7 +480,9 @@ __global__ void GRETA_LAUNCH_BOUNDS(BLOCK, MIN_BLOCKS) attention_rows_kernel(
 // side, as hip/matmul.h's chain), and mma.sync does about 6.4 times the
 // CUDA cores' FMAs on the H100 (about 820 against 128 an SM a cycle, from
 // the prefill GEMM): no gain. wgmma (about 16 times) leaves about 2.7 before
-// overheads; decode would run the same instructions, so E1 stays exact.
+// overheads: on sm_90a attention runs that chain (hip/attention_chain.hip),
+// prefill on wgmma and decode and the probe on mma.sync, and this file's
+// kernels everywhere else.
 constexpr int TILE_HEAD_DIM = 128;
 #if defined(GRETA_VENDOR_AMD)
 constexpr int TILE_POSITIONS = 8;  // 61 KB of LDS: within CDNA's 64 KB per CU
@@ -1019,6 +1025,8 @@ hipError_t launch_tile(float* out, const float* q, const float* k_cache, const f
                dim3(TILE_THREADS), sizeof(TileSmem), stream, out, q, k_cache, v_cache, pos, M, n_heads, n_kv_heads);
   return hipGetLastError();
 }
+// The model's scale on the host, for the matrix chain's launches.
+float host_scale(int head_dim) { return 1.f / std::sqrt(static_cast<float>(head_dim)); }
 }  // namespace
 
 size_t greta_attention_scratch_bytes(int64_t M, int n_heads, int head_dim, int64_t max_keys) {
@@ -1037,6 +1045,9 @@ hipError_t greta_attention_probe(float* scores, float* probs, float* pv, const f
                                  const float* v_cache, int32_t pos, int n_heads, int n_kv_heads, int head_dim,
                                  const float* custom_scale, int key_chunk, float* factors, hipStream_t stream) {
   if (head_dim > MAX_HEAD_DIM) return hipErrorInvalidValue;
+  if (greta_attention_chain_runs(n_heads, n_kv_heads, head_dim))
+    return greta_attention_chain_probe(scores, probs, pv, q, k_cache, v_cache, pos, n_heads, n_kv_heads, head_dim,
+                                       custom_scale ? *custom_scale : host_scale(head_dim), key_chunk, factors, stream);
   switch (key_chunk) {
     case 0:
     case KEY_CHUNK: return launch_option_rows<KEY_CHUNK, true>(pv, q, k_cache, v_cache, nullptr, pos, 1, n_heads, n_kv_heads, head_dim, custom_scale, scores, probs, factors, stream);
@@ -1050,6 +1061,9 @@ hipError_t greta_attention(float* out, const float* q, const float* k_cache, con
                            int64_t M, int n_heads, int n_kv_heads, int head_dim, int64_t max_keys,
                            const float* custom_scale, int key_chunk, float* partials, hipStream_t stream) {
   if (head_dim > MAX_HEAD_DIM) return hipErrorInvalidValue;
+  if (greta_attention_chain_runs(n_heads, n_kv_heads, head_dim))
+    return greta_attention_chain(out, q, k_cache, v_cache, pos, M, n_heads, n_kv_heads, head_dim, max_keys,
+                                 custom_scale ? *custom_scale : host_scale(head_dim), key_chunk, partials, stream);
   if (custom_scale || (key_chunk != 0 && key_chunk != KEY_CHUNK)) {
     // Planted faults: the rows layout whatever M (the split layout does not change the bits).
     switch (key_chunk) {

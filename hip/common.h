@@ -63,3 +63,8 @@ inline int multiprocessors() {
 }
 
 }  // namespace greta_hip
+
+// Whether this build has the sm_90a kernels (GRETA_SM90A: CUDA_ARCHS holds
+// 90a) and the current device runs them (compute capability 9.0). Host code;
+// defined in hip/matmul.hip.
+bool greta_sm90a();

@@ -88,6 +88,75 @@ __device__ __forceinline__ void wgmma_chain_104(float (&d)[52], const MmaAHalf (
 #endif
 }
 
+// d = one KBLOCK of the chain with f32 weights (Chain<float>: six term
+// products, twelve k16 instructions, the first from zero) for 32 tokens: A
+// terms a[w][h] (weight term w, half h) from registers, B term x half h
+// through desc[x][h]. hip/attention_chain.hip's prefill: keys or V dims as
+// the weight rows, query or exp-score columns as the tokens.
+__device__ __forceinline__ void wgmma_chain_f32_32(float (&d)[16], const MmaAHalf (&a)[3][2], const uint64_t (&desc)[3][2]) {
+#if defined(__CUDA_ARCH_FEAT_SM90_ALL)
+  asm volatile(
+      "{\n.reg .pred pf, pt;\nsetp.ne.b32 pf, 0, 0;\nsetp.eq.b32 pt, 0, 0;\n"
+      "wgmma.mma_async.sync.aligned.m64n32k16.f32.bf16.bf16 {%0, %1, %2, %3, %4, %5, %6, %7, %8, %9, %10, %11, %12, %13, %14, %15}, {%16, %17, %18, %19}, %44, pf, 1, 1, 0;\n"
+      "wgmma.mma_async.sync.aligned.m64n32k16.f32.bf16.bf16 {%0, %1, %2, %3, %4, %5, %6, %7, %8, %9, %10, %11, %12, %13, %14, %15}, {%20, %21, %22, %23}, %45, pt, 1, 1, 0;\n"
+      "wgmma.mma_async.sync.aligned.m64n32k16.f32.bf16.bf16 {%0, %1, %2, %3, %4, %5, %6, %7, %8, %9, %10, %11, %12, %13, %14, %15}, {%24, %25, %26, %27}, %42, pt, 1, 1, 0;\n"
+      "wgmma.mma_async.sync.aligned.m64n32k16.f32.bf16.bf16 {%0, %1, %2, %3, %4, %5, %6, %7, %8, %9, %10, %11, %12, %13, %14, %15}, {%28, %29, %30, %31}, %43, pt, 1, 1, 0;\n"
+      "wgmma.mma_async.sync.aligned.m64n32k16.f32.bf16.bf16 {%0, %1, %2, %3, %4, %5, %6, %7, %8, %9, %10, %11, %12, %13, %14, %15}, {%32, %33, %34, %35}, %40, pt, 1, 1, 0;\n"
+      "wgmma.mma_async.sync.aligned.m64n32k16.f32.bf16.bf16 {%0, %1, %2, %3, %4, %5, %6, %7, %8, %9, %10, %11, %12, %13, %14, %15}, {%36, %37, %38, %39}, %41, pt, 1, 1, 0;\n"
+      "wgmma.mma_async.sync.aligned.m64n32k16.f32.bf16.bf16 {%0, %1, %2, %3, %4, %5, %6, %7, %8, %9, %10, %11, %12, %13, %14, %15}, {%16, %17, %18, %19}, %42, pt, 1, 1, 0;\n"
+      "wgmma.mma_async.sync.aligned.m64n32k16.f32.bf16.bf16 {%0, %1, %2, %3, %4, %5, %6, %7, %8, %9, %10, %11, %12, %13, %14, %15}, {%20, %21, %22, %23}, %43, pt, 1, 1, 0;\n"
+      "wgmma.mma_async.sync.aligned.m64n32k16.f32.bf16.bf16 {%0, %1, %2, %3, %4, %5, %6, %7, %8, %9, %10, %11, %12, %13, %14, %15}, {%24, %25, %26, %27}, %40, pt, 1, 1, 0;\n"
+      "wgmma.mma_async.sync.aligned.m64n32k16.f32.bf16.bf16 {%0, %1, %2, %3, %4, %5, %6, %7, %8, %9, %10, %11, %12, %13, %14, %15}, {%28, %29, %30, %31}, %41, pt, 1, 1, 0;\n"
+      "wgmma.mma_async.sync.aligned.m64n32k16.f32.bf16.bf16 {%0, %1, %2, %3, %4, %5, %6, %7, %8, %9, %10, %11, %12, %13, %14, %15}, {%16, %17, %18, %19}, %40, pt, 1, 1, 0;\n"
+      "wgmma.mma_async.sync.aligned.m64n32k16.f32.bf16.bf16 {%0, %1, %2, %3, %4, %5, %6, %7, %8, %9, %10, %11, %12, %13, %14, %15}, {%20, %21, %22, %23}, %41, pt, 1, 1, 0;\n"
+      "}\n"
+      : GRETA_WG_D4(0), GRETA_WG_D4(1), GRETA_WG_D4(2), GRETA_WG_D4(3)
+      : "r"(a[0][0].r[0]), "r"(a[0][0].r[1]), "r"(a[0][0].r[2]), "r"(a[0][0].r[3]), "r"(a[0][1].r[0]), "r"(a[0][1].r[1]),
+        "r"(a[0][1].r[2]), "r"(a[0][1].r[3]), "r"(a[1][0].r[0]), "r"(a[1][0].r[1]), "r"(a[1][0].r[2]), "r"(a[1][0].r[3]),
+        "r"(a[1][1].r[0]), "r"(a[1][1].r[1]), "r"(a[1][1].r[2]), "r"(a[1][1].r[3]), "r"(a[2][0].r[0]), "r"(a[2][0].r[1]),
+        "r"(a[2][0].r[2]), "r"(a[2][0].r[3]), "r"(a[2][1].r[0]), "r"(a[2][1].r[1]), "r"(a[2][1].r[2]), "r"(a[2][1].r[3]),
+        "l"(desc[0][0]), "l"(desc[0][1]), "l"(desc[1][0]), "l"(desc[1][1]), "l"(desc[2][0]), "l"(desc[2][1]));
+#else
+  __trap();
+#endif
+}
+
+// wgmma_chain_f32_32 for 16 tokens.
+__device__ __forceinline__ void wgmma_chain_f32_16(float (&d)[8], const MmaAHalf (&a)[3][2], const uint64_t (&desc)[3][2]) {
+#if defined(__CUDA_ARCH_FEAT_SM90_ALL)
+  asm volatile(
+      "{\n.reg .pred pf, pt;\nsetp.ne.b32 pf, 0, 0;\nsetp.eq.b32 pt, 0, 0;\n"
+      "wgmma.mma_async.sync.aligned.m64n16k16.f32.bf16.bf16 {%0, %1, %2, %3, %4, %5, %6, %7}, {%8, %9, %10, %11}, %36, pf, 1, 1, 0;\n"
+      "wgmma.mma_async.sync.aligned.m64n16k16.f32.bf16.bf16 {%0, %1, %2, %3, %4, %5, %6, %7}, {%12, %13, %14, %15}, %37, pt, 1, 1, 0;\n"
+      "wgmma.mma_async.sync.aligned.m64n16k16.f32.bf16.bf16 {%0, %1, %2, %3, %4, %5, %6, %7}, {%16, %17, %18, %19}, %34, pt, 1, 1, 0;\n"
+      "wgmma.mma_async.sync.aligned.m64n16k16.f32.bf16.bf16 {%0, %1, %2, %3, %4, %5, %6, %7}, {%20, %21, %22, %23}, %35, pt, 1, 1, 0;\n"
+      "wgmma.mma_async.sync.aligned.m64n16k16.f32.bf16.bf16 {%0, %1, %2, %3, %4, %5, %6, %7}, {%24, %25, %26, %27}, %32, pt, 1, 1, 0;\n"
+      "wgmma.mma_async.sync.aligned.m64n16k16.f32.bf16.bf16 {%0, %1, %2, %3, %4, %5, %6, %7}, {%28, %29, %30, %31}, %33, pt, 1, 1, 0;\n"
+      "wgmma.mma_async.sync.aligned.m64n16k16.f32.bf16.bf16 {%0, %1, %2, %3, %4, %5, %6, %7}, {%8, %9, %10, %11}, %34, pt, 1, 1, 0;\n"
+      "wgmma.mma_async.sync.aligned.m64n16k16.f32.bf16.bf16 {%0, %1, %2, %3, %4, %5, %6, %7}, {%12, %13, %14, %15}, %35, pt, 1, 1, 0;\n"
+      "wgmma.mma_async.sync.aligned.m64n16k16.f32.bf16.bf16 {%0, %1, %2, %3, %4, %5, %6, %7}, {%16, %17, %18, %19}, %32, pt, 1, 1, 0;\n"
+      "wgmma.mma_async.sync.aligned.m64n16k16.f32.bf16.bf16 {%0, %1, %2, %3, %4, %5, %6, %7}, {%20, %21, %22, %23}, %33, pt, 1, 1, 0;\n"
+      "wgmma.mma_async.sync.aligned.m64n16k16.f32.bf16.bf16 {%0, %1, %2, %3, %4, %5, %6, %7}, {%8, %9, %10, %11}, %32, pt, 1, 1, 0;\n"
+      "wgmma.mma_async.sync.aligned.m64n16k16.f32.bf16.bf16 {%0, %1, %2, %3, %4, %5, %6, %7}, {%12, %13, %14, %15}, %33, pt, 1, 1, 0;\n"
+      "}\n"
+      : GRETA_WG_D4(0), GRETA_WG_D4(1)
+      : "r"(a[0][0].r[0]), "r"(a[0][0].r[1]), "r"(a[0][0].r[2]), "r"(a[0][0].r[3]), "r"(a[0][1].r[0]), "r"(a[0][1].r[1]),
+        "r"(a[0][1].r[2]), "r"(a[0][1].r[3]), "r"(a[1][0].r[0]), "r"(a[1][0].r[1]), "r"(a[1][0].r[2]), "r"(a[1][0].r[3]),
+        "r"(a[1][1].r[0]), "r"(a[1][1].r[1]), "r"(a[1][1].r[2]), "r"(a[1][1].r[3]), "r"(a[2][0].r[0]), "r"(a[2][0].r[1]),
+        "r"(a[2][0].r[2]), "r"(a[2][0].r[3]), "r"(a[2][1].r[0]), "r"(a[2][1].r[1]), "r"(a[2][1].r[2]), "r"(a[2][1].r[3]),
+        "l"(desc[0][0]), "l"(desc[0][1]), "l"(desc[1][0]), "l"(desc[1][1]), "l"(desc[2][0]), "l"(desc[2][1]));
+#else
+  __trap();
+#endif
+}
+
+// This thread's shared-memory writes, visible to wgmma's reads of B (the async proxy).
+__device__ __forceinline__ void fence_async_smem() {
+#if defined(__CUDA_ARCH_FEAT_SM90_ALL)
+  asm volatile("fence.proxy.async.shared::cta;" ::: "memory");
+#endif
+}
+
 __device__ __forceinline__ void wgmma_fence() {
 #if defined(__CUDA_ARCH_FEAT_SM90_ALL)
   asm volatile("wgmma.fence.sync.aligned;" ::: "memory");

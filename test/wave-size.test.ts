@@ -20,7 +20,8 @@ const HIP = join(packageRoot(), 'hip');
  */
 const NOT_WAVE: Record<string, { file: string; why: string }> = {
   RMSNORM_WIDE: { file: 'rmsnorm.hip', why: 'elements a thread of the norm keeps in registers, for rows up to 8192 (70B-class widths)' },
-  KEY_CHUNK: { file: 'attention.hip', why: "the reduction-order rule's fixed key split: chunks depend on the key index alone, whatever the wave" },
+  GRETA_KEY_CHUNK: { file: 'attention.h', why: "the reduction-order rule's fixed key split: chunks depend on the key index alone, whatever the wave" },
+  WG_WIDE: { file: 'attention_chain.hip', why: "columns of the wgmma prefill's block, the instruction's n (m64n32k16): tokens, not lanes" },
   DESC_SBO_BIT: { file: 'wgmma.h', why: "the bit where a wgmma shared-memory descriptor's stride field starts (PTX ISA)" },
   TILE_GROUP: { file: 'attention.hip', why: "the prefill tile kernel's unit of 4 row x 8 column groups: a thread layout any wave size runs, sized for bank-free loads" },
 };
@@ -126,8 +127,8 @@ describe('the wave scan itself', () => {
   });
 
   it('allows only the named exceptions, on their own declaration', () => {
-    const f = scanWave('attention.hip', 'constexpr int KEY_CHUNK = 64;\nint x = 64;');
-    expect(f.map(allowedName)).toEqual(['KEY_CHUNK', undefined]);
-    expect(scanWave('rope.hip', 'constexpr int KEY_CHUNK = 64;').map(allowedName)).toEqual([undefined]);
+    const f = scanWave('attention.h', 'constexpr int GRETA_KEY_CHUNK = 64;\nint x = 64;');
+    expect(f.map(allowedName)).toEqual(['GRETA_KEY_CHUNK', undefined]);
+    expect(scanWave('rope.hip', 'constexpr int GRETA_KEY_CHUNK = 64;').map(allowedName)).toEqual([undefined]);
   });
 });

@@ -424,6 +424,51 @@ describe(`${hip.name} ops on ${hip.device}`, () => {
     }
   });
 
+  // Every block layout of both chains (hip/attention.hip, hip/attention_chain.hip): 1, 4 and 48 query
+  // heads a KV head (48: more than a block's columns), head_dim 64 and 128 and one the matrix chain
+  // does not take, more chunks than a group (18), positions spread over the cache (a block's
+  // columns end in different chunks), and a V dim whose keys are zeros for the first half and
+  // negative after (a zero sum's sign: decode's masked V rows are zeros, a prefill block's later keys).
+  it('attention layouts: prefill rows = decode = probe pv, bit for bit, and the oracle, past a group of chunks', () => {
+    const keys = 1100;
+    for (const [H, KVH, hd] of [[32, 8, 128], [8, 1, 64], [4, 4, 64], [48, 1, 128], [8, 2, 48]] as const) {
+      const kvw = KVH * hd;
+      const [kh, ko] = pair([keys, kvw], 'act');
+      const v = hip.alloc('f32', [keys, kvw]);
+      hip.fillUniform(v, seed++, 1, 0);
+      const vals = hip.download(v) as Float32Array;
+      for (let j = 0; j < keys; j++) vals[j * kvw + 5] = j < keys / 2 ? 0 : -Math.abs(vals[j * kvw + 5]!) - 0.5;
+      hip.upload(v, vals);
+      const vo = oracle.alloc('f64', [keys, kvw]);
+      oracle.upload(vo, Float64Array.from(vals));
+      const M = 21;
+      const pos = Int32Array.from({ length: M }, (_, i) => Math.round((i * (keys - 1)) / (M - 1)));
+      pos[1] = keys / 2 - 1; // sums only the zeros of dim 5
+      const [qh, qo] = pair([M, H * hd], 'act');
+      const g = guarded(hip, M, H * hd);
+      hip.attention(g.out, qh, kh, v, pos, H, KVH, hd);
+      const rows = checkGuards(g.buf, M, H * hd);
+      const ref = oracle.alloc('f64', [M, H * hd]);
+      oracle.attention(ref, qo, ko, vo, pos, H, KVH, hd);
+      compare(`attention H=${H} KVH=${KVH} hd=${hd} ${keys} keys`, rows, oracle.download(ref) as Float64Array, 5e-6);
+      for (let r = 0; r < M; r++) {
+        const row = Buffer.from(rows.slice(r * H * hd, (r + 1) * H * hd).buffer);
+        const one = hip.alloc('f32', [1, H * hd]);
+        hip.attention(one, qh.rows(r, 1), kh, v, pos.subarray(r, r + 1), H, KVH, hd);
+        expect(Buffer.from((hip.download(one) as Float32Array).buffer), `decode row ${r} H=${H} KVH=${KVH} hd=${hd}`).toEqual(row);
+        if (r % 5 !== 1) continue;
+        const n = pos[r]! + 1;
+        const [sc, pr, pv] = [hip.alloc('f32', [H, n]), hip.alloc('f32', [H, n]), hip.alloc('f32', [H, hd])];
+        hip.attentionProbe(sc, pr, pv, qh.rows(r, 1), kh, v, pos[r]!, H, KVH, hd);
+        expect(Buffer.from((hip.download(pv) as Float32Array).buffer), `probe row ${r} H=${H} KVH=${KVH} hd=${hd}`).toEqual(row);
+        const [so, po, vo2] = [oracle.alloc('f64', [H, n]), oracle.alloc('f64', [H, n]), oracle.alloc('f64', [H, hd])];
+        oracle.attentionProbe(so, po, vo2, qo.rows(r, 1), ko, vo, pos[r]!, H, KVH, hd);
+        compare(`probe scores row ${r} H=${H} hd=${hd}`, hip.download(sc) as Float32Array, oracle.download(so) as Float64Array, 5e-6);
+        compare(`probe probs row ${r} H=${H} hd=${hd}`, hip.download(pr) as Float32Array, oracle.download(po) as Float64Array, 5e-6);
+      }
+    }
+  });
+
   // The tiled layout (hip/mma.h) on the way in and out: any row range, any dtype, K padded or not.
   it('matmul weights keep their rows through upload, fillUniform, download and row views', () => {
     const cpu = createBackend('cpu');
