@@ -21,6 +21,14 @@
 // positions a block), decode (one row split over blocks a chunk) and the
 // probe run the same chain, bit for bit.
 //
+// Error: each score and each acc_c[d] is a dot product with hip/matmul.h's
+// bound (K = head_dim for a score, the chunk's 64 keys for p.V; f32 weights,
+// so the dropped term products count); the softmax steps are the fp32 chain's.
+// Measured against fp64: relative L2 at most 1.6e-7 (dev/attention_mma.hip),
+// 3e-8 to 2e-7 in test/gpu/ops.gpu.test.ts (bound 5e-6), and at Llama-3-8B
+// depth every layer closer to fp64 than with the CUDA-core chain
+// (docs/oracle-results.md).
+//
 // Layouts (a block's columns are (position, query head) pairs of one KV
 // head: heads_per_block = min(group, columns), positions = columns / that):
 //   rows     mma.sync / MFMA, 4 waves, TILE_J columns: wave w holds keys
@@ -28,7 +36,8 @@
 //            w, w + 4, .. (p.V's A rows); the probe's kernel (one row).
 //   decode   the rows layout over one chunk per block, writing chunk
 //            partials; then one thread per (group, head, dim) merges a
-//            group's chunks in order, then one per (head, dim) the groups.
+//            group's chunks in order, then one per (head, dim) the groups
+//            (with one group, the first merge finishes: two launches).
 //   wgmma    prefill on sm_90a: one warpgroup a block of 32 columns (8
 //            positions of Llama's 4 heads a KV head), wgmma m64n32k16 with A
 //            from registers, which gives mma.sync's bits for every output
@@ -551,8 +560,8 @@ __global__ void GRETA_LAUNCH_BOUNDS(THREADS, 3)
 // Step 2: one thread per (group, head, dim): the group's chunk partials
 // merged in order from the empty state, each 16 records' loads issued before
 // their merges, into the group's record.
-__global__ void decode_merge_chunks_kernel(float* grp, const float* part, const int32_t* pos, int n_heads,
-                                           int head_dim) {
+__global__ void decode_merge_chunks_kernel(float* out, float* grp, const float* part, const int32_t* pos,
+                                           int n_heads, int head_dim) {
   greta_allow_next_launch();
   greta_await_prior_kernels();
   // 32-bit indices: groups x heads x dims is far below 2^31 (the scratch it sizes).
@@ -578,6 +587,13 @@ __global__ void decode_merge_chunks_kernel(float* grp, const float* part, const 
       merge_ml(m_g, l_g, rm[k], rl[k], a, b);
       acc_g = scaled_sum(acc_g, a, ra[k], b);
     }
+  if (groups == 1) {
+    // The lone group into the empty total, as step 3 would (so a zero sum is +0), and the output.
+    float m_t = -INFINITY, l_t = 0.f, a, b;
+    merge_ml(m_t, l_t, m_g, l_g, a, b);
+    out[i] = __fmul_rn(scaled_sum(0.f, a, acc_g, b), __fdiv_rn(1.f, l_t));
+    return;
+  }
   float* const o = grp + static_cast<int64_t>(g * n_heads + h) * rf;
   if (d == 0) {
     o[0] = m_g;
@@ -587,7 +603,9 @@ __global__ void decode_merge_chunks_kernel(float* grp, const float* part, const 
 }
 
 // Step 3: one thread per (head, dim): the groups merged in order into the
-// total, as prefill's total is (a lone group included), then the output.
+// total, as prefill's total is, then the output. Launched where the call's
+// keys may span more than one group; with one (the row's own count, read on
+// the device), step 2 wrote the output.
 __global__ void decode_merge_groups_kernel(float* out, const float* grp, const int32_t* pos, int n_heads,
                                            int head_dim) {
   greta_allow_next_launch();
@@ -596,6 +614,7 @@ __global__ void decode_merge_groups_kernel(float* out, const float* grp, const i
   if (i >= n_heads * head_dim) return;
   const int h = i / head_dim, d = i % head_dim;
   const int chunks = (pos[0] + CHUNK) / CHUNK, groups = (chunks + CHUNKS_PER_GROUP - 1) / CHUNKS_PER_GROUP;
+  if (groups == 1) return;
   float m_t = -INFINITY, l_t = 0.f, acc_t = 0.f;
   for (int g = 0; g < groups; g++) {
     const float* rec = grp + static_cast<int64_t>(g * n_heads + h) * rf;
@@ -889,9 +908,9 @@ hipError_t launch_decode(float* out, const float* q, const float* k_cache, const
   if (e != hipSuccess) return e;
   const int64_t qw = static_cast<int64_t>(n_heads) * HD;
   GRETA_LAUNCH(decode_merge_chunks_kernel, dim3(elementwise_blocks(ng * qw)), dim3(ELEMENTWISE_BLOCK), 0, stream,
-               groups, partials, pos, n_heads, HD);
+               out, groups, partials, pos, n_heads, HD);
   e = hipGetLastError();
-  if (e != hipSuccess) return e;
+  if (e != hipSuccess || ng == 1) return e;
   GRETA_LAUNCH(decode_merge_groups_kernel, dim3(elementwise_blocks(qw)), dim3(ELEMENTWISE_BLOCK), 0, stream, out,
                groups, pos, n_heads, HD);
   return hipGetLastError();
