@@ -619,11 +619,7 @@ __device__ __forceinline__ void wgmma_chain_f32_64(float (&d)[32], const MmaAHal
       "}\n"
       : GRETA_WG_D4(0), GRETA_WG_D4(1), GRETA_WG_D4(2), GRETA_WG_D4(3), GRETA_WG_D4(4), GRETA_WG_D4(5), GRETA_WG_D4(6),
         GRETA_WG_D4(7)
-      : "r"(a[0][0].r[0]), "r"(a[0][0].r[1]), "r"(a[0][0].r[2]), "r"(a[0][0].r[3]), "r"(a[0][1].r[0]), "r"(a[0][1].r[1]),
-        "r"(a[0][1].r[2]), "r"(a[0][1].r[3]), "r"(a[1][0].r[0]), "r"(a[1][0].r[1]), "r"(a[1][0].r[2]), "r"(a[1][0].r[3]),
-        "r"(a[1][1].r[0]), "r"(a[1][1].r[1]), "r"(a[1][1].r[2]), "r"(a[1][1].r[3]), "r"(a[2][0].r[0]), "r"(a[2][0].r[1]),
-        "r"(a[2][0].r[2]), "r"(a[2][0].r[3]), "r"(a[2][1].r[0]), "r"(a[2][1].r[1]), "r"(a[2][1].r[2]), "r"(a[2][1].r[3]),
-        "l"(desc[0][0]), "l"(desc[0][1]), "l"(desc[1][0]), "l"(desc[1][1]), "l"(desc[2][0]), "l"(desc[2][1]));
+      : GRETA_WG_F32_IN(a, desc));
 #else
   __trap();
 #endif

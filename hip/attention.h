@@ -66,6 +66,21 @@ hipError_t greta_attention_rows(float* out, const float* q, const float* k_cache
 // greta_attention under the same custom_scale and key_chunk. `factors` is
 // device scratch of greta_attention_probe_scratch_bytes.
 size_t greta_attention_probe_scratch_bytes(int n_heads, int32_t pos, int key_chunk);
+
+// The probe's rescale of chunk c's exp-scores, from one head's merge factors
+// fa (nc chunks, ng groups: a_c at [c], b_c at [nc + c], A_g at [2 nc + g],
+// B_g at [2 nc + ng + g]): the factors applied after the chunk, b_c, the
+// later a of its group, B_g, every later A, multiplied in that order. A key's
+// probability is exp(s - m_c) times this times 1/l.
+__device__ __forceinline__ float greta_probe_factor(const float* fa, int64_t c, int64_t nc, int64_t ng) {
+  const int64_t gi = c / GRETA_CHUNKS_PER_GROUP;
+  const int64_t gend = (gi + 1) * GRETA_CHUNKS_PER_GROUP < nc ? (gi + 1) * GRETA_CHUNKS_PER_GROUP : nc;
+  float f = fa[nc + c];
+  for (int64_t later = c + 1; later < gend; later++) f = __fmul_rn(f, fa[later]);
+  f = __fmul_rn(f, fa[2 * nc + ng + gi]);
+  for (int64_t later = gi + 1; later < ng; later++) f = __fmul_rn(f, fa[2 * nc + later]);
+  return f;
+}
 hipError_t greta_attention_probe(float* scores, float* probs, float* pv, const float* q, const float* k_cache,
                                  const float* v_cache, int32_t pos, int n_heads, int n_kv_heads, int head_dim,
                                  const float* custom_scale, int key_chunk, float* factors, hipStream_t stream);

@@ -427,22 +427,14 @@ __global__ void GRETA_LAUNCH_BOUNDS(BLOCK, MIN_BLOCKS) attention_rows_kernel(
   for (int p = 0; p < QUAD; p++)
     if (p < hs.n) finish(total[p], out + m * g.q_stride + static_cast<int64_t>(hs.h0 + p) * head_dim, head_dim);
   if (PROBE) {
-    // Each key's weight: exp(s - m_c) times the rescales applied after its
-    // chunk (b_c, the later a of its group, B_g, every later A), times 1/l.
+    // Each key's weight: exp(s - m_c) times greta_probe_factor, times 1/l.
     __syncthreads();  // the block's stores of exp(s - m_c) and factors are visible
     for (int p = 0; p < hs.n; p++) {
       const float* fa = factors + (hs.h0 + p) * 2 * (nc + ng);
       float* pr = probs + (hs.h0 + p) * n_keys;
       const float inv = __fdiv_rn(1.f, total[p].l);
-      for (int64_t jk = threadIdx.x; jk < n_keys; jk += BLOCK) {
-        const int64_t c = jk / CHUNK, gi = c / CHUNKS_PER_GROUP;
-        const int64_t gend = (gi + 1) * CHUNKS_PER_GROUP < nc ? (gi + 1) * CHUNKS_PER_GROUP : nc;
-        float f = fa[nc + c];
-        for (int64_t later = c + 1; later < gend; later++) f = __fmul_rn(f, fa[later]);
-        f = __fmul_rn(f, fa[2 * nc + ng + gi]);
-        for (int64_t later = gi + 1; later < ng; later++) f = __fmul_rn(f, fa[2 * nc + later]);
-        pr[jk] = __fmul_rn(__fmul_rn(pr[jk], f), inv);
-      }
+      for (int64_t jk = threadIdx.x; jk < n_keys; jk += BLOCK)
+        pr[jk] = __fmul_rn(__fmul_rn(pr[jk], greta_probe_factor(fa, jk / CHUNK, nc, ng)), inv);
     }
   }
 }

@@ -485,22 +485,14 @@ __global__ void GRETA_LAUNCH_BOUNDS(THREADS, 1)
           __fmul_rn(acc_t[d][col], __fdiv_rn(1.f, l_t[col]));
   }
   if (PROBE) {
-    // Each key's weight: exp(s - m_c) times the rescales applied after its
-    // chunk (b_c, the later a of its group, B_g, every later A), times 1/l.
+    // Each key's weight: exp(s - m_c) times greta_probe_factor, times 1/l.
     __syncthreads();  // the block's stores of exp(s - m_c) and factors are visible
     for (int col = 0; col < bk.n; col++) {
       const float* fac = probe.factors + (bk.h0 + col) * 2 * (nc + ng);
       float* pr = probe.probs + (bk.h0 + col) * probe_keys;
       const float inv = __fdiv_rn(1.f, l_t[col]);
-      for (int64_t jk = t; jk < probe_keys; jk += THREADS) {
-        const int64_t c = jk / SUB, gi = c / CHUNKS_PER_GROUP;
-        const int64_t gend = (gi + 1) * CHUNKS_PER_GROUP < nc ? (gi + 1) * CHUNKS_PER_GROUP : nc;
-        float f = fac[nc + c];
-        for (int64_t later = c + 1; later < gend; later++) f = __fmul_rn(f, fac[later]);
-        f = __fmul_rn(f, fac[2 * nc + ng + gi]);
-        for (int64_t later = gi + 1; later < ng; later++) f = __fmul_rn(f, fac[2 * nc + later]);
-        pr[jk] = __fmul_rn(__fmul_rn(pr[jk], f), inv);
-      }
+      for (int64_t jk = t; jk < probe_keys; jk += THREADS)
+        pr[jk] = __fmul_rn(__fmul_rn(pr[jk], greta_probe_factor(fac, jk / SUB, nc, ng)), inv);
     }
   }
 }

@@ -21,6 +21,16 @@ namespace greta_mma {
 // Four accumulator operands of an asm statement: d[4 i] .. d[4 i + 3].
 #define GRETA_WG_D4(i) "+f"(d[4 * (i)]), "+f"(d[4 * (i) + 1]), "+f"(d[4 * (i) + 2]), "+f"(d[4 * (i) + 3])
 
+// The inputs of an f32-weight chain's asm statement (wgmma_chain_f32_*): the
+// 24 A registers a[w][h].r[i] (weight term w, half h), then the 6 B
+// descriptors desc[x][h].
+#define GRETA_WG_F32_IN(a, desc)                                                                                     \
+  "r"(a[0][0].r[0]), "r"(a[0][0].r[1]), "r"(a[0][0].r[2]), "r"(a[0][0].r[3]), "r"(a[0][1].r[0]), "r"(a[0][1].r[1]),   \
+      "r"(a[0][1].r[2]), "r"(a[0][1].r[3]), "r"(a[1][0].r[0]), "r"(a[1][0].r[1]), "r"(a[1][0].r[2]), "r"(a[1][0].r[3]), \
+      "r"(a[1][1].r[0]), "r"(a[1][1].r[1]), "r"(a[1][1].r[2]), "r"(a[1][1].r[3]), "r"(a[2][0].r[0]), "r"(a[2][0].r[1]), \
+      "r"(a[2][0].r[2]), "r"(a[2][0].r[3]), "r"(a[2][1].r[0]), "r"(a[2][1].r[1]), "r"(a[2][1].r[2]), "r"(a[2][1].r[3]), \
+      "l"(desc[0][0]), "l"(desc[0][1]), "l"(desc[1][0]), "l"(desc[1][1]), "l"(desc[2][0]), "l"(desc[2][1])
+
 // A descriptor's fields (PTX ISA, matrix descriptor): start address, leading
 // and stride byte offsets, each in 16-byte units; the stride starts at bit 32.
 constexpr int DESC_SBO_BIT = 32;
@@ -111,11 +121,7 @@ __device__ __forceinline__ void wgmma_chain_f32_32(float (&d)[16], const MmaAHal
       "wgmma.mma_async.sync.aligned.m64n32k16.f32.bf16.bf16 {%0, %1, %2, %3, %4, %5, %6, %7, %8, %9, %10, %11, %12, %13, %14, %15}, {%20, %21, %22, %23}, %41, pt, 1, 1, 0;\n"
       "}\n"
       : GRETA_WG_D4(0), GRETA_WG_D4(1), GRETA_WG_D4(2), GRETA_WG_D4(3)
-      : "r"(a[0][0].r[0]), "r"(a[0][0].r[1]), "r"(a[0][0].r[2]), "r"(a[0][0].r[3]), "r"(a[0][1].r[0]), "r"(a[0][1].r[1]),
-        "r"(a[0][1].r[2]), "r"(a[0][1].r[3]), "r"(a[1][0].r[0]), "r"(a[1][0].r[1]), "r"(a[1][0].r[2]), "r"(a[1][0].r[3]),
-        "r"(a[1][1].r[0]), "r"(a[1][1].r[1]), "r"(a[1][1].r[2]), "r"(a[1][1].r[3]), "r"(a[2][0].r[0]), "r"(a[2][0].r[1]),
-        "r"(a[2][0].r[2]), "r"(a[2][0].r[3]), "r"(a[2][1].r[0]), "r"(a[2][1].r[1]), "r"(a[2][1].r[2]), "r"(a[2][1].r[3]),
-        "l"(desc[0][0]), "l"(desc[0][1]), "l"(desc[1][0]), "l"(desc[1][1]), "l"(desc[2][0]), "l"(desc[2][1]));
+      : GRETA_WG_F32_IN(a, desc));
 #else
   __trap();
 #endif
@@ -140,11 +146,7 @@ __device__ __forceinline__ void wgmma_chain_f32_16(float (&d)[8], const MmaAHalf
       "wgmma.mma_async.sync.aligned.m64n16k16.f32.bf16.bf16 {%0, %1, %2, %3, %4, %5, %6, %7}, {%12, %13, %14, %15}, %33, pt, 1, 1, 0;\n"
       "}\n"
       : GRETA_WG_D4(0), GRETA_WG_D4(1)
-      : "r"(a[0][0].r[0]), "r"(a[0][0].r[1]), "r"(a[0][0].r[2]), "r"(a[0][0].r[3]), "r"(a[0][1].r[0]), "r"(a[0][1].r[1]),
-        "r"(a[0][1].r[2]), "r"(a[0][1].r[3]), "r"(a[1][0].r[0]), "r"(a[1][0].r[1]), "r"(a[1][0].r[2]), "r"(a[1][0].r[3]),
-        "r"(a[1][1].r[0]), "r"(a[1][1].r[1]), "r"(a[1][1].r[2]), "r"(a[1][1].r[3]), "r"(a[2][0].r[0]), "r"(a[2][0].r[1]),
-        "r"(a[2][0].r[2]), "r"(a[2][0].r[3]), "r"(a[2][1].r[0]), "r"(a[2][1].r[1]), "r"(a[2][1].r[2]), "r"(a[2][1].r[3]),
-        "l"(desc[0][0]), "l"(desc[0][1]), "l"(desc[1][0]), "l"(desc[1][1]), "l"(desc[2][0]), "l"(desc[2][1]));
+      : GRETA_WG_F32_IN(a, desc));
 #else
   __trap();
 #endif
